@@ -1,0 +1,3 @@
+"""attnmeta: attention and meta-learning in PyTorch."""
+
+__version__ = "0.1.0"

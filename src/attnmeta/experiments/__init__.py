@@ -1,0 +1,1 @@
+"""Self-contained experiments behind the CLI's ready-made commands."""

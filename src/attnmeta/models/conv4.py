@@ -1,0 +1,43 @@
+"""Conv4, the backbone of MAML, ProtoNets and Matching Networks on Omniglot / miniImageNet.
+
+4 × [conv 3×3 (64), BatchNorm, ReLU, max-pool 2]; on 28×28 inputs the feature map ends
+at 1×1×64. BatchNorm uses the statistics of the batch it sees (as in MAML's reference
+code) and is written with plain tensor ops (see :mod:`attnmeta.norm` for why).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnmeta.norm import BatchStatNorm2d
+
+__all__ = ["Conv4"]
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        BatchStatNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, features]`` if ``out_dim=0``."""
+
+    def __init__(self, in_channels: int = 1, out_dim: int = 5, hidden: int = 64,
+                 image_size: int = 28) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_block(in_channels, hidden), conv_block(hidden, hidden),
+            conv_block(hidden, hidden), conv_block(hidden, hidden),
+        )
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        self.feature_dim = hidden * side * side
+        self.head = nn.Linear(self.feature_dim, out_dim) if out_dim else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1))

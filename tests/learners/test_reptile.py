@@ -1,0 +1,43 @@
+"""Reptile's update equals θ + ε (mean_t φ_t − θ) with φ_t from plain SGD."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from attnmeta.learners import Reptile
+from attnmeta.models import MLP
+from attnmeta.tasks import Episode, SinusoidTasks
+from attnmeta.train import meta_train
+
+
+def sgd_adapted(model, task: Episode, lr: float, steps: int) -> dict[str, torch.Tensor]:
+    """Reference inner loop: a deep copy of the model trained with torch.optim.SGD."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(clone.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.mse_loss(clone(task.support_x), task.support_y).backward()
+        optimizer.step()
+    return {n: p.detach() for n, p in clone.named_parameters()}
+
+
+def test_reptile_step_is_the_reptile_formula():
+    torch.manual_seed(0)
+    model = MLP(hidden=(8, 8)).double()
+    learner = Reptile(model, inner_lr=0.02, inner_steps=3, loss_fn=F.mse_loss)
+    batch = SinusoidTasks(k_shot=5, q_query=5).batch(0, 4)
+    batch = Episode(*(t.double() for t in (batch.support_x, batch.support_y,
+                                           batch.query_x, batch.query_y)))
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    adapted = [sgd_adapted(model, batch.task(t), 0.02, 3) for t in range(batch.num_tasks)]
+    epsilon = 0.5
+    meta_train(learner, iter([batch]), torch.optim.SGD(learner.parameters(), lr=epsilon),
+               steps=1, progress=False)
+    for name, p in model.named_parameters():
+        phi_mean = torch.stack([a[name] for a in adapted]).mean(0)
+        expected = theta[name] + epsilon * (phi_mean - theta[name])
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
+        assert not torch.equal(p.detach(), theta[name])  # the step moved every parameter

@@ -1,0 +1,91 @@
+"""The shared training loop and the evaluation statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnmeta.evaluate import accuracy, mse, summarize
+from attnmeta.learners import MAML
+from attnmeta.models import MLP
+from attnmeta.tasks import SinusoidTasks
+from attnmeta.train import NonFiniteLossError, meta_train
+
+
+def batches(tasks: SinusoidTasks, start: int = 0):
+    step = start
+    while True:
+        yield tasks.batch(step, 4)
+        step += 1
+
+
+def test_meta_training_reduces_loss_and_logs():
+    torch.manual_seed(0)
+    learner = MAML(MLP(hidden=(20, 20)), 0.01, 1, loss_fn=F.mse_loss, strategy="vmap")
+    # One fixed sine (a degenerate family) so that 200 steps must fit it well.
+    tasks = SinusoidTasks(k_shot=5, q_query=5, amplitude_range=(2.0, 2.0), phase_range=(0.0, 0.0))
+    logged = []
+    history = meta_train(learner, batches(tasks), torch.optim.Adam(learner.parameters(), 3e-3),
+                         steps=200, log_every=50, progress=False,
+                         on_log=lambda step, m: logged.append(step))
+    assert logged == [50, 100, 150, 200]
+    assert [h["step"] for h in history] == logged
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+
+
+def test_resuming_from_a_step_reproduces_the_uninterrupted_run():
+    tasks = SinusoidTasks(k_shot=5, q_query=5)
+
+    def run(split_at: int | None):
+        torch.manual_seed(0)
+        learner = MAML(MLP(hidden=(8,)), 0.01, 1, loss_fn=F.mse_loss)
+        optimizer = torch.optim.Adam(learner.parameters(), 1e-2)
+        if split_at is None:
+            meta_train(learner, batches(tasks), optimizer, steps=6, progress=False)
+        else:
+            meta_train(learner, batches(tasks), optimizer, steps=split_at, progress=False)
+            state = {"model": learner.state_dict(), "optim": optimizer.state_dict()}
+            learner.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optim"])
+            meta_train(learner, batches(tasks, start=split_at), optimizer, steps=6,
+                       start_step=split_at, progress=False)
+        return [p.detach().clone() for p in learner.parameters()]
+
+    for a, b in zip(run(None), run(3)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_leaves_parameters():
+    learner = MAML(MLP(hidden=(4,)), 0.01, 1, loss_fn=F.mse_loss)
+    before = [p.detach().clone() for p in learner.parameters()]
+    batch = SinusoidTasks(k_shot=3, q_query=3).batch(0, 2)
+    batch.query_y[0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="meta-loss is nan at step 0"):
+        meta_train(learner, iter([batch]), torch.optim.SGD(learner.parameters(), 0.1), steps=1,
+                   progress=False)
+    for p, q in zip(learner.parameters(), before):
+        assert torch.equal(p.detach(), q)
+
+
+def test_summary_is_mean_and_normal_interval():
+    values = np.array([0.5, 0.7, 0.9, 1.1])
+    summary = summarize(values)
+    assert summary.mean == pytest.approx(0.8)
+    assert summary.ci95 == pytest.approx(1.959964 * np.std(values, ddof=1) / 2, rel=1e-6)
+    assert summary.n == 4
+    with pytest.raises(ValueError, match="1 values: expected at least 2"):
+        summarize([1.0])
+
+
+def test_per_task_metrics():
+    logits = torch.tensor([[[2.0, 1.0], [0.0, 3.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    labels = torch.tensor([[0, 1], [1, 1]])
+    torch.testing.assert_close(accuracy(logits, labels), torch.tensor([1.0, 0.0]))
+    pred = torch.zeros(2, 3, 1)
+    target = torch.tensor([[1.0, 2.0, 2.0], [0.0, 0.0, 3.0]]).unsqueeze(-1)
+    torch.testing.assert_close(mse(pred, target), torch.tensor([3.0, 3.0]))
+    assert math.isclose(mse(pred, target).mean().item(), 3.0)
