@@ -42,5 +42,77 @@ def demo(out_dir: Path, steps_scale: float, test_tasks: int, progress: bool) -> 
                f"{out_dir / 'sinusoid.png'}")
 
 
+def fail(error: Exception) -> None:
+    """Bad input ends in one line naming the problem, not a traceback."""
+    raise click.ClickException(str(error))
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: runs/<config name>).")
+@click.option("--data-root", default=None, help="Folder holding the data sets "
+              "(default: $ATTNMETA_DATA, else the download cache).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--eval/--no-eval", "run_eval", default=True, show_default=True,
+              help="Evaluate the final checkpoint on the test episodes.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
+          data_root: str | None, resume: bool, run_eval: bool, progress: bool) -> None:
+    """Meta-train from a YAML CONFIG, with key=value OVERRIDES (e.g. train.steps=100)."""
+    from attnmeta.config import load_config
+    from attnmeta.experiment import evaluate_checkpoint, train_run
+
+    try:
+        config = load_config(config_path, overrides)
+        if data_root is not None:
+            config.data.root = data_root
+        out_dir = out_dir or Path("runs") / config.name
+        result = train_run(config, out_dir, resume=resume, progress=progress,
+                           command=invoked_command())
+        click.echo(f"trained {config.name}: {result['steps']} steps in "
+                   f"{result['train_seconds']:.0f} s -> {out_dir}")
+        if run_eval:
+            report_eval(evaluate_checkpoint(out_dir, command=invoked_command(),
+                                            progress=progress))
+    except USER_ERRORS as error:
+        fail(error)
+
+
+def report_eval(result: dict) -> None:
+    click.echo(f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot "
+               f"({result['split']}, {result['episodes']} episodes, seed {result['episode_seed']}):"
+               f" accuracy {100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}% "
+               f"-> {result['written_to']}")
+
+
+@main.command(name="eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--episodes", type=click.IntRange(min=2), default=None,
+              help="Number of test episodes (default: the config's, 1000).")
+@click.option("--seed", type=int, default=None, help="Episode seed (default: the config's).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
+@click.option("--n-way", type=click.IntRange(min=2), default=None)
+@click.option("--k-shot", type=click.IntRange(min=1), default=None)
+@click.option("--data-root", default=None)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def evaluate(checkpoint: Path, episodes: int | None, seed: int | None, split: str | None,
+             n_way: int | None, k_shot: int | None, data_root: str | None,
+             progress: bool) -> None:
+    """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes."""
+    from attnmeta.experiment import evaluate_checkpoint
+
+    try:
+        report_eval(evaluate_checkpoint(checkpoint, episodes=episodes, seed=seed, split=split,
+                                        data_root=data_root, n_way=n_way, k_shot=k_shot,
+                                        command=invoked_command(), progress=progress))
+    except USER_ERRORS as error:
+        fail(error)
+
+
 if __name__ == "__main__":
     main()

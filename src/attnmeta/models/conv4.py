@@ -14,24 +14,30 @@ from attnmeta.norm import BatchStatNorm2d
 __all__ = ["Conv4"]
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, norm: str = "batch") -> nn.Sequential:
+    if norm not in ("batch", "running"):
+        raise ValueError(f"norm={norm!r}: expected 'batch' (batch statistics) or 'running'")
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        BatchStatNorm2d(out_channels),
+        BatchStatNorm2d(out_channels) if norm == "batch" else nn.BatchNorm2d(out_channels),
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
 
 
 class Conv4(nn.Module):
-    """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, features]`` if ``out_dim=0``."""
+    """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, features]`` if ``out_dim=0``.
+
+    ``norm="batch"`` normalises with each batch's statistics (MAML); ``"running"`` uses
+    ``nn.BatchNorm2d`` with running statistics in eval mode (ProtoNets, Matching Nets).
+    """
 
     def __init__(self, in_channels: int = 1, out_dim: int = 5, hidden: int = 64,
-                 image_size: int = 28) -> None:
+                 image_size: int = 28, norm: str = "batch") -> None:
         super().__init__()
         self.features = nn.Sequential(
-            conv_block(in_channels, hidden), conv_block(hidden, hidden),
-            conv_block(hidden, hidden), conv_block(hidden, hidden),
+            conv_block(in_channels, hidden, norm), conv_block(hidden, hidden, norm),
+            conv_block(hidden, hidden, norm), conv_block(hidden, hidden, norm),
         )
         side = image_size
         for _ in range(4):

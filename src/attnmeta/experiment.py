@@ -1,0 +1,229 @@
+"""Config -> data, model, learner; a resumable training run; seeded evaluation.
+
+This is what ``attnmeta train`` and ``attnmeta eval`` call. A run folder holds
+``config.yaml`` (resolved), ``checkpoints/``, ``log.jsonl``, TensorBoard scalars in
+``tb/`` and, after evaluation, ``eval_<split>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from attnmeta.checkpoint import (CheckpointError, atomic_write_bytes, latest_checkpoint,
+                                 load_checkpoint, resolve_checkpoint, save_checkpoint)
+from attnmeta.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
+from attnmeta.evaluate import accuracy, per_task_metric, summarize
+from attnmeta.learners import MAML, MetaLearner, ProtoNet, Reptile
+from attnmeta.models import Conv4
+from attnmeta.tasks import FewShotEpisodes, collate_episodes
+from attnmeta.tasks.image_folder import LabelledImages, load_image_folder
+from attnmeta.train import meta_train
+
+__all__ = ["build_learner", "load_split", "train_run", "evaluate_checkpoint", "RunError"]
+
+# Keys that may differ between a checkpoint's config and the resuming one.
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every",
+                     "train.keep_checkpoints", "data.root", "data.workers")
+
+
+class RunError(ValueError):
+    """A run folder or request that cannot be carried out as asked."""
+
+
+def build_model(config: ExperimentConfig) -> nn.Module:
+    if config.model.backbone != "conv4":
+        raise RunError(f"model.backbone={config.model.backbone!r}: expected 'conv4'")
+    needs_head = config.learner.name in ("maml", "fomaml", "reptile")
+    return Conv4(in_channels=1, out_dim=config.data.train.n_way if needs_head else 0,
+                 hidden=config.model.hidden, image_size=config.data.image_size,
+                 norm=config.model.norm)
+
+
+def build_learner(config: ExperimentConfig) -> MetaLearner:
+    """The learner named by ``config.learner.name`` around the configured backbone."""
+    model, spec = build_model(config), config.learner
+    if spec.name in ("maml", "fomaml"):
+        return MAML(model, spec.inner_lr, spec.inner_steps, first_order=spec.name == "fomaml",
+                    learn_inner_lr=spec.learn_inner_lr, adapt_only=spec.adapt_only,
+                    strategy=spec.strategy)
+    if spec.name == "reptile":
+        return Reptile(model, spec.inner_lr, spec.inner_steps)
+    if spec.name == "protonet":
+        return ProtoNet(model, distance=spec.distance)
+    raise RunError(f"learner.name={spec.name!r}: expected one of maml, fomaml, reptile, protonet")
+
+
+def load_split(config: ExperimentConfig, split: str) -> LabelledImages:
+    """Images and labels of ``split`` ('train' | 'val' | 'test') of the configured data set."""
+    data = config.data
+    if data.dataset == "omniglot":
+        from attnmeta.tasks.omniglot import load_omniglot
+
+        return load_omniglot(data.root, split=split, protocol=data.protocol,
+                             image_size=data.image_size)
+    if data.dataset == "image_folder":
+        if data.root is None:
+            raise RunError("data.root is not set: expected the image folder's path "
+                           "(data.root=/path/with/train/and/test)")
+        return load_image_folder(data.root, split=split, image_size=data.image_size)
+    raise RunError(f"data.dataset={data.dataset!r}: expected 'omniglot' or 'image_folder'")
+
+
+def make_episodes(split: LabelledImages, shape: EpisodeConfig, num_episodes: int,
+                  seed: int) -> FewShotEpisodes:
+    return FewShotEpisodes(split.images, split.labels.tolist(), n_way=shape.n_way,
+                           k_shot=shape.k_shot, q_query=shape.q_query,
+                           num_episodes=num_episodes, seed=seed)
+
+
+def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim.Optimizer:
+    if config.train.optimizer == "adam":
+        return torch.optim.Adam(learner.parameters(), lr=config.train.lr)
+    if config.train.optimizer == "sgd":
+        return torch.optim.SGD(learner.parameters(), lr=config.train.lr)
+    raise RunError(f"train.optimizer={config.train.optimizer!r}: expected 'adam' or 'sgd'")
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    old, new = _flatten(saved), _flatten(current)
+    differing = [k for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES + ("eval.",))]
+    if differing:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing[:4])
+        raise RunError(f"cannot resume {where}: the config differs from the checkpoint's "
+                       f"({shown}); expected the same config (or a new --out folder)")
+
+
+def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
+              progress: bool = True, command: str = "",
+              on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Meta-train as configured, checkpointing into ``run_dir``; resumable after a kill.
+
+    Episode ``i`` of training depends only on ``(config.seed, i)`` and every RNG state is
+    checkpointed, so a resumed run reaches the same weights as an uninterrupted one.
+    """
+    run_dir = Path(run_dir)
+    config_dict = config_to_dict(config)
+    existing = latest_checkpoint(run_dir)
+    if existing is not None and not resume:
+        raise RunError(f"run folder {run_dir} already holds checkpoints: pass --resume to "
+                       "continue it, or --out NEW_FOLDER for a new run")
+    torch.manual_seed(config.seed)
+    learner = build_learner(config)
+    optimizer = build_optimizer(config, learner)
+    start_step, elapsed = 0, 0.0
+    if existing is not None:
+        saved = json.loads(existing.read_text())
+        _check_resumable(saved["config"], config_dict, existing)
+        record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
+        start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False).encode())
+
+    split = load_split(config, "train")
+    steps, meta_batch = config.train.steps, config.train.meta_batch
+    episodes = make_episodes(split, config.data.train, steps * meta_batch, config.seed)
+    loader = DataLoader(episodes, batch_size=meta_batch, collate_fn=collate_episodes,
+                        sampler=range(start_step * meta_batch, steps * meta_batch),
+                        num_workers=config.data.workers)
+
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    clock = {"start": time.perf_counter() - elapsed}
+
+    def set_learning_rate(step: int) -> None:
+        every = config.train.lr_decay_every
+        for group in optimizer.param_groups:
+            group["lr"] = config.train.lr * (0.5 ** (step // every) if every else 1.0)
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        seconds = time.perf_counter() - clock["start"]
+        for name, value in metrics.items():
+            writer.add_scalar(f"train/{name}", value, step)
+        with open(run_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, "elapsed_s": seconds, **metrics}) + "\n")
+
+    def step_end(step: int) -> None:
+        set_learning_rate(step)
+        if step % config.train.checkpoint_every == 0 or step == steps:
+            save_checkpoint(run_dir, step, learner, optimizer, config_dict,
+                            keep=config.train.keep_checkpoints,
+                            extra={"elapsed_s": time.perf_counter() - clock["start"],
+                                   "command": command})
+        if on_step_end is not None:
+            on_step_end(step)
+
+    set_learning_rate(start_step)
+    try:
+        history = meta_train(learner, loader, optimizer, steps, start_step=start_step,
+                             grad_clip=config.train.grad_clip, log_every=config.train.log_every,
+                             progress=progress, description=config.name, on_log=log,
+                             on_step_end=step_end)
+    finally:
+        writer.close()
+    return {"run_dir": str(run_dir), "steps": steps, "resumed_from": start_step,
+            "train_seconds": time.perf_counter() - clock["start"], "history": history}
+
+
+def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
+                        split: str | None = None, data_root: str | None = None,
+                        n_way: int | None = None, k_shot: int | None = None,
+                        batch_size: int = 16, command: str = "",
+                        progress: bool = False) -> dict[str, Any]:
+    """Accuracy (mean ± 95% CI) over a fixed, seeded set of test episodes; writes JSON."""
+    json_path = resolve_checkpoint(Path(checkpoint))
+    try:
+        config = config_from_dict(json.loads(json_path.read_text())["config"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint {json_path} has no readable config ({error})") from None
+    if data_root is not None:
+        config.data.root = data_root
+    learner = build_learner(config)
+    record = load_checkpoint(json_path, learner)
+    learner.eval()
+    split = split or config.eval.split
+    episodes = episodes or config.eval.episodes
+    seed = config.eval.seed if seed is None else seed
+    shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
+                          config.data.test.q_query)
+    if isinstance(learner, MAML) and shape.n_way != config.data.train.n_way:
+        raise RunError(f"n_way={shape.n_way} at test but the {config.learner.name} head has "
+                       f"{config.data.train.n_way} outputs: expected the training n_way")
+    test_episodes = make_episodes(load_split(config, split), shape, episodes, seed)
+    loader = DataLoader(test_episodes, batch_size=batch_size, collate_fn=collate_episodes)
+    kwargs = {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=f"eval {split}", dynamic_ncols=True)
+    values = per_task_metric(lambda b: learner.predict_batch(b, **kwargs), loader, accuracy)
+    summary = summarize(values)
+    result = {
+        "command": command, "checkpoint": str(json_path), "step": record["step"],
+        "learner": config.learner.name, "split": split, "n_way": shape.n_way,
+        "k_shot": shape.k_shot, "q_query": shape.q_query, "episodes": episodes,
+        "episode_seed": seed, "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
+    }
+    out = json_path.parent.parent / f"eval_{split}_{shape.n_way}w{shape.k_shot}s.json"
+    atomic_write_bytes(out, json.dumps(result, indent=2).encode())
+    result["written_to"] = str(out)
+    return result

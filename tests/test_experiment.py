@@ -1,0 +1,188 @@
+"""Config -> train -> checkpoint -> resume -> eval, on a tiny synthetic image folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from attnmeta.checkpoint import CheckpointError, load_checkpoint
+from attnmeta.cli import main
+from attnmeta.config import ConfigError, config_from_dict, config_to_dict, load_config
+from attnmeta.experiment import RunError, build_learner, evaluate_checkpoint, train_run
+
+
+def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12) -> Path:
+    """root/{train,test}/<class>/<i>.png; each class a fixed random pattern plus noise."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            pattern = rng.random((size, size))
+            folder = root / split / f"class_{c:02d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(pattern + 0.2 * rng.standard_normal((size, size)), 0, 1)
+                Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **learner_fields):
+    norm = "running" if learner == "protonet" else "batch"
+    return config_from_dict({
+        "name": f"tiny-{learner}", "seed": 3,
+        "data": {"dataset": "image_folder", "root": str(data_root), "image_size": 16,
+                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
+                 "test": {"n_way": 3, "k_shot": 1, "q_query": 2}},
+        "model": {"hidden": 8, "norm": norm},
+        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 2,
+                    **learner_fields},
+        "train": {"steps": steps, "meta_batch": 2, "lr": 0.01, "log_every": 2,
+                  "checkpoint_every": 3, "lr_decay_every": 4},
+        "eval": {"episodes": 8, "seed": 5},
+    })
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+def final_weights(run_dir: Path) -> dict:
+    latest = sorted((run_dir / "checkpoints").glob("step_*.safetensors"))[-1]
+    return load_file(latest)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(step_to_stop: int):
+    def hook(step: int) -> None:
+        if step == step_to_stop:
+            raise Interrupt
+    return hook
+
+
+@pytest.mark.parametrize("learner, extra", [("protonet", {}), ("fomaml", {}), ("maml", {}),
+                                            ("reptile", {})])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, data_root, learner, extra):
+    config = tiny_config(data_root, learner, **extra)
+    train_run(config, tmp_path / "straight", progress=False)
+    with pytest.raises(Interrupt):
+        train_run(config, tmp_path / "killed", progress=False, on_step_end=interrupt_at(4))
+    # The kill came after step 4; the last checkpoint is step 3, so steps 4.. are redone.
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("*.json")) == [
+        "step_0000003.json"]
+    resumed = train_run(config, tmp_path / "killed", resume=True, progress=False)
+    assert resumed["resumed_from"] == 3
+    straight, again = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    assert straight.keys() == again.keys()
+    for key in straight:
+        assert np.array_equal(straight[key].numpy(), again[key].numpy()), key
+
+
+def test_run_folder_contents_and_eval(tmp_path, data_root):
+    config = tiny_config(data_root, "protonet")
+    train_run(config, tmp_path / "run", progress=False, command="attnmeta train tiny")
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "tiny-protonet"
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == [
+        "step_0000003.json", "step_0000006.json"]
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged] == [2, 4, 6]
+    assert all(0 <= entry["accuracy"] <= 1 for entry in logged)
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    first = evaluate_checkpoint(run)
+    second = evaluate_checkpoint(run / "checkpoints" / "step_0000006.json")
+    assert first["accuracy"] == second["accuracy"]  # same seeded episodes, same weights
+    assert first["episodes"] == 8 and first["episode_seed"] == 5 and first["step"] == 6
+    saved = json.loads(Path(first["written_to"]).read_text())
+    assert saved["accuracy"] == first["accuracy"] and 0 <= saved["accuracy"] <= 1
+    other_seed = evaluate_checkpoint(run, seed=6, episodes=8)
+    assert other_seed["episode_seed"] == 6
+
+
+def test_learning_rate_halves_on_schedule(tmp_path, data_root):
+    config = tiny_config(data_root, "protonet", steps=6)
+    train_run(config, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run/checkpoints/step_0000006.json").read_text())
+    assert record["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.5)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, data_root):
+    train_run(tiny_config(data_root, "protonet"), tmp_path / "proto", progress=False)
+    maml = build_learner(tiny_config(data_root, "maml"))
+    with pytest.raises(CheckpointError, match="holds a different model .learner 'protonet'."):
+        load_checkpoint(tmp_path / "proto", maml)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, data_root):
+    config = tiny_config(data_root, "protonet")
+    train_run(config, tmp_path / "run", progress=False)
+    weights = tmp_path / "run/checkpoints/step_0000006.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(CheckpointError, match="do not match the sha256"):
+        load_checkpoint(tmp_path / "run/checkpoints/step_0000006.json", build_learner(config))
+
+
+def test_existing_run_needs_resume_and_the_same_config(tmp_path, data_root):
+    config = tiny_config(data_root, "protonet", steps=3)
+    train_run(config, tmp_path / "run", progress=False)
+    with pytest.raises(RunError, match="already holds checkpoints: pass --resume"):
+        train_run(config, tmp_path / "run", progress=False)
+    changed = tiny_config(data_root, "protonet", steps=3)
+    changed.train.lr = 0.5
+    with pytest.raises(RunError, match=r"train.lr: 0.01 -> 0.5"):
+        train_run(changed, tmp_path / "run", resume=True, progress=False)
+    longer = tiny_config(data_root, "protonet", steps=6)  # more steps is a valid resume
+    assert train_run(longer, tmp_path / "run", resume=True, progress=False)["resumed_from"] == 3
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'train.stpes'"):
+        config_from_dict({"train": {"stpes": 3}})
+    with pytest.raises(ConfigError, match="config key 'train.lr' is 'fast': expected a float"):
+        config_from_dict({"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  steps: 5\n")
+    config = load_config(path, ["train.steps=7", "learner.name=maml", "train.lr=2e-3"])
+    assert (config.train.steps, config.learner.name, config.train.lr) == (7, "maml", 0.002)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(path, ["train.steps"])
+
+
+def test_cli_train_eval_and_one_line_errors(tmp_path, data_root):
+    config = tiny_config(data_root, "protonet")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    runner = CliRunner()
+    out = tmp_path / "cli-run"
+    result = runner.invoke(main, ["train", str(path), "train.steps=3", "--out", str(out),
+                                  "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "protonet 3-way 1-shot (test, 8 episodes, seed 5): accuracy" in result.output
+    result = runner.invoke(main, ["eval", str(out), "--episodes", "4", "--no-progress"])
+    assert result.exit_code == 0 and "4 episodes" in result.output, result.output
+
+    def one_line_error(args: list[str], expected: str) -> None:
+        outcome = runner.invoke(main, args)
+        assert outcome.exit_code != 0
+        lines = outcome.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], lines
+
+    one_line_error(["train", str(path), "data.train.n_way=9", "--out", str(tmp_path / "x"),
+                    "--no-progress"], "n_way=9 exceeds the 6 classes available")
+    one_line_error(["train", str(path), "data.train.k_shot=5", "--out", str(tmp_path / "y"),
+                    "--no-progress"], "exceeds the 6 examples of class")
+    one_line_error(["train", str(path), "--data-root", str(tmp_path / "nowhere"), "--out",
+                    str(tmp_path / "z"), "--no-progress"], "does not exist")
+    one_line_error(["eval", str(tmp_path / "no-run")], "does not exist")
+    one_line_error(["train", str(tmp_path / "nope.yaml")], "config file")
