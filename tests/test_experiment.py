@@ -43,7 +43,8 @@ def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **le
         "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 2,
                     **learner_fields},
         "train": {"steps": steps, "meta_batch": 2, "lr": 0.01, "log_every": 2,
-                  "checkpoint_every": 3, "lr_decay_every": 4},
+                  "checkpoint_every": 3, "lr_decay_every": 4, "eval_every": 3,
+                  "eval_episodes": 4},
         "eval": {"episodes": 8, "seed": 5},
     })
 
@@ -95,8 +96,12 @@ def test_run_folder_contents_and_eval(tmp_path, data_root):
     assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == [
         "step_0000003.json", "step_0000006.json"]
     logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in logged] == [2, 4, 6]
-    assert all(0 <= entry["accuracy"] <= 1 for entry in logged)
+    train_entries = [e for e in logged if "loss" in e]
+    assert [entry["step"] for entry in train_entries] == [2, 4, 6]
+    assert all(0 <= entry["accuracy"] <= 1 for entry in train_entries)
+    evaluations = [e for e in logged if "test_accuracy" in e]
+    assert [e["step"] for e in evaluations] == [3, 6]
+    assert all(0 <= e["test_accuracy"] <= 1 and e["elapsed_s"] > 0 for e in evaluations)
     assert list((run / "tb").glob("events.out.tfevents.*"))
     first = evaluate_checkpoint(run)
     second = evaluate_checkpoint(run / "checkpoints" / "step_0000006.json")
@@ -186,3 +191,21 @@ def test_cli_train_eval_and_one_line_errors(tmp_path, data_root):
                     str(tmp_path / "z"), "--no-progress"], "does not exist")
     one_line_error(["eval", str(tmp_path / "no-run")], "does not exist")
     one_line_error(["train", str(tmp_path / "nope.yaml")], "config file")
+
+
+def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):
+    config = tiny_config(data_root, "protonet", steps=50)
+    config.train.max_minutes = 1e-9  # spent after the first step
+    result = train_run(config, tmp_path / "run", progress=False)
+    assert result["stopped_by_time_budget"] and result["steps"] == 1
+    assert [p.name for p in (tmp_path / "run/checkpoints").glob("*.json")] == ["step_0000001.json"]
+
+
+def test_every_shipped_config_is_valid():
+    configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert len(configs) >= 16
+    for path in configs:
+        config = load_config(path)
+        assert config.name == path.stem, path
+        learner = build_learner(config)
+        assert sum(p.numel() for p in learner.parameters()) > 100_000, path  # Conv4-64

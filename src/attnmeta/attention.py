@@ -86,9 +86,16 @@ def scaled_dot_product_attention(
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    empty_rows = None
     if mask is not None:
         scores = scores + _additive_mask(mask, scores.dtype)
+        # A query that may attend to nothing gets zero weights and output (as the fused
+        # kernel gives), not NaN: zero its scores before the softmax so gradients stay finite.
+        empty_rows = torch.isneginf(scores).all(dim=-1, keepdim=True)
+        scores = scores.masked_fill(empty_rows, 0.0)
     weights = torch.softmax(scores, dim=-1)
+    if empty_rows is not None:
+        weights = weights.masked_fill(empty_rows, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     out = weights @ v

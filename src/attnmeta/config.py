@@ -73,6 +73,9 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    eval_every: int = 0                  # evaluate during training every N steps (0 = never)
+    eval_episodes: int = 200             # episodes per evaluation during training
+    max_minutes: float = 0.0             # stop (with a checkpoint) after this much training time
 
 
 @dataclass

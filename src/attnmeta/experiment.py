@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -31,11 +32,17 @@ __all__ = ["build_learner", "load_split", "train_run", "evaluate_checkpoint", "R
 
 # Keys that may differ between a checkpoint's config and the resuming one.
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "data.root", "data.workers")
+                     "train.keep_checkpoints", "train.eval_every", "train.eval_episodes",
+                     "train.max_minutes",
+                     "data.root", "data.workers")
 
 
 class RunError(ValueError):
     """A run folder or request that cannot be carried out as asked."""
+
+
+class _BudgetReached(Exception):
+    """Internal: the training-time budget is spent (a checkpoint has been written)."""
 
 
 def build_model(config: ExperimentConfig) -> nn.Module:
@@ -143,7 +150,10 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     episodes = make_episodes(split, config.data.train, steps * meta_batch, config.seed)
     loader = DataLoader(episodes, batch_size=meta_batch, collate_fn=collate_episodes,
                         sampler=range(start_step * meta_batch, steps * meta_batch),
-                        num_workers=config.data.workers)
+                        num_workers=config.data.workers,
+                        # its own generator: creating the iterator must not draw from the
+                        # global RNG, or a resumed run would diverge from an unbroken one
+                        generator=torch.Generator().manual_seed(config.seed))
 
     from tensorboardX import SummaryWriter
 
@@ -162,26 +172,77 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
         with open(run_dir / "log.jsonl", "a") as handle:
             handle.write(json.dumps({"step": step, "elapsed_s": seconds, **metrics}) + "\n")
 
+    eval_split = load_split(config, config.eval.split) if config.train.eval_every else None
+
+    def evaluate_now(step: int) -> None:
+        """Accuracy on the eval split, logged against training time (eval time excluded)."""
+        began = time.perf_counter()
+        values = evaluate_learner(learner, config, eval_split, config.data.test,
+                                  config.train.eval_episodes, config.eval.seed)
+        summary = summarize(values)
+        clock["start"] += time.perf_counter() - began
+        writer.add_scalar(f"{config.eval.split}/accuracy", summary.mean, step)
+        with open(run_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps({
+                "step": step, "elapsed_s": time.perf_counter() - clock["start"],
+                f"{config.eval.split}_accuracy": summary.mean,
+                f"{config.eval.split}_ci95": summary.ci95}) + "\n")
+
+    budget_s = 60 * config.train.max_minutes
+
     def step_end(step: int) -> None:
         set_learning_rate(step)
-        if step % config.train.checkpoint_every == 0 or step == steps:
+        if config.train.eval_every and step % config.train.eval_every == 0:
+            evaluate_now(step)
+        out_of_time = budget_s > 0 and time.perf_counter() - clock["start"] >= budget_s
+        if step % config.train.checkpoint_every == 0 or step == steps or out_of_time:
             save_checkpoint(run_dir, step, learner, optimizer, config_dict,
                             keep=config.train.keep_checkpoints,
                             extra={"elapsed_s": time.perf_counter() - clock["start"],
                                    "command": command})
         if on_step_end is not None:
             on_step_end(step)
+        if out_of_time and step < steps:
+            stopped["at"] = step
+            raise _BudgetReached
 
     set_learning_rate(start_step)
+    stopped: dict[str, int] = {}
+    history: list[dict[str, float]] = []
     try:
         history = meta_train(learner, loader, optimizer, steps, start_step=start_step,
                              grad_clip=config.train.grad_clip, log_every=config.train.log_every,
                              progress=progress, description=config.name, on_log=log,
                              on_step_end=step_end)
+    except _BudgetReached:
+        pass
     finally:
         writer.close()
-    return {"run_dir": str(run_dir), "steps": steps, "resumed_from": start_step,
+    return {"run_dir": str(run_dir), "steps": stopped.get("at", steps), "resumed_from": start_step,
+            "stopped_by_time_budget": bool(stopped),
             "train_seconds": time.perf_counter() - clock["start"], "history": history}
+
+
+def evaluate_learner(learner: MetaLearner, config: ExperimentConfig, split: LabelledImages,
+                     shape: EpisodeConfig, episodes: int, seed: int, batch_size: int = 16,
+                     progress: bool = False, description: str = "eval") -> np.ndarray:
+    """Per-episode accuracy ``[episodes]`` on seeded episodes of ``split``."""
+    if isinstance(learner, MAML) and shape.n_way != config.data.train.n_way:
+        raise RunError(f"n_way={shape.n_way} at test but the {config.learner.name} head has "
+                       f"{config.data.train.n_way} outputs: expected the training n_way")
+    loader = DataLoader(make_episodes(split, shape, episodes, seed), batch_size=batch_size,
+                        collate_fn=collate_episodes, generator=torch.Generator().manual_seed(seed))
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=description, dynamic_ncols=True)
+    kwargs = {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
+    was_training = learner.training
+    learner.eval()
+    try:
+        return per_task_metric(lambda b: learner.predict_batch(b, **kwargs), loader, accuracy)
+    finally:
+        learner.train(was_training)
 
 
 def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
@@ -205,17 +266,8 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
     seed = config.eval.seed if seed is None else seed
     shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
                           config.data.test.q_query)
-    if isinstance(learner, MAML) and shape.n_way != config.data.train.n_way:
-        raise RunError(f"n_way={shape.n_way} at test but the {config.learner.name} head has "
-                       f"{config.data.train.n_way} outputs: expected the training n_way")
-    test_episodes = make_episodes(load_split(config, split), shape, episodes, seed)
-    loader = DataLoader(test_episodes, batch_size=batch_size, collate_fn=collate_episodes)
-    kwargs = {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
-    if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=f"eval {split}", dynamic_ncols=True)
-    values = per_task_metric(lambda b: learner.predict_batch(b, **kwargs), loader, accuracy)
+    values = evaluate_learner(learner, config, load_split(config, split), shape, episodes, seed,
+                              batch_size, progress, description=f"eval {split}")
     summary = summarize(values)
     result = {
         "command": command, "checkpoint": str(json_path), "step": record["step"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,7 +45,9 @@ class SinusoidTasks:
 
     def sample(self, index: int, num_tasks: int) -> tuple[Episode, Tensor, Tensor]:
         """Meta-batch ``index``: (episode batch, amplitude [T], phase [T])."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        # Hash (seed, index) so that no two pairs share a stream (seed*K + index would).
+        stream = int(np.random.SeedSequence([self.seed, index]).generate_state(1, np.uint64)[0])
+        gen = torch.Generator().manual_seed(stream)
         amplitude = self._uniform(gen, (num_tasks, 1, 1), self.amplitude_range)
         phase = self._uniform(gen, (num_tasks, 1, 1), self.phase_range)
         x = self._uniform(gen, (num_tasks, self.k_shot + self.q_query, 1), self.x_range)
