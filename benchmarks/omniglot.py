@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from attnmeta.config import load_config
+from attnmeta.config import config_to_dict, load_config
 from attnmeta.experiment import evaluate_checkpoint, train_run
 
 # Published accuracies (%), keyed by (learner, n_way, k_shot).
@@ -39,14 +39,29 @@ def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def training_key(config) -> str:
+    """Rows whose configs differ only in test episodes share one trained model."""
+    values = config_to_dict(config)
+    for key in ("name", "eval"):
+        values.pop(key)
+    values["data"].pop("test")
+    return json.dumps(values, sort_keys=True)
+
+
 def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_root: str | None,
-            command: str) -> dict:
+            command: str, trained_runs: dict[str, tuple[Path, dict]]) -> dict:
     config = load_config(config_path, [f"train.max_minutes={minutes}"])
     if data_root is not None:
         config.data.root = data_root
-    run_dir = runs / config.name
-    trained = train_run(config, run_dir, resume=resume, progress=True, command=command)
-    result = evaluate_checkpoint(run_dir, command=command, progress=True)
+    key = training_key(config)
+    if key in trained_runs:  # e.g. ProtoNets' 20-way rows: same training as the 5-way row
+        run_dir, trained = trained_runs[key]
+    else:
+        run_dir = runs / config.name
+        trained = train_run(config, run_dir, resume=resume, progress=True, command=command)
+        trained_runs[key] = (run_dir, trained)
+    result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way,
+                                 k_shot=config.data.test.k_shot, command=command, progress=True)
     curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     curve = [(e["elapsed_s"], e[f"{config.eval.split}_accuracy"]) for e in curve
              if f"{config.eval.split}_accuracy" in e]
@@ -60,7 +75,7 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         "paper": figures.get((result["n_way"], result["k_shot"])), "paper_source": source,
         "steps": trained["steps"], "planned_steps": config.train.steps,
         "train_minutes": trained["train_seconds"] / 60, "budget_minutes": minutes,
-        "curve": curve, "command": command, "machine": machine(),
+        "trained_in": run_dir.name, "curve": curve, "command": command, "machine": machine(),
     }
 
 
@@ -71,14 +86,14 @@ def write_table(rows: list[dict], out: Path) -> None:
         "Accuracy (%) ± 95% CI over seeded test episodes; training on this repository's CPU "
         "machine within the stated budget. Each row names the exact command that made it.",
         "",
-        "| method | setting | ours | paper | train steps (of planned) | train time (min) | episodes (seed) | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | setting | ours | paper | trained in | train steps (of planned) | train time (min) | episodes (seed) | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: (r["learner"], r["n_way"], r["k_shot"])):
         paper = f"{row['paper']:.2f} ({row['paper_source']})" if row["paper"] else "—"
         lines.append(
             f"| {row['learner']} | {row['n_way']}-way {row['k_shot']}-shot | "
-            f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} | "
+            f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} | {row['trained_in']} | "
             f"{row['steps']} ({row['planned_steps']}) | {row['train_minutes']:.1f} | "
             f"{row['episodes']} ({row['episode_seed']}) | `{row['command']}` |")
     machines = sorted({row["machine"] for row in rows})
@@ -95,7 +110,7 @@ def plot_curves(rows: list[dict], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in sorted(rows, key=lambda r: r["name"]):
-        if row["curve"]:
+        if row["curve"] and row["trained_in"] == row["name"]:  # one curve per trained model
             minutes = [t / 60 for t, _ in row["curve"]]
             ax.plot(minutes, [100 * a for _, a in row["curve"]], marker=".", label=row["name"])
     ax.set_xlabel("training time (minutes, evaluation excluded)")
@@ -121,8 +136,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "omniglot.json"
     rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
+    trained_runs: dict[str, tuple[Path, dict]] = {}
     for config_path in args.configs:
-        row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root, command)
+        row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root, command,
+                      trained_runs)
         rows = [r for r in rows if r["name"] != row["name"]] + [row]
         results_path.write_text(json.dumps({"rows": rows}, indent=1))
         write_table(rows, args.out)

@@ -52,14 +52,15 @@ class ModelConfig:
 
 @dataclass
 class LearnerConfig:
-    name: str = "protonet"               # maml | fomaml | reptile | protonet
+    name: str = "protonet"               # maml | fomaml | reptile | protonet | matching
     inner_lr: float = 0.4
     inner_steps: int = 1
     eval_steps: int = 3
     learn_inner_lr: bool = False
     adapt_only: list[str] | None = None
     strategy: str = "loop"
-    distance: str = "sqeuclidean"
+    distance: str = "sqeuclidean"        # protonet
+    scale: float = 10.0                  # matching: cosine-similarity sharpening
 
 
 @dataclass

@@ -22,7 +22,7 @@ from attnmeta.checkpoint import (CheckpointError, atomic_write_bytes, latest_che
                                  load_checkpoint, resolve_checkpoint, save_checkpoint)
 from attnmeta.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
-from attnmeta.learners import MAML, MetaLearner, ProtoNet, Reptile
+from attnmeta.learners import MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
 from attnmeta.models import Conv4
 from attnmeta.tasks import FewShotEpisodes, collate_episodes
 from attnmeta.tasks.image_folder import LabelledImages, load_image_folder
@@ -65,7 +65,10 @@ def build_learner(config: ExperimentConfig) -> MetaLearner:
         return Reptile(model, spec.inner_lr, spec.inner_steps)
     if spec.name == "protonet":
         return ProtoNet(model, distance=spec.distance)
-    raise RunError(f"learner.name={spec.name!r}: expected one of maml, fomaml, reptile, protonet")
+    if spec.name == "matching":
+        return MatchingNet(model, scale=spec.scale)
+    raise RunError(f"learner.name={spec.name!r}: expected one of maml, fomaml, reptile, "
+                   "protonet, matching")
 
 
 def load_split(config: ExperimentConfig, split: str) -> LabelledImages:

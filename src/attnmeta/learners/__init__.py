@@ -1,10 +1,12 @@
 """Meta-learners, one file each, over the shared :class:`MetaLearner` interface."""
 
-from attnmeta.learners.base import MetaLearner, StepOutput, inner_sgd
+from attnmeta.learners.base import EpisodeLearner, MetaLearner, StepOutput, inner_sgd
 from attnmeta.learners.in_context import InContextLearner
 from attnmeta.learners.maml import MAML
+from attnmeta.learners.matching import MatchingNet
 from attnmeta.learners.protonet import ProtoNet, prototype_logits, prototypes
 from attnmeta.learners.reptile import Reptile
 
-__all__ = ["MetaLearner", "StepOutput", "inner_sgd", "InContextLearner", "MAML", "ProtoNet",
+__all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "inner_sgd", "InContextLearner",
+           "MAML", "MatchingNet", "ProtoNet",
            "prototype_logits", "prototypes", "Reptile"]

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["MetaLearner", "StepOutput", "Params", "inner_sgd", "query_metrics"]
+__all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "inner_sgd",
+           "query_metrics", "embed_episode"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -55,6 +57,41 @@ class MetaLearner(nn.Module):
             self.predict(task.support_x, task.support_y, task.query_x, **kwargs)
             for task in (batch.task(i) for i in range(batch.num_tasks))
         ])
+
+
+class EpisodeLearner(MetaLearner):
+    """A learner that adapts by a forward pass over the episode (no gradient steps).
+
+    Subclasses implement ``logits(support_x, support_y, query_x)`` on batched episodes
+    (``[T, S, ...]``, ``[T, S]``, ``[T, Q, ...]`` -> ``[T, Q, ...]``); training minimises
+    ``self.loss_fn`` on the query predictions.
+    """
+
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = staticmethod(F.cross_entropy)
+
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Episode) -> StepOutput:
+        predictions = self.logits(batch.support_x, batch.support_y, batch.query_x)
+        loss = self.loss_fn(predictions.flatten(0, 1), batch.query_y.flatten(0, 1))
+        return StepOutput(loss, query_metrics(loss, predictions, batch.query_y))
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.logits(support_x[None], support_y[None], query_x[None])[0]
+
+    def predict_batch(self, batch: Episode) -> Tensor:
+        with torch.no_grad():
+            return self.logits(batch.support_x, batch.support_y, batch.query_x)
+
+
+def embed_episode(encoder: nn.Module, support_x: Tensor, query_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Encode ``support_x [T, S, ...]`` and ``query_x [T, Q, ...]`` in one encoder call
+    (big batches keep the cores busy) -> ``([T, S, D], [T, Q, D])``."""
+    inputs = torch.cat([support_x, query_x], dim=1)
+    z = encoder(inputs.flatten(0, 1)).reshape(*inputs.shape[:2], -1)
+    return z[:, : support_x.shape[1]], z[:, support_x.shape[1]:]
 
 
 def inner_sgd(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import MetaLearner, StepOutput, query_metrics
-from attnmeta.tasks.episode import Episode
+from attnmeta.learners.base import EpisodeLearner
 
 __all__ = ["InContextLearner"]
 
 
-class InContextLearner(MetaLearner):
+class InContextLearner(EpisodeLearner):
     """Meta-train a set-conditioned model ``model(support_x, support_y, query_x)`` end to end.
 
     The SNAIL / CAML / attentive-neural-process family (Mishra et al., ICLR 2018;
@@ -29,15 +27,5 @@ class InContextLearner(MetaLearner):
         self.model = model
         self.loss_fn = loss_fn
 
-    def training_step(self, batch: Episode) -> StepOutput:
-        predictions = self.model(batch.support_x, batch.support_y, batch.query_x)
-        loss = self.loss_fn(predictions.flatten(0, 1), batch.query_y.flatten(0, 1))
-        return StepOutput(loss, query_metrics(loss, predictions, batch.query_y))
-
-    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.model(support_x[None], support_y[None], query_x[None])[0]
-
-    def predict_batch(self, batch: Episode) -> Tensor:
-        with torch.no_grad():
-            return self.model(batch.support_x, batch.support_y, batch.query_x)
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        return self.model(support_x, support_y, query_x)

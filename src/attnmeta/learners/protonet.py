@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import MetaLearner, StepOutput, query_metrics
-from attnmeta.tasks.episode import Episode
+from attnmeta.learners.base import EpisodeLearner, embed_episode
 
 __all__ = ["ProtoNet", "prototypes", "prototype_logits"]
 
@@ -30,7 +28,7 @@ def prototype_logits(query_z: Tensor, protos: Tensor, distance: str = "sqeuclide
     raise ValueError(f"distance={distance!r}: expected 'sqeuclidean' or 'cosine'")
 
 
-class ProtoNet(MetaLearner):
+class ProtoNet(EpisodeLearner):
     """Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017).
 
     Embeds support and query with ``encoder``; each class is the mean of its support
@@ -45,28 +43,8 @@ class ProtoNet(MetaLearner):
         self.encoder = encoder
         self.distance = distance
 
-    def embed(self, x: Tensor, leading: int) -> Tensor:
-        """Encode ``x [*lead, *x_shape]`` in one batch -> ``[*lead, D]``."""
-        lead = x.shape[:leading]
-        return self.encoder(x.flatten(0, leading - 1)).reshape(*lead, -1)
-
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """Query logits ``[T, Q, N]`` for a batch (``[T, S, ...]`` inputs) of episodes."""
         n_way = int(support_y.max()) + 1
-        # One encoder call for support and query of every task: big batches keep cores busy.
-        z = self.embed(torch.cat([support_x, query_x], dim=1), leading=2)
-        support_z, query_z = z[:, : support_x.shape[1]], z[:, support_x.shape[1]:]
+        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
         return prototype_logits(query_z, prototypes(support_z, support_y, n_way), self.distance)
-
-    def training_step(self, batch: Episode) -> StepOutput:
-        logits = self.logits(batch.support_x, batch.support_y, batch.query_x)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
-        return StepOutput(loss, query_metrics(loss, logits, batch.query_y))
-
-    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.logits(support_x[None], support_y[None], query_x[None])[0]
-
-    def predict_batch(self, batch: Episode) -> Tensor:
-        with torch.no_grad():
-            return self.logits(batch.support_x, batch.support_y, batch.query_x)
