@@ -1,7 +1,10 @@
-"""Tasks: episodes, the N-way K-shot sampler and task families."""
+"""Tasks: episodes, the N-way K-shot sampler, task families and data sets."""
 
 from attnmeta.tasks.episode import Episode, collate_episodes
+from attnmeta.tasks.image_folder import LabelledImages, load_image_folder
+from attnmeta.tasks.omniglot import download_omniglot, load_omniglot, omniglot_episodes
 from attnmeta.tasks.sampler import FewShotEpisodes
 from attnmeta.tasks.sinusoid import SinusoidTasks
 
-__all__ = ["Episode", "collate_episodes", "FewShotEpisodes", "SinusoidTasks"]
+__all__ = ["Episode", "collate_episodes", "FewShotEpisodes", "SinusoidTasks", "LabelledImages",
+           "load_image_folder", "download_omniglot", "load_omniglot", "omniglot_episodes"]
