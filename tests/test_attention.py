@@ -491,3 +491,15 @@ def test_fully_masked_query_gets_zero_output_and_finite_gradients():
     assert torch.isfinite(q.grad).all() and torch.equal(q.grad[:, 1], torch.zeros(2, 4, dtype=torch.float64))
     reference = sdpa(q.detach()[:, [0, 2]], k, v, mask=mask[[0, 2]])
     torch.testing.assert_close(out[:, [0, 2]], reference)
+
+
+def test_seed_attention_layer_signature_builds_the_same_module():
+    from attnmeta.attention import AttentionLayer, MultiHeadAttention
+
+    torch.manual_seed(0)
+    seed_layer = AttentionLayer(12, 3, 5, 4)
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(12, 4, d_k=3, d_v=5)
+    x = torch.randn(2, 6, 12)
+    torch.testing.assert_close(seed_layer(x)[0], mha(x)[0])
+    assert (seed_layer.d_k, seed_layer.d_v, seed_layer.n_heads) == (3, 5, 4)

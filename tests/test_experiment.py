@@ -209,3 +209,41 @@ def test_every_shipped_config_is_valid():
         assert config.name == path.stem, path
         learner = build_learner(config)
         assert sum(p.numel() for p in learner.parameters()) > 100_000, path  # Conv4-64
+
+
+def test_registered_backbone_is_built_from_config(data_root):
+    from torch import nn
+
+    from attnmeta.models import BACKBONES, register_backbone
+
+    def tiny(in_channels, out_dim, hidden, image_size, norm):
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, out_dim or hidden))
+
+    register_backbone("tiny-linear", tiny)
+    try:
+        config = tiny_config(data_root, "protonet")
+        config.model.backbone = "tiny-linear"
+        learner = build_learner(config)
+        assert isinstance(learner.encoder[1], nn.Linear) and learner.encoder[1].out_features == 8
+        config.model.backbone = "resnet999"
+        with pytest.raises(RunError, match="model.backbone='resnet999': expected one of"):
+            build_learner(config)
+    finally:
+        BACKBONES.pop("tiny-linear")
+
+
+def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
+    import attnmeta.tasks.omniglot as omniglot
+
+    def refuse(url, destination, expected_md5, timeout_s=60.0):
+        raise OSError(f"cannot reach {url}")
+
+    monkeypatch.setattr(omniglot, "_download_verified", refuse)
+    outcome = CliRunner().invoke(main, ["download", "omniglot", "--data-root", str(tmp_path)])
+    assert outcome.exit_code != 0
+    assert outcome.output.strip().startswith("Error: cannot reach https://")
+    (tmp_path / "omniglot").mkdir()
+    for name in ("background", "evaluation"):
+        (tmp_path / "omniglot" / f"images_{name}.zip").write_bytes(b"kept")
+    outcome = CliRunner().invoke(main, ["download", "omniglot", "--data-root", str(tmp_path)])
+    assert outcome.exit_code == 0 and f"omniglot is in {tmp_path / 'omniglot'}" in outcome.output

@@ -21,6 +21,7 @@ __all__ = [
     "fused_attention",
     "scaled_dot_product_attention",
     "MultiHeadAttention",
+    "AttentionLayer",
     "TransformerBlock",
 ]
 
@@ -169,6 +170,15 @@ class MultiHeadAttention(nn.Module):
         out, weights = result if need_weights else (result, None)
         out = out.transpose(-3, -2).flatten(-2)  # [B, L_q, H*d_v]
         return self.w_o(out), weights
+
+
+class AttentionLayer(MultiHeadAttention):
+    """The seed prototype's ``AttentionLayer(d_model, d_k, d_v, n_heads)``: multi-head
+    attention with its arguments in that order (kept for code written against it)."""
+
+    def __init__(self, d_model: int, d_k: int, d_v: int, n_heads: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__(d_model, n_heads, d_k=d_k, d_v=d_v, dropout=dropout)
 
 
 class TransformerBlock(nn.Module):

@@ -90,6 +90,20 @@ def report_eval(result: dict) -> None:
                f"-> {result['written_to']}")
 
 
+@main.command()
+@click.argument("dataset", type=click.Choice(["omniglot"]))
+@click.option("--data-root", default=None,
+              help="Where to put it (default: $ATTNMETA_DATA, else ~/.cache/attnmeta/data).")
+def download(dataset: str, data_root: str | None) -> None:
+    """Fetch a DATASET from its upstream source, checking its published checksums."""
+    from attnmeta.tasks.omniglot import download_omniglot
+
+    try:
+        click.echo(f"{dataset} is in {download_omniglot(data_root)}")
+    except (OSError, ValueError) as error:
+        fail(error)
+
+
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--episodes", type=click.IntRange(min=2), default=None,

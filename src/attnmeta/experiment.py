@@ -23,7 +23,7 @@ from attnmeta.checkpoint import (CheckpointError, atomic_write_bytes, latest_che
 from attnmeta.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
 from attnmeta.learners import MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
-from attnmeta.models import Conv4
+from attnmeta.models import BACKBONES
 from attnmeta.tasks import FewShotEpisodes, collate_episodes
 from attnmeta.tasks.image_folder import LabelledImages, load_image_folder
 from attnmeta.train import meta_train
@@ -46,12 +46,15 @@ class _BudgetReached(Exception):
 
 
 def build_model(config: ExperimentConfig) -> nn.Module:
-    if config.model.backbone != "conv4":
-        raise RunError(f"model.backbone={config.model.backbone!r}: expected 'conv4'")
+    """The configured backbone from :data:`attnmeta.models.BACKBONES`."""
+    factory = BACKBONES.get(config.model.backbone)
+    if factory is None:
+        raise RunError(f"model.backbone={config.model.backbone!r}: expected one of "
+                       f"{sorted(BACKBONES)} (add others with attnmeta.models.register_backbone)")
     needs_head = config.learner.name in ("maml", "fomaml", "reptile")
-    return Conv4(in_channels=1, out_dim=config.data.train.n_way if needs_head else 0,
-                 hidden=config.model.hidden, image_size=config.data.image_size,
-                 norm=config.model.norm)
+    return factory(in_channels=1, out_dim=config.data.train.n_way if needs_head else 0,
+                   hidden=config.model.hidden, image_size=config.data.image_size,
+                   norm=config.model.norm)
 
 
 def build_learner(config: ExperimentConfig) -> MetaLearner:

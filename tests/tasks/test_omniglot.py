@@ -170,7 +170,8 @@ def test_resolve_data_root_missing_paths_name_the_path_and_the_fix(tmp_path, mon
     with pytest.raises(FileNotFoundError) as excinfo:
         resolve_data_root(missing)
     assert one_line_error(excinfo) == (f"data root {missing} (argument) does not exist: "
-                                       f"pass --data-root or set ATTNMETA_DATA")
+                                       f"pass --data-root or set ATTNMETA_DATA, or fetch a "
+                                       f"data set with `attnmeta download`")
     monkeypatch.setenv(DATA_ROOT_ENV_VAR, str(missing))
     with pytest.raises(FileNotFoundError, match=r"\(\$ATTNMETA_DATA\) does not exist"):
         resolve_data_root()

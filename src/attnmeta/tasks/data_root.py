@@ -43,7 +43,7 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"data root {path} ({origin}) does not exist: pass --data-root or set "
-            f"{DATA_ROOT_ENV_VAR}"
+            f"{DATA_ROOT_ENV_VAR}, or fetch a data set with `attnmeta download`"
         )
     if not path.is_dir():
         raise NotADirectoryError(

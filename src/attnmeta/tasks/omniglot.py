@@ -173,7 +173,8 @@ def find_omniglot_dir(data_root: str | Path | None = None) -> Path:
         return root
     raise FileNotFoundError(
         f"no Omniglot data under {root}: expected {root / 'omniglot'}/images_background.zip "
-        f"(or an unpacked images_background/ folder); download_omniglot({str(root)!r}) fetches it"
+        f"(or an unpacked images_background/ folder); `attnmeta download omniglot "
+        f"--data-root {root}` fetches it"
     )
 
 
