@@ -18,9 +18,7 @@ import ast
 import base64
 import hashlib
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +27,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from attnmeta.files import atomic_write, atomic_write_bytes
+
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "resolve_checkpoint",
-           "CheckpointError", "atomic_write_bytes"]
+           "CheckpointError"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or belongs to another model."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _to_json(value: Any) -> Any:
@@ -106,16 +91,9 @@ def save_checkpoint(run_dir: Path, step: int, learner: nn.Module,
     if optimizer is not None:
         optimizer_tensors, optimizer_plain = _split_optimizer_state(optimizer)
         tensors.update(optimizer_tensors)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.replace(tmp, folder / f"{stem}.safetensors")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(folder / f"{stem}.safetensors") as temp:
+        save_file(tensors, temp)
+        digest = hashlib.sha256(temp.read_bytes()).hexdigest()
     record = {"step": step, "config": config, "optimizer": optimizer_plain, "rng": _rng_state(),
               "weights_sha256": digest, **(extra or {})}
     json_path = folder / f"{stem}.json"

@@ -18,9 +18,10 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from attnmeta.checkpoint import (CheckpointError, atomic_write_bytes, latest_checkpoint,
-                                 load_checkpoint, resolve_checkpoint, save_checkpoint)
+from attnmeta.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
+                                 resolve_checkpoint, save_checkpoint)
 from attnmeta.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
+from attnmeta.files import atomic_write_bytes
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
 from attnmeta.learners import MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
 from attnmeta.models import BACKBONES

@@ -30,7 +30,6 @@ import io
 import logging
 import os
 import stat
-import tempfile
 import time
 import urllib.request
 import zipfile
@@ -44,6 +43,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from attnmeta.files import atomic_write
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.sampler import FewShotEpisodes
 
@@ -104,12 +104,9 @@ def _download_verified(url: str, destination: Path, expected_md5: str,
     once the md5 matches, so an interrupted or corrupted download never leaves a file that a
     later load would mistake for a good copy.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
-                                     dir=destination.parent)
-    try:
+    with atomic_write(destination, mode=_SHARED_FILE_MODE) as temp:
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with open(temp, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
             while chunk := response.read(_DOWNLOAD_CHUNK_BYTES):
                 digest.update(chunk)
                 out.write(chunk)
@@ -118,12 +115,6 @@ def _download_verified(url: str, destination: Path, expected_md5: str,
                 f"download of {url} has md5 {digest.hexdigest()}, expected {expected_md5}: "
                 f"corrupted transfer or changed upstream file; {destination} was not written"
             )
-        os.chmod(temp_name, _SHARED_FILE_MODE)
-        os.replace(temp_name, destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
 
 
 def download_omniglot(data_root: str | Path | None = None,
@@ -437,19 +428,10 @@ def _read_cache(path: Path, listing: _SetListing, image_size: int) -> OmniglotSe
 
 def _write_cache_atomically(path: Path, data: OmniglotSet, fingerprint: str) -> None:
     """Write the ``.npz`` to a temp file and rename it, so readers never see half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, images=data.images, character_index=data.character_index.astype(np.int32),
-                     alphabets=np.array(data.alphabets), characters=np.array(data.characters),
-                     fingerprint=np.array(fingerprint), image_size=np.array(data.images.shape[-1]))
-        os.chmod(temp_name, _SHARED_FILE_MODE)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
+    with atomic_write(path, mode=_SHARED_FILE_MODE) as temp, open(temp, "wb") as out:
+        np.savez(out, images=data.images, character_index=data.character_index.astype(np.int32),
+                 alphabets=np.array(data.alphabets), characters=np.array(data.characters),
+                 fingerprint=np.array(fingerprint), image_size=np.array(data.images.shape[-1]))
 
 
 def _check_image_size(image_size: Any) -> None:
