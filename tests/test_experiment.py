@@ -247,3 +247,16 @@ def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
         (tmp_path / "omniglot" / f"images_{name}.zip").write_bytes(b"kept")
     outcome = CliRunner().invoke(main, ["download", "omniglot", "--data-root", str(tmp_path)])
     assert outcome.exit_code == 0 and f"omniglot is in {tmp_path / 'omniglot'}" in outcome.output
+
+
+def test_learning_rate_schedules(data_root):
+    from attnmeta.experiment import learning_rate
+
+    config = tiny_config(data_root, "reptile", steps=10)
+    config.train.lr_schedule = "linear"
+    assert [learning_rate(config, s) for s in (0, 5, 10)] == pytest.approx([0.01, 0.005, 0.0])
+    config.train.lr_schedule = "step"  # lr_decay_every = 4
+    assert [learning_rate(config, s) for s in (3, 4, 9)] == pytest.approx([0.01, 0.005, 0.0025])
+    config.train.lr_schedule = "cosine"
+    with pytest.raises(RunError, match="train.lr_schedule='cosine': expected"):
+        learning_rate(config, 0)

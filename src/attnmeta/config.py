@@ -70,6 +70,7 @@ class TrainConfig:
     optimizer: str = "adam"              # adam | sgd
     lr: float = 1e-3
     lr_decay_every: int = 0              # halve the learning rate every N steps (0 = never)
+    lr_schedule: str = "step"            # step: halvings above; linear: to 0 at `steps` (Reptile)
     grad_clip: float | None = None
     log_every: int = 50
     checkpoint_every: int = 500

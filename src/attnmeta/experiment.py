@@ -106,6 +106,17 @@ def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim
     raise RunError(f"train.optimizer={config.train.optimizer!r}: expected 'adam' or 'sgd'")
 
 
+def learning_rate(config: ExperimentConfig, step: int) -> float:
+    """The outer learning rate for ``step``: a pure function of the step, so resuming needs
+    no scheduler state."""
+    train = config.train
+    if train.lr_schedule == "linear":
+        return train.lr * max(0.0, 1.0 - step / train.steps)
+    if train.lr_schedule == "step":
+        return train.lr * (0.5 ** (step // train.lr_decay_every) if train.lr_decay_every else 1.0)
+    raise RunError(f"train.lr_schedule={train.lr_schedule!r}: expected 'step' or 'linear'")
+
+
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in values.items():
@@ -143,6 +154,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     torch.manual_seed(config.seed)
     learner = build_learner(config)
     optimizer = build_optimizer(config, learner)
+    learning_rate(config, 0)  # reject an unknown schedule before any work
     start_step, elapsed = 0, 0.0
     if existing is not None:
         saved = json.loads(existing.read_text())
@@ -168,9 +180,8 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     clock = {"start": time.perf_counter() - elapsed}
 
     def set_learning_rate(step: int) -> None:
-        every = config.train.lr_decay_every
         for group in optimizer.param_groups:
-            group["lr"] = config.train.lr * (0.5 ** (step // every) if every else 1.0)
+            group["lr"] = learning_rate(config, step)
 
     def log(step: int, metrics: dict[str, float]) -> None:
         seconds = time.perf_counter() - clock["start"]
