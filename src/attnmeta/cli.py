@@ -74,6 +74,8 @@ def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
         out_dir = out_dir or Path("runs") / config.name
         result = train_run(config, out_dir, resume=resume, progress=progress,
                            command=invoked_command())
+        if not result["is_main_process"]:  # under torchrun, rank 0 reports and evaluates
+            return
         click.echo(f"trained {config.name}: {result['steps']} steps in "
                    f"{result['train_seconds']:.0f} s -> {out_dir}")
         if run_eval:

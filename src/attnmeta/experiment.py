@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader
 from attnmeta.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
                                  resolve_checkpoint, save_checkpoint)
 from attnmeta.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
+from attnmeta.distributed import (any_rank, broadcast_parameters, init_from_environment,
+                                  shard_range)
 from attnmeta.files import atomic_write_bytes
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
 from attnmeta.learners import MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
@@ -98,6 +100,22 @@ def make_episodes(split: LabelledImages, shape: EpisodeConfig, num_episodes: int
                            num_episodes=num_episodes, seed=seed)
 
 
+class ShardSampler:
+    """Episode indices of this rank's shard of meta-batches ``start_step .. steps-1``:
+    step ``s`` covers episodes ``s*T + shard_start .. s*T + shard_stop - 1``."""
+
+    def __init__(self, start_step: int, steps: int, meta_batch: int, shard: tuple[int, int]):
+        self.start_step, self.steps, self.meta_batch, self.shard = start_step, steps, meta_batch, shard
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            yield from range(step * self.meta_batch + self.shard[0],
+                             step * self.meta_batch + self.shard[1])
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * (self.shard[1] - self.shard[0])
+
+
 def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim.Optimizer:
     if config.train.optimizer == "adam":
         return torch.optim.Adam(learner.parameters(), lr=config.train.lr)
@@ -147,6 +165,8 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     """
     run_dir = Path(run_dir)
     config_dict = config_to_dict(config)
+    context = init_from_environment()
+    shard = shard_range(config.train.meta_batch, context)
     existing = latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise RunError(f"run folder {run_dir} already holds checkpoints: pass --resume to "
@@ -161,14 +181,17 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
         _check_resumable(saved["config"], config_dict, existing)
         record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
         start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False).encode())
+    broadcast_parameters(learner)
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.yaml",
+                           yaml.safe_dump(config_dict, sort_keys=False).encode())
 
     split = load_split(config, "train")
     steps, meta_batch = config.train.steps, config.train.meta_batch
     episodes = make_episodes(split, config.data.train, steps * meta_batch, config.seed)
-    loader = DataLoader(episodes, batch_size=meta_batch, collate_fn=collate_episodes,
-                        sampler=range(start_step * meta_batch, steps * meta_batch),
+    loader = DataLoader(episodes, batch_size=shard[1] - shard[0], collate_fn=collate_episodes,
+                        sampler=ShardSampler(start_step, steps, meta_batch, shard),
                         num_workers=config.data.workers,
                         # its own generator: creating the iterator must not draw from the
                         # global RNG, or a resumed run would diverge from an unbroken one
@@ -176,7 +199,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
 
     from tensorboardX import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"))
+    writer = SummaryWriter(str(run_dir / "tb")) if context.is_main else None
     clock = {"start": time.perf_counter() - elapsed}
 
     def set_learning_rate(step: int) -> None:
@@ -184,13 +207,16 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
             group["lr"] = learning_rate(config, step)
 
     def log(step: int, metrics: dict[str, float]) -> None:
+        if not context.is_main:  # rank 0 logs its shard's metrics
+            return
         seconds = time.perf_counter() - clock["start"]
         for name, value in metrics.items():
             writer.add_scalar(f"train/{name}", value, step)
         with open(run_dir / "log.jsonl", "a") as handle:
             handle.write(json.dumps({"step": step, "elapsed_s": seconds, **metrics}) + "\n")
 
-    eval_split = load_split(config, config.eval.split) if config.train.eval_every else None
+    evaluating = bool(config.train.eval_every) and context.is_main
+    eval_split = load_split(config, config.eval.split) if evaluating else None
 
     def evaluate_now(step: int) -> None:
         """Accuracy on the eval split, logged against training time (eval time excluded)."""
@@ -210,10 +236,11 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
 
     def step_end(step: int) -> None:
         set_learning_rate(step)
-        if config.train.eval_every and step % config.train.eval_every == 0:
+        if evaluating and step % config.train.eval_every == 0:
             evaluate_now(step)
-        out_of_time = budget_s > 0 and time.perf_counter() - clock["start"] >= budget_s
-        if step % config.train.checkpoint_every == 0 or step == steps or out_of_time:
+        out_of_time = any_rank(budget_s > 0 and time.perf_counter() - clock["start"] >= budget_s)
+        checkpoint_due = step % config.train.checkpoint_every == 0 or step == steps or out_of_time
+        if checkpoint_due and context.is_main:
             save_checkpoint(run_dir, step, learner, optimizer, config_dict,
                             keep=config.train.keep_checkpoints,
                             extra={"elapsed_s": time.perf_counter() - clock["start"],
@@ -230,13 +257,16 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     try:
         history = meta_train(learner, loader, optimizer, steps, start_step=start_step,
                              grad_clip=config.train.grad_clip, log_every=config.train.log_every,
-                             progress=progress, description=config.name, on_log=log,
+                             progress=progress and context.is_main, description=config.name,
+                             on_log=log,
                              on_step_end=step_end)
     except _BudgetReached:
         pass
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return {"run_dir": str(run_dir), "steps": stopped.get("at", steps), "resumed_from": start_step,
+            "is_main_process": context.is_main,
             "stopped_by_time_budget": bool(stopped),
             "train_seconds": time.perf_counter() - clock["start"], "history": history}
 

@@ -8,6 +8,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from attnmeta.distributed import any_rank, average_gradients
 from attnmeta.learners.base import MetaLearner
 from attnmeta.tasks.episode import Episode
 
@@ -37,6 +38,9 @@ def meta_train(
     (for exact resumption the caller builds it from the step index). ``on_log`` receives
     ``(step, mean metrics since the last log)``; ``on_step_end(step)`` runs after each
     optimiser step (checkpointing hooks in here). Returns the logged metrics.
+
+    Under ``torch.distributed`` each rank passes its shard of every meta-batch; the
+    meta-gradients are averaged across ranks before the optimiser step.
     """
     history: list[dict[str, float]] = []
     window: dict[str, list[float]] = {}
@@ -47,13 +51,15 @@ def meta_train(
     for step in range(start_step, steps):
         batch = next(batch_iter)
         output = learner.training_step(batch)
-        if not math.isfinite(output.loss.item()):
+        # Every rank must agree to stop, or the others would wait forever in the all-reduce.
+        if any_rank(not math.isfinite(output.loss.item())):
             raise NonFiniteLossError(
                 f"meta-loss is {output.loss.item()} at step {step}: expected a finite value "
                 "(lower the outer or inner learning rate, or set grad_clip)"
             )
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
+        average_gradients(learner)
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(learner.parameters(), grad_clip)
         optimizer.step()
