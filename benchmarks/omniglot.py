@@ -49,7 +49,8 @@ def training_key(config) -> str:
 
 
 def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_root: str | None,
-            command: str, trained_runs: dict[str, tuple[Path, dict]]) -> dict:
+            command: str, trained_runs: dict[str, tuple[Path, dict]],
+            eval_episodes: int | None = None) -> dict:
     config = load_config(config_path, [f"train.max_minutes={minutes}"])
     if data_root is not None:
         config.data.root = data_root
@@ -60,7 +61,7 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         run_dir = runs / config.name
         trained = train_run(config, run_dir, resume=resume, progress=True, command=command)
         trained_runs[key] = (run_dir, trained)
-    result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way,
+    result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
                                  k_shot=config.data.test.k_shot, command=command, progress=True)
     curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     curve = [(e["elapsed_s"], e[f"{config.eval.split}_accuracy"]) for e in curve
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--eval-episodes", type=int, default=None,
+                        help="test episodes per row (default: the config's, 1000)")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +142,7 @@ def main() -> None:
     trained_runs: dict[str, tuple[Path, dict]] = {}
     for config_path in args.configs:
         row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root, command,
-                      trained_runs)
+                      trained_runs, args.eval_episodes)
         rows = [r for r in rows if r["name"] != row["name"]] + [row]
         results_path.write_text(json.dumps({"rows": rows}, indent=1))
         write_table(rows, args.out)
