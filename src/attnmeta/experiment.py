@@ -124,6 +124,31 @@ def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim
     raise RunError(f"train.optimizer={config.train.optimizer!r}: expected 'adam' or 'sgd'")
 
 
+class RunLog:
+    """A run's ``log.jsonl`` and TensorBoard scalars (``tb/``); a no-op off rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.path = run_dir / "log.jsonl"
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, step: int, elapsed_s: float, scalars: dict[str, float], group: str) -> None:
+        """Append ``{step, elapsed_s, **scalars}`` to log.jsonl; TensorBoard tags ``group/name``."""
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"{group}/{name}", value, step)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"step": step, "elapsed_s": elapsed_s, **scalars}) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def learning_rate(config: ExperimentConfig, step: int) -> float:
     """The outer learning rate for ``step``: a pure function of the step, so resuming needs
     no scheduler state."""
@@ -197,9 +222,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
                         # global RNG, or a resumed run would diverge from an unbroken one
                         generator=torch.Generator().manual_seed(config.seed))
 
-    from tensorboardX import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb")) if context.is_main else None
+    run_log = RunLog(run_dir, enabled=context.is_main)  # rank 0 logs its shard's metrics
     clock = {"start": time.perf_counter() - elapsed}
 
     def set_learning_rate(step: int) -> None:
@@ -207,13 +230,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
             group["lr"] = learning_rate(config, step)
 
     def log(step: int, metrics: dict[str, float]) -> None:
-        if not context.is_main:  # rank 0 logs its shard's metrics
-            return
-        seconds = time.perf_counter() - clock["start"]
-        for name, value in metrics.items():
-            writer.add_scalar(f"train/{name}", value, step)
-        with open(run_dir / "log.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": step, "elapsed_s": seconds, **metrics}) + "\n")
+        run_log.write(step, time.perf_counter() - clock["start"], metrics, "train")
 
     evaluating = bool(config.train.eval_every) and context.is_main
     eval_split = load_split(config, config.eval.split) if evaluating else None
@@ -225,12 +242,10 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
                                   config.train.eval_episodes, config.eval.seed)
         summary = summarize(values)
         clock["start"] += time.perf_counter() - began
-        writer.add_scalar(f"{config.eval.split}/accuracy", summary.mean, step)
-        with open(run_dir / "log.jsonl", "a") as handle:
-            handle.write(json.dumps({
-                "step": step, "elapsed_s": time.perf_counter() - clock["start"],
-                f"{config.eval.split}_accuracy": summary.mean,
-                f"{config.eval.split}_ci95": summary.ci95}) + "\n")
+        split_name = config.eval.split
+        run_log.write(step, time.perf_counter() - clock["start"],
+                      {f"{split_name}_accuracy": summary.mean, f"{split_name}_ci95": summary.ci95},
+                      split_name)
 
     budget_s = 60 * config.train.max_minutes
 
@@ -258,13 +273,11 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
         history = meta_train(learner, loader, optimizer, steps, start_step=start_step,
                              grad_clip=config.train.grad_clip, log_every=config.train.log_every,
                              progress=progress and context.is_main, description=config.name,
-                             on_log=log,
-                             on_step_end=step_end)
+                             on_log=log, on_step_end=step_end)
     except _BudgetReached:
         pass
     finally:
-        if writer is not None:
-            writer.close()
+        run_log.close()
     return {"run_dir": str(run_dir), "steps": stopped.get("at", steps), "resumed_from": start_step,
             "is_main_process": context.is_main,
             "stopped_by_time_budget": bool(stopped),
