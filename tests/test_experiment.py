@@ -33,7 +33,7 @@ def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: in
 
 
 def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **learner_fields):
-    norm = "running" if learner in ("protonet", "matching") else "batch"
+    norm = "running" if learner in ("protonet", "matching", "feat") else "batch"
     return config_from_dict({
         "name": f"tiny-{learner}", "seed": 3,
         "data": {"dataset": "image_folder", "root": str(data_root), "image_size": 16,
@@ -70,7 +70,8 @@ def interrupt_at(step_to_stop: int):
     return hook
 
 
-@pytest.mark.parametrize("learner, extra", [("protonet", {}), ("matching", {}), ("fomaml", {}), ("maml", {}),
+@pytest.mark.parametrize("learner, extra", [("protonet", {}), ("matching", {}), ("feat", {}),
+                                            ("fomaml", {}), ("maml", {}),
                                             ("reptile", {})])
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data_root, learner, extra):
     config = tiny_config(data_root, learner, **extra)
@@ -203,7 +204,7 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):
 
 def test_every_shipped_config_is_valid():
     configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
-    assert len(configs) >= 20
+    assert len(configs) >= 24
     for path in configs:
         config = load_config(path)
         assert config.name == path.stem, path

@@ -52,7 +52,7 @@ class ModelConfig:
 
 @dataclass
 class LearnerConfig:
-    name: str = "protonet"               # maml | fomaml | reptile | protonet | matching
+    name: str = "protonet"               # maml | fomaml | reptile | protonet | matching | feat
     inner_lr: float = 0.4
     inner_steps: int = 1
     eval_steps: int = 3
@@ -61,6 +61,11 @@ class LearnerConfig:
     strategy: str = "loop"
     distance: str = "sqeuclidean"        # protonet
     scale: float = 10.0                  # matching: cosine-similarity sharpening
+    heads: int = 1                       # feat: set-to-set transformer heads
+    dropout: float = 0.5                 # feat: dropout on the set-to-set attention output
+    temperature: float = 1.0             # feat: divides the distance logits
+    aux_temperature: float = 1.0         # feat: divides the regulariser's logits
+    balance: float = 0.1                 # feat: weight of the contrastive regulariser
 
 
 @dataclass

@@ -25,7 +25,7 @@ from attnmeta.distributed import (any_rank, broadcast_parameters, init_from_envi
                                   shard_range)
 from attnmeta.files import atomic_write_bytes
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
-from attnmeta.learners import MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
+from attnmeta.learners import FEAT, MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
 from attnmeta.models import BACKBONES
 from attnmeta.tasks import FewShotEpisodes, collate_episodes
 from attnmeta.tasks.image_folder import LabelledImages, load_image_folder
@@ -73,8 +73,15 @@ def build_learner(config: ExperimentConfig) -> MetaLearner:
         return ProtoNet(model, distance=spec.distance)
     if spec.name == "matching":
         return MatchingNet(model, scale=spec.scale)
+    if spec.name == "feat":
+        if not hasattr(model, "feature_dim"):
+            raise RunError(f"learner.name='feat' needs the backbone's feature_dim attribute; "
+                           f"model.backbone={config.model.backbone!r} has none")
+        return FEAT(model, model.feature_dim, n_heads=spec.heads, dropout=spec.dropout,
+                    temperature=spec.temperature, aux_temperature=spec.aux_temperature,
+                    balance=spec.balance)
     raise RunError(f"learner.name={spec.name!r}: expected one of maml, fomaml, reptile, "
-                   "protonet, matching")
+                   "protonet, matching, feat")
 
 
 def load_split(config: ExperimentConfig, split: str) -> LabelledImages:
