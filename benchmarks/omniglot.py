@@ -85,7 +85,11 @@ def write_table(rows: list[dict], out: Path) -> None:
         "# Omniglot few-shot classification (Vinyals split, 1200 training characters × 4 rotations)",
         "",
         "Accuracy (%) ± 95% CI over seeded test episodes; training on this repository's CPU "
-        "machine within the stated budget. Each row names the exact command that made it.",
+        "machine within the stated budget. Each row names the exact command that made it. "
+        "Train time is wall-clock training time (evaluation excluded); these runs shared the "
+        "2 cores with development work at times, so the steps reached in a budget are a lower "
+        "bound. ProtoNets' 20-way rows evaluate the model trained for the 5-way row (same "
+        "training, as in the paper; 'trained in' names the run).",
         "",
         "| method | setting | ours | paper | trained in | train steps (of planned) | train time (min) | episodes (seed) | command |",
         "|---|---|---|---|---|---|---|---|---|",
