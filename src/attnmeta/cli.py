@@ -130,5 +130,29 @@ def evaluate(checkpoint: Path, episodes: int | None, seed: int | None, split: st
         fail(error)
 
 
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--episode-seed", type=int, default=0, show_default=True,
+              help="Which test episode to draw (episode 0 of this seed).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("attention_maps"), show_default=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
+              show_default=True)
+@click.option("--data-root", default=None)
+def viz(checkpoint: Path, episode_seed: int, out_dir: Path, split: str,
+        data_root: str | None) -> None:
+    """Draw the attention maps of a CHECKPOINT's learner on one seeded test episode."""
+    from attnmeta.experiment import load_run, load_split, make_episodes
+    from attnmeta.viz import write_attention_maps
+
+    try:
+        config, learner, _ = load_run(checkpoint, data_root)
+        episode = make_episodes(load_split(config, split), config.data.test, 1, episode_seed)[0]
+        for path in write_attention_maps(learner, episode, out_dir):
+            click.echo(f"wrote {path}")
+    except USER_ERRORS as error:
+        fail(error)
+
+
 if __name__ == "__main__":
     main()

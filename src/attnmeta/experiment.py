@@ -313,12 +313,9 @@ def evaluate_learner(learner: MetaLearner, config: ExperimentConfig, split: Labe
         learner.train(was_training)
 
 
-def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
-                        split: str | None = None, data_root: str | None = None,
-                        n_way: int | None = None, k_shot: int | None = None,
-                        batch_size: int = 16, command: str = "",
-                        progress: bool = False) -> dict[str, Any]:
-    """Accuracy (mean ± 95% CI) over a fixed, seeded set of test episodes; writes JSON."""
+def load_run(checkpoint: Path, data_root: str | None = None
+             ) -> tuple[ExperimentConfig, MetaLearner, dict[str, Any]]:
+    """(config, learner with the checkpoint's weights, checkpoint record) of a run."""
     json_path = resolve_checkpoint(Path(checkpoint))
     try:
         config = config_from_dict(json.loads(json_path.read_text())["config"])
@@ -328,6 +325,18 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
         config.data.root = data_root
     learner = build_learner(config)
     record = load_checkpoint(json_path, learner)
+    record["path"] = str(json_path)
+    return config, learner, record
+
+
+def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
+                        split: str | None = None, data_root: str | None = None,
+                        n_way: int | None = None, k_shot: int | None = None,
+                        batch_size: int = 16, command: str = "",
+                        progress: bool = False) -> dict[str, Any]:
+    """Accuracy (mean ± 95% CI) over a fixed, seeded set of test episodes; writes JSON."""
+    config, learner, record = load_run(checkpoint, data_root)
+    json_path = Path(record["path"])
     learner.eval()
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
