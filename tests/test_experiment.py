@@ -72,7 +72,8 @@ def interrupt_at(step_to_stop: int):
 
 @pytest.mark.parametrize("learner, extra", [("protonet", {}), ("matching", {}), ("feat", {}),
                                             ("fomaml", {}), ("maml", {}),
-                                            ("reptile", {})])
+                                            ("reptile", {}),
+                                            ("reptile", {"inner_optimizer": "adam"})])
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data_root, learner, extra):
     config = tiny_config(data_root, learner, **extra)
     train_run(config, tmp_path / "straight", progress=False)

@@ -59,6 +59,7 @@ class LearnerConfig:
     learn_inner_lr: bool = False
     adapt_only: list[str] | None = None
     strategy: str = "loop"
+    inner_optimizer: str = "sgd"         # reptile: sgd | adam (beta1 = 0, as in the paper)
     distance: str = "sqeuclidean"        # protonet
     scale: float = 10.0                  # matching: cosine-similarity sharpening
     heads: int = 1                       # feat: set-to-set transformer heads

@@ -68,7 +68,7 @@ def build_learner(config: ExperimentConfig) -> MetaLearner:
                     learn_inner_lr=spec.learn_inner_lr, adapt_only=spec.adapt_only,
                     strategy=spec.strategy)
     if spec.name == "reptile":
-        return Reptile(model, spec.inner_lr, spec.inner_steps)
+        return Reptile(model, spec.inner_lr, spec.inner_steps, inner_optimizer=spec.inner_optimizer)
     if spec.name == "protonet":
         return ProtoNet(model, distance=spec.distance)
     if spec.name == "matching":

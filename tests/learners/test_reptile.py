@@ -41,3 +41,32 @@ def test_reptile_step_is_the_reptile_formula():
         expected = theta[name] + epsilon * (phi_mean - theta[name])
         torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
         assert not torch.equal(p.detach(), theta[name])  # the step moved every parameter
+
+
+def test_inner_adam_matches_torch_optim_adam_with_beta1_zero():
+    import copy
+
+    torch.manual_seed(0)
+    model = MLP(hidden=(8, 8)).double()
+    learner = Reptile(model, inner_lr=0.01, inner_steps=4, loss_fn=F.mse_loss,
+                      inner_optimizer="adam")
+    batch = SinusoidTasks(k_shot=5, q_query=5).batch(0, 1)
+    task = Episode(*(t[0].double() for t in (batch.support_x, batch.support_y,
+                                              batch.query_x, batch.query_y)))
+    adapted = learner.adapt(task.support_x, task.support_y)
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01, betas=(0.0, 0.999))
+    for _ in range(4):
+        optimizer.zero_grad()
+        F.mse_loss(reference(task.support_x), task.support_y).backward()
+        optimizer.step()
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(adapted[name], p.detach(), rtol=1e-10, atol=1e-12)
+        assert not torch.equal(adapted[name], dict(model.named_parameters())[name].detach())
+
+
+def test_unknown_inner_optimizer_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="inner_optimizer='rmsprop': expected"):
+        Reptile(MLP(), 0.1, inner_optimizer="rmsprop")

@@ -14,7 +14,7 @@ from torch.func import functional_call
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "inner_sgd",
-           "query_metrics", "embed_episode"]
+           "support_gradient", "query_metrics", "embed_episode"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -94,6 +94,18 @@ def embed_episode(encoder: nn.Module, support_x: Tensor, query_x: Tensor) -> tup
     return z[:, : support_x.shape[1]], z[:, support_x.shape[1]:]
 
 
+def support_gradient(model: nn.Module, frozen: Mapping[str, Tensor], support_x: Tensor,
+                     support_y: Tensor, loss_fn: LossFn) -> Callable[[Params], Params]:
+    """``params -> d(support loss)/d(params)`` via ``torch.func.grad``: differentiable by an
+    outer ``backward()`` (second order) and usable under ``torch.vmap``. ``frozen`` holds
+    the model's other parameters and buffers, fed to ``functional_call`` unchanged."""
+
+    def support_loss(adapted: Params) -> Tensor:
+        return loss_fn(functional_call(model, {**frozen, **adapted}, (support_x,)), support_y)
+
+    return torch.func.grad(support_loss)
+
+
 def inner_sgd(
     model: nn.Module,
     params: Params,
@@ -107,17 +119,12 @@ def inner_sgd(
 ) -> Params:
     """``steps`` of gradient descent on the support loss, as a pure function of ``params``.
 
-    ``params`` are the tensors being adapted; ``frozen`` holds the rest of the model's
-    parameters and buffers (fed to ``functional_call`` unchanged). ``torch.func.grad``
-    computes the inner gradient, so the update is differentiable by an ordinary outer
-    ``backward()`` (second-order MAML) and also runs under ``torch.vmap``. With
-    ``first_order`` the inner gradients are detached (FOMAML / Reptile).
+    ``params`` are the tensors being adapted, ``frozen`` the rest of the model (see
+    :func:`support_gradient`). The update is differentiable by an ordinary outer
+    ``backward()`` (second-order MAML) and runs under ``torch.vmap``. With ``first_order``
+    the inner gradients are detached (FOMAML).
     """
-
-    def support_loss(adapted: Params) -> Tensor:
-        return loss_fn(functional_call(model, {**frozen, **adapted}, (support_x,)), support_y)
-
-    grad_fn = torch.func.grad(support_loss)
+    grad_fn = support_gradient(model, frozen, support_x, support_y, loss_fn)
     for _ in range(steps):
         grads = grad_fn(params)
         if first_order:

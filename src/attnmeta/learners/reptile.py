@@ -8,17 +8,39 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnmeta.learners.base import StepOutput, query_metrics
+from attnmeta.learners.base import Params, StepOutput, query_metrics, support_gradient
 from attnmeta.learners.maml import MAML
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["Reptile"]
+__all__ = ["Reptile", "inner_adam"]
+
+
+def inner_adam(grad_fn: Callable[[Params], Params], params: Params, lr: float, steps: int,
+               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> Params:
+    """``steps`` of Adam (Kingma & Ba) from fresh moments, as a pure function of ``params``.
+
+    The same arithmetic as ``torch.optim.Adam``; first order (gradients detached).
+    Reptile's few-shot experiments adapt with Adam, β1 = 0.
+    """
+    beta1, beta2 = betas
+    first = {n: torch.zeros_like(p) for n, p in params.items()}
+    second = {n: torch.zeros_like(p) for n, p in params.items()}
+    for t in range(1, steps + 1):
+        grads = {n: g.detach() for n, g in grad_fn(params).items()}
+        first = {n: beta1 * first[n] + (1 - beta1) * grads[n] for n in params}
+        second = {n: beta2 * second[n] + (1 - beta2) * grads[n] ** 2 for n in params}
+        step_size = lr / (1 - beta1**t)
+        denominator_scale = (1 - beta2**t) ** 0.5
+        params = {n: p - step_size * first[n] / (second[n].sqrt() / denominator_scale + eps)
+                  for n, p in params.items()}
+    return params
 
 
 class Reptile(MAML):
     """Reptile (Nichol, Achiam & Schulman, 2018, "On First-Order Meta-Learning Algorithms").
 
-    Each task adapts θ by ``inner_steps`` of SGD on its support set to φ_t; the update is
+    Each task adapts θ by ``inner_steps`` of SGD (or Adam with β1 = 0, as in the paper's
+    few-shot experiments: ``inner_optimizer="adam"``) on its support set to φ_t; the update is
     θ ← θ + ε (mean_t φ_t − θ). The training step returns the surrogate loss
     ½ Σ ‖θ − stopgrad(mean_t φ_t)‖², whose gradient is exactly θ − mean φ, so the shared
     training loop with ``SGD(lr=ε)`` performs the Reptile update (and Adam, as in the
@@ -32,8 +54,22 @@ class Reptile(MAML):
         inner_lr: float,
         inner_steps: int = 5,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        inner_optimizer: str = "sgd",
     ) -> None:
+        if inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"inner_optimizer={inner_optimizer!r}: expected 'sgd' or 'adam'")
         super().__init__(model, inner_lr, inner_steps, first_order=True, loss_fn=loss_fn)
+        self.inner_optimizer = inner_optimizer
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Params:
+        if self.inner_optimizer == "sgd":
+            return super().adapt(support_x, support_y, steps)
+        params, frozen = self._split_params()
+        params = {n: p.detach() for n, p in params.items()}
+        frozen = {n: t.detach() for n, t in frozen.items()}
+        grad_fn = support_gradient(self.model, frozen, support_x, support_y, self.loss_fn)
+        steps = self.inner_steps if steps is None else steps
+        return {**frozen, **inner_adam(grad_fn, params, self.inner_lr, steps)}
 
     def training_step(self, batch: Episode) -> StepOutput:
         adapted, predictions = [], []
