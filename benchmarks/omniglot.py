@@ -63,7 +63,8 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         trained_runs[key] = (run_dir, trained)
     result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
                                  k_shot=config.data.test.k_shot, command=command, progress=True)
-    curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    log_path = run_dir / "log.jsonl"  # absent when the budget ended before the first log
+    curve = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     curve = [(e["elapsed_s"], e[f"{config.eval.split}_accuracy"]) for e in curve
              if f"{config.eval.split}_accuracy" in e]
     source, figures = PAPERS.get(config.learner.name, ("", {}))
