@@ -13,6 +13,7 @@ JSON. A killed invocation resumes its rows with ``--resume``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import shlex
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import torch
 
-from attnmeta.config import config_to_dict, load_config
+import yaml
+
+from attnmeta.config import config_from_dict, config_to_dict, load_config
 from attnmeta.experiment import evaluate_checkpoint, train_run
+from attnmeta.files import atomic_write_bytes
 
 # Published accuracies (%), keyed by (learner, n_way, k_shot).
 PAPERS = {
@@ -33,6 +37,16 @@ PAPERS = {
     "reptile": ("Nichol et al. 2018, transductive",
                 {(5, 1): 97.68, (5, 5): 99.48, (20, 1): 89.43, (20, 5): 97.12}),
 }
+
+
+def method_label(config) -> str:
+    """The learner, with its backbone and options where they differ from the papers'."""
+    label = config.learner.name
+    if config.learner.name == "matching" and config.learner.fce:
+        label += " + FCE"
+    if config.model.backbone != "conv4":
+        label += f" ({config.model.backbone.upper()})"
+    return label
 
 
 def machine() -> str:
@@ -48,15 +62,37 @@ def training_key(config) -> str:
     return json.dumps(values, sort_keys=True)
 
 
+def earlier_runs(runs: Path) -> dict[str, tuple[Path, dict]]:
+    """Finished runs under ``runs`` by training key, with their steps and training time."""
+    found = {}
+    for config_file in sorted(runs.glob("*/config.yaml")):
+        run_dir = config_file.parent
+        checkpoints = sorted((run_dir / "checkpoints").glob("step_*.json"))
+        if not checkpoints:
+            continue
+        record = json.loads(checkpoints[-1].read_text())
+        config = config_from_dict(yaml.safe_load(config_file.read_text()))
+        found[training_key(config)] = (run_dir, {"steps": record["step"],
+                                                 "train_seconds": record.get("elapsed_s", 0.0)})
+    return found
+
+
 def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_root: str | None,
             command: str, trained_runs: dict[str, tuple[Path, dict]],
-            eval_episodes: int | None = None) -> dict:
+            eval_episodes: int | None = None, tag: str = "", eval_only: bool = False) -> dict:
     config = load_config(config_path, [f"train.max_minutes={minutes}"])
+    if tag:
+        config.name = f"{config.name}_{tag}"
     if data_root is not None:
         config.data.root = data_root
     key = training_key(config)
+    if key not in trained_runs and eval_only:
+        trained_runs.update(earlier_runs(runs))
     if key in trained_runs:  # e.g. ProtoNets' 20-way rows: same training as the 5-way row
         run_dir, trained = trained_runs[key]
+    elif eval_only:
+        raise SystemExit(f"--eval-only: no run under {runs} was trained with the training "
+                         f"section of {config_path} (and --minutes {minutes})")
     else:
         run_dir = runs / config.name
         trained = train_run(config, run_dir, resume=resume, progress=True, command=command)
@@ -67,9 +103,13 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
     curve = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     curve = [(e["elapsed_s"], e[f"{config.eval.split}_accuracy"]) for e in curve
              if f"{config.eval.split}_accuracy" in e]
-    source, figures = PAPERS.get(config.learner.name, ("", {}))
+    # The papers' figures are for their Conv4 models; a variant has no published figure.
+    variant = config.model.backbone != "conv4" or (config.learner.name == "matching"
+                                                   and config.learner.fce)
+    source, figures = ("", {}) if variant else PAPERS.get(config.learner.name, ("", {}))
     return {
         "name": config.name, "config": str(config_path), "learner": config.learner.name,
+        "method": method_label(config),
         "n_way": result["n_way"], "k_shot": result["k_shot"],
         "accuracy": 100 * result["accuracy"], "ci95": 100 * result["ci95"],
         "episodes": result["episodes"], "episode_seed": result["episode_seed"],
@@ -95,17 +135,43 @@ def write_table(rows: list[dict], out: Path) -> None:
         "| method | setting | ours | paper | trained in | train steps (of planned) | train time (min) | episodes (seed) | command |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in sorted(rows, key=lambda r: (r["learner"], r["n_way"], r["k_shot"])):
+    for row in sorted(rows, key=lambda r: (r.get("method", r["learner"]), r["budget_minutes"],
+                                           r["n_way"], r["k_shot"])):
         paper = f"{row['paper']:.2f} ({row['paper_source']})" if row["paper"] else "—"
         lines.append(
-            f"| {row['learner']} | {row['n_way']}-way {row['k_shot']}-shot | "
+            f"| {row.get('method', row['learner'])} | {row['n_way']}-way {row['k_shot']}-shot | "
             f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} | {row['trained_in']} | "
             f"{row['steps']} ({row['planned_steps']}) | {row['train_minutes']:.1f} | "
             f"{row['episodes']} ({row['episode_seed']}) | `{row['command']}` |")
+    lines += equal_budget_tables(rows)
     machines = sorted({row["machine"] for row in rows})
     lines += ["", f"Machine: {'; '.join(machines)}.", "",
               "![test accuracy against training time](omniglot_curves.png)", ""]
     (out / "omniglot.md").write_text("\n".join(lines))
+
+
+def equal_budget_tables(rows: list[dict]) -> list[str]:
+    """One accuracy table per training budget shared by several methods: methods as rows,
+    settings as columns, so methods are compared at equal training time."""
+    settings = [(5, 1), (5, 5), (20, 1), (20, 5)]
+    lines = []
+    for budget in sorted({r["budget_minutes"] for r in rows}):
+        same = [r for r in rows if r["budget_minutes"] == budget]
+        methods = sorted({r.get("method", r["learner"]) for r in same})
+        if len(methods) < 2:
+            continue
+        lines += ["", f"## At equal training budget: {budget:g} minutes per trained model", "",
+                  "| method | " + " | ".join(f"{n}-way {k}-shot" for n, k in settings) + " |",
+                  "|---|" + "---|" * len(settings)]
+        for method in methods:
+            cells = []
+            for n, k in settings:
+                match = [r for r in same if r.get("method", r["learner"]) == method
+                         and (r["n_way"], r["k_shot"]) == (n, k)]
+                cells.append(f"{match[0]['accuracy']:.2f} ± {match[0]['ci95']:.2f} "
+                             f"({match[0]['steps']} steps)" if match else "—")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_curves(rows: list[dict], out: Path) -> None:
@@ -139,19 +205,28 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--eval-episodes", type=int, default=None,
                         help="test episodes per row (default: the config's, 1000)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="train nothing: evaluate the run under --runs trained with the "
+                             "same training section (e.g. 20-way rows of 5-way-trained models)")
+    parser.add_argument("--tag", default="",
+                        help="suffix for row and run names, e.g. '3min' to add a shorter-budget "
+                             "row beside an existing one")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "omniglot.json"
-    rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
     trained_runs: dict[str, tuple[Path, dict]] = {}
     for config_path in args.configs:
         row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root, command,
-                      trained_runs, args.eval_episodes)
-        rows = [r for r in rows if r["name"] != row["name"]] + [row]
-        results_path.write_text(json.dumps({"rows": rows}, indent=1))
-        write_table(rows, args.out)
-        plot_curves(rows, args.out)
+                      trained_runs, args.eval_episodes, args.tag, args.eval_only)
+        # Re-read under a lock: several invocations may run side by side (one thread each).
+        with open(args.out / ".omniglot.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
+            rows = [r for r in rows if r["name"] != row["name"]] + [row]
+            atomic_write_bytes(results_path, json.dumps({"rows": rows}, indent=1).encode())
+            write_table(rows, args.out)
+            plot_curves(rows, args.out)
         print(f"{row['name']}: {row['accuracy']:.2f} ± {row['ci95']:.2f}% "
               f"(paper {row['paper']}) after {row['steps']} steps, {row['train_minutes']:.1f} min")
 

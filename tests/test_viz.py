@@ -9,14 +9,17 @@ from PIL import Image
 
 from attnmeta.cli import main
 from attnmeta.experiment import load_run, load_split, make_episodes, train_run
-from attnmeta.viz import (episode_attention, plot_prototype_attention,
-                          plot_query_support_attention, shown_queries)
+from attnmeta.viz import (episode_attention, plot_patch_attention, plot_prototype_attention,
+                          plot_query_support_attention, shown_queries, write_attention_maps)
 from test_experiment import make_image_folder, tiny_config
 
 
-def trained(tmp_path, learner_name):
+def trained(tmp_path, learner_name, **model_fields):
     data_root = make_image_folder(tmp_path / "images")
-    train_run(tiny_config(data_root, learner_name, steps=3), tmp_path / "run", progress=False)
+    config = tiny_config(data_root, learner_name, steps=3)
+    for key, value in model_fields.items():
+        setattr(config.model, key, value)
+    train_run(config, tmp_path / "run", progress=False)
     config, learner, _ = load_run(tmp_path / "run")
     episode = make_episodes(load_split(config, "test"), config.data.test, 1, seed=7)[0]
     return learner, episode
@@ -62,3 +65,46 @@ def test_viz_command_writes_pngs_and_refuses_learners_without_attention(tmp_path
     result = CliRunner().invoke(main, ["viz", str(tmp_path / "proto"), "--out", str(out)])
     assert result.exit_code != 0
     assert "ProtoNet has no attention to draw" in result.output.strip().splitlines()[-1]
+
+
+def test_in_context_map_draws_the_query_to_support_attention(tmp_path):
+    learner, episode = trained(tmp_path, "incontext", depth=1, heads=2)
+    weights = episode_attention(learner, episode)["query_support"]
+    assert weights.shape == (episode.query_x.shape[0], episode.support_x.shape[0])
+    # Same values as the forward pass: the last block's query rows over the support columns,
+    # which with the query's attention to itself make a distribution.
+    with torch.no_grad():
+        _, _, blocks = learner.read_episode(episode.support_x[None], episode.support_y[None],
+                                            episode.query_x[None], need_weights=True)
+    last = blocks[-1][0].mean(0)
+    n_support = episode.support_x.shape[0]
+    torch.testing.assert_close(weights, last[n_support:, :n_support])
+    torch.testing.assert_close(weights.sum(-1) + torch.diagonal(last[n_support:, n_support:]),
+                               torch.ones(weights.shape[0]))
+    paths = write_attention_maps(learner, episode, tmp_path / "maps")
+    assert [p.name for p in paths] == ["attention_query_support.png"]
+
+
+def test_vit_map_draws_the_adapted_models_cls_attention_over_patches(tmp_path):
+    learner, episode = trained(tmp_path, "maml", backbone="vit", patch_size=4, depth=1,
+                               heads=2)
+    weights = episode_attention(learner, episode, steps=2)["patch_attention"]
+    queries = episode.query_x.shape[0]
+    assert weights.shape == (queries, 4, 4)  # 16x16 images in 4x4 patches
+    adapted = learner.adapt(episode.support_x, episode.support_y, steps=2)
+    with torch.no_grad():
+        logits, blocks = torch.func.functional_call(learner.model, adapted, (episode.query_x,),
+                                                    {"need_weights": True})
+    cls_row = blocks[-1].mean(1)[:, 0]  # [Q, 1 + 16]
+    torch.testing.assert_close(weights.reshape(queries, 16), cls_row[:, 1:])
+    torch.testing.assert_close(weights.sum((1, 2)) + cls_row[:, 0], torch.ones(queries))
+    # The attention drawn belongs to the model that makes the prediction.
+    torch.testing.assert_close(logits, learner.predict(episode.support_x, episode.support_y,
+                                                       episode.query_x, steps=2))
+    figure = plot_patch_attention(weights, episode, max_queries=3)
+    overlays = [im.get_array() for ax in figure.axes for im in ax.get_images()
+                if im.get_array().shape == (4, 4)]
+    rows = shown_queries(episode.query_y, 3)
+    assert len(overlays) == len(rows)
+    for overlay, row in zip(overlays, rows):
+        assert torch.equal(torch.as_tensor(overlay.data), weights[row])

@@ -5,8 +5,13 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from attnmeta.config import ExperimentConfig
+    from attnmeta.learners import MetaLearner
 
 __all__ = ["main"]
 
@@ -50,6 +55,28 @@ def fail(error: Exception) -> None:
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 
+def run_rl(command: str, path: Path, overrides: tuple[str, ...], out_dir: Path | None,
+           resume: bool, run_eval: bool, progress: bool, tasks: int | None = None,
+           seed: int | None = None) -> bool:
+    """Hand ``train``/``eval`` to :mod:`attnmeta.rl.experiment` when PATH is a meta-RL config
+    or run (``kind: rl``); returns False, doing nothing, otherwise."""
+    from attnmeta.rl.config import is_rl_config_file
+    from attnmeta.rl.experiment import evaluate_from_cli, is_rl_run, train_from_cli
+
+    if not (is_rl_config_file(path) if command == "train" else is_rl_run(path)):
+        return False
+    try:
+        if command == "train":
+            for line in train_from_cli(path, overrides, out_dir, resume, run_eval, progress,
+                                       invoked_command()):
+                click.echo(line)
+        else:
+            click.echo(evaluate_from_cli(path, tasks, seed, progress, invoked_command()))
+    except USER_ERRORS as error:
+        fail(error)
+    return True
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1)
@@ -67,6 +94,8 @@ def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
     from attnmeta.config import load_config
     from attnmeta.experiment import evaluate_checkpoint, train_run
 
+    if run_rl("train", config_path, overrides, out_dir, resume, run_eval, progress):
+        return
     try:
         config = load_config(config_path, overrides)
         if data_root is not None:
@@ -93,15 +122,19 @@ def report_eval(result: dict) -> None:
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["omniglot"]))
+@click.argument("dataset", type=click.Choice(["omniglot", "clinc150", "banking77"]))
 @click.option("--data-root", default=None,
               help="Where to put it (default: $ATTNMETA_DATA, else ~/.cache/attnmeta/data).")
 def download(dataset: str, data_root: str | None) -> None:
     """Fetch a DATASET from its upstream source, checking its published checksums."""
+    from attnmeta.tasks.banking77 import download_banking77
+    from attnmeta.tasks.clinc150 import download_clinc150
     from attnmeta.tasks.omniglot import download_omniglot
 
+    fetch = {"omniglot": download_omniglot, "clinc150": download_clinc150,
+             "banking77": download_banking77}[dataset]
     try:
-        click.echo(f"{dataset} is in {download_omniglot(data_root)}")
+        click.echo(f"{dataset} is in {fetch(data_root)}")
     except (OSError, ValueError) as error:
         fail(error)
 
@@ -115,19 +148,47 @@ def download(dataset: str, data_root: str | None) -> None:
 @click.option("--n-way", type=click.IntRange(min=2), default=None)
 @click.option("--k-shot", type=click.IntRange(min=1), default=None)
 @click.option("--data-root", default=None)
+@click.option("--oos", is_flag=True, help="CLINC150: add out-of-scope queries; report in-scope "
+              "accuracy and out-of-scope recall at a threshold chosen on meta-val.")
+@click.option("--threshold-episodes", type=click.IntRange(min=1), default=500,
+              show_default=True, help="With --oos: meta-val episodes that choose the threshold.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def evaluate(checkpoint: Path, episodes: int | None, seed: int | None, split: str | None,
-             n_way: int | None, k_shot: int | None, data_root: str | None,
-             progress: bool) -> None:
-    """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes."""
+             n_way: int | None, k_shot: int | None, data_root: str | None, oos: bool,
+             threshold_episodes: int, progress: bool) -> None:
+    """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes.
+    For a meta-RL run: average return ± 95% CI over --episodes held-out tasks."""
     from attnmeta.experiment import evaluate_checkpoint
 
+    if run_rl("eval", checkpoint, (), None, False, True, progress, tasks=episodes, seed=seed):
+        return
     try:
+        if oos:
+            from attnmeta.out_of_scope import evaluate_out_of_scope
+
+            if split not in (None, "test"):
+                raise ValueError(f"--split {split} with --oos: expected test (the threshold "
+                                 "is chosen on val)")
+            report_oos(evaluate_out_of_scope(checkpoint, episodes=episodes, seed=seed,
+                                             threshold_episodes=threshold_episodes,
+                                             n_way=n_way, k_shot=k_shot, data_root=data_root,
+                                             command=invoked_command()))
+            return
         report_eval(evaluate_checkpoint(checkpoint, episodes=episodes, seed=seed, split=split,
                                         data_root=data_root, n_way=n_way, k_shot=k_shot,
                                         command=invoked_command(), progress=progress))
     except USER_ERRORS as error:
         fail(error)
+
+
+def report_oos(result: dict) -> None:
+    click.echo(f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot + "
+               f"{result['oos_per_episode']} out-of-scope queries ({result['episodes']} "
+               f"episodes, seed {result['episode_seed']}, {result['score']} >= "
+               f"{result['threshold']:.4g} chosen on val): in-scope accuracy {100 * result['in_scope_accuracy']:.2f} ± "
+               f"{100 * result['in_scope_ci95']:.2f}%, out-of-scope recall "
+               f"{100 * result['oos_recall']:.2f} ± {100 * result['oos_recall_ci95']:.2f}% "
+               f"-> {result['written_to']}")
 
 
 @main.command()
@@ -147,11 +208,28 @@ def viz(checkpoint: Path, episode_seed: int, out_dir: Path, split: str,
 
     try:
         config, learner, _ = load_run(checkpoint, data_root)
+        if hasattr(learner, "tokenizer"):  # a text run: token-level maps (attnmeta.viz_text)
+            from attnmeta.viz_text import write_text_attention_maps
+
+            for path in write_text_attention_maps(
+                    learner, load_split(config, split, learner.tokenizer), config.data.test,
+                    episode_seed, out_dir, learner.tokenizer,
+                    predict_kwargs=viz_predict_kwargs(config, learner)):
+                click.echo(f"wrote {path}")
+            return
         episode = make_episodes(load_split(config, split), config.data.test, 1, episode_seed)[0]
-        for path in write_attention_maps(learner, episode, out_dir):
+        for path in write_attention_maps(learner, episode, out_dir,
+                                         steps=config.learner.eval_steps):
             click.echo(f"wrote {path}")
     except USER_ERRORS as error:
         fail(error)
+
+
+def viz_predict_kwargs(config: "ExperimentConfig", learner: "MetaLearner") -> dict:
+    """MAML / Reptile adapt for the config's ``eval_steps`` before predicting."""
+    from attnmeta.learners import MAML
+
+    return {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
 
 
 if __name__ == "__main__":

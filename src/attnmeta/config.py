@@ -34,10 +34,12 @@ class EpisodeConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "omniglot"            # omniglot | image_folder
+    dataset: str = "omniglot"            # omniglot | image_folder | clinc150 | banking77
     root: str | None = None              # data root; else $ATTNMETA_DATA, else the cache
     protocol: str = "vinyals"            # omniglot: vinyals | lake
     image_size: int = 28
+    max_length: int = 48                 # text: tokens per sentence (longer ones are cut)
+    vocab_size: int = 4000               # text: BPE vocabulary trained on the meta-train text
     train: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(5, 1, 15))
     test: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(5, 1, 15))
     workers: int = 0
@@ -45,14 +47,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "conv4"              # conv4
-    hidden: int = 64
+    backbone: str = "conv4"              # conv4 | vit | text_transformer | hf (text data sets)
+    hidden: int = 64                     # conv channels; transformer width (d_model)
     norm: str = "batch"                  # batch: batch statistics (MAML); running: nn.BatchNorm2d
+    depth: int = 4                       # transformer blocks (vit; incontext learner's reader)
+    heads: int = 4                       # attention heads per block
+    patch_size: int = 7                  # vit: square patches of this side
+    dropout: float = 0.0                 # text_transformer: dropout in embeddings and blocks
+    hf_path: str | None = None           # hf: local folder of a transformers model (None: tiny BERT)
 
 
 @dataclass
 class LearnerConfig:
-    name: str = "protonet"               # maml | fomaml | reptile | protonet | matching | feat
+    name: str = "protonet"               # maml | fomaml | reptile | protonet | matching | feat | incontext
     inner_lr: float = 0.4
     inner_steps: int = 1
     eval_steps: int = 3
@@ -62,6 +69,8 @@ class LearnerConfig:
     inner_optimizer: str = "sgd"         # reptile: sgd | adam (beta1 = 0, as in the paper)
     distance: str = "sqeuclidean"        # protonet
     scale: float = 10.0                  # matching: cosine-similarity sharpening
+    fce: bool = False                    # matching: full-context embeddings (LSTMs)
+    fce_steps: int = 5                   # matching: attLSTM processing steps for the queries
     heads: int = 1                       # feat: set-to-set transformer heads
     dropout: float = 0.5                 # feat: dropout on the set-to-set attention output
     temperature: float = 1.0             # feat: divides the distance logits
@@ -73,6 +82,7 @@ class LearnerConfig:
 class TrainConfig:
     steps: int = 1000
     meta_batch: int = 1
+    backward_chunk: int = 0              # tasks per backward pass (0 = all): less memory, same gradient
     optimizer: str = "adam"              # adam | sgd
     lr: float = 1e-3
     lr_decay_every: int = 0              # halve the learning rate every N steps (0 = never)

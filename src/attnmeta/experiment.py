@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -25,16 +25,22 @@ from attnmeta.distributed import (any_rank, broadcast_parameters, init_from_envi
                                   shard_range)
 from attnmeta.files import atomic_write_bytes
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
-from attnmeta.learners import FEAT, MAML, MatchingNet, MetaLearner, ProtoNet, Reptile
+from attnmeta.learners import (FEAT, MAML, InContextClassifier, MatchingNet, MetaLearner,
+                               ProtoNet, Reptile)
 from attnmeta.models import BACKBONES
 from attnmeta.tasks import FewShotEpisodes, collate_episodes
 from attnmeta.tasks.image_folder import LabelledImages, load_image_folder
+from attnmeta.tasks.text import TEXT_DATASETS, LabelledTokens
 from attnmeta.train import meta_train
+
+if TYPE_CHECKING:
+    from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["build_learner", "load_split", "train_run", "evaluate_checkpoint", "RunError"]
 
 # Keys that may differ between a checkpoint's config and the resuming one.
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every",
+                     "train.backward_chunk",
                      "train.keep_checkpoints", "train.eval_every", "train.eval_episodes",
                      "train.max_minutes",
                      "data.root", "data.workers")
@@ -49,15 +55,22 @@ class _BudgetReached(Exception):
 
 
 def build_model(config: ExperimentConfig) -> nn.Module:
-    """The configured backbone from :data:`attnmeta.models.BACKBONES`."""
+    """The configured backbone from :data:`attnmeta.models.BACKBONES` (a text encoder from
+    :mod:`attnmeta.models.text` for the text data sets)."""
+    if config.data.dataset in TEXT_DATASETS:
+        from attnmeta.models.text import text_encoder_from_config
+
+        with_head = config.learner.name in ("maml", "fomaml", "reptile")
+        return text_encoder_from_config(config.model, config.data,
+                                        out_dim=config.data.train.n_way if with_head else 0)
     factory = BACKBONES.get(config.model.backbone)
     if factory is None:
         raise RunError(f"model.backbone={config.model.backbone!r}: expected one of "
                        f"{sorted(BACKBONES)} (add others with attnmeta.models.register_backbone)")
     needs_head = config.learner.name in ("maml", "fomaml", "reptile")
-    return factory(in_channels=1, out_dim=config.data.train.n_way if needs_head else 0,
-                   hidden=config.model.hidden, image_size=config.data.image_size,
-                   norm=config.model.norm)
+    return factory(config.model, in_channels=1,
+                   out_dim=config.data.train.n_way if needs_head else 0,
+                   image_size=config.data.image_size)
 
 
 def build_learner(config: ExperimentConfig) -> MetaLearner:
@@ -71,22 +84,38 @@ def build_learner(config: ExperimentConfig) -> MetaLearner:
         return Reptile(model, spec.inner_lr, spec.inner_steps, inner_optimizer=spec.inner_optimizer)
     if spec.name == "protonet":
         return ProtoNet(model, distance=spec.distance)
+    needs_width = spec.name in ("feat", "incontext") or (spec.name == "matching" and spec.fce)
+    if needs_width and not hasattr(model, "feature_dim"):
+        raise RunError(f"learner.name={spec.name!r} needs the backbone's feature_dim "
+                       f"attribute; model.backbone={config.model.backbone!r} has none")
     if spec.name == "matching":
-        return MatchingNet(model, scale=spec.scale)
+        return MatchingNet(model, scale=spec.scale, fce=spec.fce,
+                           feature_dim=getattr(model, "feature_dim", None),
+                           fce_steps=spec.fce_steps)
     if spec.name == "feat":
-        if not hasattr(model, "feature_dim"):
-            raise RunError(f"learner.name='feat' needs the backbone's feature_dim attribute; "
-                           f"model.backbone={config.model.backbone!r} has none")
         return FEAT(model, model.feature_dim, n_heads=spec.heads, dropout=spec.dropout,
                     temperature=spec.temperature, aux_temperature=spec.aux_temperature,
                     balance=spec.balance)
+    if spec.name == "incontext":
+        return InContextClassifier(model, model.feature_dim, d_model=2 * model.feature_dim,
+                                   depth=config.model.depth, n_heads=config.model.heads,
+                                   dropout=spec.dropout)
     raise RunError(f"learner.name={spec.name!r}: expected one of maml, fomaml, reptile, "
-                   "protonet, matching, feat")
+                   "protonet, matching, feat, incontext")
 
 
-def load_split(config: ExperimentConfig, split: str) -> LabelledImages:
-    """Images and labels of ``split`` ('train' | 'val' | 'test') of the configured data set."""
+def load_split(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None = None
+               ) -> LabelledImages | LabelledTokens:
+    """Images and labels of ``split`` ('train' | 'val' | 'test') of the configured data set;
+    for a text data set, the class split's sentences as ids of the run's ``tokenizer``."""
     data = config.data
+    if data.dataset in TEXT_DATASETS:
+        if tokenizer is None:
+            raise RunError(f"data.dataset={data.dataset!r} is text: expected the run's "
+                           "tokenizer (load_run attaches it as learner.tokenizer)")
+        from attnmeta.tasks.text import load_text_split
+
+        return load_text_split(data, split, tokenizer)
     if data.dataset == "omniglot":
         from attnmeta.tasks.omniglot import load_omniglot
 
@@ -97,12 +126,14 @@ def load_split(config: ExperimentConfig, split: str) -> LabelledImages:
             raise RunError("data.root is not set: expected the image folder's path "
                            "(data.root=/path/with/train/and/test)")
         return load_image_folder(data.root, split=split, image_size=data.image_size)
-    raise RunError(f"data.dataset={data.dataset!r}: expected 'omniglot' or 'image_folder'")
+    raise RunError(f"data.dataset={data.dataset!r}: expected one of 'omniglot', "
+                   f"'image_folder', {', '.join(repr(name) for name in TEXT_DATASETS)}")
 
 
-def make_episodes(split: LabelledImages, shape: EpisodeConfig, num_episodes: int,
-                  seed: int) -> FewShotEpisodes:
-    return FewShotEpisodes(split.images, split.labels.tolist(), n_way=shape.n_way,
+def make_episodes(split: LabelledImages | LabelledTokens, shape: EpisodeConfig,
+                  num_episodes: int, seed: int) -> FewShotEpisodes:
+    items = split.token_ids if isinstance(split, LabelledTokens) else split.images
+    return FewShotEpisodes(items, split.labels.tolist(), n_way=shape.n_way,
                            k_shot=shape.k_shot, q_query=shape.q_query,
                            num_episodes=num_episodes, seed=seed)
 
@@ -219,7 +250,13 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
         atomic_write_bytes(run_dir / "config.yaml",
                            yaml.safe_dump(config_dict, sort_keys=False).encode())
 
-    split = load_split(config, "train")
+    tokenizer = None
+    if config.data.dataset in TEXT_DATASETS:  # trained on meta-train text, saved with the run
+        from attnmeta.run_tokenizer import run_tokenizer
+
+        tokenizer = run_tokenizer(config, run_dir, resuming=existing is not None,
+                                  save=context.is_main)
+    split = load_split(config, "train", tokenizer)
     steps, meta_batch = config.train.steps, config.train.meta_batch
     episodes = make_episodes(split, config.data.train, steps * meta_batch, config.seed)
     loader = DataLoader(episodes, batch_size=shard[1] - shard[0], collate_fn=collate_episodes,
@@ -240,7 +277,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
         run_log.write(step, time.perf_counter() - clock["start"], metrics, "train")
 
     evaluating = bool(config.train.eval_every) and context.is_main
-    eval_split = load_split(config, config.eval.split) if evaluating else None
+    eval_split = load_split(config, config.eval.split, tokenizer) if evaluating else None
 
     def evaluate_now(step: int) -> None:
         """Accuracy on the eval split, logged against training time (eval time excluded)."""
@@ -280,7 +317,8 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
         history = meta_train(learner, loader, optimizer, steps, start_step=start_step,
                              grad_clip=config.train.grad_clip, log_every=config.train.log_every,
                              progress=progress and context.is_main, description=config.name,
-                             on_log=log, on_step_end=step_end)
+                             on_log=log, on_step_end=step_end,
+                             backward_chunk=config.train.backward_chunk)
     except _BudgetReached:
         pass
     finally:
@@ -315,7 +353,8 @@ def evaluate_learner(learner: MetaLearner, config: ExperimentConfig, split: Labe
 
 def load_run(checkpoint: Path, data_root: str | None = None
              ) -> tuple[ExperimentConfig, MetaLearner, dict[str, Any]]:
-    """(config, learner with the checkpoint's weights, checkpoint record) of a run."""
+    """(config, learner with the checkpoint's weights, checkpoint record) of a run; for a
+    text run, ``learner.tokenizer`` is the tokenizer saved in its folder."""
     json_path = resolve_checkpoint(Path(checkpoint))
     try:
         config = config_from_dict(json.loads(json_path.read_text())["config"])
@@ -326,6 +365,10 @@ def load_run(checkpoint: Path, data_root: str | None = None
     learner = build_learner(config)
     record = load_checkpoint(json_path, learner)
     record["path"] = str(json_path)
+    if config.data.dataset in TEXT_DATASETS:
+        from attnmeta.run_tokenizer import load_run_tokenizer
+
+        learner.tokenizer = load_run_tokenizer(json_path.parent.parent)
     return config, learner, record
 
 
@@ -343,7 +386,9 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
     seed = config.eval.seed if seed is None else seed
     shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
                           config.data.test.q_query)
-    values = evaluate_learner(learner, config, load_split(config, split), shape, episodes, seed,
+    values = evaluate_learner(learner, config,
+                              load_split(config, split, getattr(learner, "tokenizer", None)),
+                              shape, episodes, seed,
                               batch_size, progress, description=f"eval {split}")
     summary = summarize(values)
     result = {

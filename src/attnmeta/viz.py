@@ -3,6 +3,11 @@
 - Matching Networks: each query's attention over the support set (the weights that
   produce its prediction, ``P(y | x̂, S) = Σ_i a(x̂, x_i) y_i``).
 - FEAT: each prototype's attention over the other prototypes in the set-to-set transformer.
+- The in-context classifier: each query token's attention over the support tokens in the
+  last transformer block (averaged over heads).
+- MAML / Reptile over a vision transformer: the ``[CLS]`` token's attention over the image
+  patches in the last block, at the parameters adapted to the episode's support set,
+  drawn over each query image.
 
 The functions take the weights the model computed in its forward pass and draw exactly
 those (the returned figures hold them in their images), with the episode's images on the
@@ -17,20 +22,25 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
+from torch.func import functional_call
 
-from attnmeta.learners import FEAT, MatchingNet, MetaLearner
+from attnmeta.learners import FEAT, MAML, InContextClassifier, MatchingNet, MetaLearner
 from attnmeta.learners.base import embed_episode
+from attnmeta.models.vit import VisionTransformer
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["episode_attention", "plot_query_support_attention", "plot_prototype_attention",
-           "shown_queries", "write_attention_maps"]
+           "plot_patch_attention", "shown_queries", "write_attention_maps"]
 
 
-def episode_attention(learner: MetaLearner, episode: Episode) -> dict[str, Tensor]:
-    """The attention weights ``learner`` uses on one episode (no task dimension).
+def episode_attention(learner: MetaLearner, episode: Episode, steps: int | None = None
+                      ) -> dict[str, Tensor]:
+    """The attention weights ``learner`` uses on one episode (no task dimension); ``steps``:
+    inner steps for MAML / Reptile (default: their training ``inner_steps``).
 
-    Returns ``{"query_support": [Q, S]}`` for Matching Networks and
-    ``{"prototypes": [H, N, N]}`` for FEAT.
+    Returns ``{"query_support": [Q, S]}`` for Matching Networks and the in-context
+    classifier, ``{"prototypes": [H, N, N]}`` for FEAT and ``{"patch_attention": [Q, g, g]}``
+    (``g × g`` patches) for MAML / Reptile over a :class:`VisionTransformer`.
     """
     support_x, support_y, query_x = (episode.support_x[None], episode.support_y[None],
                                      episode.query_x[None])
@@ -38,13 +48,25 @@ def episode_attention(learner: MetaLearner, episode: Episode) -> dict[str, Tenso
     with torch.no_grad():
         if isinstance(learner, MatchingNet):
             return {"query_support": learner.attention(support_x, query_x)[0]}
+        if isinstance(learner, InContextClassifier):
+            return {"query_support": learner.attention(support_x, support_y, query_x)[0]}
         if isinstance(learner, FEAT):
             support_z, _ = embed_episode(learner.encoder, support_x, query_x)
             n_way = int(support_y.max()) + 1
             _, weights = learner.adapted_prototypes(support_z, support_y, n_way, need_weights=True)
             return {"prototypes": weights[0]}
+    if isinstance(learner, MAML) and isinstance(learner.model, VisionTransformer):
+        # The adapted model is the one that predicts, so its attention is the one to draw.
+        adapted = learner.adapt(episode.support_x, episode.support_y, steps)
+        with torch.no_grad():
+            _, weights = functional_call(learner.model, adapted, (episode.query_x,),
+                                         {"need_weights": True})
+        grid = learner.model.grid
+        cls_to_patches = weights[-1].mean(1)[:, 0, 1:]  # [Q, g*g]: [CLS] row, patch columns
+        return {"patch_attention": cls_to_patches.reshape(-1, grid, grid)}
     raise ValueError(f"{type(learner).__name__} has no attention to draw: expected "
-                     "MatchingNet or FEAT")
+                     "MatchingNet, FEAT, InContextClassifier, or MAML/Reptile over a "
+                     "vision transformer (model.backbone=vit)")
 
 
 def _thumbnail(ax, image: Tensor) -> None:
@@ -60,8 +82,8 @@ def shown_queries(query_y: Tensor, max_queries: int) -> list[int]:
     return [int(i) for c in range(n_way) for i in (query_y == c).nonzero()[:per_class, 0]]
 
 
-def plot_query_support_attention(weights: Tensor, episode: Episode, max_queries: int = 10
-                                 ) -> Figure:
+def plot_query_support_attention(weights: Tensor, episode: Episode, max_queries: int = 10,
+                                 title: str = "Matching Networks") -> Figure:
     """Heat map of ``weights [Q, S]`` (support images as columns; rows: queries spread over
     the classes, see :func:`shown_queries`)."""
     rows = shown_queries(episode.query_y, max_queries)
@@ -85,7 +107,7 @@ def plot_query_support_attention(weights: Tensor, episode: Episode, max_queries:
     for position, row in enumerate(rows):
         _thumbnail(fig.add_subplot(grid[position + 1, 0]), episode.query_x[row])
     fig.colorbar(image, cax=fig.add_subplot(grid[1:, support + 2]), label="attention")
-    fig.suptitle("Matching Networks: query attention over the support set", fontsize=9)
+    fig.suptitle(f"{title}: query attention over the support set", fontsize=9)
     return fig
 
 
@@ -104,13 +126,40 @@ def plot_prototype_attention(weights: Tensor) -> Figure:
     return fig
 
 
-def write_attention_maps(learner: MetaLearner, episode: Episode, out_dir: Path) -> list[Path]:
-    """Draw every attention map of ``learner`` on ``episode`` into ``out_dir`` as PNGs."""
+def plot_patch_attention(weights: Tensor, episode: Episode, max_queries: int = 10) -> Figure:
+    """Each shown query image with its ``[CLS]``-to-patch attention ``weights [Q, g, g]``
+    overlaid (nearest-neighbour upsampled, so each patch is one flat block)."""
+    rows = shown_queries(episode.query_y, max_queries)
+    fig, axes = plt.subplots(2, len(rows), figsize=(1.3 * len(rows) + 0.6, 3.0), squeeze=False)
+    for column, row in enumerate(rows):
+        image = episode.query_x[row]
+        _thumbnail(axes[0, column], image)
+        axes[0, column].set_title(f"label {int(episode.query_y[row])}", fontsize=7)
+        _thumbnail(axes[1, column], image)
+        side = image.shape[-1]
+        axes[1, column].imshow(weights[row].detach().cpu().numpy(), cmap="magma", alpha=0.6,
+                               extent=(-0.5, side - 0.5, side - 0.5, -0.5),
+                               interpolation="nearest")
+    fig.suptitle("Vision transformer ([CLS] attention over patches, last block, adapted)",
+                 fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_attention_maps(learner: MetaLearner, episode: Episode, out_dir: Path,
+                         steps: int | None = None) -> list[Path]:
+    """Draw every attention map of ``learner`` on ``episode`` into ``out_dir`` as PNGs
+    (``steps``: see :func:`episode_attention`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, weights in episode_attention(learner, episode).items():
-        fig = (plot_query_support_attention(weights, episode) if name == "query_support"
-               else plot_prototype_attention(weights))
+    title = "In-context learner" if isinstance(learner, InContextClassifier) else "Matching Networks"
+    for name, weights in episode_attention(learner, episode, steps).items():
+        if name == "query_support":
+            fig = plot_query_support_attention(weights, episode, title=title)
+        elif name == "patch_attention":
+            fig = plot_patch_attention(weights, episode)
+        else:
+            fig = plot_prototype_attention(weights)
         path = out_dir / f"attention_{name}.png"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)

@@ -10,7 +10,8 @@ from torch.func import functional_call
 
 from attnmeta.attention import fused_attention
 from attnmeta.learners import MAML
-from attnmeta.models import MLP, BatchStatNorm2d, Conv4, MemoryAttentionRegressor
+from attnmeta.models import (MLP, BatchStatNorm2d, Conv4, MemoryAttentionRegressor,
+                             VisionTransformer)
 from attnmeta.tasks import Episode
 
 TOL = dict(rtol=1e-9, atol=1e-11)
@@ -109,6 +110,26 @@ def test_second_order_through_attention_and_layernorm(strategy):
     with fused_attention(False):  # the fused CPU kernel has no double backward
         expected = reference_meta_gradient(model, batch, 0.1, 2, F.mse_loss)
     assert_all_close(learner_meta_gradient(learner, batch), expected)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_second_order_through_vision_transformer(steps):
+    """MAML over a ViT: second order through patch embedding, softmax attention and
+    LayerNorm, equal to the hand-unrolled reference (the issue's seed example, working)."""
+    torch.manual_seed(0)
+    model = VisionTransformer(in_channels=1, out_dim=3, d_model=8, image_size=16,
+                              patch_size=8, depth=2, n_heads=2).double()
+    batch = image_batch()
+    learner = MAML(model, inner_lr=0.3, inner_steps=steps)
+    with fused_attention(False):
+        expected = reference_meta_gradient(model, batch, 0.3, steps, F.cross_entropy)
+        first = reference_meta_gradient(model, batch, 0.3, steps, F.cross_entropy,
+                                        first_order=True)
+    actual = learner_meta_gradient(learner, batch)
+    assert_all_close(actual, expected)
+    # Every parameter gets a meta-gradient, and the Hessian term is not negligible.
+    assert all(g.abs().max() > 0 for g in actual)
+    assert max((a - f).abs().max().item() for a, f in zip(actual, first)) > 1e-6
 
 
 def test_second_order_differs_from_first_order():

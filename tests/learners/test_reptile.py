@@ -6,12 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from attnmeta.learners import Reptile
-from attnmeta.models import MLP
+from attnmeta.models import MLP, VisionTransformer
 from attnmeta.tasks import Episode, SinusoidTasks
 from attnmeta.train import meta_train
 
 
-def sgd_adapted(model, task: Episode, lr: float, steps: int) -> dict[str, torch.Tensor]:
+def sgd_adapted(model, task: Episode, lr: float, steps: int,
+                loss_fn=F.mse_loss) -> dict[str, torch.Tensor]:
     """Reference inner loop: a deep copy of the model trained with torch.optim.SGD."""
     import copy
 
@@ -19,7 +20,7 @@ def sgd_adapted(model, task: Episode, lr: float, steps: int) -> dict[str, torch.
     optimizer = torch.optim.SGD(clone.parameters(), lr=lr)
     for _ in range(steps):
         optimizer.zero_grad()
-        F.mse_loss(clone(task.support_x), task.support_y).backward()
+        loss_fn(clone(task.support_x), task.support_y).backward()
         optimizer.step()
     return {n: p.detach() for n, p in clone.named_parameters()}
 
@@ -41,6 +42,24 @@ def test_reptile_step_is_the_reptile_formula():
         expected = theta[name] + epsilon * (phi_mean - theta[name])
         torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
         assert not torch.equal(p.detach(), theta[name])  # the step moved every parameter
+
+
+def test_reptile_over_a_vision_transformer_is_the_reptile_formula():
+    torch.manual_seed(0)
+    model = VisionTransformer(in_channels=1, out_dim=3, d_model=8, image_size=8, patch_size=4,
+                              depth=2, n_heads=2).double()
+    learner = Reptile(model, inner_lr=0.1, inner_steps=2)
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(3).repeat(2).expand(2, -1)
+    batch = Episode(torch.randn(2, 6, 1, 8, 8, generator=gen, dtype=torch.float64), labels,
+                    torch.randn(2, 6, 1, 8, 8, generator=gen, dtype=torch.float64), labels)
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    adapted = [sgd_adapted(model, batch.task(t), 0.1, 2, F.cross_entropy) for t in range(2)]
+    meta_train(learner, iter([batch]), torch.optim.SGD(learner.parameters(), lr=1.0),
+               steps=1, progress=False)
+    for name, p in model.named_parameters():
+        expected = torch.stack([a[name] for a in adapted]).mean(0)  # ε = 1: θ ← mean φ
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_inner_adam_matches_torch_optim_adam_with_beta1_zero():

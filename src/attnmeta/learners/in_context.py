@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import EpisodeLearner
+from attnmeta.attention import TransformerBlock
+from attnmeta.learners.base import EpisodeLearner, embed_episode
+from attnmeta.learners.protonet import prototype_logits, prototypes
+from attnmeta.norm import LayerNorm
 
-__all__ = ["InContextLearner"]
+__all__ = ["InContextLearner", "InContextClassifier", "support_query_mask"]
 
 
 class InContextLearner(EpisodeLearner):
@@ -29,3 +33,89 @@ class InContextLearner(EpisodeLearner):
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         return self.model(support_x, support_y, query_x)
+
+
+def support_query_mask(n_support: int, n_query: int, device: torch.device | None = None
+                       ) -> Tensor:
+    """Boolean attention mask ``[S+Q, S+Q]`` (True = may attend): support tokens attend to
+    the support set; each query token attends to the support set and to itself only, so
+    queries never see one another (no transduction: a query's prediction does not depend on
+    which other queries share its episode)."""
+    size = n_support + n_query
+    mask = torch.zeros(size, size, dtype=torch.bool, device=device)
+    mask[:, :n_support] = True
+    mask[n_support:, n_support:] = torch.eye(n_query, dtype=torch.bool, device=device)
+    return mask
+
+
+class InContextClassifier(EpisodeLearner):
+    """An in-context few-shot classifier: a transformer reads the labelled support set as a
+    sequence and classifies each query with no gradient step.
+
+    The SNAIL / CAML family (Mishra et al., ICLR 2018; Fifty et al., "Context-Aware
+    Meta-Learning", ICLR 2024). Each support example becomes the token
+    ``W [f(x_i); e(y_i)]`` and each query ``W [f(x̂); u]``, where ``f`` is the image encoder,
+    ``u`` a learned "label unknown" vector and ``e(y)`` the **label embedding**: CAML uses
+    a fixed equiangular set of vectors so that no class is privileged; here ``e(y)`` is
+    computed from the class's own support examples (a projection of the class mean), so it
+    does not depend on which index a class was given at all. With no position embeddings
+    and this construction, relabelling the classes of an episode permutes the logits
+    exactly and reordering the support set leaves them unchanged (both tested).
+
+    After ``depth`` pre-norm transformer blocks (queries attend to the support set and
+    themselves, see :func:`support_query_mask`), a query's logits are the negative squared
+    distances of its output token to the means of each class's support output tokens.
+
+    Args:
+        encoder: ``[n, *x_shape] -> [n, feature_dim]``.
+        feature_dim: width of the encoder's output.
+        d_model, depth, n_heads: of the transformer that reads the episode.
+        dropout: inside the transformer blocks.
+    """
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, d_model: int = 128,
+                 depth: int = 2, n_heads: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.label_embedding = nn.Linear(feature_dim, feature_dim)
+        self.unknown_label = nn.Parameter(torch.zeros(feature_dim))
+        self.token = nn.Linear(2 * feature_dim, d_model)
+        self.blocks = nn.ModuleList([TransformerBlock(d_model, n_heads, 2.0, dropout)
+                                     for _ in range(depth)])
+        self.norm = LayerNorm(d_model)
+
+    def read_episode(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                     need_weights: bool = False) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+        """Output tokens of the support set ``[T, S, d]`` and queries ``[T, Q, d]``, and each
+        block's attention ``[T, H, S+Q, S+Q]`` (``None`` unless ``need_weights``)."""
+        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        n_way = int(support_y.max()) + 1
+        labels = self.label_embedding(prototypes(support_z, support_y, n_way))  # [T, N, D]
+        support_labels = torch.gather(
+            labels, 1, support_y[..., None].expand(-1, -1, labels.shape[-1]))
+        query_labels = self.unknown_label.expand_as(query_z)
+        tokens = self.token(torch.cat([
+            torch.cat([support_z, support_labels], dim=-1),
+            torch.cat([query_z, query_labels], dim=-1)], dim=1))
+        n_support = support_z.shape[1]
+        mask = support_query_mask(n_support, query_z.shape[1], tokens.device)
+        weights = []
+        for block in self.blocks:
+            tokens, block_weights = block(tokens, mask=mask, need_weights=need_weights)
+            weights.append(block_weights)
+        tokens = self.norm(tokens)
+        return tokens[:, :n_support], tokens[:, n_support:], weights
+
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """``[T, Q, N]``: negative squared distances to the class means of the support
+        outputs."""
+        support_out, query_out, _ = self.read_episode(support_x, support_y, query_x)
+        centres = prototypes(support_out, support_y, int(support_y.max()) + 1)
+        return prototype_logits(query_out, centres)
+
+    def attention(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """Last block's query-over-support attention, averaged over heads: ``[T, Q, S]``
+        (each row sums to 1 less the query's attention to itself)."""
+        n_support = support_x.shape[1]
+        _, _, weights = self.read_episode(support_x, support_y, query_x, need_weights=True)
+        return weights[-1].mean(1)[:, n_support:, :n_support]

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from attnmeta.learners.base import EpisodeLearner, embed_episode
 
-__all__ = ["MatchingNet", "matching_attention"]
+__all__ = ["MatchingNet", "FullContextEmbedding", "matching_attention"]
 
 
 def matching_attention(query_z: Tensor, support_z: Tensor, scale: float) -> Tensor:
@@ -20,8 +20,49 @@ def matching_attention(query_z: Tensor, support_z: Tensor, scale: float) -> Tens
     return torch.softmax(scale * cosine, dim=-1)
 
 
+class FullContextEmbedding(nn.Module):
+    """Matching Networks' full-context embeddings (Vinyals et al. 2016, appendix A).
+
+    ``g``: the support embeddings re-read by a bidirectional LSTM,
+    ``g(x_i) = g'(x_i) + h_i→ + h_i←``, so each depends on the whole support set (and, as
+    in the paper, on its order). ``f``: each query is refined by ``steps`` steps of an
+    LSTM that attends over ``g(S)`` — ``ĥ_k, c_k = LSTM(f'(x̂), h_{k-1} + r_{k-1}, c_{k-1})``,
+    ``h_k = ĥ_k + f'(x̂)``, ``r_k = Σ_i softmax(h_k · g(x_i)) g(x_i)``. The paper
+    concatenates ``[h, r]`` as the LSTM state; summing them keeps the state at width ``D``
+    (as most re-implementations do).
+    """
+
+    def __init__(self, dim: int, steps: int = 5) -> None:
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"fce_steps={steps}: expected at least 1 attention step")
+        self.support_lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+        self.query_cell = nn.LSTMCell(dim, dim)
+        self.steps = steps
+
+    def embed_support(self, support_z: Tensor) -> Tensor:
+        """``g``: ``[T, S, D]`` -> ``[T, S, D]``."""
+        both_directions, _ = self.support_lstm(support_z)
+        forward, backward = both_directions.chunk(2, dim=-1)
+        return support_z + forward + backward
+
+    def embed_query(self, query_z: Tensor, support_g: Tensor) -> Tensor:
+        """``f``: queries ``[T, Q, D]`` attending over ``g(S)`` ``[T, S, D]`` -> ``[T, Q, D]``."""
+        tasks, queries, dim = query_z.shape
+        flat_query = query_z.reshape(tasks * queries, dim)
+        hidden, cell = flat_query, torch.zeros_like(flat_query)
+        for _ in range(self.steps):
+            attention = torch.softmax(hidden.view(tasks, queries, dim)
+                                      @ support_g.transpose(1, 2), dim=-1)
+            read = (attention @ support_g).reshape(tasks * queries, dim)
+            hidden, cell = self.query_cell(flat_query, (hidden + read, cell))
+            hidden = hidden + flat_query
+        return hidden.view(tasks, queries, dim)
+
+
 class MatchingNet(EpisodeLearner):
-    """Matching Networks (Vinyals et al., NeurIPS 2016), without full-context embeddings.
+    """Matching Networks (Vinyals et al., NeurIPS 2016), optionally with full-context
+    embeddings (``fce=True``, :class:`FullContextEmbedding`; needs ``feature_dim``).
 
     The prediction is the attention-weighted sum of the support labels,
     ``P(y | x̂, S) = Σ_i a(x̂, x_i) onehot(y_i)``; the returned logits are its logarithm,
@@ -29,14 +70,21 @@ class MatchingNet(EpisodeLearner):
     the cosine similarities (with raw cosines in [-1, 1] the softmax is nearly uniform).
     """
 
-    def __init__(self, encoder: nn.Module, scale: float = 10.0) -> None:
+    def __init__(self, encoder: nn.Module, scale: float = 10.0, fce: bool = False,
+                 feature_dim: int | None = None, fce_steps: int = 5) -> None:
         super().__init__()
+        if fce and feature_dim is None:
+            raise ValueError("fce=True needs feature_dim, the encoder's output width")
         self.encoder = encoder
         self.scale = scale
+        self.context = FullContextEmbedding(feature_dim, fce_steps) if fce else None
 
     def attention(self, support_x: Tensor, query_x: Tensor) -> Tensor:
         """Query-over-support attention ``[T, Q, S]`` for a batch of episodes."""
         support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        if self.context is not None:
+            support_z = self.context.embed_support(support_z)
+            query_z = self.context.embed_query(query_z, support_z)
         return matching_attention(query_z, support_z, self.scale)
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:

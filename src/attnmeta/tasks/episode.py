@@ -37,6 +37,10 @@ class Episode:
         """The ``index``-th episode of a batch."""
         return Episode(*(getattr(self, f.name)[index] for f in fields(self)))
 
+    def slice(self, start: int, stop: int) -> "Episode":
+        """Tasks ``start .. stop-1`` of a batch, still a batch."""
+        return Episode(*(getattr(self, f.name)[start:stop] for f in fields(self)))
+
     def split(self, chunks: int) -> list["Episode"]:
         """Split a batch along the task dimension into ``chunks`` near-equal parts."""
         parts = [torch.tensor_split(getattr(self, f.name), chunks) for f in fields(self)]

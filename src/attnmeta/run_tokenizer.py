@@ -1,0 +1,59 @@
+"""A text run's tokenizer: made when the run starts, kept in the run folder, reused after.
+
+A new run trains byte-level BPE on the **meta-train** sentences only
+(:func:`attnmeta.tasks.text.meta_train_texts`), or takes the tokenizer of a local pretrained
+Hugging Face model (``model.backbone: hf`` with ``model.hf_path``), and saves it as
+``<run>/tokenizer.json`` (atomically) before the first training step. A resumed run and
+``attnmeta eval`` / ``viz`` load that file, so the ids a checkpoint was trained on never
+change, whatever the installed ``tokenizers`` version would train today.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnmeta.config import ExperimentConfig
+from attnmeta.tasks.text import meta_train_texts
+from attnmeta.tokenizer import TextTokenizer, tokenizer_from_pretrained, train_tokenizer
+
+__all__ = ["TOKENIZER_FILE", "make_tokenizer", "run_tokenizer", "load_run_tokenizer"]
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
+    """A fresh tokenizer for ``config``: the pretrained model's, or BPE with at most
+    ``data.vocab_size`` ids trained on the meta-train sentences."""
+    if config.model.backbone == "hf" and config.model.hf_path:
+        return tokenizer_from_pretrained(config.model.hf_path)
+    tokenizer = train_tokenizer(meta_train_texts(config.data), config.data.vocab_size)
+    if tokenizer.pad_id != 0:  # the text encoders are built with padding id 0
+        raise ValueError(f"trained tokenizer pads with id {tokenizer.pad_id}: expected 0")
+    return tokenizer
+
+
+def run_tokenizer(config: ExperimentConfig, run_dir: Path, resuming: bool, save: bool
+                  ) -> TextTokenizer:
+    """The tokenizer of the run in ``run_dir``: loaded from its ``tokenizer.json`` when
+    ``resuming``, else made by :func:`make_tokenizer` and written there if ``save``."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    if resuming:
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume {run_dir}: {path} does not exist, and a "
+                                    "new tokenizer could number tokens differently from the "
+                                    "one the checkpoint was trained with; expected the saved "
+                                    "tokenizer.json (or start a new --out folder)")
+        return TextTokenizer.load(path)
+    tokenizer = make_tokenizer(config)
+    if save:
+        tokenizer.save(path)
+    return tokenizer
+
+
+def load_run_tokenizer(run_dir: Path) -> TextTokenizer:
+    """The ``tokenizer.json`` a text run saved in ``run_dir``."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: expected the tokenizer a text run "
+                                f"saves in its folder {run_dir}")
+    return TextTokenizer.load(path)

@@ -1,0 +1,147 @@
+"""The transformer text encoder (padding, attention weights, MAML) and the HF backbone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnmeta.config import DataConfig, ModelConfig
+from attnmeta.learners import MAML, ProtoNet
+from attnmeta.models.text import TextTransformer, text_encoder_from_config, trim_padding
+from attnmeta.tasks.episode import Episode
+
+VOCAB = 50
+
+
+def sentences() -> torch.Tensor:
+    """Three sentences of 7, 3 and 5 tokens, padded with 0 to 9 columns."""
+    ids = torch.zeros(3, 9, dtype=torch.int64)
+    for row, length in enumerate((7, 3, 5)):
+        ids[row, :length] = torch.randint(1, VOCAB, (length,), generator=torch.Generator()
+                                          .manual_seed(row))
+    return ids
+
+
+def encoder(out_dim: int = 0, **kwargs) -> TextTransformer:
+    torch.manual_seed(0)
+    return TextTransformer(VOCAB, out_dim, d_model=16, depth=2, n_heads=4, max_length=12,
+                           **kwargs).eval()
+
+
+def test_extra_padding_changes_no_output_at_all():
+    model, ids = encoder(), sentences()
+    padded = torch.cat([ids, torch.zeros(3, 3, dtype=torch.int64)], dim=1)
+    assert torch.equal(model(ids), model(padded))
+    assert model(ids).shape == (3, 16)
+
+
+def test_key_padding_mask_makes_a_sentence_independent_of_its_batch():
+    model, ids = encoder(), sentences()
+    together = model(ids)
+    for row, length in enumerate((7, 3, 5)):
+        alone = model(ids[row:row + 1, :length])
+        torch.testing.assert_close(together[row], alone[0], rtol=0, atol=1e-6)
+    # the padding is what is ignored: the same positions filled with real tokens do matter
+    filled = ids.clone()
+    filled[1, 3:] = 7
+    assert not torch.allclose(model(filled)[1], together[1], atol=1e-3)
+
+
+def test_attention_weights_skip_padding():
+    model, ids = encoder(), sentences()
+    _, weights = model(ids, need_weights=True)
+    assert len(weights) == 2 and weights[-1].shape == (3, 4, 7, 7)  # trimmed to 7 tokens
+    short = weights[-1][1]                                              # 3 real tokens
+    assert torch.all(short[:, :, 3:] == 0) and torch.all(short[:, 3:, :] == 0)
+    torch.testing.assert_close(short[:, :3].sum(-1), torch.ones(4, 3))
+
+
+def test_trim_padding_and_length_limit():
+    ids = sentences()
+    assert trim_padding(ids, 0).shape == (3, 7)
+    with pytest.raises(ValueError, match=r"sentences of 13 tokens: expected at most "
+                                         r"max_length=12"):
+        encoder()(torch.ones(2, 13, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_second_order_maml_adapts_the_text_encoder(strategy):
+    model = encoder(out_dim=3)
+    learner = MAML(model.train(), inner_lr=0.1, inner_steps=1, strategy=strategy)
+    support = torch.randint(1, VOCAB, (2, 3, 6))
+    support[..., 4:] = 0
+    batch = Episode(support, torch.arange(3).repeat(2, 1), support.clone(),
+                    torch.arange(3).repeat(2, 1))
+    output = learner.training_step(batch)
+    output.loss.backward()
+    grad = model.token_embedding.weight.grad
+    assert torch.isfinite(output.loss) and grad is not None and grad.abs().sum() > 0
+
+
+def test_protonet_over_text_is_invariant_to_padding_width():
+    learner = ProtoNet(encoder()).eval()
+    ids = sentences()
+    wide = torch.cat([ids, torch.zeros(3, 2, dtype=torch.int64)], dim=1)
+    labels = torch.tensor([0, 1, 2])
+    torch.testing.assert_close(learner.predict(ids, labels, ids),
+                               learner.predict(wide, labels, wide), rtol=0, atol=0)
+
+
+def test_unknown_text_backbone_is_named():
+    with pytest.raises(ValueError, match=r"model.backbone='conv4' cannot read text: expected "
+                                         r"one of text_transformer, hf"):
+        text_encoder_from_config(ModelConfig(), DataConfig(dataset="clinc150"), 0)
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=False)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def test_hf_tiny_bert_encodes_offline_with_gradients(offline):
+    model = text_encoder_from_config(ModelConfig(backbone="hf", hidden=16, depth=1, heads=2),
+                                     DataConfig(dataset="clinc150", vocab_size=VOCAB,
+                                                max_length=12), out_dim=0)
+    assert model.feature_dim == 16
+    ids = sentences()
+    out = model(ids)
+    assert out.shape == (3, 16)
+    loss = F.cross_entropy(ProtoNet(model).logits(ids[None], torch.tensor([[0, 1, 2]]),
+                                                  ids[None])[0], torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert model.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    model.eval()
+    padded = torch.cat([ids, torch.zeros(3, 2, dtype=torch.int64)], dim=1)
+    assert torch.equal(model(ids), model(padded))
+    _, weights = model(ids, need_weights=True)
+    assert weights[0].shape == (3, 2, 7, 7)
+
+
+def test_hf_local_pretrained_folder_loads_without_network(tmp_path, offline):
+    from attnmeta.models.hf import tiny_bert
+    from attnmeta.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["check my card balance", "book a table"] * 5, 300)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer,
+                                                pad_token="[PAD]")
+    fast.save_pretrained(tmp_path)
+    tiny_bert(tokenizer.vocab_size, 16, 1, 2, 12).save_pretrained(tmp_path)
+    model = text_encoder_from_config(
+        ModelConfig(backbone="hf", hf_path=str(tmp_path)),
+        DataConfig(dataset="clinc150", max_length=12), out_dim=4)
+    ids = tokenizer.encode_batch(["check my balance", "a table"], 12)
+    assert model(ids).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"data.max_length=40 exceeds the 12 positions"):
+        text_encoder_from_config(ModelConfig(backbone="hf", hf_path=str(tmp_path)),
+                                 DataConfig(dataset="clinc150", max_length=40), out_dim=0)
+    with pytest.raises(FileNotFoundError, match=r"model.hf_path='/no/such/model' is not a "
+                                                r"folder"):
+        text_encoder_from_config(ModelConfig(backbone="hf", hf_path="/no/such/model"),
+                                 DataConfig(dataset="clinc150"), out_dim=0)

@@ -1,0 +1,110 @@
+"""2-D navigation dynamics and rewards against hand-computed values; the Gymnasium
+wrapper and adapter against the vectorised environment."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from attnmeta.rl.gymnasium_tasks import GymnasiumTasks
+from attnmeta.rl.navigation import Navigation2D, Navigation2DEnv
+from attnmeta.rl.policies import MLPPolicy
+from attnmeta.rl.rollout import sample_trajectories, shared_forward
+
+
+def test_step_clips_velocity_and_pays_minus_distance():
+    env = Navigation2D().make_env(torch.tensor([[0.3, -0.2]], dtype=torch.float64), episodes=1)
+    assert env.reset().tolist() == [[[0.0, 0.0]]]
+    position, reward, done = env.step(torch.tensor([[[0.05, 0.5]]], dtype=torch.float64))
+    assert position.tolist() == [[[0.05, 0.1]]]          # 0.5 clipped to the 0.1 limit
+    assert reward.item() == pytest.approx(-math.hypot(0.25, 0.3), abs=1e-12)
+    assert not done.item()
+    position, reward, _ = env.step(torch.tensor([[[-3.0, -0.02]]], dtype=torch.float64))
+    assert position[0, 0].tolist() == pytest.approx([-0.05, 0.08])
+    assert reward.item() == pytest.approx(-math.hypot(0.35, 0.28), abs=1e-12)
+
+
+def test_episode_terminates_inside_the_goal_box_only():
+    goals = torch.tensor([[0.1, 0.05], [0.1, 0.011]], dtype=torch.float64)
+    env = Navigation2D().make_env(goals, episodes=1)
+    env.reset()
+    _, reward, done = env.step(torch.tensor([[[0.1, 0.045]], [[0.1, 0.0]]], dtype=torch.float64))
+    assert done[:, 0].tolist() == [True, False]          # |dy| = 0.005 < 0.01; 0.011 is not
+    assert reward[0, 0].item() == pytest.approx(-0.005, abs=1e-12)
+
+
+def test_goals_are_uniform_in_the_paper_square_and_seeded():
+    family = Navigation2D()
+    goals = family.sample_tasks(5000, torch.Generator().manual_seed(0))
+    assert goals.min() >= -0.5 and goals.max() <= 0.5
+    assert goals.mean(0).abs().max() < 0.02 and abs(goals.var(0).mean() - 1 / 12) < 0.005
+    again = family.sample_tasks(5000, torch.Generator().manual_seed(0))
+    assert torch.equal(goals, again)
+
+
+def test_bad_horizon_is_rejected_with_its_value():
+    with pytest.raises(ValueError, match="horizon=0"):
+        Navigation2D(horizon=0)
+
+
+def straight_policy(log_std: float = -30.0) -> MLPPolicy:
+    """Deterministic: always the normalised action (+1, +1), i.e. velocity (0.1, 0.1)."""
+    policy = MLPPolicy(2, 2, hidden=()).double()
+    with torch.no_grad():
+        policy.net[0].weight.zero_()
+        policy.net[0].bias.fill_(1.0)
+        policy.log_std.fill_(log_std)
+    return policy
+
+
+def test_rollout_pads_after_the_goal_is_reached():
+    family = Navigation2D(horizon=6)
+    policy = straight_policy()
+    goals = torch.tensor([[0.3, 0.3]], dtype=torch.float64)
+    trajectories = sample_trajectories(family, policy, shared_forward(policy), goals, 2,
+                                       torch.Generator().manual_seed(0))
+    assert trajectories.alive[0, 0].tolist() == [1, 1, 1, 0, 0, 0]
+    expected = [-0.2 * math.sqrt(2), -0.1 * math.sqrt(2), 0.0, 0.0, 0.0, 0.0]
+    assert trajectories.rewards[0, 0].tolist() == pytest.approx(expected, abs=1e-12)
+    assert trajectories.episode_returns()[0, :, 0].tolist() == pytest.approx(
+        [-0.3 * math.sqrt(2)] * 2, abs=1e-12)
+    torch.testing.assert_close(trajectories.observations[0, 0, :3], torch.tensor(
+        [[0, 0], [0.1, 0.1], [0.2, 0.2]], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*Box observation space:UserWarning")  # unbounded, as in MAML
+def test_gymnasium_env_passes_the_checker_and_matches_the_torch_env():
+    check_env(Navigation2DEnv(), skip_render_check=True)
+    env = Navigation2DEnv(horizon=5)
+    obs, info = env.reset(seed=3, options={"goal": (0.2, -0.1)})
+    assert obs.tolist() == [0.0, 0.0] and info["goal"].tolist() == [0.2, -0.1]
+    batch = Navigation2D(horizon=5).make_env(torch.tensor([[0.2, -0.1]], dtype=torch.float64), 1)
+    batch.reset()
+    actions = np.random.default_rng(0).uniform(-0.2, 0.2, size=(5, 2))
+    for t, action in enumerate(actions):
+        obs, reward, terminated, truncated, _ = env.step(action)
+        position, expected, done = batch.step(torch.as_tensor(action)[None, None])
+        assert obs == pytest.approx(position[0, 0].numpy(), abs=1e-6)
+        assert reward == pytest.approx(expected.item(), abs=1e-12)
+        assert terminated == done.item() and truncated == (t == 4)
+
+
+def test_gymnasium_adapter_reproduces_the_vectorised_family():
+    family = Navigation2D(horizon=8)
+    adapter = GymnasiumTasks(lambda: Navigation2DEnv(horizon=8),
+                             lambda n, rng: rng.uniform(-0.5, 0.5, (n, 2)), horizon=8,
+                             task_option="goal")
+    assert (adapter.observation_dim, adapter.action_dim, adapter.discrete) == (2, 2, False)
+    assert (adapter.action_low, adapter.action_high) == pytest.approx((-0.1, 0.1))
+    goals = torch.tensor([[0.2, 0.2], [-0.3, 0.1]], dtype=torch.float64)
+    policy = straight_policy()
+    runs = [sample_trajectories(f, policy, shared_forward(policy), goals, 2,
+                                torch.Generator().manual_seed(0)) for f in (family, adapter)]
+    # float32 actions inside Gymnasium: equal up to single precision
+    torch.testing.assert_close(runs[1].rewards, runs[0].rewards, atol=1e-6, rtol=0)
+    assert torch.equal(runs[1].alive, runs[0].alive)
+    assert runs[0].alive[0, 0].sum() == 2                  # the first goal is reached at step 2

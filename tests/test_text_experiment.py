@@ -1,0 +1,153 @@
+"""Text runs end to end on the real CLINC150 / BANKING77 files (skipped when absent):
+train -> checkpoint + tokenizer.json -> resume -> eval (and --oos) -> viz, API and CLI;
+and one training step of every shipped text learner (no data needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from attnmeta.cli import main
+from attnmeta.config import config_from_dict
+from attnmeta.experiment import (RunError, build_model, evaluate_checkpoint, load_run,
+                                 load_split, train_run)
+from attnmeta.out_of_scope import evaluate_out_of_scope
+
+REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
+                 Path(__file__).resolve().parents[2] / "shared" / "data")
+needs_real_data = pytest.mark.skipif(
+    not ((REAL_DATA / "clinc150" / "data_full.json").is_file()
+         and (REAL_DATA / "banking77" / "train.csv").is_file()),
+    reason=f"CLINC150 / BANKING77 not found under {REAL_DATA} (set ATTNMETA_DATA)")
+
+
+def tiny_text_config(dataset: str, learner: str = "protonet", steps: int = 4,
+                     backbone: str = "text_transformer") -> dict:
+    return {
+        "name": f"tiny-{dataset}-{learner}", "seed": 1,
+        "data": {"dataset": dataset, "max_length": 24, "vocab_size": 600,
+                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
+                 "test": {"n_way": 4, "k_shot": 1, "q_query": 3}},
+        "model": {"backbone": backbone, "hidden": 16, "depth": 1, "heads": 2},
+        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 1},
+        "train": {"steps": steps, "meta_batch": 2, "log_every": 2, "checkpoint_every": 2},
+        "eval": {"episodes": 8, "seed": 3},
+    }
+
+
+@pytest.fixture
+def real_data(monkeypatch) -> Path:
+    monkeypatch.setenv("ATTNMETA_DATA", str(REAL_DATA))  # the loaders resolve the root from it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return REAL_DATA
+
+
+@needs_real_data
+@pytest.mark.parametrize("dataset", ["clinc150", "banking77"])
+def test_text_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path, real_data, dataset):
+    run = tmp_path / "run"
+    config = config_from_dict(tiny_text_config(dataset))
+    assert train_run(config, run, progress=False)["steps"] == 4
+    saved_tokenizer = (run / "tokenizer.json").read_text()
+    assert json.loads(saved_tokenizer)["model"]["type"] == "BPE"
+
+    config.train.steps = 6
+    train_run(config, run, resume=True, progress=False)
+    assert (run / "tokenizer.json").read_text() == saved_tokenizer
+
+    result = evaluate_checkpoint(run)
+    assert result["step"] == 6 and result["n_way"] == 4 and result["episodes"] == 8
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert Path(result["written_to"]).name == "eval_test_4w1s.json"
+
+    if dataset == "clinc150":
+        found = evaluate_out_of_scope(run, episodes=6, threshold_episodes=4)
+        assert found["oos_per_episode"] == 3 and 0.0 <= found["oos_recall"] <= 1.0
+        assert 0.0 <= found["in_scope_accuracy"] <= result["accuracy"] + 0.5
+        assert Path(found["written_to"]).name == "eval_test_oos_4w1s.json"
+    else:
+        with pytest.raises(RunError, match=r"data.dataset='banking77' has none"):
+            evaluate_out_of_scope(run, episodes=6, threshold_episodes=4)
+
+    (run / "tokenizer.json").unlink()  # a resume must not silently train a new one
+    config.train.steps = 8
+    with pytest.raises(FileNotFoundError, match=r"tokenizer.json does not exist"):
+        train_run(config, run, resume=True, progress=False)
+
+
+@needs_real_data
+def test_text_config_errors_are_one_line(tmp_path, real_data):
+    values = tiny_text_config("clinc150")
+    values["model"]["backbone"] = "conv4"
+    with pytest.raises(ValueError, match=r"model.backbone='conv4' cannot read text"):
+        build_model(config_from_dict(values))
+    config = config_from_dict(tiny_text_config("clinc150"))
+    with pytest.raises(RunError, match=r"expected the run's tokenizer"):
+        load_split(config, "train")
+    values = tiny_text_config("clinc150")
+    values["data"]["train"]["n_way"] = 150
+    with pytest.raises(ValueError, match=r"n_way=150 exceeds the 100 classes"):
+        train_run(config_from_dict(values), tmp_path / "too-wide", progress=False)
+
+
+@needs_real_data
+def test_cli_trains_evaluates_and_draws_a_text_run(tmp_path, real_data):
+    config_path = tmp_path / "matching.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_text_config("clinc150", "matching", steps=2)))
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(main, ["train", str(config_path), "--out", str(run), "--no-progress",
+                                  "--data-root", str(real_data)])
+    assert result.exit_code == 0, result.output
+    assert "matching 4-way 1-shot" in result.output
+    result = runner.invoke(main, ["eval", str(run), "--oos", "--episodes", "4",
+                                  "--threshold-episodes", "3"])
+    assert result.exit_code == 0, result.output
+    assert "out-of-scope recall" in result.output and "chosen on val" in result.output
+    result = runner.invoke(main, ["viz", str(run), "--out", str(tmp_path / "maps")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "maps" / "attention_text_q0.png").stat().st_size > 10_000
+    result = runner.invoke(main, ["eval", str(tmp_path / "nowhere")])
+    assert result.exit_code != 0 and "nowhere" in result.output
+
+
+@needs_real_data
+def test_hf_backbone_trains_from_scratch_through_the_same_run(tmp_path, real_data):
+    pytest.importorskip("transformers")
+    config = config_from_dict(tiny_text_config("banking77", "feat", steps=2, backbone="hf"))
+    train_run(config, tmp_path / "hf", progress=False)
+    _, learner, _ = load_run(tmp_path / "hf")
+    assert type(learner.encoder).__name__ == "HFTextEncoder"
+    assert 0.0 <= evaluate_checkpoint(tmp_path / "hf", episodes=4)["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("learner", ["protonet", "matching", "feat", "incontext", "maml",
+                                     "reptile"])
+def test_each_shipped_text_learner_takes_a_training_step(learner):
+    """configs/text/<learner>_clinc150_*.yaml as shipped, on random token ids (no data)."""
+    import torch
+
+    from attnmeta.config import load_config
+    from attnmeta.experiment import build_learner
+    from attnmeta.tasks.episode import Episode
+
+    path = sorted((Path(__file__).parents[1] / "configs" / "text").glob(
+        f"{learner}_clinc150_*.yaml"))[0]
+    config = load_config(path)
+    torch.manual_seed(0)
+    model = build_learner(config)
+    shape = config.data.train
+    support = torch.randint(1, config.data.vocab_size, (1, shape.n_way * shape.k_shot, 10))
+    query = torch.randint(1, config.data.vocab_size, (1, shape.n_way * 2, 10))
+    query[..., 6:] = 0  # padded
+    batch = Episode(support, torch.arange(shape.n_way).repeat_interleave(shape.k_shot)[None],
+                    query, torch.arange(shape.n_way).repeat_interleave(2)[None])
+    output = model.training_step(batch)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
