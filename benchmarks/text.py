@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from attnmeta.checkpoint import latest_checkpoint
-from attnmeta.config import config_to_dict, load_config
+from attnmeta.config import load_config
 from attnmeta.experiment import evaluate_checkpoint, load_run, load_split, train_run
+from omniglot import training_key  # benchmarks/ is on sys.path when this script runs
 
 def machine() -> str:
     threads = torch.get_num_threads()
@@ -34,13 +35,6 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
-def training_key(config) -> str:
-    """Rows whose configs differ only in test episodes share one trained model."""
-    values = config_to_dict(config)
-    for key in ("name", "eval"):
-        values.pop(key)
-    values["data"].pop("test")
-    return json.dumps(values, sort_keys=True)
 
 
 def trained_record(run_dir: Path) -> dict:

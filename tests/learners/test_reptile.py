@@ -60,6 +60,9 @@ def test_reptile_over_a_vision_transformer_is_the_reptile_formula():
     for name, p in model.named_parameters():
         expected = torch.stack([a[name] for a in adapted]).mean(0)  # ε = 1: θ ← mean φ
         torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
+        # Every parameter moves but the key biases: q·b_k shifts a whole softmax row by a
+        # constant, so their gradient is exactly zero.
+        assert torch.equal(p.detach(), theta[name]) == name.endswith("w_k.bias"), name
 
 
 def test_inner_adam_matches_torch_optim_adam_with_beta1_zero():

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
-from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, download_verified,
+from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, download_data_set,
                                  labelled_texts, ordered_by_digest, require_files)
 
 __all__ = ["BANKING77_URLS", "BANKING77_SHA256", "BANKING77_FILES", "CLASSES_PER_SPLIT",
@@ -155,12 +155,5 @@ def download_banking77(data_root: str | Path | None = None) -> Path:
 
     Files already present are kept; each new one is written atomically.
     """
-    folder = data_root_path(data_root) / "banking77"
-    for name in BANKING77_FILES:
-        destination = folder / name
-        if destination.exists():
-            logger.info("keeping existing %s", destination)
-            continue
-        logger.info("downloading %s to %s", BANKING77_URLS[name], destination)
-        download_verified(BANKING77_URLS[name], destination, BANKING77_SHA256[name])
-    return folder
+    urls = {name: BANKING77_URLS[name] for name in BANKING77_FILES}
+    return download_data_set(data_root_path(data_root) / "banking77", urls, BANKING77_SHA256)

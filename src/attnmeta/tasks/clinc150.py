@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
-from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, download_verified,
+from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, download_data_set,
                                  labelled_texts, ordered_by_digest, require_files)
 
 __all__ = ["CLINC150_URLS", "CLINC150_SHA256", "CLINC150_FILES", "OUT_OF_SCOPE_INTENT",
@@ -203,12 +203,5 @@ def download_clinc150(data_root: str | Path | None = None) -> Path:
 
     Files already present are kept; each new one is written atomically.
     """
-    folder = data_root_path(data_root) / "clinc150"
-    for name in CLINC150_FILES:
-        destination = folder / name
-        if destination.exists():
-            logger.info("keeping existing %s", destination)
-            continue
-        logger.info("downloading %s to %s", CLINC150_URLS[name], destination)
-        download_verified(CLINC150_URLS[name], destination, CLINC150_SHA256[name])
-    return folder
+    urls = {name: CLINC150_URLS[name] for name in CLINC150_FILES}
+    return download_data_set(data_root_path(data_root) / "clinc150", urls, CLINC150_SHA256)

@@ -16,6 +16,7 @@ A split is tokenized by the run's tokenizer (:mod:`attnmeta.tokenizer`) into
 from __future__ import annotations
 
 import hashlib
+import logging
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,14 @@ from torch import Tensor
 
 from attnmeta.files import atomic_write
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from attnmeta.config import DataConfig
     from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["TEXT_DATASETS", "TEXT_SPLITS", "LabelledTexts", "LabelledTokens",
-           "ordered_by_digest", "labelled_texts", "tokenize_split", "download_verified",
+           "ordered_by_digest", "labelled_texts", "tokenize_split", "download_verified", "download_data_set",
            "load_text_split", "load_out_of_scope_tokens", "meta_train_texts"]
 
 TEXT_DATASETS: tuple[str, ...] = ("clinc150", "banking77")
@@ -106,6 +109,21 @@ def download_verified(url: str, destination: Path, expected_sha256: str,
             raise ValueError(f"download of {url} has sha256 {digest.hexdigest()}, expected "
                              f"{expected_sha256}: corrupted transfer or changed upstream file; "
                              f"{destination} was not written")
+
+
+def download_data_set(folder: Path, urls: dict[str, str], sha256: dict[str, str]) -> Path:
+    """Fetch each ``name -> url`` of ``urls`` into ``folder/name``, checking ``sha256[name]``.
+
+    Files already present are kept; each new one is written atomically.
+    """
+    for name, url in urls.items():
+        destination = folder / name
+        if destination.exists():
+            logger.info("keeping existing %s", destination)
+            continue
+        logger.info("downloading %s to %s", url, destination)
+        download_verified(url, destination, sha256[name])
+    return folder
 
 
 def _check_split(split: str) -> None:
