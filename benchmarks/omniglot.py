@@ -39,13 +39,16 @@ PAPERS = {
 }
 
 
+BACKBONE_LABELS = {"vit": "ViT"}
+
+
 def method_label(config) -> str:
     """The learner, with its backbone and options where they differ from the papers'."""
     label = config.learner.name
     if config.learner.name == "matching" and config.learner.fce:
         label += " + FCE"
     if config.model.backbone != "conv4":
-        label += f" ({config.model.backbone.upper()})"
+        label += f" ({BACKBONE_LABELS.get(config.model.backbone, config.model.backbone)})"
     return label
 
 
@@ -130,7 +133,12 @@ def write_table(rows: list[dict], out: Path) -> None:
         "Train time is wall-clock training time (evaluation excluded); these runs shared the "
         "2 cores with development work at times, so the steps reached in a budget are a lower "
         "bound. ProtoNets' 20-way rows evaluate the model trained for the 5-way row (same "
-        "training, as in the paper; 'trained in' names the run).",
+        "training, as in the paper; 'trained in' names the run); so do the 20-way rows of FEAT, "
+        "the in-context learner and Matching Networks with FCE. Later rows ran with one thread "
+        "per process (`OMP_NUM_THREADS=1`, see 'Machine') because other jobs shared the CPU. "
+        "Rows with fewer than 1000 episodes say so: Reptile's 50 inner Adam steps per test "
+        "episode did not fit 1000 episodes in the time. The tables at the end put methods "
+        "trained for the same number of minutes side by side.",
         "",
         "| method | setting | ours | paper | trained in | train steps (of planned) | train time (min) | episodes (seed) | command |",
         "|---|---|---|---|---|---|---|---|---|",
