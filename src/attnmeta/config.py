@@ -17,7 +17,7 @@ import yaml
 __all__ = [
     "EpisodeConfig", "DataConfig", "ModelConfig", "LearnerConfig", "TrainConfig", "EvalConfig",
     "ExperimentConfig", "load_config", "apply_overrides", "config_from_dict", "config_to_dict",
-    "ConfigError",
+    "ConfigError", "build_section",
 ]
 
 
@@ -114,7 +114,9 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _build(cls: type, values: Mapping[str, Any], path: str) -> Any:
+def build_section(cls: type, values: Mapping[str, Any], path: str) -> Any:
+    """A config dataclass ``cls`` from a nested mapping, refusing unknown keys and wrong types
+    (``path``: the dotted name of the section, for the error). Shared with ``attnmeta.rl``."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"config section '{path or 'top level'}' is {values!r}: expected a mapping")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -125,7 +127,7 @@ def _build(cls: type, values: Mapping[str, Any], path: str) -> Any:
             raise ConfigError(f"unknown config key '{dotted}': expected one of {sorted(known)}")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, dotted)
+            kwargs[key] = build_section(type(default), value, dotted)
         else:
             kwargs[key] = _check_type(dotted, value, default)
     return cls(**kwargs)
@@ -154,7 +156,7 @@ def _check_type(dotted: str, value: Any, default: Any) -> Any:
 
 
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
-    return _build(ExperimentConfig, values, "")
+    return build_section(ExperimentConfig, values, "")
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:

@@ -57,19 +57,18 @@ class _BudgetReached(Exception):
 def build_model(config: ExperimentConfig) -> nn.Module:
     """The configured backbone from :data:`attnmeta.models.BACKBONES` (a text encoder from
     :mod:`attnmeta.models.text` for the text data sets)."""
+    # Gradient-based learners adapt a classification head; the others need features.
+    needs_head = config.learner.name in ("maml", "fomaml", "reptile")
+    out_dim = config.data.train.n_way if needs_head else 0
     if config.data.dataset in TEXT_DATASETS:
         from attnmeta.models.text import text_encoder_from_config
 
-        with_head = config.learner.name in ("maml", "fomaml", "reptile")
-        return text_encoder_from_config(config.model, config.data,
-                                        out_dim=config.data.train.n_way if with_head else 0)
+        return text_encoder_from_config(config.model, config.data, out_dim=out_dim)
     factory = BACKBONES.get(config.model.backbone)
     if factory is None:
         raise RunError(f"model.backbone={config.model.backbone!r}: expected one of "
                        f"{sorted(BACKBONES)} (add others with attnmeta.models.register_backbone)")
-    needs_head = config.learner.name in ("maml", "fomaml", "reptile")
-    return factory(config.model, in_channels=1,
-                   out_dim=config.data.train.n_way if needs_head else 0,
+    return factory(config.model, in_channels=1, out_dim=out_dim,
                    image_size=config.data.image_size)
 
 
@@ -208,7 +207,9 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _check_resumable(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    """Refuse to resume when the config differs from the checkpoint's beyond
+    :data:`RESUMABLE_CHANGES` (also used by ``attnmeta.rl``)."""
     old, new = _flatten(saved), _flatten(current)
     differing = [k for k in sorted(set(old) | set(new))
                  if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES + ("eval.",))]
@@ -241,7 +242,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     start_step, elapsed = 0, 0.0
     if existing is not None:
         saved = json.loads(existing.read_text())
-        _check_resumable(saved["config"], config_dict, existing)
+        check_resumable(saved["config"], config_dict, existing)
         record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
         start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
     broadcast_parameters(learner)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 # The image configs' schema builder: same YAML typing rules and messages for both kinds.
-from attnmeta.config import ConfigError, _build, apply_overrides
+from attnmeta.config import ConfigError, apply_overrides, build_section
 
 __all__ = ["RLEnvConfig", "RLPolicyConfig", "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig",
            "RLConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict", "validate",
@@ -151,7 +151,7 @@ def validate(config: RLConfig) -> RLConfig:
 
 
 def rl_config_from_dict(values: Mapping[str, Any]) -> RLConfig:
-    return validate(_build(RLConfig, values, ""))
+    return validate(build_section(RLConfig, values, ""))
 
 
 def rl_config_to_dict(config: RLConfig) -> dict[str, Any]:

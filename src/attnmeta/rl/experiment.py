@@ -27,7 +27,7 @@ from attnmeta.checkpoint import (CheckpointError, latest_checkpoint, load_checkp
                                  resolve_checkpoint, save_checkpoint)
 from attnmeta.evaluate import summarize
 # Shared with image runs: the same run log and the same rule for which keys may change on resume.
-from attnmeta.experiment import RunError, RunLog, _check_resumable
+from attnmeta.experiment import RunError, RunLog, check_resumable
 from attnmeta.files import atomic_write_bytes
 from attnmeta.rl.bandit import BanditTasks
 from attnmeta.rl.config import RLConfig, load_rl_config, rl_config_from_dict, rl_config_to_dict
@@ -122,7 +122,7 @@ def train_rl(config: RLConfig, run_dir: Path, resume: bool = False, progress: bo
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.train.lr)
     start_step, elapsed = 0, 0.0
     if existing is not None:
-        _check_resumable(json.loads(existing.read_text())["config"], config_dict, existing)
+        check_resumable(json.loads(existing.read_text())["config"], config_dict, existing)
         record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
         start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
         if start_step > config.train.steps:
