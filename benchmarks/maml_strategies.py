@@ -26,17 +26,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from attnmeta.attention import fused_attention
+from attnmeta.bench.speed import omniglot_shaped_batch
 from attnmeta.learners import MAML
 from attnmeta.models import MLP, Conv4, MemoryAttentionRegressor
 from attnmeta.tasks import Episode, SinusoidTasks
-
-
-def omniglot_shaped_batch(tasks: int, n_way: int = 5, shots: int = 1, queries: int = 15) -> Episode:
-    gen = torch.Generator().manual_seed(0)
-    support = torch.rand(tasks, n_way * shots, 1, 28, 28, generator=gen)
-    query = torch.rand(tasks, n_way * queries, 1, 28, 28, generator=gen)
-    return Episode(support, torch.arange(n_way).repeat_interleave(shots).expand(tasks, -1),
-                   query, torch.arange(n_way).repeat_interleave(queries).expand(tasks, -1))
 
 
 def autograd_loop_step(model, batch: Episode, inner_lr: float, steps: int, loss_fn) -> torch.Tensor:

@@ -111,3 +111,52 @@ def test_backward_in_chunks_gives_the_same_meta_gradient(chunk):
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     assert chunked_loss == pytest.approx(whole_loss, rel=1e-12)
+
+
+def conv_episode_batch(tasks: int = 4):
+    from attnmeta.tasks import Episode
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(2).expand(tasks, -1)
+    return Episode(torch.randn(tasks, 6, 1, 28, 28, generator=gen, dtype=torch.float64), labels,
+                   torch.randn(tasks, 6, 1, 28, 28, generator=gen, dtype=torch.float64), labels)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_worker_threads_give_the_serial_meta_gradient_deterministically(first_order):
+    """train.workers=2 on second-order MAML over Conv4 (batch norm, max-pool): the same
+    meta-gradient and metrics as the serial loop (float64), identical in two runs."""
+    from attnmeta.models import Conv4
+    from attnmeta.train import accumulate_meta_gradient
+
+    batch = conv_episode_batch()
+    torch.manual_seed(0)
+    learner = MAML(Conv4(out_dim=3, hidden=8).double(), 0.3, 2, first_order=first_order)
+    threads, runs = torch.get_num_threads(), []
+    for workers in (1, 2, 2):
+        learner.zero_grad(set_to_none=True)
+        metrics = accumulate_meta_gradient(learner, batch, backward_chunk=1, step=0,
+                                           workers=workers)
+        runs.append(([p.grad.clone() for p in learner.parameters()], metrics))
+    (serial, serial_metrics), (threaded, threaded_metrics), (again, _) = runs
+    for a, b, c in zip(serial, threaded, again, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
+        assert torch.equal(b, c)
+    assert threaded_metrics == pytest.approx(serial_metrics, rel=1e-12)
+    assert torch.get_num_threads() == threads  # the workers' one-thread setting is undone
+
+
+def test_worker_threads_refuse_running_batch_norm_and_keep_grads_on_nan():
+    from attnmeta.learners import ProtoNet
+    from attnmeta.models import Conv4
+    from attnmeta.train import accumulate_meta_gradient
+
+    batch = conv_episode_batch(2)
+    protonet = ProtoNet(Conv4(out_dim=0, hidden=4, norm="running").double())
+    with pytest.raises(ValueError, match="train.workers=2: the learner updates running batch-norm"):
+        accumulate_meta_gradient(protonet, batch, backward_chunk=1, step=0, workers=2)
+    learner = MAML(Conv4(out_dim=3, hidden=4).double(), 0.3, 1)
+    batch.query_x[1, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="meta-loss is nan at step 7"):
+        accumulate_meta_gradient(learner, batch, backward_chunk=1, step=7, workers=2)
+    assert all(p.grad is None for p in learner.parameters())

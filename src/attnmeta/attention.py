@@ -8,6 +8,7 @@ because the weights are what a user inspects to see *where* a meta-learner looks
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -26,7 +27,8 @@ __all__ = [
 ]
 
 
-_fused_enabled = True
+# Per thread: worker threads of one meta-batch (train.workers) set it independently.
+_switch = threading.local()
 
 
 @contextmanager
@@ -37,12 +39,11 @@ def fused_attention(enabled: bool) -> Iterator[None]:
     so second-order MAML and vmapped inner loops must run the plain formula; the
     gradient-based learners switch it off around their inner loops with this.
     """
-    global _fused_enabled
-    previous, _fused_enabled = _fused_enabled, enabled
+    previous, _switch.fused = getattr(_switch, "fused", True), enabled
     try:
         yield
     finally:
-        _fused_enabled = previous
+        _switch.fused = previous
 
 
 def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -83,7 +84,7 @@ def scaled_dot_product_attention(
         raise ValueError(f"query dim {q.shape[-1]} != key dim {k.shape[-1]}: expected equal d_k")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"{k.shape[-2]} keys but {v.shape[-2]} values: expected equal lengths")
-    if fused and _fused_enabled and not return_weights:
+    if fused and getattr(_switch, "fused", True) and not return_weights:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])

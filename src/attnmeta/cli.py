@@ -232,5 +232,48 @@ def viz_predict_kwargs(config: "ExperimentConfig", learner: "MetaLearner") -> di
     return {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks that need no data set (results as JSON + Markdown)."""
+
+
+@bench.command(name="speed")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed meta-batches per implementation and setting (after one warm-up).")
+@click.option("--meta-batch", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="torch intra-op threads for every implementation.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="attnmeta's task-parallel worker threads.")
+@click.option("--only", "implementations", multiple=True,
+              type=click.Choice(["attnmeta", "attnmeta_1_worker", "attnmeta_stock_conv4",
+                                 "plain_loop", "learn2learn", "higher", "torchopt"]),
+              help="Time only these implementations (repeatable; default all).")
+@click.option("--setting", "settings", multiple=True,
+              type=click.Choice(["1-second", "1-first", "5-second", "5-first"]),
+              help="Inner steps and order (repeatable; default all four).")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure peak memory in a subprocess per implementation.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("benchmarks/results"), show_default=True)
+@click.option("--stem", default="speed", show_default=True,
+              help="Results file names: STEM.json, STEM.md.")
+def bench_speed(repeats: int, meta_batch: int, threads: int, workers: int,
+                implementations: tuple[str, ...], settings: tuple[str, ...], memory: bool,
+                out_dir: Path, stem: str) -> None:
+    """MAML meta-training steps/s vs learn2learn, higher, torchopt and a plain loop;
+    MFU against the measured peak; ProtoNets/FEAT episodes/s (writes speed.md/.json)."""
+    from attnmeta.bench.speed import SpeedConfig, run_speed, write_report
+
+    config = SpeedConfig(repeats=repeats, meta_batch=meta_batch, threads=threads,
+                         workers=workers, memory=memory)
+    if implementations:
+        config.implementations = list(implementations)
+    if settings:
+        config.settings = [(int(s.split("-")[0]), s.endswith("first")) for s in settings]
+    results = run_speed(config, log=click.echo)
+    click.echo(f"wrote {write_report(results, invoked_command(), out_dir, stem)}")
+
+
 if __name__ == "__main__":
     main()

@@ -83,6 +83,7 @@ class TrainConfig:
     steps: int = 1000
     meta_batch: int = 1
     backward_chunk: int = 0              # tasks per backward pass (0 = all): less memory, same gradient
+    workers: int = 1                     # threads sharing a meta-batch's chunks (task parallelism)
     optimizer: str = "adam"              # adam | sgd
     lr: float = 1e-3
     lr_decay_every: int = 0              # halve the learning rate every N steps (0 = never)

@@ -40,7 +40,7 @@ __all__ = ["build_learner", "load_split", "train_run", "evaluate_checkpoint", "R
 
 # Keys that may differ between a checkpoint's config and the resuming one.
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every",
-                     "train.backward_chunk",
+                     "train.backward_chunk", "train.workers",
                      "train.keep_checkpoints", "train.eval_every", "train.eval_episodes",
                      "train.max_minutes",
                      "data.root", "data.workers")
@@ -319,7 +319,8 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
                              grad_clip=config.train.grad_clip, log_every=config.train.log_every,
                              progress=progress and context.is_main, description=config.name,
                              on_log=log, on_step_end=step_end,
-                             backward_chunk=config.train.backward_chunk)
+                             backward_chunk=config.train.backward_chunk,
+                             workers=config.train.workers)
     except _BudgetReached:
         pass
     finally:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from attnmeta.attention import fused_attention
+from attnmeta.kernels import native_kernels
 from attnmeta.learners import MAML
 from attnmeta.models import (MLP, BatchStatNorm2d, Conv4, MemoryAttentionRegressor,
                              VisionTransformer)
@@ -35,7 +36,13 @@ def image_batch(tasks: int = 2, n_way: int = 3, side: int = 16, seed: int = 0) -
 
 def reference_meta_gradient(model: nn.Module, batch: Episode, inner_lr: float, steps: int,
                             loss_fn, first_order: bool = False) -> list[torch.Tensor]:
-    """Hand-unrolled MAML: ``torch.autograd.grad(create_graph=True)`` per task, no torch.func."""
+    """Hand-unrolled MAML: ``torch.autograd.grad(create_graph=True)`` per task, no torch.func,
+    batch norm and max-pool as plain formulas / PyTorch's stock kernel (not the fast ones)."""
+    with native_kernels(False):
+        return _reference_meta_gradient(model, batch, inner_lr, steps, loss_fn, first_order)
+
+
+def _reference_meta_gradient(model, batch, inner_lr, steps, loss_fn, first_order):
     names = [n for n, _ in model.named_parameters()]
     meta_params = [p for _, p in model.named_parameters()]
 

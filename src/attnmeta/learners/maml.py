@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from attnmeta.attention import fused_attention
+from attnmeta.kernels import native_kernels
 from attnmeta.learners.base import MetaLearner, Params, StepOutput, inner_sgd, query_metrics
 from attnmeta.tasks.episode import Episode
 
@@ -104,7 +105,8 @@ class MAML(MetaLearner):
     ) -> tuple[Tensor, Tensor]:
         """One task: adapt on the support set, return (query loss, query predictions)."""
         adapted = inner_sgd(self.model, params, frozen, support_x, support_y, self.loss_fn,
-                            lrs, self.inner_steps, self.first_order)
+                            lrs, self.inner_steps, self.first_order,
+                            under_vmap=self.strategy == "vmap")
         predictions = functional_call(self.model, {**frozen, **adapted}, (query_x,))
         return self.loss_fn(predictions, query_y), predictions
 
@@ -113,8 +115,10 @@ class MAML(MetaLearner):
         """Mean query loss after adaptation over the batch, and query predictions ``[T, ...]``."""
         params, frozen = self._split_params()
         lrs = self._step_sizes()
-        # The fused attention kernel has neither a double backward nor a vmap rule.
-        with fused_attention(self.first_order and self.strategy == "loop"):
+        # The fused attention kernel has neither a double backward nor a vmap rule; native
+        # batch norm gives wrong second-order gradients under vmap (attnmeta.kernels).
+        loop = self.strategy == "loop"
+        with fused_attention(self.first_order and loop), native_kernels(loop):
             if self.strategy == "vmap":
                 per_task = torch.vmap(self._task_query, in_dims=(None, None, None, 0, 0, 0, 0))
                 losses, predictions = per_task(params, frozen, lrs, batch.support_x,
@@ -149,7 +153,7 @@ class MAML(MetaLearner):
                for n, lr in self._step_sizes().items()}
         steps = self.inner_steps if steps is None else steps
         adapted = inner_sgd(self.model, params, frozen, support_x, support_y, self.loss_fn,
-                            lrs, steps, first_order=True)
+                            lrs, steps, first_order=True, under_vmap=self.strategy == "vmap")
         return {**frozen, **adapted}
 
     def forward_with(self, params: Params, x: Tensor) -> Tensor:
@@ -165,5 +169,5 @@ class MAML(MetaLearner):
         if self.strategy == "loop":
             return super().predict_batch(batch, steps=steps)
         per_task = torch.vmap(lambda sx, sy, qx: self.predict(sx, sy, qx, steps=steps))
-        with fused_attention(False):
+        with fused_attention(False), native_kernels(False):
             return per_task(batch.support_x, batch.support_y, batch.query_x)
