@@ -152,6 +152,8 @@ def test_worker_threads_refuse_running_batch_norm_and_keep_grads_on_nan():
     from attnmeta.train import accumulate_meta_gradient
 
     batch = conv_episode_batch(2)
+    with pytest.raises(ValueError, match="train.workers=0: expected 1"):
+        accumulate_meta_gradient(MAML(MLP(), 0.1, 1), batch, backward_chunk=0, step=0, workers=0)
     protonet = ProtoNet(Conv4(out_dim=0, hidden=4, norm="running").double())
     with pytest.raises(ValueError, match="train.workers=2: the learner updates running batch-norm"):
         accumulate_meta_gradient(protonet, batch, backward_chunk=1, step=0, workers=2)

@@ -31,6 +31,8 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: Episode, backward_chun
     otherwise) on that many threads, each with one intra-op thread (see
     :func:`_gradients_in_threads`); the result equals the serial one to round-off.
     """
+    if workers < 1:
+        raise ValueError(f"train.workers={workers}: expected 1 (no threads) or more")
     tasks = batch.num_tasks
     if 0 < backward_chunk < tasks:
         size = backward_chunk
