@@ -2,7 +2,7 @@
 
 Every implementation is a :class:`MetaStep`: ``meta_gradient(batch)`` leaves the mean
 meta-gradient of a meta-batch in ``model``'s ``.grad`` (one backward per task, as the
-peers' Omniglot examples do, so no implementation holds more than one task's graph).
+peers' Omniglot examples do, so each holds one task's graph at a time).
 The peers get the textbook Conv4 (:func:`reference_conv4`); attnmeta runs its own
 :class:`~attnmeta.models.Conv4`. Peers are imported lazily: a missing one is reported,
 not fatal. Install notes: ``benchmarks/README.md``.
