@@ -63,6 +63,7 @@ def worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
             torch.save({"gradient": gradient,
                         "params": [p.detach() for p in learner.parameters()]},
                        Path(out_dir) / "distributed.pt")
+        dist.barrier()  # no rank tears its gloo connections down while the other still talks
     finally:
         dist.destroy_process_group()
 
@@ -99,6 +100,7 @@ def run_worker(rank: int, world_size: int, port: int, data_root: str, run_dir: s
 
     try:
         train_run(sgd_maml_config(Path(data_root)), Path(run_dir), progress=False)
+        dist.barrier()  # no rank tears its gloo connections down while the other still talks
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
