@@ -15,4 +15,4 @@ for source in "$work"/learn2learn-0.2.0/learn2learn/data/*.pyx; do
     "$python" -m cython -3 --quiet "$source"
 done
 "$python" -m pip install --quiet --no-deps --no-build-isolation "$work"/learn2learn-0.2.0
-"$python" -c "from attnmeta.bench.peers import learn2learn_maml; print('learn2learn ready')"
+"$python" -c "from attnmeta.speed.peers import learn2learn_maml; print('learn2learn ready')"

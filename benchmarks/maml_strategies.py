@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from attnmeta.attention import fused_attention
-from attnmeta.bench.speed import omniglot_shaped_batch
+from attnmeta.speed.harness import omniglot_shaped_batch
 from attnmeta.learners import MAML
 from attnmeta.models import MLP, Conv4, MemoryAttentionRegressor
 from attnmeta.tasks import Episode, SinusoidTasks

@@ -24,8 +24,8 @@ import torch
 
 import yaml
 
-from attnmeta.config import config_from_dict, config_to_dict, load_config
-from attnmeta.experiment import evaluate_checkpoint, train_run
+from attnmeta.runs.config import config_from_dict, config_to_dict, load_config
+from attnmeta.runs.supervised import evaluate_checkpoint, train_run
 from attnmeta.files import atomic_write_bytes
 
 # Published accuracies (%), keyed by (learner, n_way, k_shot).

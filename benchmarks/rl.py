@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from attnmeta.rl.config import load_rl_config
-from attnmeta.rl.experiment import evaluate_rl_run, train_rl
+from attnmeta.runs.rl_config import load_rl_config
+from attnmeta.runs.rl import evaluate_rl_run, train_rl
 
 # (row name, config, overrides, training budget in minutes, what the row is)
 ROWS = [

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from attnmeta.checkpoint import latest_checkpoint
-from attnmeta.config import load_config
-from attnmeta.experiment import evaluate_checkpoint, load_run, load_split, train_run
+from attnmeta.runs.config import load_config
+from attnmeta.runs.supervised import evaluate_checkpoint, load_run, load_split, train_run
 from omniglot import training_key  # benchmarks/ is on sys.path when this script runs
 
 def machine() -> str:
@@ -191,7 +191,7 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
 
 def draw_attention(run_dir: Path, out: Path, command: str) -> str:
     """The first query's picture of `attnmeta viz RUN` as ``out/text_attention.png``."""
-    from attnmeta.viz_text import write_text_attention_maps
+    from attnmeta.viz.text import write_text_attention_maps
 
     config, learner, _ = load_run(run_dir)
     split = load_split(config, "test", learner.tokenizer)

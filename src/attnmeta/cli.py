@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from attnmeta.config import ExperimentConfig
+    from attnmeta.runs.config import ExperimentConfig
     from attnmeta.learners import MetaLearner
 
 __all__ = ["main"]
@@ -37,7 +37,7 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def demo(out_dir: Path, steps_scale: float, test_tasks: int, progress: bool) -> None:
     """Meta-train on sinusoids (no download) and compare MAML with attention learners."""
-    from attnmeta.experiments.sinusoid import SinusoidDemoConfig, run_sinusoid_demo
+    from attnmeta.runs.demo import SinusoidDemoConfig, run_sinusoid_demo
 
     config = SinusoidDemoConfig(test_tasks=test_tasks)
     config.steps = {name: max(1, round(n * steps_scale)) for name, n in config.steps.items()}
@@ -58,10 +58,10 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 def run_rl(command: str, path: Path, overrides: tuple[str, ...], out_dir: Path | None,
            resume: bool, run_eval: bool, progress: bool, tasks: int | None = None,
            seed: int | None = None) -> bool:
-    """Hand ``train``/``eval`` to :mod:`attnmeta.rl.experiment` when PATH is a meta-RL config
+    """Hand ``train``/``eval`` to :mod:`attnmeta.runs.rl` when PATH is a meta-RL config
     or run (``kind: rl``); returns False, doing nothing, otherwise."""
-    from attnmeta.rl.config import is_rl_config_file
-    from attnmeta.rl.experiment import evaluate_from_cli, is_rl_run, train_from_cli
+    from attnmeta.runs.rl_config import is_rl_config_file
+    from attnmeta.runs.rl import evaluate_from_cli, is_rl_run, train_from_cli
 
     if not (is_rl_config_file(path) if command == "train" else is_rl_run(path)):
         return False
@@ -91,8 +91,8 @@ def run_rl(command: str, path: Path, overrides: tuple[str, ...], out_dir: Path |
 def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
           data_root: str | None, resume: bool, run_eval: bool, progress: bool) -> None:
     """Meta-train from a YAML CONFIG, with key=value OVERRIDES (e.g. train.steps=100)."""
-    from attnmeta.config import load_config
-    from attnmeta.experiment import evaluate_checkpoint, train_run
+    from attnmeta.runs.config import load_config
+    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
 
     if run_rl("train", config_path, overrides, out_dir, resume, run_eval, progress):
         return
@@ -158,7 +158,7 @@ def evaluate(checkpoint: Path, episodes: int | None, seed: int | None, split: st
              threshold_episodes: int, progress: bool) -> None:
     """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes.
     For a meta-RL run: average return ± 95% CI over --episodes held-out tasks."""
-    from attnmeta.experiment import evaluate_checkpoint
+    from attnmeta.runs.supervised import evaluate_checkpoint
 
     if run_rl("eval", checkpoint, (), None, False, True, progress, tasks=episodes, seed=seed):
         return
@@ -203,13 +203,13 @@ def report_oos(result: dict) -> None:
 def viz(checkpoint: Path, episode_seed: int, out_dir: Path, split: str,
         data_root: str | None) -> None:
     """Draw the attention maps of a CHECKPOINT's learner on one seeded test episode."""
-    from attnmeta.experiment import load_run, load_split, make_episodes
+    from attnmeta.runs.supervised import load_run, load_split, make_episodes
     from attnmeta.viz import write_attention_maps
 
     try:
         config, learner, _ = load_run(checkpoint, data_root)
-        if hasattr(learner, "tokenizer"):  # a text run: token-level maps (attnmeta.viz_text)
-            from attnmeta.viz_text import write_text_attention_maps
+        if hasattr(learner, "tokenizer"):  # a text run: token-level maps (attnmeta.viz.text)
+            from attnmeta.viz.text import write_text_attention_maps
 
             for path in write_text_attention_maps(
                     learner, load_split(config, split, learner.tokenizer), config.data.test,
@@ -263,7 +263,7 @@ def bench_speed(repeats: int, meta_batch: int, threads: int, workers: int,
                 out_dir: Path, stem: str) -> None:
     """MAML meta-training steps/s vs learn2learn, higher, torchopt and a plain loop;
     MFU against the measured peak; ProtoNets/FEAT episodes/s (writes speed.md/.json)."""
-    from attnmeta.bench.speed import SpeedConfig, run_speed, write_report
+    from attnmeta.speed.harness import SpeedConfig, run_speed, write_report
 
     config = SpeedConfig(repeats=repeats, meta_batch=meta_batch, threads=threads,
                          workers=workers, memory=memory)

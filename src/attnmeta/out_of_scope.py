@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from attnmeta.config import EpisodeConfig
+from attnmeta.runs.config import EpisodeConfig
 from attnmeta.evaluate import summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import MetaLearner
@@ -171,7 +171,7 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     """Choose the score and τ on meta-val OOS episodes, then report meta-test in-scope
     accuracy and OOS recall (mean ± 95% CI over ``episodes`` seeded episodes); writes
     ``eval_test_oos_<N>w<K>s.json`` beside the run's other results."""
-    from attnmeta.experiment import RunError, load_run, load_split, make_episodes
+    from attnmeta.runs.supervised import RunError, load_run, load_split, make_episodes
     from attnmeta.learners import MAML
     from attnmeta.tasks.text import load_out_of_scope_tokens
 

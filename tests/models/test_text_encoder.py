@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnmeta.config import DataConfig, ModelConfig
+from attnmeta.runs.config import DataConfig, ModelConfig
 from attnmeta.learners import MAML, ProtoNet
 from attnmeta.models.text import TextTransformer, text_encoder_from_config, trim_padding
 from attnmeta.tasks.episode import Episode

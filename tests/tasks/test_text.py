@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmeta.config import DataConfig
+from attnmeta.runs.config import DataConfig
 from attnmeta.tasks import FewShotEpisodes
 from attnmeta.tasks.banking77 import (banking77_class_split, load_banking77,
                                       read_banking77_csv)

@@ -11,7 +11,7 @@ from attnmeta.models.vit import SequenceTransformer, VisionTransformer
 from attnmeta.norm import BatchStatNorm2d
 
 if TYPE_CHECKING:
-    from attnmeta.config import ModelConfig
+    from attnmeta.runs.config import ModelConfig
 
 __all__ = ["AttentiveNP", "MemoryAttentionRegressor", "BatchStatNorm2d", "Conv4", "MLP",
            "SequenceTransformer", "VisionTransformer", "BACKBONES", "register_backbone"]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from attnmeta.models.text import masked_mean, token_mask, trim_padding
 
 if TYPE_CHECKING:
-    from attnmeta.config import DataConfig, ModelConfig
+    from attnmeta.runs.config import DataConfig, ModelConfig
 
 __all__ = ["HFTextEncoder", "tiny_bert", "hf_encoder_from_config"]
 

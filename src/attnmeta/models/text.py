@@ -29,7 +29,7 @@ from attnmeta.attention import TransformerBlock
 from attnmeta.norm import LayerNorm
 
 if TYPE_CHECKING:
-    from attnmeta.config import DataConfig, ModelConfig
+    from attnmeta.runs.config import DataConfig, ModelConfig
 
 __all__ = ["TextTransformer", "trim_padding", "token_mask", "masked_mean", "TEXT_BACKBONES",
            "text_encoder_from_config"]

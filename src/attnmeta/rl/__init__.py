@@ -4,7 +4,7 @@ attention policies that adapt by gradient steps or in context.
 Task families (:mod:`~attnmeta.rl.navigation`, :mod:`~attnmeta.rl.bandit`,
 :mod:`~attnmeta.rl.gymnasium_tasks`), policies (:mod:`~attnmeta.rl.policies`), rollouts
 and advantages, the learner (:mod:`~attnmeta.rl.maml_rl`) and runs
-(:mod:`~attnmeta.rl.experiment`, used by ``attnmeta train`` for configs with ``kind: rl``).
+(:mod:`~attnmeta.runs.rl`, used by ``attnmeta train`` for configs with ``kind: rl``).
 """
 
 from attnmeta.rl.advantages import PolicyGradientLoss, advantages, policy_gradient_data

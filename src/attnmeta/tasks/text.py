@@ -30,7 +30,7 @@ from attnmeta.files import atomic_write
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from attnmeta.config import DataConfig
+    from attnmeta.runs.config import DataConfig
     from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["TEXT_DATASETS", "TEXT_SPLITS", "LabelledTexts", "LabelledTokens",

@@ -1,16 +1,16 @@
-"""Token-level attention pictures of text episodes (attnmeta.viz_text)."""
+"""Token-level attention pictures of text episodes (attnmeta.viz.text)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from attnmeta.config import EpisodeConfig
+from attnmeta.runs.config import EpisodeConfig
 from attnmeta.learners import MatchingNet, ProtoNet
 from attnmeta.models.text import TextTransformer
 from attnmeta.tasks.text import LabelledTexts, tokenize_split
 from attnmeta.tokenizer import train_tokenizer
-from attnmeta.viz_text import learner_encoder, text_attention, write_text_attention_maps
+from attnmeta.viz.text import learner_encoder, text_attention, write_text_attention_maps
 
 INTENTS = {
     "balance": ["what is my balance", "how much money do i have", "show my account balance",

@@ -13,13 +13,13 @@ import yaml
 from click.testing import CliRunner
 
 from attnmeta.cli import main
-from attnmeta.config import config_from_dict
-from attnmeta.experiment import (RunError, build_model, evaluate_checkpoint, load_run,
+from attnmeta.runs.config import config_from_dict
+from attnmeta.runs.supervised import (RunError, build_model, evaluate_checkpoint, load_run,
                                  load_split, train_run)
 from attnmeta.out_of_scope import evaluate_out_of_scope
 
 REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
-                 Path(__file__).resolve().parents[2] / "shared" / "data")
+                 Path(__file__).resolve().parents[3] / "shared" / "data")
 needs_real_data = pytest.mark.skipif(
     not ((REAL_DATA / "clinc150" / "data_full.json").is_file()
          and (REAL_DATA / "banking77" / "train.csv").is_file()),
@@ -132,11 +132,11 @@ def test_each_shipped_text_learner_takes_a_training_step(learner):
     """configs/text/<learner>_clinc150_*.yaml as shipped, on random token ids (no data)."""
     import torch
 
-    from attnmeta.config import load_config
-    from attnmeta.experiment import build_learner
+    from attnmeta.runs.config import load_config
+    from attnmeta.runs.supervised import build_learner
     from attnmeta.tasks.episode import Episode
 
-    path = sorted((Path(__file__).parents[1] / "configs" / "text").glob(
+    path = sorted((Path(__file__).parents[2] / "configs" / "text").glob(
         f"{learner}_clinc150_*.yaml"))[0]
     config = load_config(path)
     torch.manual_seed(0)

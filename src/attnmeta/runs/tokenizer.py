@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnmeta.config import ExperimentConfig
+from attnmeta.runs.config import ExperimentConfig
 from attnmeta.tasks.text import meta_train_texts
 from attnmeta.tokenizer import TextTokenizer, tokenizer_from_pretrained, train_tokenizer
 

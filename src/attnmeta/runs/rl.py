@@ -27,10 +27,10 @@ from attnmeta.checkpoint import (CheckpointError, latest_checkpoint, load_checkp
                                  resolve_checkpoint, save_checkpoint)
 from attnmeta.evaluate import summarize
 # Shared with image runs: the same run log and the same rule for which keys may change on resume.
-from attnmeta.experiment import RunError, RunLog, check_resumable
+from attnmeta.runs.supervised import RunError, RunLog, check_resumable
 from attnmeta.files import atomic_write_bytes
 from attnmeta.rl.bandit import BanditTasks
-from attnmeta.rl.config import RLConfig, load_rl_config, rl_config_from_dict, rl_config_to_dict
+from attnmeta.runs.rl_config import RLConfig, load_rl_config, rl_config_from_dict, rl_config_to_dict
 from attnmeta.rl.maml_rl import PolicyGradientMAML, TaskBatch
 from attnmeta.rl.navigation import Navigation2D
 from attnmeta.rl.policies import HistoryAttentionPolicy, MLPPolicy

@@ -8,10 +8,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from attnmeta.cli import main
-from attnmeta.experiment import load_run, load_split, make_episodes, train_run
+from attnmeta.runs.supervised import load_run, load_split, make_episodes, train_run
 from attnmeta.viz import (episode_attention, plot_patch_attention, plot_prototype_attention,
                           plot_query_support_attention, shown_queries, write_attention_maps)
-from test_experiment import make_image_folder, tiny_config
+from support import make_image_folder, tiny_config
 
 
 def trained(tmp_path, learner_name, **model_fields):

@@ -14,39 +14,9 @@ from safetensors.torch import load_file
 
 from attnmeta.checkpoint import CheckpointError, load_checkpoint
 from attnmeta.cli import main
-from attnmeta.config import ConfigError, config_from_dict, config_to_dict, load_config
-from attnmeta.experiment import RunError, build_learner, evaluate_checkpoint, train_run
-
-
-def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12) -> Path:
-    """root/{train,test}/<class>/<i>.png; each class a fixed random pattern plus noise."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in range(classes):
-            pattern = rng.random((size, size))
-            folder = root / split / f"class_{c:02d}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = np.clip(pattern + 0.2 * rng.standard_normal((size, size)), 0, 1)
-                Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
-def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **learner_fields):
-    norm = "running" if learner in ("protonet", "matching", "feat") else "batch"
-    return config_from_dict({
-        "name": f"tiny-{learner}", "seed": 3,
-        "data": {"dataset": "image_folder", "root": str(data_root), "image_size": 16,
-                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
-                 "test": {"n_way": 3, "k_shot": 1, "q_query": 2}},
-        "model": {"hidden": 8, "norm": norm},
-        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 2,
-                    **learner_fields},
-        "train": {"steps": steps, "meta_batch": 2, "lr": 0.01, "log_every": 2,
-                  "checkpoint_every": 3, "lr_decay_every": 4, "eval_every": 3,
-                  "eval_episodes": 4},
-        "eval": {"episodes": 8, "seed": 5},
-    })
+from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, load_config
+from attnmeta.runs.supervised import RunError, build_learner, evaluate_checkpoint, train_run
+from support import make_image_folder, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +175,7 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):
 
 
 def test_every_shipped_config_is_valid():
-    configs = sorted((Path(__file__).parents[1] / "configs" / "omniglot").glob("*.yaml"))
+    configs = sorted((Path(__file__).parents[2] / "configs" / "omniglot").glob("*.yaml"))
     assert len(configs) >= 40
     for path in configs:
         config = load_config(path)
@@ -254,7 +224,7 @@ def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
 
 
 def test_learning_rate_schedules(data_root):
-    from attnmeta.experiment import learning_rate
+    from attnmeta.runs.supervised import learning_rate
 
     config = tiny_config(data_root, "reptile", steps=10)
     config.train.lr_schedule = "linear"

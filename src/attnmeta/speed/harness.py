@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnmeta.bench.peers import PEERS, MetaStep, PeerUnavailable, reference_conv4
+from attnmeta.speed.peers import PEERS, MetaStep, PeerUnavailable, reference_conv4
 from attnmeta.learners import FEAT, MAML, ProtoNet
 from attnmeta.models import Conv4
 from attnmeta.tasks.episode import Episode
@@ -189,7 +189,7 @@ def memory_probe(key: str, config: SpeedConfig, steps: int, first_order: bool) -
     (Linux: ``/proc/self/status``)."""
     request = json.dumps({"key": key, "config": asdict(config), "steps": steps,
                           "first_order": first_order})
-    result = subprocess.run([sys.executable, "-m", "attnmeta.bench.speed", "--memory-probe",
+    result = subprocess.run([sys.executable, "-m", "attnmeta.speed.harness", "--memory-probe",
                              request], capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"memory probe for {key} failed: {result.stderr.strip()[-500:]}")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from attnmeta.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
                                  resolve_checkpoint, save_checkpoint)
-from attnmeta.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
+from attnmeta.runs.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
 from attnmeta.distributed import (any_rank, broadcast_parameters, init_from_environment,
                                   shard_range)
 from attnmeta.files import atomic_write_bytes
@@ -253,7 +253,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
 
     tokenizer = None
     if config.data.dataset in TEXT_DATASETS:  # trained on meta-train text, saved with the run
-        from attnmeta.run_tokenizer import run_tokenizer
+        from attnmeta.runs.tokenizer import run_tokenizer
 
         tokenizer = run_tokenizer(config, run_dir, resuming=existing is not None,
                                   save=context.is_main)
@@ -368,7 +368,7 @@ def load_run(checkpoint: Path, data_root: str | None = None
     record = load_checkpoint(json_path, learner)
     record["path"] = str(json_path)
     if config.data.dataset in TEXT_DATASETS:
-        from attnmeta.run_tokenizer import load_run_tokenizer
+        from attnmeta.runs.tokenizer import load_run_tokenizer
 
         learner.tokenizer = load_run_tokenizer(json_path.parent.parent)
     return config, learner, record

@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from attnmeta.experiments.sinusoid import PAPER_MSE, SinusoidDemoConfig, run_sinusoid_demo
+from attnmeta.runs.demo import PAPER_MSE, SinusoidDemoConfig, run_sinusoid_demo
 
 
 def test_tiny_demo_writes_table_json_and_plot(tmp_path):

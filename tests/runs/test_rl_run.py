@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from attnmeta.cli import main
-from attnmeta.config import ConfigError
-from attnmeta.rl.config import load_rl_config, rl_config_from_dict
-from attnmeta.rl.experiment import (EVAL_TASKS, TRAIN_TASKS, evaluate_rl_run, held_out_tasks,
+from attnmeta.runs.config import ConfigError
+from attnmeta.runs.rl_config import load_rl_config, rl_config_from_dict
+from attnmeta.runs.rl import (EVAL_TASKS, TRAIN_TASKS, evaluate_rl_run, held_out_tasks,
                                     stream_seed, train_rl, training_batches, build_family)
 
 
@@ -127,7 +127,7 @@ def test_the_shared_training_loop_accepts_rl_batches_in_backward_chunks():
     slices by tasks and each chunk samples its own rollouts."""
     import torch
 
-    from attnmeta.rl.experiment import build_learner
+    from attnmeta.runs.rl import build_learner
     from attnmeta.train import meta_train
 
     config = rl_config_from_dict({**tiny(), "env": {"name": "bandit", "arms": 3, "horizon": 2}})

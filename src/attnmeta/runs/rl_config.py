@@ -1,10 +1,10 @@
 """Configuration of a meta-RL run: typed dataclasses read from YAML with ``key=value`` overrides.
 
 An RL config is marked by a top-level ``kind: rl``; ``attnmeta train`` and ``attnmeta
-eval`` read that key to hand the run to :mod:`attnmeta.rl.experiment`. Parsing, type
-checks and overrides are the image configs' (:mod:`attnmeta.config`); :func:`validate`
+eval`` read that key to hand the run to :mod:`attnmeta.runs.rl`. Parsing, type
+checks and overrides are the image configs' (:mod:`attnmeta.runs.config`); :func:`validate`
 adds the checks on values (a horizon of 0, an unknown learner, ...), each a one-line
-:class:`~attnmeta.config.ConfigError` naming the key and the bad value.
+:class:`~attnmeta.runs.config.ConfigError` naming the key and the bad value.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 # The image configs' schema builder: same YAML typing rules and messages for both kinds.
-from attnmeta.config import ConfigError, apply_overrides, build_section
+from attnmeta.runs.config import ConfigError, apply_overrides, build_section
 
 __all__ = ["RLEnvConfig", "RLPolicyConfig", "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig",
            "RLConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict", "validate",

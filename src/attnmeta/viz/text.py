@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from attnmeta.config import EpisodeConfig
+from attnmeta.runs.config import EpisodeConfig
 from attnmeta.learners import InContextClassifier, MatchingNet, MetaLearner
 from attnmeta.tasks.sampler import FewShotEpisodes
 from attnmeta.tasks.text import LabelledTokens

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from attnmeta.bench.peers import PEERS, PeerUnavailable, reference_conv4
-from attnmeta.bench.speed import (ATTNMETA_VARIANTS, SpeedConfig, build_implementation, count_flops,
+from attnmeta.speed.peers import PEERS, PeerUnavailable, reference_conv4
+from attnmeta.speed.harness import (ATTNMETA_VARIANTS, SpeedConfig, build_implementation, count_flops,
                                   omniglot_shaped_batch, run_speed, write_report)
 from attnmeta.learners import MAML
 

@@ -1,1 +1,0 @@
-"""Self-contained experiments behind the CLI's ready-made commands."""

@@ -1,0 +1,11 @@
+"""Attention pictures: what a learner attended to on one episode, as PNG files.
+
+:mod:`attnmeta.viz.images` draws image episodes (query x support, prototypes, patches),
+:mod:`attnmeta.viz.text` draws sentences with their token-level attention.
+"""
+
+from attnmeta.viz.images import (episode_attention, plot_patch_attention, plot_prototype_attention,
+                                 plot_query_support_attention, shown_queries, write_attention_maps)
+
+__all__ = ["episode_attention", "plot_patch_attention", "plot_prototype_attention",
+           "plot_query_support_attention", "shown_queries", "write_attention_maps"]

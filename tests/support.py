@@ -1,0 +1,42 @@
+"""Small data and configs shared by several test files (importable as ``support``: pytest
+puts ``tests/`` on the path for ``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from attnmeta.runs.config import config_from_dict
+
+
+def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12) -> Path:
+    """root/{train,test}/<class>/<i>.png; each class a fixed random pattern plus noise."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            pattern = rng.random((size, size))
+            folder = root / split / f"class_{c:02d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(pattern + 0.2 * rng.standard_normal((size, size)), 0, 1)
+                Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **learner_fields):
+    norm = "running" if learner in ("protonet", "matching", "feat") else "batch"
+    return config_from_dict({
+        "name": f"tiny-{learner}", "seed": 3,
+        "data": {"dataset": "image_folder", "root": str(data_root), "image_size": 16,
+                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
+                 "test": {"n_way": 3, "k_shot": 1, "q_query": 2}},
+        "model": {"hidden": 8, "norm": norm},
+        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 2,
+                    **learner_fields},
+        "train": {"steps": steps, "meta_batch": 2, "lr": 0.01, "log_every": 2,
+                  "checkpoint_every": 3, "lr_decay_every": 4, "eval_every": 3,
+                  "eval_episodes": 4},
+        "eval": {"episodes": 8, "seed": 5},
+    })
