@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_write", "atomic_write_bytes"]
+__all__ = ["atomic_write", "atomic_write_bytes", "write_synced", "remove_stale_temporaries",
+           "file_digest"]
+
+# atomic_write's temporaries are ".<name>.<random>.tmp" beside the file they become.
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}."
 
 
 @contextmanager
@@ -17,11 +26,14 @@ def atomic_write(path: Path, mode: int | None = None) -> Iterator[Path]:
 
     The rename is atomic on POSIX, so readers see either the old file or the complete new
     one. If the block raises, the temporary file is removed and ``path`` is untouched.
-    ``mode`` sets the file's permissions (``mkstemp`` creates it private, 0600).
+    ``mode`` sets the file's permissions (``mkstemp`` creates it private, 0600). The
+    temporary is named ``.<name>.<random>.tmp``; a process killed inside the block leaves
+    it behind (see :func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name),
+                                     suffix=_TEMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(temp_name)
@@ -33,9 +45,48 @@ def atomic_write(path: Path, mode: int | None = None) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
-    with atomic_write(path) as temp, open(temp, "wb") as handle:
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk (before a rename makes it visible)."""
+    with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_write(path) as temp:
+        write_synced(temp, data)
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex ``algorithm`` ('sha256' | 'md5') digest of a file, read in chunks (a
+    checkpoint or a data set may not fit in memory twice)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_stale_temporaries(folder: Path, name_glob: str = "*") -> list[Path]:
+    """Remove the temporaries :func:`atomic_write` left in ``folder`` (not below it) for
+    files named like ``name_glob``, i.e. plain files ``.<name_glob>.<random>.tmp``.
+
+    Only call it while no other process writes those files there: it cannot tell a
+    temporary of a killed process from one still being written. Best effort: a file that
+    cannot be removed is left. Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.glob(f"{_temp_prefix(name_glob)}*{_TEMP_SUFFIX}")):
+        if not path.is_file():
+            continue  # a folder that happens to match is not ours
+        try:
+            path.unlink()
+        except OSError:
+            continue  # only wasted space; it must not stop the write that called us
+        removed.append(path)
+    return removed
