@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from attnmeta.tasks import FewShotEpisodes
-from attnmeta.tasks import omniglot
+from attnmeta.tasks import omniglot, omniglot_files
 from attnmeta.tasks.data_root import DATA_ROOT_ENV_VAR, resolve_data_root
 from attnmeta.tasks.omniglot import (
     OMNIGLOT_MD5,
@@ -211,38 +211,59 @@ def test_missing_set_is_named_with_both_accepted_forms(tmp_path):
 # --------------------------------------------------------------------------- download
 
 
-def test_download_verified_writes_atomically_and_checks_md5(tmp_path):
-    payload = b"not really a zip, but bytes to fetch" * 1000
-    source = tmp_path / "upstream.bin"
-    source.write_bytes(payload)
-    good_md5 = hashlib.md5(payload).hexdigest()
-    destination = tmp_path / "out" / "images_background.zip"
-
-    with pytest.raises(ValueError) as excinfo:
-        omniglot._download_verified(source.as_uri(), destination, "0" * 32)
-    assert f"has md5 {good_md5}, expected {'0' * 32}" in one_line_error(excinfo)
-    assert list(destination.parent.iterdir()) == []  # no partial or temp file left behind
-
-    omniglot._download_verified(source.as_uri(), destination, good_md5)
-    assert destination.read_bytes() == payload
-    assert [p.name for p in destination.parent.iterdir()] == [destination.name]
-
-
-def test_download_omniglot_fetches_upstream_urls_and_keeps_existing(tmp_path, monkeypatch):
+def test_download_omniglot_fetches_the_pinned_upstream_zips(tmp_path, monkeypatch):
     fetched = []
-    monkeypatch.setattr(omniglot, "_download_verified",
-                        lambda url, dest, md5: fetched.append((url, dest, md5)))
-    (tmp_path / "omniglot").mkdir()
-    (tmp_path / "omniglot" / "images_background.zip").write_bytes(b"already here")
+    monkeypatch.setattr(omniglot_files, "download_files",
+                        lambda folder, urls, hashes: fetched.append((folder, urls, hashes))
+                        or folder)
     assert download_omniglot(tmp_path) == tmp_path / "omniglot"
     upstream = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-    assert fetched == [(
-        f"{upstream}/images_evaluation.zip",
-        tmp_path / "omniglot" / "images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811")]
+    assert fetched == [(tmp_path / "omniglot",
+                        {"images_background.zip": f"{upstream}/images_background.zip",
+                         "images_evaluation.zip": f"{upstream}/images_evaluation.zip"},
+                        {"images_background.zip": "md5:68d2efa1b9178cc56df9314c21c6e718",
+                         "images_evaluation.zip": "md5:6b91aef0f799c5bb55b94e3f2daec811"})]
     assert OMNIGLOT_URLS["background"].endswith("/python/images_background.zip")
     assert OMNIGLOT_MD5["background"] == "68d2efa1b9178cc56df9314c21c6e718"
     with pytest.raises(ValueError, match=r"set='small1': expected one of 'background', "):
         download_omniglot(tmp_path, sets=["small1"])
+    assert len(fetched) == 1
+
+
+def test_download_omniglot_from_a_local_mirror_then_load(tmp_path, local_server, monkeypatch):
+    mirror = make_dataset(local_server.folder.parent / "mirror")  # zips as upstream serves them
+    for name in ("background", "evaluation"):
+        (local_server.folder / f"images_{name}.zip").write_bytes(
+            (mirror / f"images_{name}.zip").read_bytes())
+    monkeypatch.setattr(omniglot_files, "OMNIGLOT_URLS", {
+        name: local_server.url_of(f"images_{name}.zip") for name in omniglot_files.OMNIGLOT_SETS})
+    monkeypatch.setattr(omniglot_files, "OMNIGLOT_MD5", {
+        name: hashlib.md5((mirror / f"images_{name}.zip").read_bytes()).hexdigest()
+        for name in omniglot_files.OMNIGLOT_SETS})
+    folder = download_omniglot(tmp_path / "root")
+    assert sorted(p.name for p in folder.iterdir()) == ["images_background.zip",
+                                                       "images_evaluation.zip"]
+    assert load_omniglot(tmp_path / "root", "train", cache_dir=tmp_path / "cache",
+                         **TINY).num_classes == 5 * 4
+    assert download_omniglot(tmp_path / "root") == folder  # both kept: their md5s match
+    assert len(local_server.requests) == 2
+
+
+def test_download_omniglot_refuses_a_zip_that_is_not_upstream(tmp_path, local_server):
+    """A re-zipped copy loads (structure is checked) but download_omniglot will not
+    vouch for it, nor replace it."""
+    omniglot_dir = make_dataset(tmp_path, sets=("background",))
+    zip_path = omniglot_dir / "images_background.zip"
+    before = zip_path.read_bytes()
+    with pytest.raises(ValueError) as excinfo:
+        download_omniglot(tmp_path, sets=["background"])
+    assert one_line_error(excinfo) == (
+        f"{zip_path} has md5 {hashlib.md5(before).hexdigest()}, expected "
+        f"{OMNIGLOT_MD5['background']}: it is not the pinned upstream file and was left "
+        f"untouched; move it away to download again")
+    assert zip_path.read_bytes() == before
+    assert load_omniglot_set(tmp_path, "background", expected_characters=None,
+                             cache_dir=tmp_path / "cache").num_characters == 5
 
 
 # --------------------------------------------------------------------------- bad archives

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from attnmeta.runs.config import DataConfig
-from attnmeta.tasks import FewShotEpisodes
+import attnmeta.tasks
+from attnmeta.tasks import FewShotEpisodes, LabelledSplit, check_episode_shape
 from attnmeta.tasks.banking77 import (banking77_class_split, load_banking77,
                                       read_banking77_csv)
 from attnmeta.tasks.clinc150 import (clinc150_class_split, load_clinc150,
                                      load_clinc150_out_of_scope, read_clinc150)
-from attnmeta.tasks.text import TEXT_SPLITS, load_text_split, ordered_by_digest
+from attnmeta.tasks.intents import (INTENT_DATASETS, load_intent_texts, load_intent_tokens,
+                                    load_out_of_scope_tokens, meta_train_texts)
+from attnmeta.tasks.text import TEXT_DATASETS, TEXT_SPLITS, ordered_by_digest
 from attnmeta.tokenizer import TextTokenizer, train_tokenizer
 
 REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
@@ -199,21 +205,66 @@ def test_real_banking77_keeps_quoted_commas_and_splits_50_10_17():
 @needs_real_data
 def test_episode_shapes_that_do_not_fit_a_split_are_refused():
     tokenizer = train_tokenizer(["a b c"] * 3, 300)
-    data = DataConfig(dataset="clinc150", root=str(REAL_DATA), max_length=8)
-    val = load_text_split(data, "val", tokenizer)
-    assert val.token_ids.shape == (3000, 8)
+    val = load_intent_tokens("clinc150", str(REAL_DATA), "val", tokenizer, 8)
+    assert val.token_ids.shape == (3000, 8) and val.items is val.token_ids
+    assert isinstance(val, LabelledSplit) and val.split == "val"
     with pytest.raises(ValueError, match=r"n_way=25 exceeds the 20 classes"):
         FewShotEpisodes(val.token_ids, val.labels.tolist(), n_way=25)
     with pytest.raises(ValueError, match=r"k_shot \+ q_query = 100 \+ 51 = 151 exceeds the 150"):
         FewShotEpisodes(val.token_ids, val.labels.tolist(), k_shot=100, q_query=51)
+    # the same shapes, refused before any episode is built, naming the config keys
+    with pytest.raises(ValueError) as error:
+        check_episode_shape(val, 25, 1, 15, "data.test")
+    assert str(error.value) == ("data.test: n_way=25 but the val split has 20 classes: "
+                                "expected n_way <= 20")
+    with pytest.raises(ValueError, match=r"^data.test: k_shot \+ q_query = 151 but class "
+                                         r"'\w+' has 150 examples: expected at most 150$"):
+        check_episode_shape(val, 5, 100, 51, "data.test")
+    check_episode_shape(val, 20, 100, 50, "data.test")
+
+
+def test_intent_data_sets_by_name_with_plain_arguments(tmp_path):
+    write_clinc150(tmp_path, domains=2, intents=7, per_intent=6)
+    assert INTENT_DATASETS == TEXT_DATASETS == ("clinc150", "banking77")
+    texts = load_intent_texts("clinc150", tmp_path, "test")
+    assert texts.texts == load_clinc150(tmp_path, "test").texts and texts.split == "test"
+    tokenizer = train_tokenizer(meta_train_texts("clinc150", tmp_path), 300)
+    assert meta_train_texts("clinc150", tmp_path) == load_clinc150(tmp_path, "train").texts
+    tokens = load_intent_tokens("clinc150", tmp_path, "test", tokenizer, 6)
+    assert tokens.token_ids.shape == (36, 6) and tokens.token_ids.dtype == torch.int64
+    assert torch.equal(tokens.labels, texts.labels) and tokens.split == "test"
+    out_of_scope = load_out_of_scope_tokens("clinc150", tmp_path, "test", tokenizer, 6)
+    assert out_of_scope.shape == (5, 6) and out_of_scope.dtype == torch.int64
+    with pytest.raises(ValueError, match=r"data.dataset='banking77' has no out-of-scope"):
+        load_out_of_scope_tokens("banking77", tmp_path, "test", tokenizer, 6)
 
 
 def test_unknown_text_dataset_and_split_are_named(tmp_path):
     tokenizer = train_tokenizer(["a b c"] * 3, 300)
     with pytest.raises(ValueError, match=r"data.dataset='snips': expected one of"):
-        load_text_split(DataConfig(dataset="snips"), "train", tokenizer)
+        load_intent_tokens("snips", None, "train", tokenizer, 8)
     with pytest.raises(ValueError, match=r"split='dev': expected one of"):
-        load_text_split(DataConfig(dataset="clinc150"), "dev", tokenizer)
+        load_intent_tokens("clinc150", None, "dev", tokenizer, 8)
+
+
+def test_text_helpers_import_no_loader_and_no_task_module_imports_runs():
+    """tasks.text is what the loaders share: importing it pulls in neither loader (no
+    cycle), and nothing under tasks/ needs the run layer."""
+    code = (
+        "import sys, pkgutil, importlib, attnmeta.tasks.text, attnmeta.tasks as t\n"
+        "assert not {'attnmeta.tasks.clinc150', 'attnmeta.tasks.banking77'} & set(sys.modules)\n"
+        "for m in pkgutil.iter_modules(t.__path__): importlib.import_module(t.__name__ + '.' + m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('attnmeta.runs')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    for path in Path(attnmeta.tasks.__file__).parent.glob("*.py"):  # TYPE_CHECKING ones too
+        imported = [node.module if isinstance(node, ast.ImportFrom) else alias.name
+                    for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names]
+        assert not [m for m in imported if m and m.startswith("attnmeta.runs")], path
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -262,27 +313,49 @@ def test_tokenizer_learns_only_from_the_text_it_is_given():
 # --------------------------------------------------------------------------- download
 
 
-def test_download_is_checksummed_and_atomic(tmp_path, monkeypatch):
-    import hashlib
+@pytest.mark.parametrize("dataset", ["clinc150", "banking77"])
+def test_download_text_data_set_from_a_local_mirror(dataset, tmp_path, local_server,
+                                                    monkeypatch):
+    from attnmeta.tasks import banking77, clinc150
 
-    from attnmeta.tasks import clinc150
-    from attnmeta.tasks.text import download_verified
+    module = {"clinc150": clinc150, "banking77": banking77}[dataset]
+    files = getattr(module, f"{dataset.upper()}_FILES")
+    if dataset == "clinc150":
+        upstream = write_clinc150(tmp_path / "upstream")  # a mirror of the pinned files
+    else:
+        upstream = write_banking77(tmp_path / "upstream", "text,category\nwhere is it,fee\n",
+                                   "text,category\n\"a, b\",card_arrival\n")
+    for name in files:
+        (local_server.folder / name).write_bytes((upstream / name).read_bytes())
+    monkeypatch.setattr(module, f"{dataset.upper()}_URLS",
+                        {name: local_server.url_of(name) for name in files})
+    monkeypatch.setattr(module, f"{dataset.upper()}_SHA256", {
+        name: hashlib.sha256((upstream / name).read_bytes()).hexdigest() for name in files})
+    download = getattr(module, f"download_{dataset}")
+    folder = download(tmp_path / "root")
+    assert folder == tmp_path / "root" / dataset
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    assert all((folder / n).read_bytes() == (upstream / n).read_bytes() for n in files)
+    assert len(local_server.requests) == len(files)
+    assert download(tmp_path / "root") == folder  # kept: checksums match, nothing fetched
+    assert len(local_server.requests) == len(files)
+    # a changed local file is refused and left as it is
+    first = folder / files[0]
+    first.write_text("edited by hand")
+    with pytest.raises(ValueError, match=rf"{first.name} has sha256 [0-9a-f]{{64}}, expected "
+                                         r"[0-9a-f]{64}: .*left untouched"):
+        download(tmp_path / "root")
+    assert first.read_text() == "edited by hand"
 
-    source = tmp_path / "upstream.json"
-    source.write_text('{"train": []}')
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    download_verified(source.as_uri(), tmp_path / "out" / "copy.json", digest)
-    assert (tmp_path / "out" / "copy.json").read_bytes() == source.read_bytes()
-    with pytest.raises(ValueError, match=r"has sha256 .* expected 0{64}.*was not written"):
-        download_verified(source.as_uri(), tmp_path / "out" / "bad.json", "0" * 64)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy.json"]
 
-    upstream = write_clinc150(tmp_path / "upstream")  # a mirror of the pinned upstream files
-    monkeypatch.setattr(clinc150, "CLINC150_URLS",
-                        {name: (upstream / name).as_uri() for name in clinc150.CLINC150_FILES})
-    monkeypatch.setattr(clinc150, "CLINC150_SHA256", {
-        name: hashlib.sha256((upstream / name).read_bytes()).hexdigest()
-        for name in clinc150.CLINC150_FILES})
-    folder = clinc150.download_clinc150(tmp_path / "root")
-    assert folder == tmp_path / "root" / "clinc150"
-    assert len(load_clinc150(tmp_path / "root", "train").class_names) == 4
+def test_pinned_text_checksums_match_the_shared_copies():
+    """The pinned upstream SHA-256s are the ones of the shared data (when present)."""
+    from attnmeta.tasks import banking77, clinc150
+    from attnmeta.files import file_digest
+
+    for folder, pinned in ((REAL_DATA / "clinc150", clinc150.CLINC150_SHA256),
+                           (REAL_DATA / "banking77", banking77.BANKING77_SHA256)):
+        if not folder.is_dir():
+            pytest.skip(f"{folder} not found (set ATTNMETA_DATA)")
+        for name, digest in pinned.items():
+            assert file_digest(folder / name, "sha256") == digest, folder / name

@@ -24,8 +24,9 @@ import logging
 from pathlib import Path
 
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
-from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, download_data_set,
-                                 labelled_texts, ordered_by_digest, require_files)
+from attnmeta.tasks.download import download_files
+from attnmeta.tasks.text import (LabelledTexts, check_counts, check_split, labelled_texts,
+                                 ordered_by_digest, require_files)
 
 __all__ = ["BANKING77_URLS", "BANKING77_SHA256", "BANKING77_FILES", "CLASSES_PER_SPLIT",
            "find_banking77_dir", "read_banking77_csv", "read_banking77_categories",
@@ -132,8 +133,7 @@ def banking77_class_split(categories: list[str]) -> dict[str, list[str]]:
 def load_banking77(data_root: str | Path | None = None, split: str = "train") -> LabelledTexts:
     """All utterances (upstream train then test rows) of the intents of class split
     ``split`` ('train' | 'val' | 'test'): 50 / 10 / 17 intents on the full data set."""
-    if split not in TEXT_SPLITS:
-        raise ValueError(f"split={split!r}: expected one of {', '.join(map(repr, TEXT_SPLITS))}")
+    check_split(split)
     folder = find_banking77_dir(data_root)
     require_files(folder, BANKING77_FILES, "banking77")
     categories = read_banking77_categories(folder / "categories.json")
@@ -147,13 +147,16 @@ def load_banking77(data_root: str | Path | None = None, split: str = "train") ->
     if len(categories) == 77:
         check_counts("BANKING77", {k: len(v) for k, v in classes.items()},
                      {"test": 17, "val": 10, "train": 50})
-    return labelled_texts(rows, classes[split])
+    return labelled_texts(rows, classes[split], split)
 
 
 def download_banking77(data_root: str | Path | None = None) -> Path:
     """Fetch the upstream files (pinned commit, SHA-256 checked) into ``<data_root>/banking77``.
 
-    Files already present are kept; each new one is written atomically.
+    A file already present is kept if its SHA-256 matches, and refused with a
+    ``ValueError`` (left untouched) if not; a new download that does not match is not
+    written (see :func:`attnmeta.tasks.download.download_file`).
     """
-    urls = {name: BANKING77_URLS[name] for name in BANKING77_FILES}
-    return download_data_set(data_root_path(data_root) / "banking77", urls, BANKING77_SHA256)
+    return download_files(data_root_path(data_root) / "banking77",
+                          {file: BANKING77_URLS[file] for file in BANKING77_FILES},
+                          {file: f"sha256:{BANKING77_SHA256[file]}" for file in BANKING77_FILES})

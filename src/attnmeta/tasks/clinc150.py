@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
-from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, download_data_set,
+from attnmeta.tasks.download import download_files
+from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, check_split,
                                  labelled_texts, ordered_by_digest, require_files)
 
 __all__ = ["CLINC150_URLS", "CLINC150_SHA256", "CLINC150_FILES", "OUT_OF_SCOPE_INTENT",
@@ -179,14 +180,13 @@ def load_clinc150(data_root: str | Path | None = None, split: str = "train") -> 
 
     The full data set gives 100 / 20 / 30 intents of 150 utterances each.
     """
-    if split not in TEXT_SPLITS:
-        raise ValueError(f"split={split!r}: expected one of {', '.join(map(repr, TEXT_SPLITS))}")
+    check_split(split)
     data = read_clinc150(find_clinc150_dir(data_root))
     classes = clinc150_class_split(data.domains)
     if len(data.domains) == 10 and sum(map(len, data.domains.values())) == 150:
         check_counts("CLINC150", {k: len(v) for k, v in classes.items()},
                      {"train": 100, "val": 20, "test": 30})
-    return labelled_texts(data.rows, classes[split])
+    return labelled_texts(data.rows, classes[split], split)
 
 
 def load_clinc150_out_of_scope(data_root: str | Path | None = None, split: str = "test"
@@ -201,7 +201,10 @@ def load_clinc150_out_of_scope(data_root: str | Path | None = None, split: str =
 def download_clinc150(data_root: str | Path | None = None) -> Path:
     """Fetch the upstream files (pinned commit, SHA-256 checked) into ``<data_root>/clinc150``.
 
-    Files already present are kept; each new one is written atomically.
+    A file already present is kept if its SHA-256 matches, and refused with a
+    ``ValueError`` (left untouched) if not; a new download that does not match is not
+    written (see :func:`attnmeta.tasks.download.download_file`).
     """
-    urls = {name: CLINC150_URLS[name] for name in CLINC150_FILES}
-    return download_data_set(data_root_path(data_root) / "clinc150", urls, CLINC150_SHA256)
+    return download_files(data_root_path(data_root) / "clinc150",
+                          {file: CLINC150_URLS[file] for file in CLINC150_FILES},
+                          {file: f"sha256:{CLINC150_SHA256[file]}" for file in CLINC150_FILES})

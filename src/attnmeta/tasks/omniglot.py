@@ -2,17 +2,15 @@
 
 1623 handwritten characters from 50 alphabets, 20 drawings each, 105x105 1-bit PNGs, shipped
 as two sets: ``background`` (30 alphabets, 964 characters) and ``evaluation`` (20 alphabets,
-659 characters). The on-disk layout, inside ``<data root>/omniglot/`` (or a folder given
-directly), is either the upstream zips or their unpacked folders::
-
-    images_background.zip  or  images_background/<Alphabet>/characterNN/NNNN_DD.png
-    images_evaluation.zip   or  images_evaluation/<Alphabet>/characterNN/NNNN_DD.png
+659 characters), as upstream zips or their unpacked folders inside ``<data root>/omniglot/``
+(layout, locating, structure checks and :func:`download_omniglot` are in
+:mod:`attnmeta.tasks.omniglot_files`; they are re-exported here).
 
 A set is decoded once (PNGs read straight from the zip, inverted so strokes are bright,
 resized to ``image_size`` with Lanczos) and cached as a ``.npz`` of uint8 images; later loads
 read the cache. Local copies are checked by structure (alphabets, 20 drawings per character,
-character counts), not by md5: only :func:`download_omniglot` checks upstream md5s, because
-re-zipped copies of the same PNGs are equally valid.
+character counts), not by md5, because re-zipped copies of the same PNGs are equally valid;
+only :func:`download_omniglot` compares md5s with upstream.
 
 Two split protocols are provided by :func:`load_omniglot`:
 
@@ -28,10 +26,7 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
-import stat
 import time
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -44,7 +39,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from attnmeta.files import atomic_write
-from attnmeta.tasks.data_root import data_root_path, resolve_data_root
+from attnmeta.tasks.omniglot_files import (DRAWINGS_PER_CHARACTER, EXPECTED_CHARACTERS,
+                                           OMNIGLOT_MD5, OMNIGLOT_SETS, OMNIGLOT_URLS,
+                                           _bad_zip_message, _check_choice, _check_structure,
+                                           _list_set, _SetListing, default_cache_dir,
+                                           download_omniglot, find_omniglot_dir)
 from attnmeta.tasks.sampler import FewShotEpisodes
 
 __all__ = [
@@ -67,19 +66,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OMNIGLOT_SETS: tuple[str, ...] = ("background", "evaluation")
-OMNIGLOT_URLS: dict[str, str] = {
-    name: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_{name}.zip"
-    for name in OMNIGLOT_SETS
-}
-# md5 of the upstream zips; only checked on download (local re-zipped copies differ)
-OMNIGLOT_MD5: dict[str, str] = {
-    "background": "68d2efa1b9178cc56df9314c21c6e718",
-    "evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
-}
-# character counts of the full sets, checked when loading unless expected_characters=None
-EXPECTED_CHARACTERS: dict[str, int] = {"background": 964, "evaluation": 659}
-DRAWINGS_PER_CHARACTER = 20
 VINYALS_TRAIN_CHARACTERS = 1200
 VINYALS_VAL_CHARACTERS = 100
 ROTATION_DEGREES: tuple[int, ...] = (0, 90, 180, 270)
@@ -88,249 +74,8 @@ SPLITS = ("train", "val", "test")
 PROTOCOLS = ("vinyals", "lake")
 # bump when the decoding changes, so stale caches are rebuilt instead of silently reused
 _CACHE_FORMAT = "attnmeta-omniglot-v1"
-_DOWNLOAD_CHUNK_BYTES = 1 << 20
 # mkstemp creates 0600 files; data and caches are meant to be readable by other users
 _SHARED_FILE_MODE = 0o644
-
-
-# --------------------------------------------------------------------------- download
-
-
-def _download_verified(url: str, destination: Path, expected_md5: str,
-                       timeout_s: float = 60.0) -> None:
-    """Fetch ``url`` to ``destination`` atomically, failing if its md5 is not ``expected_md5``.
-
-    The bytes go to a temporary file next to ``destination`` and are renamed into place only
-    once the md5 matches, so an interrupted or corrupted download never leaves a file that a
-    later load would mistake for a good copy.
-    """
-    with atomic_write(destination, mode=_SHARED_FILE_MODE) as temp:
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(temp, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
-            while chunk := response.read(_DOWNLOAD_CHUNK_BYTES):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != expected_md5:
-            raise ValueError(
-                f"download of {url} has md5 {digest.hexdigest()}, expected {expected_md5}: "
-                f"corrupted transfer or changed upstream file; {destination} was not written"
-            )
-
-
-def download_omniglot(data_root: str | Path | None = None,
-                      sets: Sequence[str] = OMNIGLOT_SETS) -> Path:
-    """Download the upstream zips into ``<data_root>/omniglot/`` and return that folder.
-
-    ``data_root`` defaults to ``$ATTNMETA_DATA`` or ``~/.cache/attnmeta/data`` and is created
-    if missing. A zip already present is kept as is (it may be a valid re-zipped copy whose
-    md5 differs from upstream; loading checks its structure). Each new download is checked
-    against :data:`OMNIGLOT_MD5` and written atomically (temp file, then ``os.replace``).
-    """
-    omniglot_dir = data_root_path(data_root) / "omniglot"
-    for set_name in sets:
-        _check_choice("set", set_name, OMNIGLOT_SETS)
-        destination = omniglot_dir / f"images_{set_name}.zip"
-        if destination.exists():
-            logger.info("keeping existing %s", destination)
-            continue
-        logger.info("downloading %s to %s", OMNIGLOT_URLS[set_name], destination)
-        _download_verified(OMNIGLOT_URLS[set_name], destination, OMNIGLOT_MD5[set_name])
-    return omniglot_dir
-
-
-# --------------------------------------------------------------------------- locating
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
-
-
-def _set_paths(omniglot_dir: Path, set_name: str) -> tuple[Path, Path]:
-    """The unpacked folder and the zip that may hold one set."""
-    return omniglot_dir / f"images_{set_name}", omniglot_dir / f"images_{set_name}.zip"
-
-
-def find_omniglot_dir(data_root: str | Path | None = None) -> Path:
-    """The folder holding the Omniglot zips or unpacked folders.
-
-    ``data_root`` (default ``$ATTNMETA_DATA``, else ``~/.cache/attnmeta/data``) may be the
-    data root, whose ``omniglot/`` sub-folder is used, or the Omniglot folder itself.
-    """
-    root = resolve_data_root(data_root)
-    if (root / "omniglot").is_dir():
-        return root / "omniglot"
-    if any(path.exists() for name in OMNIGLOT_SETS for path in _set_paths(root, name)):
-        return root
-    raise FileNotFoundError(
-        f"no Omniglot data under {root}: expected {root / 'omniglot'}/images_background.zip "
-        f"(or an unpacked images_background/ folder); `attnmeta download omniglot "
-        f"--data-root {root}` fetches it"
-    )
-
-
-def _writable_dir(path: Path) -> bool:
-    """Whether ``path`` is a folder we may write into.
-
-    Root passes ``os.access`` on any folder, so the mode bits are checked too: a shared data
-    copy marked read-only (``r-xr-xr-x``) must not gain a cache folder just because the
-    process runs as root.
-    """
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    any_write_bit = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
-    return stat.S_ISDIR(mode) and bool(mode & any_write_bit) \
-        and os.access(path, os.W_OK | os.X_OK)
-
-
-def default_cache_dir(omniglot_dir: Path) -> Path:
-    """``<omniglot_dir>/cache`` if it is (or can be made) a writable folder, else
-    ``~/.cache/attnmeta``.
-
-    Shared read-only data copies are common (cluster scratch, containers), hence the fallback;
-    ``<omniglot_dir>/cache`` is only created when ``omniglot_dir`` itself is writable.
-    """
-    preferred = omniglot_dir / "cache"
-    if not preferred.exists() and _writable_dir(omniglot_dir):
-        with contextlib.suppress(OSError):
-            preferred.mkdir()
-    if _writable_dir(preferred):
-        return preferred
-    return Path("~/.cache/attnmeta").expanduser()
-
-
-# --------------------------------------------------------------------------- listing
-
-
-@dataclass(frozen=True)
-class _SetListing:
-    """Where one set's PNGs are, grouped by character, in the order they are decoded."""
-
-    location: Path  # the zip, or the unpacked images_<set> folder
-    set_name: str
-    is_zip: bool
-    # sorted by (alphabet, character); each character's drawings sorted by file name
-    characters: list[tuple[str, str, list[str]]]
-    fingerprint: str  # changes when any PNG is added, removed or changed
-
-
-def _bad_zip_message(zip_path: Path, detail: str = "") -> str:
-    folder = zip_path.with_suffix("")
-    detail = f" ({detail})" if detail else ""
-    return (f"{zip_path} is not a valid zip archive (corrupt or truncated){detail}: delete it "
-            f"and download again, or unpack a good copy to {folder}/")
-
-
-def _layout_hint(set_name: str) -> str:
-    return f"images_{set_name}/<Alphabet>/<character>/<drawing>.png"
-
-
-def _list_zip(zip_path: Path, set_name: str) -> _SetListing:
-    top = f"images_{set_name}"
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            infos = archive.infolist()
-    except zipfile.BadZipFile as error:
-        raise ValueError(_bad_zip_message(zip_path)) from error
-    drawings: dict[tuple[str, str], list[str]] = {}
-    fingerprint_lines: list[str] = []
-    top_level: set[str] = set()
-    for info in infos:
-        parts = info.filename.rstrip("/").split("/")
-        # macOS zips carry resource forks and dot files that are not data
-        if parts[0] == "__MACOSX" or parts[-1].startswith("."):
-            continue
-        top_level.add(parts[0] + ("/" if len(parts) > 1 or info.is_dir() else ""))
-        if parts[0] != top:
-            continue
-        if info.is_dir():
-            if len(parts) == 3:  # an (empty?) character folder: counted so 0 drawings is caught
-                drawings.setdefault((parts[1], parts[2]), [])
-            continue
-        if not parts[-1].lower().endswith(".png"):
-            continue
-        if len(parts) != 4:
-            raise ValueError(f"{zip_path}: {info.filename} is not at {_layout_hint(set_name)}")
-        drawings.setdefault((parts[1], parts[2]), []).append(info.filename)
-        fingerprint_lines.append(f"{info.filename}\t{info.file_size}\t{info.CRC}")
-    if f"{top}/" not in top_level:
-        found = ", ".join(sorted(top_level)[:5]) or "nothing"
-        raise ValueError(f"{zip_path} has no {top}/ top folder: expected "
-                         f"{_layout_hint(set_name)}, found {found}")
-    return _SetListing(zip_path, set_name, True, _sorted_characters(drawings),
-                       _fingerprint(fingerprint_lines))
-
-
-def _list_folder(folder: Path, set_name: str) -> _SetListing:
-    drawings: dict[tuple[str, str], list[str]] = {}
-    fingerprint_lines: list[str] = []
-    for alphabet_dir in folder.iterdir():
-        if not alphabet_dir.is_dir() or alphabet_dir.name.startswith("."):
-            continue
-        for character_dir in alphabet_dir.iterdir():
-            if not character_dir.is_dir() or character_dir.name.startswith("."):
-                continue
-            pngs = drawings.setdefault((alphabet_dir.name, character_dir.name), [])
-            with os.scandir(character_dir) as entries:
-                for entry in entries:
-                    if entry.is_file() and entry.name.lower().endswith(".png"):
-                        stat = entry.stat()
-                        pngs.append(entry.path)
-                        fingerprint_lines.append(
-                            f"{alphabet_dir.name}/{character_dir.name}/{entry.name}\t"
-                            f"{stat.st_size}\t{stat.st_mtime_ns}"
-                        )
-    return _SetListing(folder, set_name, False, _sorted_characters(drawings),
-                       _fingerprint(fingerprint_lines))
-
-
-def _sorted_characters(drawings: dict[tuple[str, str], list[str]]
-                       ) -> list[tuple[str, str, list[str]]]:
-    # plain string order: upstream names are zero-padded (character01, 0709_01.png)
-    return [(alphabet, character, sorted(drawings[alphabet, character]))
-            for alphabet, character in sorted(drawings)]
-
-
-def _fingerprint(lines: list[str]) -> str:
-    digest = hashlib.sha256(_CACHE_FORMAT.encode())
-    for line in sorted(lines):
-        digest.update(line.encode() + b"\n")
-    return digest.hexdigest()
-
-
-def _check_structure(listing: _SetListing, expected_characters: Mapping[str, int] | None) -> None:
-    """Every character has 20 drawings; the set has the full character count if one is expected."""
-    set_name, location = listing.set_name, listing.location
-    alphabets = {alphabet for alphabet, _, _ in listing.characters}
-    if not alphabets:
-        raise ValueError(f"{location}: no alphabets found under images_{set_name}/: expected "
-                         f"{_layout_hint(set_name)}")
-    for alphabet, character, drawings in listing.characters:
-        if len(drawings) != DRAWINGS_PER_CHARACTER:
-            raise ValueError(f"{location}: {alphabet}/{character} has {len(drawings)} drawings, "
-                             f"expected {DRAWINGS_PER_CHARACTER}")
-    expected = None if expected_characters is None else expected_characters.get(set_name)
-    if expected is not None and len(listing.characters) != expected:
-        raise ValueError(
-            f"{location} has {len(listing.characters)} characters in {len(alphabets)} alphabets, "
-            f"expected {expected} for the full Omniglot {set_name} set (incomplete copy? pass "
-            f"expected_characters=None to accept a partial set)"
-        )
-
-
-def _list_set(omniglot_dir: Path, set_name: str) -> _SetListing:
-    # an unpacked folder wins over the zip: it is what a user who unzipped by hand works with
-    folder, zip_path = _set_paths(omniglot_dir, set_name)
-    if folder.is_dir():
-        return _list_folder(folder, set_name)
-    if zip_path.is_file():
-        return _list_zip(zip_path, set_name)
-    raise FileNotFoundError(
-        f"Omniglot {set_name} set not found: expected {zip_path} or an unpacked {folder}/ "
-        f"folder (download_omniglot() fetches the zips)"
-    )
 
 
 # --------------------------------------------------------------------------- decoding
@@ -402,13 +147,21 @@ def _cache_path(cache_dir: Path, set_name: str, image_size: int) -> Path:
     return cache_dir / f"omniglot_{set_name}_{image_size}px.npz"
 
 
+def _fingerprint(listing: _SetListing) -> str:
+    """Changes when any PNG of the set is added, removed or changed, or the format bumps."""
+    digest = hashlib.sha256(_CACHE_FORMAT.encode())
+    for line in sorted(listing.stamps):
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()
+
+
 def _read_cache(path: Path, listing: _SetListing, image_size: int) -> OmniglotSet | None:
     """The cached set, or None if absent, unreadable, or made from different source PNGs."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as cached:
-            if str(cached["fingerprint"]) != listing.fingerprint:
+            if str(cached["fingerprint"]) != _fingerprint(listing):
                 logger.info("cache %s was built from other data; rebuilding", path)
                 return None
             images = cached["images"]
@@ -479,7 +232,7 @@ def load_omniglot_set(data_root: str | Path | None = None, set_name: str = "back
     logger.info("decoded %d Omniglot %s drawings from %s in %.1f s", len(images), set_name,
                 listing.location, time.perf_counter() - started)
     try:
-        _write_cache_atomically(cache_file, data, listing.fingerprint)
+        _write_cache_atomically(cache_file, data, _fingerprint(listing))
     except OSError as error:
         raise OSError(f"cannot write Omniglot cache {cache_file} ({error}): pass a writable "
                       f"cache_dir") from error
@@ -510,6 +263,11 @@ class OmniglotSplit:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def items(self) -> Tensor:
+        """``images``, under the name every :class:`attnmeta.tasks.LabelledSplit` uses."""
+        return self.images
 
     @property
     def num_classes(self) -> int:

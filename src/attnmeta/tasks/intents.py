@@ -1,0 +1,74 @@
+"""The intent data sets by name: one entry point over CLINC150 and BANKING77.
+
+Takes plain arguments (a data set name, a data root, a split), so the tasks layer needs
+nothing from :mod:`attnmeta.runs`; a run passes ``config.data.dataset``,
+``config.data.root`` and ``config.data.max_length``. The loaders themselves are
+:mod:`attnmeta.tasks.clinc150` and :mod:`attnmeta.tasks.banking77`; what they share is
+:mod:`attnmeta.tasks.text`, which imports neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from attnmeta.tasks.banking77 import load_banking77
+from attnmeta.tasks.clinc150 import load_clinc150, load_clinc150_out_of_scope
+from attnmeta.tasks.text import (TEXT_DATASETS, LabelledTexts, LabelledTokens, check_split,
+                                 tokenize_split)
+
+if TYPE_CHECKING:
+    from attnmeta.tokenizer import TextTokenizer
+
+__all__ = ["INTENT_DATASETS", "load_intent_texts", "load_intent_tokens", "meta_train_texts",
+           "load_out_of_scope_tokens"]
+
+# the same tuple as attnmeta.tasks.text.TEXT_DATASETS (defined there, so that module can
+# answer "is this a text data set?" without importing the loaders)
+INTENT_DATASETS: tuple[str, ...] = TEXT_DATASETS
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in INTENT_DATASETS:
+        raise ValueError(f"data.dataset={dataset!r}: expected one of "
+                         f"{', '.join(INTENT_DATASETS)}")
+
+
+def load_intent_texts(dataset: str, root: str | Path | None, split: str) -> LabelledTexts:
+    """The untokenized class split ``split`` ('train' | 'val' | 'test') of ``dataset``
+    ('clinc150' | 'banking77'): ``texts [N]``, ``labels [N]``, ``class_names [C]``.
+
+    ``root`` is the data root or the data set's folder (None: ``$ATTNMETA_DATA``, else the
+    default, see :mod:`attnmeta.tasks.data_root`).
+    """
+    _check_dataset(dataset)
+    check_split(split)
+    if dataset == "clinc150":
+        return load_clinc150(root, split)
+    return load_banking77(root, split)
+
+
+def load_intent_tokens(dataset: str, root: str | Path | None, split: str,
+                       tokenizer: "TextTokenizer", max_length: int) -> LabelledTokens:
+    """Class split ``split`` of ``dataset`` as int64 ``token_ids [N, max_length]`` (padded
+    with the tokenizer's ``pad_id``), ``labels [N]``, ``class_names [C]``, ``texts [N]``."""
+    return tokenize_split(load_intent_texts(dataset, root, split), tokenizer, max_length)
+
+
+def meta_train_texts(dataset: str, root: str | Path | None) -> list[str]:
+    """Every sentence of the meta-train intents of ``dataset``: the only text a run's
+    tokenizer is trained on."""
+    return load_intent_texts(dataset, root, "train").texts
+
+
+def load_out_of_scope_tokens(dataset: str, root: str | Path | None, split: str,
+                             tokenizer: "TextTokenizer", max_length: int) -> Tensor:
+    """CLINC150's out-of-scope utterances for ``split`` as int64 ids ``[M, max_length]``
+    (``oos_val`` for 'val', ``oos_test`` for 'test', ``oos_train`` for 'train')."""
+    check_split(split)
+    if dataset != "clinc150":
+        raise ValueError(f"data.dataset={dataset!r} has no out-of-scope utterances: "
+                         "expected 'clinc150'")
+    return tokenizer.encode_batch(load_clinc150_out_of_scope(root, split), max_length)

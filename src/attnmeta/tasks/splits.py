@@ -1,0 +1,80 @@
+"""What every labelled data set split offers, and the check that an episode shape fits one.
+
+A split is examples ``items [N, ...]`` (images ``[N, C, H, W]`` float32, or token ids
+``[N, L]`` int64), int64 ``labels [N]`` in ``0..C-1`` and ``class_names [C]``. The image
+(:class:`attnmeta.tasks.LabelledImages`, :class:`attnmeta.tasks.omniglot.OmniglotSplit`) and
+text (:class:`attnmeta.tasks.text.LabelledTokens`) splits all satisfy :class:`LabelledSplit`,
+so the N-way K-shot sampler and :func:`check_episode_shape` take any of them.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["LabelledSplit", "check_episode_shape"]
+
+
+@runtime_checkable
+class LabelledSplit(Protocol):
+    """Examples ``items [N, ...]``, int64 ``labels [N]`` in ``0..C-1``, ``class_names [C]``."""
+
+    # read-only properties, so a dataclass field and an alias property both satisfy them
+    @property
+    def items(self) -> Tensor: ...
+
+    @property
+    def labels(self) -> Tensor: ...
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}es" if noun.endswith("s") \
+        else f"{count} {noun}s"
+
+
+def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: int,
+                        where: str, *, split_name: str | None = None) -> None:
+    """Raise a one-line ``ValueError`` if ``n_way``-way ``k_shot``-shot ``q_query``-query
+    episodes cannot be drawn from ``split``.
+
+    Args:
+        split: the examples ``items [N, ...]`` and ``labels [N]`` episodes draw from.
+        n_way, k_shot, q_query: the episode shape (classes; support and query per class).
+        where: the config key prefix the shape came from (e.g. ``"data.test"``); every
+            message starts with it, so the user knows which setting to change.
+        split_name: the split's name for the message ("the test split has ..."); default
+            the split's own ``split`` attribute (the loaders set it), else none.
+
+    Classes are counted as the sampler counts them: those with at least one example.
+    """
+    for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1),
+                             ("q_query", q_query, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{where}.{name}={value!r}: expected an integer >= {low}")
+    labels, items = split.labels, split.items
+    if labels.ndim != 1 or labels.shape[0] != items.shape[0]:
+        raise ValueError(f"{where}: labels of shape {tuple(labels.shape)} for "
+                         f"{items.shape[0]} examples: expected one label per example")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(split.class_names)):
+        raise ValueError(f"{where}: labels span {int(labels.min())}..{int(labels.max())}: "
+                         f"expected 0..{len(split.class_names) - 1} (one per class name)")
+    if split_name is None:
+        split_name = getattr(split, "split", None) or None
+    the_split = f"the {split_name} split" if split_name else "the split"
+    counts = torch.bincount(labels.long(), minlength=len(split.class_names))
+    present = torch.nonzero(counts).flatten()
+    if n_way > len(present):
+        raise ValueError(f"{where}: n_way={n_way} but {the_split} has "
+                         f"{_plural(len(present), 'class')}: expected n_way <= {len(present)}")
+    smallest = int(present[torch.argmin(counts[present])])
+    fewest, needed = int(counts[smallest]), k_shot + q_query
+    if needed > fewest:
+        raise ValueError(f"{where}: k_shot + q_query = {needed} but class "
+                         f"{split.class_names[smallest]!r} has {_plural(fewest, 'example')}: "
+                         f"expected at most {fewest}")
