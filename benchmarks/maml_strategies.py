@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from attnmeta.attention import fused_attention
+from attnmeta import kernels
 from attnmeta.speed.harness import omniglot_shaped_batch
 from attnmeta.learners import MAML
 from attnmeta.models import MLP, Conv4, MemoryAttentionRegressor
@@ -35,7 +35,7 @@ from attnmeta.tasks import Episode, SinusoidTasks
 def autograd_loop_step(model, batch: Episode, inner_lr: float, steps: int, loss_fn) -> torch.Tensor:
     """The hand-written baseline: per-task ``torch.autograd.grad(create_graph=True)``."""
     names = [n for n, _ in model.named_parameters()]
-    with fused_attention(False):  # the fused kernel has no double backward
+    with kernels.differentiable(double_backward=True):  # the fused kernel has none
         return _autograd_loop(model, names, batch, inner_lr, steps, loss_fn)
 
 

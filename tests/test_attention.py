@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from attnmeta import kernels
 from attnmeta.attention import (
     MultiHeadAttention,
     TransformerBlock,
-    fused_attention,
     scaled_dot_product_attention,
 )
 
@@ -89,10 +89,10 @@ def test_sdpa_scale_is_sqrt_dk_not_dv():
     torch.testing.assert_close(w, torch.tensor([[p, 1 - p]], dtype=torch.float64), **TIGHT)
 
 
-def test_fused_attention_context_switches_to_plain_path():
+def test_declared_double_backward_switches_to_plain_path():
     q, k, v = randn(2, 4, 3, seed=1), randn(2, 5, 3, seed=2), randn(2, 5, 6, seed=3)
     ref, _ = naive_attention(q, k, v)
-    with fused_attention(False):
+    with kernels.differentiable(double_backward=True):
         torch.testing.assert_close(scaled_dot_product_attention(q, k, v), ref, **TIGHT)
     torch.testing.assert_close(scaled_dot_product_attention(q, k, v), ref, **TIGHT)
 
@@ -410,7 +410,7 @@ def test_vmap_grad_through_mha_with_plain_path():
         out, _ = functional_call(mha, ps, (x[None],))
         return out.pow(2).sum()
 
-    with fused_attention(False):
+    with kernels.differentiable(vmap=True):
         per_example = torch.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xs)
     for i in range(3):
         ps = {n: p.clone().requires_grad_() for n, p in params.items()}
@@ -503,3 +503,15 @@ def test_seed_attention_layer_signature_builds_the_same_module():
     x = torch.randn(2, 6, 12)
     torch.testing.assert_close(seed_layer(x)[0], mha(x)[0])
     assert (seed_layer.d_k, seed_layer.d_v, seed_layer.n_heads) == (3, 5, 4)
+
+
+def test_kernel_declarations_nest_by_union_and_restore():
+    assert kernels.fused_attention_allowed() and kernels.native_kernels_allowed()
+    with kernels.differentiable(double_backward=True):
+        assert not kernels.fused_attention_allowed() and kernels.native_kernels_allowed()
+        with kernels.differentiable():  # an inner block cannot drop an outer need
+            assert not kernels.fused_attention_allowed()
+        with kernels.differentiable(vmap=True):
+            assert not kernels.native_kernels_allowed()
+        assert kernels.native_kernels_allowed()
+    assert kernels.fused_attention_allowed() and kernels.native_kernels_allowed()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnmeta.kernels import native_kernels
+from attnmeta import kernels
 from attnmeta.models import Conv4
 from attnmeta.norm import BatchStatNorm2d
 from attnmeta.pooling import max_pool2d
@@ -46,7 +46,7 @@ def test_native_and_plain_batch_norm_agree_in_value_and_second_order():
     x = torch.randn(4, 3, 5, 5, dtype=torch.float64, requires_grad=True)
 
     def grad_of_grad(native: bool) -> tuple[torch.Tensor, ...]:
-        with native_kernels(native):
+        with kernels.differentiable(vmap=not native):  # vmap: the plain formula
             out = norm(x)
             (gx,) = torch.autograd.grad((out ** 3).sum(), x, create_graph=True)
             return (out, *torch.autograd.grad(gx.pow(2).sum(), [x, norm.weight]))
@@ -65,7 +65,7 @@ def test_conv4_block_equals_the_textbook_order():
     ])
     x = torch.randn(6, 1, 28, 28, dtype=torch.float64, requires_grad=True)
     ours = model(x)
-    with native_kernels(False):
+    with kernels.differentiable(vmap=True):  # stock kernels in the reference
         reference = textbook(x).flatten(1)
     torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
     weights = torch.randn_like(ours)

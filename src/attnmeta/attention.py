@@ -1,49 +1,29 @@
 """Scaled dot-product and multi-head attention, and a pre-norm transformer block.
 
 The fused kernel (``torch.nn.functional.scaled_dot_product_attention``) is used whenever
-the caller does not ask for the attention weights; the plain formula is kept beside it
-because the weights are what a user inspects to see *where* a meta-learner looks.
+the caller does not ask for the attention weights and the enclosing code has declared
+neither ``vmap`` nor a double backward (:func:`attnmeta.kernels.differentiable`); the
+plain formula is kept beside it because it has both, and because the weights are what a
+user inspects to see *where* a meta-learner looks.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnmeta.kernels import fused_attention_allowed
 from attnmeta.norm import LayerNorm
 
 __all__ = [
-    "fused_attention",
     "scaled_dot_product_attention",
     "MultiHeadAttention",
     "AttentionLayer",
     "TransformerBlock",
 ]
-
-
-# Per thread: worker threads of one meta-batch (train.workers) set it independently.
-_switch = threading.local()
-
-
-@contextmanager
-def fused_attention(enabled: bool) -> Iterator[None]:
-    """Allow (or forbid) the fused kernel inside this block.
-
-    PyTorch's fused CPU attention has no double backward and no ``vmap`` batching rule,
-    so second-order MAML and vmapped inner loops must run the plain formula; the
-    gradient-based learners switch it off around their inner loops with this.
-    """
-    previous, _switch.fused = getattr(_switch, "fused", True), enabled
-    try:
-        yield
-    finally:
-        _switch.fused = previous
 
 
 def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -74,8 +54,8 @@ def scaled_dot_product_attention(
             float mask (``-inf`` = drop).
         dropout_p: dropout on the attention weights (applied only if > 0).
         return_weights: also return the ``[..., L_q, L_k]`` weights that were applied.
-        fused: use PyTorch's fused kernel when the weights are not requested (and
-            :func:`fused_attention` has not switched it off).
+        fused: use PyTorch's fused kernel when the weights are not requested and the
+            enclosing code allows it (:func:`attnmeta.kernels.fused_attention_allowed`).
 
     Returns:
         ``out`` of shape ``[..., L_q, d_v]``, or ``(out, weights)``.
@@ -84,7 +64,7 @@ def scaled_dot_product_attention(
         raise ValueError(f"query dim {q.shape[-1]} != key dim {k.shape[-1]}: expected equal d_k")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"{k.shape[-2]} keys but {v.shape[-2]} values: expected equal lengths")
-    if fused and getattr(_switch, "fused", True) and not return_weights:
+    if fused and not return_weights and fused_attention_allowed():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])

@@ -5,8 +5,8 @@ batch-norm kernel gives meta-gradients off by 0.5% after 1 inner step and 15% af
 and the native layer-norm kernel off by ~1e-7 relative after 2 steps; the plain-op
 formulas here match a hand-unrolled ``torch.autograd.grad`` reference to round-off
 (``tests/learners/test_maml.py``). Outside ``vmap`` the native batch-norm kernel is exact
-and faster, so :class:`BatchStatNorm2d` uses it unless
-:func:`attnmeta.kernels.native_kernels` has switched it off.
+and faster, so :class:`BatchStatNorm2d` uses it unless the enclosing code has declared
+``vmap`` (:func:`attnmeta.kernels.differentiable`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.kernels import native_kernels_enabled
+from attnmeta.kernels import native_kernels_allowed
 
 __all__ = ["BatchStatNorm2d", "LayerNorm"]
 
@@ -35,7 +35,7 @@ class BatchStatNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` [N, C, H, W] -> [N, C, H, W]."""
-        if native_kernels_enabled():
+        if native_kernels_allowed():
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True,
                                 eps=self.eps)
         mean = x.mean(dim=(0, 2, 3), keepdim=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.kernels import native_kernels_enabled
+from attnmeta.kernels import native_kernels_allowed
 
 __all__ = ["max_pool2d", "MaxPool2d"]
 
@@ -47,9 +47,11 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
 
 def max_pool2d(x: Tensor, kernel_size: int, stride: int | None = None) -> Tensor:
     """``F.max_pool2d(x, kernel_size, stride)`` for ``x [N, C, H, W]``: same values, same
-    gradient (first maximum wins ties, as in PyTorch), faster forward on the CPU."""
+    gradient (first maximum wins ties, as in PyTorch), faster forward on the CPU. Where
+    the enclosing code declared ``vmap`` (:func:`attnmeta.kernels.differentiable`; the
+    autograd function has no batching rule) it is ``F.max_pool2d`` itself."""
     stride = kernel_size if stride is None else stride
-    if x.dim() != 4 or x.device.type != "cpu" or not native_kernels_enabled():
+    if x.dim() != 4 or x.device.type != "cpu" or not native_kernels_allowed():
         return F.max_pool2d(x, kernel_size, stride)
     return _ChannelsLastMaxPool.apply(x, [kernel_size] * 2, [stride] * 2)[0]
 

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from attnmeta.attention import fused_attention
-from attnmeta.kernels import native_kernels
+from attnmeta import kernels
 from attnmeta.learners import MAML
 from attnmeta.models import (MLP, BatchStatNorm2d, Conv4, MemoryAttentionRegressor,
                              VisionTransformer)
@@ -38,7 +37,7 @@ def reference_meta_gradient(model: nn.Module, batch: Episode, inner_lr: float, s
                             loss_fn, first_order: bool = False) -> list[torch.Tensor]:
     """Hand-unrolled MAML: ``torch.autograd.grad(create_graph=True)`` per task, no torch.func,
     batch norm and max-pool as plain formulas / PyTorch's stock kernel (not the fast ones)."""
-    with native_kernels(False):
+    with kernels.differentiable(vmap=True):  # no native kernel: the plain formulas
         return _reference_meta_gradient(model, batch, inner_lr, steps, loss_fn, first_order)
 
 
@@ -114,7 +113,7 @@ def test_second_order_through_attention_and_layernorm(strategy):
     model = MemoryAttentionRegressor(d_model=8, n_memory=4, n_heads=2).double()
     batch = regression_batch()
     learner = MAML(model, inner_lr=0.1, inner_steps=2, loss_fn=F.mse_loss, strategy=strategy)
-    with fused_attention(False):  # the fused CPU kernel has no double backward
+    with kernels.differentiable(double_backward=True):  # the reference differentiates twice
         expected = reference_meta_gradient(model, batch, 0.1, 2, F.mse_loss)
     assert_all_close(learner_meta_gradient(learner, batch), expected)
 
@@ -128,7 +127,7 @@ def test_second_order_through_vision_transformer(steps):
                               patch_size=8, depth=2, n_heads=2).double()
     batch = image_batch()
     learner = MAML(model, inner_lr=0.3, inner_steps=steps)
-    with fused_attention(False):
+    with kernels.differentiable(double_backward=True):
         expected = reference_meta_gradient(model, batch, 0.3, steps, F.cross_entropy)
         first = reference_meta_gradient(model, batch, 0.3, steps, F.cross_entropy,
                                         first_order=True)

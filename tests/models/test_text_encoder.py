@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnmeta.runs.config import DataConfig, ModelConfig
 from attnmeta.learners import MAML, ProtoNet
-from attnmeta.models.text import TextTransformer, text_encoder_from_config, trim_padding
+from attnmeta.models.hf import hf_text_encoder
+from attnmeta.models.text import TextTransformer, trim_padding
 from attnmeta.tasks.episode import Episode
 
 VOCAB = 50
@@ -88,12 +88,6 @@ def test_protonet_over_text_is_invariant_to_padding_width():
                                learner.predict(wide, labels, wide), rtol=0, atol=0)
 
 
-def test_unknown_text_backbone_is_named():
-    with pytest.raises(ValueError, match=r"model.backbone='conv4' cannot read text: expected "
-                                         r"one of text_transformer, hf"):
-        text_encoder_from_config(ModelConfig(), DataConfig(dataset="clinc150"), 0)
-
-
 # --------------------------------------------------------------------------- Hugging Face
 
 transformers = pytest.importorskip("transformers")
@@ -106,9 +100,7 @@ def offline(monkeypatch):
 
 
 def test_hf_tiny_bert_encodes_offline_with_gradients(offline):
-    model = text_encoder_from_config(ModelConfig(backbone="hf", hidden=16, depth=1, heads=2),
-                                     DataConfig(dataset="clinc150", vocab_size=VOCAB,
-                                                max_length=12), out_dim=0)
+    model = hf_text_encoder(VOCAB, max_length=12, out_dim=0, hidden=16, depth=1, heads=2)
     assert model.feature_dim == 16
     ids = sentences()
     out = model(ids)
@@ -133,15 +125,11 @@ def test_hf_local_pretrained_folder_loads_without_network(tmp_path, offline):
                                                 pad_token="[PAD]")
     fast.save_pretrained(tmp_path)
     tiny_bert(tokenizer.vocab_size, 16, 1, 2, 12).save_pretrained(tmp_path)
-    model = text_encoder_from_config(
-        ModelConfig(backbone="hf", hf_path=str(tmp_path)),
-        DataConfig(dataset="clinc150", max_length=12), out_dim=4)
+    model = hf_text_encoder(4000, max_length=12, out_dim=4, hf_path=str(tmp_path))
     ids = tokenizer.encode_batch(["check my balance", "a table"], 12)
     assert model(ids).shape == (2, 4)
     with pytest.raises(ValueError, match=r"data.max_length=40 exceeds the 12 positions"):
-        text_encoder_from_config(ModelConfig(backbone="hf", hf_path=str(tmp_path)),
-                                 DataConfig(dataset="clinc150", max_length=40), out_dim=0)
+        hf_text_encoder(4000, max_length=40, hf_path=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"model.hf_path='/no/such/model' is not a "
                                                 r"folder"):
-        text_encoder_from_config(ModelConfig(backbone="hf", hf_path="/no/such/model"),
-                                 DataConfig(dataset="clinc150"), out_dim=0)
+        hf_text_encoder(4000, max_length=48, hf_path="/no/such/model")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from attnmeta.attention import fused_attention
+from attnmeta import kernels
 from attnmeta.rl.advantages import policy_gradient_data
 from attnmeta.rl.maml_rl import PolicyGradientMAML, TaskBatch
 from attnmeta.rl.navigation import Navigation2D
@@ -79,7 +79,8 @@ def reference_meta_gradient(learner: PolicyGradientMAML, batch: TaskBatch, estim
     def loss(params, inputs, targets):
         return surrogate(functional_call(policy, dict(zip(names, params)), (inputs,)), targets)
 
-    with fused_attention(False):
+    # Post-update rollouts are vmapped over tasks; the meta-gradient differentiates twice.
+    with kernels.differentiable(vmap=True, double_backward=True):
         pre = sample_trajectories(family, policy, shared_forward(policy), batch.tasks,
                                   learner.episodes_per_task, generator)
         inputs, targets = data(pre)

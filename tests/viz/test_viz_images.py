@@ -20,9 +20,9 @@ def trained(tmp_path, learner_name, **model_fields):
     for key, value in model_fields.items():
         setattr(config.model, key, value)
     train_run(config, tmp_path / "run", progress=False)
-    config, learner, _ = load_run(tmp_path / "run")
-    episode = make_episodes(load_split(config, "test"), config.data.test, 1, seed=7)[0]
-    return learner, episode
+    run = load_run(tmp_path / "run")
+    episode = make_episodes(load_split(run.config, "test"), run.config.data.test, 1, seed=7)[0]
+    return run.learner, episode
 
 
 def test_matching_map_draws_the_weights_behind_the_prediction(tmp_path):

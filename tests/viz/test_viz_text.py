@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnmeta.runs.config import EpisodeConfig
 from attnmeta.learners import MatchingNet, ProtoNet
 from attnmeta.models.text import TextTransformer
 from attnmeta.tasks.text import LabelledTexts, tokenize_split
@@ -61,8 +60,8 @@ def test_protonet_has_no_sentence_attention_so_similarity_is_shown(episode_data)
 
 def test_write_text_attention_maps_draws_one_png_per_query(tmp_path, episode_data):
     split, tokenizer, encoder = episode_data
-    paths = write_text_attention_maps(MatchingNet(encoder), split, EpisodeConfig(3, 1, 2), 0,
-                                      tmp_path, tokenizer, queries=2)
+    paths = write_text_attention_maps(MatchingNet(encoder), split, 3, 1, 2, 0, tmp_path,
+                                      tokenizer, queries=2)
     assert [p.name for p in paths] == ["attention_text_q0.png", "attention_text_q1.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
 
@@ -70,3 +69,17 @@ def test_write_text_attention_maps_draws_one_png_per_query(tmp_path, episode_dat
 def test_a_learner_without_a_text_encoder_is_refused():
     with pytest.raises(ValueError, match=r"ProtoNet has no text encoder to draw"):
         learner_encoder(ProtoNet(torch.nn.Linear(2, 2)))
+
+
+def test_a_run_with_a_tokenizer_is_drawn_as_text(tmp_path, episode_data):
+    from types import SimpleNamespace
+
+    from attnmeta.viz import write_run_attention_maps
+
+    split, tokenizer, encoder = episode_data
+    shape = SimpleNamespace(n_way=2, k_shot=1, q_query=1)
+    run = SimpleNamespace(learner=MatchingNet(encoder), tokenizer=tokenizer,
+                          config=SimpleNamespace(data=SimpleNamespace(test=shape)),
+                          split=lambda name: split)
+    paths = write_run_attention_maps(run, "test", 0, tmp_path)
+    assert [p.name for p in paths] == ["attention_text_q0.png", "attention_text_q1.png"]

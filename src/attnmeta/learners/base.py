@@ -1,10 +1,11 @@
-"""What every meta-learner shares: the step interface the one training loop calls, and the
-functional inner loop (SGD on a parameter dict) that MAML and Reptile both use."""
+"""What every meta-learner shares: the step interface the one training loop calls, the
+capabilities a learner declares, and the functional inner loop (SGD on a parameter dict)
+that the gradient learners (:mod:`attnmeta.learners.gradient`) use."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +14,21 @@ from torch.func import functional_call
 
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "inner_sgd",
+__all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "class_count", "inner_sgd",
            "support_gradient", "query_metrics", "embed_episode"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def class_count(labels: Tensor) -> int:
+    """Number of classes ``N`` of an episode whose labels ``[..., S]`` are ``0 … N-1``
+    (every N-way episode of :mod:`attnmeta.tasks`); reads one value back from the device.
+
+    The largest label, not the distinct count: an episode is relabelled ``0 … N-1``, and a
+    one-hot of width ``max + 1`` is what indexing by label needs.
+    """
+    return int(labels.max()) + 1
 
 
 @dataclass
@@ -43,7 +54,28 @@ class MetaLearner(nn.Module):
     returns a :class:`StepOutput` whose ``loss`` the optimiser minimises over
     ``learner.parameters()``. ``predict(support_x, support_y, query_x)`` takes one task and
     returns its query predictions (logits or regression outputs).
+
+    Capabilities, declared per class so that run code asks instead of testing classes:
+
+    Attributes:
+        adapts_by_gradient: the learner adapts to a task by gradient steps on its support
+            set (:class:`~attnmeta.learners.gradient.GradientLearner`: MAML, Reptile); its
+            ``predict`` then takes ``steps`` and defaults to its ``eval_steps``. False: it
+            adapts in one forward pass over the episode (ProtoNets, Matching Networks, FEAT,
+            the in-context learners).
+        needs_head: the learner predicts with a classification head of ``n_way`` outputs
+            built into its model, so the backbone must be built with ``out_dim = n_way`` and
+            the test episodes must have the training ``n_way`` (MAML, Reptile). False: the
+            backbone returns features and any ``n_way`` works.
+        display_name: how figures and reports name the learner.
+
+    A learner that can show where it looks overrides :meth:`attention_maps` (and
+    :meth:`attention_map_names`).
     """
+
+    adapts_by_gradient: ClassVar[bool] = False
+    needs_head: ClassVar[bool] = False
+    display_name: ClassVar[str] = "meta-learner"
 
     def training_step(self, batch: Episode) -> StepOutput:
         raise NotImplementedError
@@ -57,6 +89,24 @@ class MetaLearner(nn.Module):
             self.predict(task.support_x, task.support_y, task.query_x, **kwargs)
             for task in (batch.task(i) for i in range(batch.num_tasks))
         ])
+
+    def attention_map_names(self) -> tuple[str, ...]:
+        """The keys :meth:`attention_maps` returns for this learner; ``()`` if it has none."""
+        return ()
+
+    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       steps: int | None = None) -> dict[str, Tensor]:
+        """The attention weights this learner computes when it predicts one task
+        (``support_x [S, ...]``, ``support_y [S]``, ``query_x [Q, ...]``, no task dim).
+
+        Keys, by learner: ``"query_support"`` ``[Q, S]`` (Matching Networks, the in-context
+        classifier), ``"prototypes"`` ``[H, N, N]`` (FEAT), ``"patch_attention"``
+        ``[Q, g, g]`` (MAML / Reptile over a vision transformer, at the parameters adapted
+        by ``steps`` inner steps, default ``eval_steps``). No gradient is recorded.
+        """
+        raise ValueError(f"{type(self).__name__} has no attention to draw: expected "
+                         "MatchingNet, FEAT, InContextClassifier, or MAML/Reptile over a "
+                         "vision transformer (model.backbone=vit)")
 
 
 class EpisodeLearner(MetaLearner):

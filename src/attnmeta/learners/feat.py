@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.attention import MultiHeadAttention
-from attnmeta.learners.base import EpisodeLearner, StepOutput, embed_episode, query_metrics
+from attnmeta.learners.base import (EpisodeLearner, StepOutput, class_count, embed_episode,
+                                    query_metrics)
 from attnmeta.learners.protonet import prototype_logits, prototypes
 from attnmeta.norm import LayerNorm
 from attnmeta.tasks.episode import Episode
@@ -52,6 +55,8 @@ class FEAT(EpisodeLearner):
         balance: weight of the regulariser (0 turns it off).
     """
 
+    display_name: ClassVar[str] = "FEAT"
+
     def __init__(self, encoder: nn.Module, feature_dim: int, n_heads: int = 1,
                  dropout: float = 0.5, temperature: float = 1.0, aux_temperature: float = 1.0,
                  balance: float = 0.1) -> None:
@@ -66,7 +71,7 @@ class FEAT(EpisodeLearner):
         return self.set_to_set(prototypes(support_z, support_y, n_way), need_weights)
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        n_way = int(support_y.max()) + 1
+        n_way = class_count(support_y)
         support_z, query_z = embed_episode(self.encoder, support_x, query_x)
         return self._logits(support_z, support_y, query_z, n_way)
 
@@ -88,7 +93,7 @@ class FEAT(EpisodeLearner):
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
     def training_step(self, batch: Episode) -> StepOutput:
-        n_way = int(batch.support_y.max()) + 1
+        n_way = class_count(batch.support_y)
         support_z, query_z = embed_episode(self.encoder, batch.support_x, batch.query_x)
         logits = self._logits(support_z, batch.support_y, query_z, n_way)
         main_loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
@@ -101,3 +106,18 @@ class FEAT(EpisodeLearner):
             loss = main_loss + self.balance * aux_loss
             metrics["contrastive_loss"] = aux_loss.detach().item()
         return StepOutput(loss, metrics)
+
+    def attention_map_names(self) -> tuple[str, ...]:
+        return ("prototypes",)
+
+    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       steps: int | None = None) -> dict[str, Tensor]:
+        """``{"prototypes": [H, N, N]}``: each prototype's attention over the task's
+        prototypes in the set-to-set transformer (one task, no task dim; ``steps`` is
+        ignored: no inner loop)."""
+        with torch.no_grad():
+            # Support and query in one encoder call, as in `logits` (batch statistics).
+            support_z, _ = embed_episode(self.encoder, support_x[None], query_x[None])
+            _, weights = self.adapted_prototypes(support_z, support_y[None],
+                                                 class_count(support_y), need_weights=True)
+        return {"prototypes": weights[0]}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.attention import TransformerBlock
-from attnmeta.learners.base import EpisodeLearner, embed_episode
+from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
 from attnmeta.learners.protonet import prototype_logits, prototypes
 from attnmeta.norm import LayerNorm
 
@@ -24,6 +24,8 @@ class InContextLearner(EpisodeLearner):
     the query attends over the support set. ``model`` takes batched tasks
     (``[T, S, ...]``, ``[T, S, ...]``, ``[T, Q, ...]``) and returns ``[T, Q, ...]``.
     """
+
+    display_name: ClassVar[str] = "In-context learner"
 
     def __init__(self, model: nn.Module,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] = F.mse_loss) -> None:
@@ -73,6 +75,8 @@ class InContextClassifier(EpisodeLearner):
         dropout: inside the transformer blocks.
     """
 
+    display_name: ClassVar[str] = "In-context learner"
+
     def __init__(self, encoder: nn.Module, feature_dim: int, d_model: int = 128,
                  depth: int = 2, n_heads: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
@@ -89,7 +93,7 @@ class InContextClassifier(EpisodeLearner):
         """Output tokens of the support set ``[T, S, d]`` and queries ``[T, Q, d]``, and each
         block's attention ``[T, H, S+Q, S+Q]`` (``None`` unless ``need_weights``)."""
         support_z, query_z = embed_episode(self.encoder, support_x, query_x)
-        n_way = int(support_y.max()) + 1
+        n_way = class_count(support_y)
         labels = self.label_embedding(prototypes(support_z, support_y, n_way))  # [T, N, D]
         support_labels = torch.gather(
             labels, 1, support_y[..., None].expand(-1, -1, labels.shape[-1]))
@@ -110,7 +114,7 @@ class InContextClassifier(EpisodeLearner):
         """``[T, Q, N]``: negative squared distances to the class means of the support
         outputs."""
         support_out, query_out, _ = self.read_episode(support_x, support_y, query_x)
-        centres = prototypes(support_out, support_y, int(support_y.max()) + 1)
+        centres = prototypes(support_out, support_y, class_count(support_y))
         return prototype_logits(query_out, centres)
 
     def attention(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
@@ -119,3 +123,14 @@ class InContextClassifier(EpisodeLearner):
         n_support = support_x.shape[1]
         _, _, weights = self.read_episode(support_x, support_y, query_x, need_weights=True)
         return weights[-1].mean(1)[:, n_support:, :n_support]
+
+    def attention_map_names(self) -> tuple[str, ...]:
+        return ("query_support",)
+
+    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       steps: int | None = None) -> dict[str, Tensor]:
+        """``{"query_support": [Q, S]}``: :meth:`attention` of one task (no task dim;
+        ``steps`` is ignored: no inner loop)."""
+        with torch.no_grad():
+            return {"query_support": self.attention(support_x[None], support_y[None],
+                                                    query_x[None])[0]}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import EpisodeLearner, embed_episode
+from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
 
 __all__ = ["MatchingNet", "FullContextEmbedding", "matching_attention"]
 
@@ -70,6 +72,8 @@ class MatchingNet(EpisodeLearner):
     the cosine similarities (with raw cosines in [-1, 1] the softmax is nearly uniform).
     """
 
+    display_name: ClassVar[str] = "Matching Networks"
+
     def __init__(self, encoder: nn.Module, scale: float = 10.0, fce: bool = False,
                  feature_dim: int | None = None, fce_steps: int = 5) -> None:
         super().__init__()
@@ -89,7 +93,17 @@ class MatchingNet(EpisodeLearner):
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """``log P(y | x̂, S)`` as ``[T, Q, N]``."""
-        n_way = int(support_y.max()) + 1
+        n_way = class_count(support_y)
         weights = self.attention(support_x, query_x)
         probabilities = weights @ F.one_hot(support_y, n_way).to(weights.dtype)
         return torch.log(probabilities.clamp_min(torch.finfo(weights.dtype).tiny))
+
+    def attention_map_names(self) -> tuple[str, ...]:
+        return ("query_support",)
+
+    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       steps: int | None = None) -> dict[str, Tensor]:
+        """``{"query_support": [Q, S]}``: the weights ``a(x̂, x_i)`` behind the prediction
+        (one task, no task dim; ``steps`` is ignored: no inner loop)."""
+        with torch.no_grad():
+            return {"query_support": self.attention(support_x[None], query_x[None])[0]}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import EpisodeLearner, embed_episode
+from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
 
 __all__ = ["ProtoNet", "prototypes", "prototype_logits"]
 
@@ -35,6 +35,8 @@ class ProtoNet(EpisodeLearner):
     embeddings; logits are negative squared Euclidean distances to the prototypes.
     """
 
+    display_name: ClassVar[str] = "Prototypical Networks"
+
     def __init__(self, encoder: nn.Module,
                  distance: Literal["sqeuclidean", "cosine"] = "sqeuclidean") -> None:
         super().__init__()
@@ -45,6 +47,6 @@ class ProtoNet(EpisodeLearner):
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """Query logits ``[T, Q, N]`` for a batch (``[T, S, ...]`` inputs) of episodes."""
-        n_way = int(support_y.max()) + 1
+        n_way = class_count(support_y)
         support_z, query_z = embed_episode(self.encoder, support_x, query_x)
         return prototype_logits(query_z, prototypes(support_z, support_y, n_way), self.distance)

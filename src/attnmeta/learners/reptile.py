@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from attnmeta.learners.base import Params, StepOutput, query_metrics, support_gradient
-from attnmeta.learners.maml import MAML
+from attnmeta.learners.gradient import GradientLearner
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["Reptile", "inner_adam"]
@@ -36,7 +36,7 @@ def inner_adam(grad_fn: Callable[[Params], Params], params: Params, lr: float, s
     return params
 
 
-class Reptile(MAML):
+class Reptile(GradientLearner):
     """Reptile (Nichol, Achiam & Schulman, 2018, "On First-Order Meta-Learning Algorithms").
 
     Each task adapts θ by ``inner_steps`` of SGD (or Adam with β1 = 0, as in the paper's
@@ -44,9 +44,15 @@ class Reptile(MAML):
     θ ← θ + ε (mean_t φ_t − θ). The training step returns the surrogate loss
     ½ Σ ‖θ − stopgrad(mean_t φ_t)‖², whose gradient is exactly θ − mean φ, so the shared
     training loop with ``SGD(lr=ε)`` performs the Reptile update (and Adam, as in the
-    paper's few-shot experiments, uses it as its gradient). Evaluation is MAML's: adapt
-    on the support set, predict the query set.
+    paper's few-shot experiments, uses it as its gradient). Evaluation is
+    :class:`GradientLearner`'s: adapt on the support set (the same inner optimiser),
+    predict the query set.
+
+    Kernels: Reptile is first order and adapts task by task, outside ``vmap``, so it needs
+    no declaration (:mod:`attnmeta.kernels`): every fast kernel is exact here.
     """
+
+    display_name: ClassVar[str] = "Reptile"
 
     def __init__(
         self,
@@ -55,21 +61,19 @@ class Reptile(MAML):
         inner_steps: int = 5,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
         inner_optimizer: str = "sgd",
+        eval_steps: int | None = None,
     ) -> None:
         if inner_optimizer not in ("sgd", "adam"):
             raise ValueError(f"inner_optimizer={inner_optimizer!r}: expected 'sgd' or 'adam'")
-        super().__init__(model, inner_lr, inner_steps, first_order=True, loss_fn=loss_fn)
+        super().__init__(model, inner_lr, inner_steps, loss_fn, eval_steps=eval_steps)
         self.inner_optimizer = inner_optimizer
 
-    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Params:
+    def _descend(self, params: Params, frozen: dict[str, Tensor], support_x: Tensor,
+                 support_y: Tensor, steps: int) -> Params:
         if self.inner_optimizer == "sgd":
-            return super().adapt(support_x, support_y, steps)
-        params, frozen = self._split_params()
-        params = {n: p.detach() for n, p in params.items()}
-        frozen = {n: t.detach() for n, t in frozen.items()}
+            return super()._descend(params, frozen, support_x, support_y, steps)
         grad_fn = support_gradient(self.model, frozen, support_x, support_y, self.loss_fn)
-        steps = self.inner_steps if steps is None else steps
-        return {**frozen, **inner_adam(grad_fn, params, self.inner_lr, steps)}
+        return inner_adam(grad_fn, params, self.inner_lr, steps)
 
     def training_step(self, batch: Episode) -> StepOutput:
         adapted, predictions = [], []

@@ -14,16 +14,12 @@ double backward works and the attention weights can be drawn.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from attnmeta.models.text import masked_mean, token_mask, trim_padding
+from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 
-if TYPE_CHECKING:
-    from attnmeta.runs.config import DataConfig, ModelConfig
-
-__all__ = ["HFTextEncoder", "tiny_bert", "hf_encoder_from_config"]
+__all__ = ["HFTextEncoder", "tiny_bert", "hf_text_encoder"]
 
 
 def _transformers():
@@ -81,26 +77,29 @@ def tiny_bert(vocab_size: int, hidden: int, depth: int, heads: int, max_length: 
                                               add_pooling_layer=False)
 
 
-def hf_encoder_from_config(model: "ModelConfig", data: "DataConfig", out_dim: int
-                           ) -> HFTextEncoder:
-    """``model.hf_path`` set: that local pretrained model (its tokenizer's padding id);
-    unset: :func:`tiny_bert` sized by the config, padding id 0 (the run's BPE tokenizer)."""
-    if model.hf_path:
+def hf_text_encoder(vocab_size: int, max_length: int, out_dim: int = 0,
+                    hf_path: str | None = None, hidden: int = 128, depth: int = 2,
+                    heads: int = 4, dropout: float = 0.0) -> HFTextEncoder:
+    """``hf_path`` set (``model.hf_path``): that local pretrained model with its tokenizer's
+    padding id, refused if it has fewer than ``max_length`` (``data.max_length``) positions;
+    unset: :func:`tiny_bert` of ``vocab_size`` ids sized by ``hidden / depth / heads``,
+    padding id 0 (the run's BPE tokenizer)."""
+    if hf_path:
         from attnmeta.tokenizer import tokenizer_from_pretrained
 
-        tokenizer = tokenizer_from_pretrained(model.hf_path)  # also checks the folder exists
+        tokenizer = tokenizer_from_pretrained(hf_path)  # also checks the folder exists
         transformers = _transformers()
         try:
             encoder = transformers.AutoModel.from_pretrained(
-                model.hf_path, local_files_only=True, attn_implementation="eager")
+                hf_path, local_files_only=True, attn_implementation="eager")
         except OSError as error:
-            raise ValueError(f"model.hf_path={model.hf_path!r}: cannot load a model from it "
+            raise ValueError(f"model.hf_path={hf_path!r}: cannot load a model from it "
                              f"({str(error).splitlines()[0]})") from None
-        if data.max_length > encoder.config.max_position_embeddings:
-            raise ValueError(f"data.max_length={data.max_length} exceeds the "
+        if max_length > encoder.config.max_position_embeddings:
+            raise ValueError(f"data.max_length={max_length} exceeds the "
                              f"{encoder.config.max_position_embeddings} positions of "
-                             f"{model.hf_path}: expected at most that")
+                             f"{hf_path}: expected at most that")
         return HFTextEncoder(encoder, tokenizer.pad_id, out_dim)
-    return HFTextEncoder(tiny_bert(data.vocab_size, model.hidden, model.depth, model.heads,
-                                   data.max_length, pad_id=0, dropout=model.dropout),
+    return HFTextEncoder(tiny_bert(vocab_size, hidden, depth, heads, max_length, pad_id=0,
+                                   dropout=dropout),
                          pad_id=0, out_dim=out_dim)

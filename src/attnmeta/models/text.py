@@ -12,61 +12,25 @@ average) and the encoder starts from random weights; the mean gives every token 
 gradient path to the episode loss, and mean pooling beat ``[CLS]`` for sentence embeddings
 in Reimers & Gurevych (EMNLP 2019, Sentence-BERT).
 
-LayerNorm is the plain-op :class:`attnmeta.norm.LayerNorm` and the attention falls back to
-the written formula when MAML asks (no fused kernel under double backward), so MAML and
-Reptile can adapt this encoder second order through ``torch.func``.
+LayerNorm is the plain-op :class:`attnmeta.norm.LayerNorm` and the attention runs the
+written formula wherever second-order MAML declares its double backward
+(:func:`attnmeta.kernels.differentiable`), so MAML and Reptile can adapt this encoder
+second order through ``torch.func``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from attnmeta.attention import TransformerBlock
+from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 from attnmeta.norm import LayerNorm
 
-if TYPE_CHECKING:
-    from attnmeta.runs.config import DataConfig, ModelConfig
+__all__ = ["TextTransformer", "trim_padding", "token_mask", "masked_mean"]
 
-__all__ = ["TextTransformer", "trim_padding", "token_mask", "masked_mean", "TEXT_BACKBONES",
-           "text_encoder_from_config"]
-
-TEXT_BACKBONES: tuple[str, ...] = ("text_transformer", "hf")
-
-
-def _under_vmap(tensor: Tensor) -> bool:
-    return torch._C._functorch.is_batchedtensor(tensor)
-
-
-def trim_padding(token_ids: Tensor, pad_id: int) -> Tensor:
-    """``token_ids [B, L]`` cut to ``[B, L']``, ``L'`` the longest sentence's length.
-
-    Sentences are left-aligned (padding only at the end), so no token is lost. Inside
-    ``torch.vmap`` (a data-dependent length cannot be batched) the ids come back whole.
-    """
-    if _under_vmap(token_ids) or token_ids.shape[-1] == 0:
-        return token_ids
-    used = (token_ids != pad_id).any(dim=0).nonzero()
-    length = int(used.max()) + 1 if used.numel() else 1
-    return token_ids[..., :length]
-
-
-def token_mask(token_ids: Tensor, pad_id: int) -> Tensor:
-    """Boolean ``[B, L]``, True at real tokens. A sentence with no token keeps position 0,
-    so no attention row is empty and its pooled vector is that position's output."""
-    mask = token_ids != pad_id
-    first = torch.zeros_like(mask)
-    first[..., 0] = True
-    return mask | (first & ~mask.any(dim=-1, keepdim=True))
-
-
-def masked_mean(states: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``states [B, L, D]`` over the positions where ``mask [B, L]`` is True."""
-    weights = mask.to(states.dtype).unsqueeze(-1)
-    return (states * weights).sum(dim=-2) / weights.sum(dim=-2).clamp_min(1.0)
 
 
 class TextTransformer(nn.Module):
@@ -131,19 +95,3 @@ class TextTransformer(nn.Module):
         states, keep, weights = self.token_states(token_ids, need_weights)
         out = self.head(masked_mean(states, keep))
         return (out, weights) if need_weights else out
-
-
-def text_encoder_from_config(model: "ModelConfig", data: "DataConfig", out_dim: int
-                             ) -> nn.Module:
-    """The text encoder named by ``model.backbone``: ``text_transformer`` (this module) or
-    ``hf`` (:mod:`attnmeta.models.hf`), with ``data.vocab_size`` ids and
-    ``data.max_length`` positions."""
-    if model.backbone == "text_transformer":
-        return TextTransformer(data.vocab_size, out_dim, model.hidden, model.depth, model.heads,
-                               data.max_length, pad_id=0, dropout=model.dropout)
-    if model.backbone == "hf":
-        from attnmeta.models.hf import hf_encoder_from_config
-
-        return hf_encoder_from_config(model, data, out_dim)
-    raise ValueError(f"model.backbone={model.backbone!r} cannot read text: expected one of "
-                     f"{', '.join(TEXT_BACKBONES)} for data.dataset={data.dataset!r}")

@@ -5,11 +5,13 @@ vectors with a learned ``[CLS]`` token, and :class:`VisionTransformer`, the same
 non-overlapping patches of an image (Dosovitskiy et al., ICLR 2021). Both are plain
 ``nn.Module`` s with no in-place state, so MAML and Reptile adapt them through
 ``torch.func.functional_call``, second order included: LayerNorm is the plain-op
-:class:`attnmeta.norm.LayerNorm` (exact meta-gradients) and MAML switches the fused
-attention kernel off (it has no double backward).
+:class:`attnmeta.norm.LayerNorm` (exact meta-gradients) and second-order MAML declares its
+double backward (:func:`attnmeta.kernels.differentiable`), so the attention runs the plain
+formula there instead of the fused kernel (which has none).
 
-``forward(x, need_weights=True)`` also returns every block's attention weights, which
-:mod:`attnmeta.viz` draws as a patch-attention overlay.
+``forward(x, need_weights=True)`` also returns every block's attention weights;
+:meth:`VisionTransformer.patch_attention` turns them into the ``[CLS]``-over-patches maps
+that the gradient learners' ``attention_maps`` return and :mod:`attnmeta.viz` draws.
 """
 
 from __future__ import annotations
@@ -98,3 +100,10 @@ class VisionTransformer(nn.Module):
                 ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """See :meth:`SequenceTransformer.forward`; attention is over ``[CLS]`` + patches."""
         return self.encoder(patchify(x, self.patch_size), need_weights=need_weights)
+
+    def patch_attention(self, weights: list[Tensor]) -> Tensor:
+        """The last block's ``[CLS]`` attention over the patches, heads averaged, as
+        ``[N, g, g]`` (``g × g`` patches, row-major), from ``forward(x, need_weights=True)``'s
+        weights (each ``[N, n_heads, 1 + g², 1 + g²]``)."""
+        cls_to_patches = weights[-1].mean(1)[:, 0, 1:]  # [N, g*g]: [CLS] row, patch columns
+        return cls_to_patches.reshape(-1, self.grid, self.grid)

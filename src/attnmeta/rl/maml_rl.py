@@ -1,13 +1,17 @@
 """MAML for policies (Finn, Abbeel & Levine, ICML 2017, §3.2 and §5.3,
-https://arxiv.org/abs/1703.03400), built on the core MAML.
+https://arxiv.org/abs/1703.03400), built on the core gradient learner.
 
-:class:`PolicyGradientMAML` *is* :class:`attnmeta.learners.MAML` with a policy as the
-model and :class:`~attnmeta.rl.advantages.PolicyGradientLoss` as ``loss_fn``: a task's
-"support set" is ``(tokens, [action, advantage, alive])`` of trajectories sampled with the
-pre-update policy, and the inner step is the core :func:`attnmeta.learners.base.inner_sgd`
-on that surrogate: one vanilla policy-gradient step, ``θ' = θ + α ∇̂J(θ)``, differentiable by
-the outer backward (second order) unless ``first_order``. What RL adds is only the data:
-the query set has to be sampled *after* adapting, with the adapted policy.
+:class:`PolicyGradientMAML` is MAML's meta-objective on
+:class:`attnmeta.learners.GradientLearner` with a policy as the model and
+:class:`~attnmeta.rl.advantages.PolicyGradientLoss` as ``loss_fn``: a task's "support set"
+is ``(tokens, [action, advantage, alive])`` of trajectories sampled with the pre-update
+policy, and the inner step is the core :func:`attnmeta.learners.base.inner_sgd` on that
+surrogate: one vanilla policy-gradient step, ``θ' = θ + α ∇̂J(θ)``, differentiable by the
+outer backward (second order) unless ``first_order``. What RL adds is only the data: the
+query set has to be sampled *after* adapting, with the adapted policy. (It shares
+parameter split, step sizes and ``adapt`` with :class:`attnmeta.learners.MAML` through
+their base, not MAML itself: MAML's own methods compute the meta-loss of an
+:class:`~attnmeta.tasks.Episode` batch, which a batch of RL tasks is not.)
 
 One meta-iteration, for a batch of tasks:
 
@@ -46,15 +50,15 @@ with no gradient step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from attnmeta.attention import fused_attention
+from attnmeta import kernels
 from attnmeta.learners.base import Params, StepOutput, inner_sgd
-from attnmeta.learners.maml import MAML
+from attnmeta.learners.gradient import GradientLearner
 from attnmeta.rl.advantages import PolicyGradientLoss, policy_gradient_data
 from attnmeta.rl.rollout import Trajectories, per_task_forward, sample_trajectories, shared_forward
 from attnmeta.rl.task_family import TaskFamily
@@ -79,8 +83,12 @@ class TaskBatch:
         return TaskBatch(self.tasks[start:stop], self.seed + start)
 
 
-class PolicyGradientMAML(MAML):
+class PolicyGradientMAML(GradientLearner):
     """MAML with policy-gradient inner steps (see the module docstring).
+
+    Kernels (:mod:`attnmeta.kernels`): rollouts with per-task parameters run under
+    ``torch.vmap`` and declare it (:meth:`sample`); the meta-training step declares its
+    double backward unless ``first_order``.
 
     Args:
         policy: an :mod:`attnmeta.rl.policies` policy (``tokens`` -> distribution outputs).
@@ -96,12 +104,17 @@ class PolicyGradientMAML(MAML):
         estimator: inner surrogate, ``"lvc"`` or ``"vpg"`` (see :class:`PolicyGradientLoss`).
     """
 
+    # A policy's outputs parameterise an action distribution, not n_way class logits.
+    needs_head: ClassVar[bool] = False
+    display_name: ClassVar[str] = "MAML (policy gradient)"
+
     def __init__(self, policy: torch.nn.Module, family: TaskFamily, inner_lr: float = 0.1,
                  inner_steps: int = 1, first_order: bool = False, episodes_per_task: int = 20,
                  trial_episodes: int = 1, gamma: float = 0.99, baseline: str = "linear",
                  normalize_advantages: bool = True, estimator: str = "lvc") -> None:
-        super().__init__(policy, inner_lr, inner_steps, first_order,
+        super().__init__(policy, inner_lr, inner_steps,
                          loss_fn=PolicyGradientLoss(policy.distribution, estimator))
+        self.first_order = first_order
         if episodes_per_task < 1 or trial_episodes < 1:
             raise ValueError(f"episodes_per_task={episodes_per_task}, trial_episodes="
                              f"{trial_episodes}: expected >= 1")
@@ -118,7 +131,8 @@ class PolicyGradientMAML(MAML):
     def sample(self, tasks: Tensor, generator: torch.Generator,
                task_params: Sequence[Params] | None = None, episodes: int | None = None,
                trial_episodes: int | None = None) -> Trajectories:
-        """Trajectories of every task, with the meta-parameters or ``task_params[t]``."""
+        """Trajectories of every task, with the meta-parameters or ``task_params[t]``
+        (then the policy runs under ``torch.vmap`` over tasks)."""
         if task_params is None:
             forward = shared_forward(self.model)
         else:
@@ -127,9 +141,10 @@ class PolicyGradientMAML(MAML):
                        for name in task_params[0]}
             forward = per_task_forward(self.model, stacked,
                                        {n: t.detach() for n, t in frozen.items()})
-        return sample_trajectories(self.family, self.model, forward, tasks,
-                                   episodes or self.episodes_per_task, generator,
-                                   trial_episodes or self.trial_episodes)
+        with kernels.differentiable(vmap=task_params is not None):
+            return sample_trajectories(self.family, self.model, forward, tasks,
+                                       episodes or self.episodes_per_task, generator,
+                                       trial_episodes or self.trial_episodes)
 
     def policy_gradient_data(self, trajectories: Trajectories) -> tuple[Tensor, Tensor]:
         """(inputs ``[T, E, L, F]``, targets ``[T, E, L, C + 2]``) for ``self.loss_fn``."""
@@ -150,9 +165,9 @@ class PolicyGradientMAML(MAML):
         generator = torch.Generator().manual_seed(batch.seed)
         params, frozen = self._split_params()
         lrs = self._step_sizes()
-        # Plain attention throughout: the fused kernel has neither a double backward nor
-        # a vmap rule (per-task rollouts are vmapped).
-        with fused_attention(False):
+        # Second order differentiates the inner policy-gradient steps (`sample` declares the
+        # vmap of the per-task rollouts itself).
+        with kernels.differentiable(double_backward=not self.first_order):
             trajectories = self.sample(batch.tasks, generator)
             before = trajectories.episode_returns().mean().item()
             task_params: list[Params] = [params] * batch.tasks.shape[0]
@@ -190,7 +205,7 @@ class PolicyGradientMAML(MAML):
         params = {n: p.detach() for n, p in params.items()}
         frozen = {n: t.detach() for n, t in frozen.items()}
         task_params: list[Params] = [params] * tasks.shape[0]
-        with fused_attention(False), torch.no_grad():
+        with torch.no_grad():  # first order; `sample` declares its vmap
             trajectories = self.sample(tasks, generator, None, episodes, 1)
             curve = [trajectories.episode_returns().mean((1, 2))]
             for step_size in step_sizes:
@@ -205,6 +220,6 @@ class PolicyGradientMAML(MAML):
                       generator: torch.Generator) -> Tensor:
         """In-context adaptation: mean return of the 1st … Nth episode of a trial whose
         history is carried across episodes, ``[T, trial_episodes]``; no gradient step."""
-        with fused_attention(False), torch.no_grad():
+        with torch.no_grad():
             trajectories = self.sample(tasks, generator, None, episodes, trial_episodes)
         return trajectories.episode_returns().mean(1)

@@ -108,7 +108,12 @@ def sample_trajectories(family: TaskFamily, policy: nn.Module, forward: PolicyFo
                                   alive.to(dtype))
             shifted = torch.cat([history[:, :, 1:], token[:, :, None]], dim=2)
             history = torch.where(alive[..., None, None], shifted, history)
-            action = distribution.sample(forward(history), generator)
+            outputs = forward(history)
+            if not bool(torch.isfinite(outputs).all()):
+                raise FloatingPointError(
+                    "the policy's outputs are not finite: expected finite weights (lower "
+                    "learner.inner_lr or train.lr, or set train.grad_clip)")
+            action = distribution.sample(outputs, generator)
             next_observation, reward, terminated = env.step(to_env_action(family, action))
             reward = reward.to(dtype) * alive
             for key, value in (("observations", observation), ("tokens", token),

@@ -19,14 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor
-from torch.func import functional_call
 
-from attnmeta.learners import FEAT, MAML, InContextClassifier, MatchingNet, MetaLearner
-from attnmeta.learners.base import embed_episode
-from attnmeta.models.vit import VisionTransformer
+from attnmeta.learners import MetaLearner, class_count
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["episode_attention", "plot_query_support_attention", "plot_prototype_attention",
@@ -35,38 +31,17 @@ __all__ = ["episode_attention", "plot_query_support_attention", "plot_prototype_
 
 def episode_attention(learner: MetaLearner, episode: Episode, steps: int | None = None
                       ) -> dict[str, Tensor]:
-    """The attention weights ``learner`` uses on one episode (no task dimension); ``steps``:
-    inner steps for MAML / Reptile (default: their training ``inner_steps``).
+    """The attention weights ``learner`` uses on one episode (no task dimension):
+    :meth:`MetaLearner.attention_maps` in eval mode. ``steps``: inner steps of a gradient
+    learner (default: its ``eval_steps``).
 
     Returns ``{"query_support": [Q, S]}`` for Matching Networks and the in-context
     classifier, ``{"prototypes": [H, N, N]}`` for FEAT and ``{"patch_attention": [Q, g, g]}``
-    (``g × g`` patches) for MAML / Reptile over a :class:`VisionTransformer`.
+    (``g × g`` patches) for MAML / Reptile over a vision transformer; raises ``ValueError``
+    for a learner without attention.
     """
-    support_x, support_y, query_x = (episode.support_x[None], episode.support_y[None],
-                                     episode.query_x[None])
     learner.eval()
-    with torch.no_grad():
-        if isinstance(learner, MatchingNet):
-            return {"query_support": learner.attention(support_x, query_x)[0]}
-        if isinstance(learner, InContextClassifier):
-            return {"query_support": learner.attention(support_x, support_y, query_x)[0]}
-        if isinstance(learner, FEAT):
-            support_z, _ = embed_episode(learner.encoder, support_x, query_x)
-            n_way = int(support_y.max()) + 1
-            _, weights = learner.adapted_prototypes(support_z, support_y, n_way, need_weights=True)
-            return {"prototypes": weights[0]}
-    if isinstance(learner, MAML) and isinstance(learner.model, VisionTransformer):
-        # The adapted model is the one that predicts, so its attention is the one to draw.
-        adapted = learner.adapt(episode.support_x, episode.support_y, steps)
-        with torch.no_grad():
-            _, weights = functional_call(learner.model, adapted, (episode.query_x,),
-                                         {"need_weights": True})
-        grid = learner.model.grid
-        cls_to_patches = weights[-1].mean(1)[:, 0, 1:]  # [Q, g*g]: [CLS] row, patch columns
-        return {"patch_attention": cls_to_patches.reshape(-1, grid, grid)}
-    raise ValueError(f"{type(learner).__name__} has no attention to draw: expected "
-                     "MatchingNet, FEAT, InContextClassifier, or MAML/Reptile over a "
-                     "vision transformer (model.backbone=vit)")
+    return learner.attention_maps(episode.support_x, episode.support_y, episode.query_x, steps)
 
 
 def _thumbnail(ax, image: Tensor) -> None:
@@ -77,7 +52,7 @@ def _thumbnail(ax, image: Tensor) -> None:
 
 def shown_queries(query_y: Tensor, max_queries: int) -> list[int]:
     """Up to ``max_queries`` query indices, spread evenly over the classes."""
-    n_way = int(query_y.max()) + 1
+    n_way = class_count(query_y)
     per_class = max(1, max_queries // n_way)
     return [int(i) for c in range(n_way) for i in (query_y == c).nonzero()[:per_class, 0]]
 
@@ -152,10 +127,9 @@ def write_attention_maps(learner: MetaLearner, episode: Episode, out_dir: Path,
     (``steps``: see :func:`episode_attention`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    title = "In-context learner" if isinstance(learner, InContextClassifier) else "Matching Networks"
     for name, weights in episode_attention(learner, episode, steps).items():
         if name == "query_support":
-            fig = plot_query_support_attention(weights, episode, title=title)
+            fig = plot_query_support_attention(weights, episode, title=learner.display_name)
         elif name == "patch_attention":
             fig = plot_patch_attention(weights, episode)
         else:

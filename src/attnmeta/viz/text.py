@@ -2,8 +2,9 @@
 
 For one query sentence of a seeded test episode, one figure with four panels:
 
-1. **Query over support sentences**: the learner's own attention ``a(x̂, x_i)`` for
-   Matching Networks (Vinyals et al. 2016) and the in-context classifier (its last block,
+1. **Query over support sentences**: the learner's own attention ``a(x̂, x_i)`` where its
+   :meth:`~attnmeta.learners.MetaLearner.attention_maps` has a ``"query_support"`` map
+   (Matching Networks, Vinyals et al. 2016; the in-context classifier, its last block,
    heads averaged). Learners without such attention (ProtoNets, FEAT, MAML, Reptile) show
    the cosine similarity of the sentence vectors instead, and the panel says so.
 2. **Query tokens**: the encoder's last-layer self-attention over the query's tokens
@@ -26,8 +27,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from attnmeta.runs.config import EpisodeConfig
-from attnmeta.learners import InContextClassifier, MatchingNet, MetaLearner
+from attnmeta.learners import MetaLearner
 from attnmeta.tasks.sampler import FewShotEpisodes
 from attnmeta.tasks.text import LabelledTokens
 from attnmeta.tokenizer import TextTokenizer
@@ -83,21 +83,17 @@ def text_attention(learner: MetaLearner, support_x: Tensor, support_y: Tensor,
     ``support_y [S]``, ``query_x [Q, L]`` token ids)."""
     encoder = learner_encoder(learner)
     learner.eval()
+    own = "query_support" in learner.attention_map_names()
     with torch.no_grad():
-        if isinstance(learner, MatchingNet):
-            sentence_weights = learner.attention(support_x[None], query_x[None])[0][query_index]
-            own = True
-        elif isinstance(learner, InContextClassifier):
-            sentence_weights = learner.attention(support_x[None], support_y[None],
-                                                 query_x[None])[0][query_index]
-            own = True
+        if own:
+            maps = learner.attention_maps(support_x, support_y, query_x)
+            sentence_weights = maps["query_support"][query_index]
         else:
             states, keep, _ = encoder.token_states(torch.cat([query_x[query_index:query_index + 1],
                                                               support_x]))
             weights = keep.to(states.dtype).unsqueeze(-1)
             vectors = (states * weights).sum(1) / weights.sum(1)
             sentence_weights = F.cosine_similarity(vectors[:1], vectors[1:], dim=-1)
-            own = False
         best = int(sentence_weights.argmax())
         query_states, query_attention = _sentence_states(encoder, query_x[query_index])
         support_states, support_attention = _sentence_states(encoder, support_x[best])
@@ -156,29 +152,29 @@ def plot_text_attention(attention: TextAttention, query_text: str, query_tokens:
     return fig
 
 
-def write_text_attention_maps(learner: MetaLearner, split: LabelledTokens,
-                              shape: EpisodeConfig, episode_seed: int, out_dir: Path,
-                              tokenizer: TextTokenizer, queries: int = 3,
-                              predict_kwargs: dict | None = None) -> list[Path]:
-    """Draw episode 0 of ``episode_seed`` over ``split``: one PNG for each of the first
-    ``queries`` classes' first query, ``attention_text_q<i>.png`` in ``out_dir``."""
-    episodes = FewShotEpisodes(split.token_ids, split.labels.tolist(), shape.n_way,
-                               shape.k_shot, shape.q_query, 1, episode_seed)
-    if shape.q_query < 1:
-        raise ValueError(f"q_query={shape.q_query}: expected at least 1 query to draw")
+def write_text_attention_maps(learner: MetaLearner, split: LabelledTokens, n_way: int,
+                              k_shot: int, q_query: int, episode_seed: int, out_dir: Path,
+                              tokenizer: TextTokenizer, queries: int = 3) -> list[Path]:
+    """Draw episode 0 of ``episode_seed`` (``n_way``-way ``k_shot``-shot, ``q_query``
+    queries per class) over ``split``: one PNG for each of the first ``queries`` classes'
+    first query, ``attention_text_q<i>.png`` in ``out_dir``. The predicted intent is the
+    learner's ``predict`` (a gradient learner adapts for its ``eval_steps``)."""
+    if q_query < 1:
+        raise ValueError(f"q_query={q_query}: expected at least 1 query to draw")
+    episodes = FewShotEpisodes(split.token_ids, split.labels.tolist(), n_way, k_shot, q_query,
+                               1, episode_seed)
     episode = episodes[0]
     support_index, query_index = episodes.episode_indices(0)
     class_of = [split.class_names[int(split.labels[row[0]])] for row in support_index]
     support_rows = support_index.reshape(-1).tolist()
     query_rows = query_index.reshape(-1).tolist()
-    logits = learner.predict(episode.support_x, episode.support_y, episode.query_x,
-                             **(predict_kwargs or {}))
+    logits = learner.predict(episode.support_x, episode.support_y, episode.query_x)
     predicted = logits.argmax(-1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for shown in range(min(queries, shape.n_way)):
-        q = shown * shape.q_query  # the first query of class `shown`
+    for shown in range(min(queries, n_way)):
+        q = shown * q_query  # the first query of class `shown`
         attention = text_attention(learner, episode.support_x, episode.support_y,
                                    episode.query_x, q)
         best_ids = episode.support_x[attention.best_support]
@@ -188,7 +184,7 @@ def write_text_attention_maps(learner: MetaLearner, split: LabelledTokens,
             [split.texts[i] for i in support_rows],
             [class_of[int(y)] for y in episode.support_y],
             tokenizer.token_strings(best_ids.tolist()), class_of[int(episode.query_y[q])],
-            class_of[int(predicted[q])], type(learner).__name__)
+            class_of[int(predicted[q])], learner.display_name)
         path = out_dir / f"attention_text_q{shown}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
