@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from attnmeta import kernels
+from attnmeta.machine import describe_machine
 from attnmeta.speed.harness import omniglot_shaped_batch
 from attnmeta.learners import MAML
 from attnmeta.models import MLP, Conv4, MemoryAttentionRegressor
@@ -102,7 +102,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    machine = describe_machine()
     (args.out / "maml_strategies.json").write_text(
         json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2))
     lines = ["# MAML meta-training step: loop vs vmap (second order, 1 inner step)", "",

@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import platform
 import shlex
 import sys
 from pathlib import Path
 
-import torch
 
 import yaml
 
+from attnmeta.machine import describe_machine
 from attnmeta.runs.config import config_from_dict, config_to_dict, load_config
 from attnmeta.runs.supervised import evaluate_checkpoint, train_run
 from attnmeta.files import atomic_write_bytes
@@ -50,10 +49,6 @@ def method_label(config) -> str:
     if config.model.backbone != "conv4":
         label += f" ({BACKBONE_LABELS.get(config.model.backbone, config.model.backbone)})"
     return label
-
-
-def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def training_key(config) -> str:
@@ -120,7 +115,7 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         "paper": figures.get((result["n_way"], result["k_shot"])), "paper_source": source,
         "steps": trained["steps"], "planned_steps": config.train.steps,
         "train_minutes": trained["train_seconds"] / 60, "budget_minutes": minutes,
-        "trained_in": run_dir.name, "curve": curve, "command": command, "machine": machine(),
+        "trained_in": run_dir.name, "curve": curve, "command": command, "machine": describe_machine(),
     }
 
 

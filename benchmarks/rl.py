@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
 
-import torch
 
-from attnmeta.runs.rl_config import load_rl_config
+from attnmeta.machine import describe_machine
+from attnmeta.runs.config import load_config
 from attnmeta.runs.rl import evaluate_rl_run, train_rl
 
 # (row name, config, overrides, training budget in minutes, what the row is)
@@ -49,13 +48,9 @@ PAPER_MAML = [-40.41, -11.68, -3.33, -3.23]
 PAPER_CONTEXT_VECTOR = [-42.42, -13.90, -5.17, -3.18]
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
-
-
 def run_row(name: str, config_path: str, overrides: list[str], minutes: float, what: str,
             runs: Path, resume: bool, command: str) -> dict:
-    config = load_rl_config(config_path, [*overrides, f"train.max_minutes={minutes}"])
+    config = load_config(config_path, [*overrides, f"train.max_minutes={minutes}"])
     run_dir = runs / name
     load_before = os.getloadavg()[0]
     trained = train_rl(config, run_dir, resume=resume, progress=True, command=command)
@@ -74,7 +69,7 @@ def run_row(name: str, config_path: str, overrides: list[str], minutes: float, w
         "training_curve": [(e["step"], e["elapsed_s"], e[metric]) for e in log if metric in e],
         "training_metric": metric,
         "load_average": [load_before, os.getloadavg()[0]],
-        "command": command, "machine": machine(),
+        "command": command, "machine": describe_machine(),
     }
 
 

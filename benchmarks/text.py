@@ -16,24 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
-import torch
 
+from attnmeta.machine import describe_machine
 from attnmeta.checkpoint import latest_checkpoint
 from attnmeta.runs.config import load_config
-from attnmeta.runs.supervised import evaluate_checkpoint, load_run, load_split, train_run
+from attnmeta.runs.supervised import evaluate_checkpoint, load_run, train_run
 from omniglot import training_key  # benchmarks/ is on sys.path when this script runs
-
-def machine() -> str:
-    threads = torch.get_num_threads()
-    return (f"{platform.machine()}, {threads} thread{'' if threads == 1 else 's'}, "
-            f"torch {torch.__version__}")
-
 
 
 
@@ -77,11 +70,11 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         "planned_steps": config.train.steps, "train_minutes": trained["train_seconds"] / 60,
         "budget_minutes": trained.get("budget_minutes", minutes), "trained_in": run_dir.name, "command": command,
         "trained_by": trained["command"],
-        "machine": machine(), "encoder": f"{config.model.backbone} d={config.model.hidden} "
+        "machine": describe_machine(), "encoder": f"{config.model.backbone} d={config.model.hidden} "
                                          f"depth={config.model.depth}, from scratch",
     }
     if oos and config.data.dataset == "clinc150":
-        from attnmeta.out_of_scope import evaluate_out_of_scope
+        from attnmeta.runs.out_of_scope import evaluate_out_of_scope
 
         found = evaluate_out_of_scope(run_dir, episodes=eval_episodes,
                                       n_way=config.data.test.n_way,
@@ -193,11 +186,11 @@ def draw_attention(run_dir: Path, out: Path, command: str) -> str:
     """The first query's picture of `attnmeta viz RUN` as ``out/text_attention.png``."""
     from attnmeta.viz.text import write_text_attention_maps
 
-    config, learner, _ = load_run(run_dir)
-    split = load_split(config, "test", learner.tokenizer)
+    run = load_run(run_dir)
+    config, test = run.config, run.config.data.test
     temporary = out / ".text_attention"
-    paths = write_text_attention_maps(learner, split, config.data.test, 0, temporary,
-                                      learner.tokenizer, queries=1)
+    paths = write_text_attention_maps(run.learner, run.split("test"), test.n_way, test.k_shot,
+                                      test.q_query, 0, temporary, run.tokenizer, queries=1)
     shutil.move(str(paths[0]), out / "text_attention.png")
     shutil.rmtree(temporary, ignore_errors=True)
     return (f"Made by `{command}` (the same picture as `attnmeta viz {run_dir} "

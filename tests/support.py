@@ -40,3 +40,29 @@ def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **le
                   "eval_episodes": 4},
         "eval": {"episodes": 8, "seed": 5},
     })
+
+
+def one_line_error(args: list[str], *expected: str) -> str:
+    """Run the CLI; assert it fails with a single line ``Error: ...`` holding ``expected``."""
+    from click.testing import CliRunner
+
+    from attnmeta.cli import main
+
+    outcome = CliRunner().invoke(main, [str(a) for a in args])
+    assert outcome.exit_code != 0, outcome.output
+    assert not isinstance(outcome.exception, Exception) or isinstance(outcome.exception,
+                                                                      SystemExit), outcome.exception
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), outcome.output
+    for part in expected:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+def write_config(path: Path, config) -> Path:
+    import yaml
+
+    from attnmeta.runs.config import config_to_dict
+
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    return path

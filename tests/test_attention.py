@@ -12,11 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 from attnmeta import kernels
-from attnmeta.attention import (
-    MultiHeadAttention,
-    TransformerBlock,
-    scaled_dot_product_attention,
-)
+from attnmeta.attention import MultiHeadAttention, TransformerBlock, scaled_dot_product_attention
 
 TIGHT = dict(rtol=0.0, atol=1e-12)
 # vmap over the fused CPU kernel falls back to a per-example loop and warns about it.

@@ -1,19 +1,26 @@
-"""The ``attnmeta`` command line."""
+"""The ``attnmeta`` command line: each command reads its input, hands it to
+:mod:`attnmeta.runs`, and prints the result. Bad input ends in one line starting
+``Error:`` (click's own format) naming the value and what was expected; notes and
+warnings from the library are one line each on stderr.
+
+The file is over 300 lines because each command's options are its interface, spelled out
+with their help; every command's work is in :mod:`attnmeta.runs`."""
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from attnmeta.runs.config import ExperimentConfig
-    from attnmeta.learners import MetaLearner
-
 __all__ = ["main"]
+
+# Bad input, as the library reports it: ValueError (ConfigError, RunError, CheckpointError),
+# OSError (a missing or unwritable path, a full disk), FloatingPointError (a diverged run).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 def invoked_command() -> str:
@@ -21,19 +28,43 @@ def invoked_command() -> str:
     return "attnmeta " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
 
 
+class _OneLineToStderr(logging.Handler):
+    """The library's warnings as ``Warning: ...``, one line each, on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.capitalize()}: {' '.join(record.getMessage().split())}",
+                   err=True)
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("attnmeta")
+    if not any(isinstance(h, _OneLineToStderr) for h in logger.handlers):
+        logger.addHandler(_OneLineToStderr(logging.WARNING))
+        logger.setLevel(logging.WARNING)
+
+
+def fail(error: BaseException) -> None:
+    """One line naming the problem, never a traceback."""
+    raise click.ClickException(" ".join(str(error).split()) or type(error).__name__)
+
+
 @click.group()
 @click.version_option(package_name="attnmeta")
 def main() -> None:
     """Attention and meta-learning for few-shot tasks."""
+    _show_library_warnings()
 
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/sinusoid-demo"), show_default=True,
-              help="Folder for sinusoid.md, sinusoid.json and sinusoid.png.")
-@click.option("--steps-scale", type=float, default=1.0, show_default=True,
+              help="Folder for sinusoid.md, sinusoid.json and sinusoid.png (new, empty, or an "
+                   "earlier demo's).")
+@click.option("--steps-scale", type=click.FloatRange(min=0, min_open=True, max=100),
+              default=1.0, show_default=True,
               help="Multiply every learner's training steps (e.g. 0.01 for a smoke run).")
-@click.option("--test-tasks", type=click.IntRange(min=2), default=600, show_default=True)
+@click.option("--test-tasks", type=click.IntRange(min=2), default=600, show_default=True,
+              help="Held-out tasks per setting (mean ± 95% CI over them).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def demo(out_dir: Path, steps_scale: float, test_tasks: int, progress: bool) -> None:
     """Meta-train on sinusoids (no download) and compare MAML with attention learners."""
@@ -41,49 +72,25 @@ def demo(out_dir: Path, steps_scale: float, test_tasks: int, progress: bool) -> 
 
     config = SinusoidDemoConfig(test_tasks=test_tasks)
     config.steps = {name: max(1, round(n * steps_scale)) for name, n in config.steps.items()}
-    run_sinusoid_demo(config, out_dir, invoked_command(), progress=progress)
+    try:
+        run_sinusoid_demo(config, out_dir, invoked_command(), progress=progress)
+    except USER_ERRORS as error:
+        fail(error)
     click.echo((out_dir / "sinusoid.md").read_text())
     click.echo(f"wrote {out_dir / 'sinusoid.md'}, {out_dir / 'sinusoid.json'}, "
                f"{out_dir / 'sinusoid.png'}")
 
 
-def fail(error: Exception) -> None:
-    """Bad input ends in one line naming the problem, not a traceback."""
-    raise click.ClickException(str(error))
-
-
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
-
-
-def run_rl(command: str, path: Path, overrides: tuple[str, ...], out_dir: Path | None,
-           resume: bool, run_eval: bool, progress: bool, tasks: int | None = None,
-           seed: int | None = None) -> bool:
-    """Hand ``train``/``eval`` to :mod:`attnmeta.runs.rl` when PATH is a meta-RL config
-    or run (``kind: rl``); returns False, doing nothing, otherwise."""
-    from attnmeta.runs.rl_config import is_rl_config_file
-    from attnmeta.runs.rl import evaluate_from_cli, is_rl_run, train_from_cli
-
-    if not (is_rl_config_file(path) if command == "train" else is_rl_run(path)):
-        return False
-    try:
-        if command == "train":
-            for line in train_from_cli(path, overrides, out_dir, resume, run_eval, progress,
-                                       invoked_command()):
-                click.echo(line)
-        else:
-            click.echo(evaluate_from_cli(path, tasks, seed, progress, invoked_command()))
-    except USER_ERRORS as error:
-        fail(error)
-    return True
+DATA_ROOT_HELP = ("Folder holding the data sets (default: $ATTNMETA_DATA, else "
+                  "~/.cache/attnmeta/data). Episodic runs only: meta-RL runs read no data.")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder (default: runs/<config name>).")
-@click.option("--data-root", default=None, help="Folder holding the data sets "
-              "(default: $ATTNMETA_DATA, else the download cache).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder: new, empty, or a run to --resume (default: runs/<config name>).")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--eval/--no-eval", "run_eval", default=True, show_default=True,
               help="Evaluate the final checkpoint on the test episodes.")
@@ -91,63 +98,102 @@ def run_rl(command: str, path: Path, overrides: tuple[str, ...], out_dir: Path |
 def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
           data_root: str | None, resume: bool, run_eval: bool, progress: bool) -> None:
     """Meta-train from a YAML CONFIG, with key=value OVERRIDES (e.g. train.steps=100)."""
-    from attnmeta.runs.config import load_config
-    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
-
-    if run_rl("train", config_path, overrides, out_dir, resume, run_eval, progress):
-        return
     try:
+        from attnmeta.runs.config import load_config
+
         config = load_config(config_path, overrides)
+        out_dir = out_dir or Path("runs") / config.name
+        if config.kind == "rl":
+            _train_rl(config, out_dir, data_root, resume, run_eval, progress)
+            return
         if data_root is not None:
             config.data.root = data_root
-        out_dir = out_dir or Path("runs") / config.name
+        from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+
         result = train_run(config, out_dir, resume=resume, progress=progress,
-                           command=invoked_command())
+                           command=invoked_command(), will_evaluate=run_eval)
         if not result["is_main_process"]:  # under torchrun, rank 0 reports and evaluates
             return
-        click.echo(f"trained {config.name}: {result['steps']} steps in "
-                   f"{result['train_seconds']:.0f} s -> {out_dir}")
+        _report_training(config.name, result, out_dir)
         if run_eval:
-            report_eval(evaluate_checkpoint(out_dir, command=invoked_command(),
-                                            progress=progress))
+            _report(evaluate_checkpoint(out_dir, command=invoked_command(), progress=progress,
+                                        save=False), _accuracy_line)
     except USER_ERRORS as error:
         fail(error)
 
 
-def report_eval(result: dict) -> None:
-    click.echo(f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot "
-               f"({result['split']}, {result['episodes']} episodes, seed {result['episode_seed']}):"
-               f" accuracy {100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}% "
-               f"-> {result['written_to']}")
+def _train_rl(config: Any, out_dir: Path, data_root: str | None, resume: bool, run_eval: bool,
+              progress: bool) -> None:
+    from attnmeta.runs.rl import evaluate_rl_run, format_evaluation, train_rl
+
+    if data_root is not None:
+        raise ValueError(f"--data-root {data_root}: a meta-RL run (kind: rl) reads no data set; "
+                         "expected no --data-root")
+    result = train_rl(config, out_dir, resume=resume, progress=progress, command=invoked_command())
+    _report_training(config.name, result, out_dir)
+    if run_eval:
+        _report(evaluate_rl_run(out_dir, command=invoked_command(), progress=progress,
+                                save=False), format_evaluation)
+
+
+def _report_training(name: str, result: dict, out_dir: Path) -> None:
+    click.echo(f"trained {name}: {result['steps']} steps in {result['train_seconds']:.0f} s "
+               f"-> {out_dir}")
+
+
+def _report(result: dict, line: Any) -> None:
+    """Print an evaluation first, then save it (a failed write is a warning, not an error)."""
+    from attnmeta.runs.folder import write_result
+
+    click.echo(line(result))
+    if (written := write_result(result)) is not None:
+        click.echo(f"wrote {written}")
+
+
+def _accuracy_line(result: dict) -> str:
+    return (f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot "
+            f"({result['split']}, {result['episodes']} episodes, seed {result['episode_seed']}):"
+            f" accuracy {100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}%")
+
+
+def _oos_line(result: dict) -> str:
+    return (f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot + "
+            f"{result['oos_per_episode']} out-of-scope queries ({result['episodes']} "
+            f"episodes, seed {result['episode_seed']}, {result['score']} >= "
+            f"{result['threshold']:.4g} chosen on val): in-scope accuracy "
+            f"{100 * result['in_scope_accuracy']:.2f} ± {100 * result['in_scope_ci95']:.2f}%, "
+            f"out-of-scope recall {100 * result['oos_recall']:.2f} ± "
+            f"{100 * result['oos_recall_ci95']:.2f}%")
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["omniglot", "clinc150", "banking77"]))
+@click.argument("dataset")
 @click.option("--data-root", default=None,
               help="Where to put it (default: $ATTNMETA_DATA, else ~/.cache/attnmeta/data).")
 def download(dataset: str, data_root: str | None) -> None:
-    """Fetch a DATASET from its upstream source, checking its published checksums."""
-    from attnmeta.tasks.banking77 import download_banking77
-    from attnmeta.tasks.clinc150 import download_clinc150
-    from attnmeta.tasks.omniglot import download_omniglot
-
-    fetch = {"omniglot": download_omniglot, "clinc150": download_clinc150,
-             "banking77": download_banking77}[dataset]
+    """Fetch a DATASET (omniglot, clinc150, banking77) from its upstream source, checking
+    its published checksums (files already there are checked too, and never overwritten)."""
     try:
-        click.echo(f"{dataset} is in {fetch(data_root)}")
-    except (OSError, ValueError) as error:
+        from attnmeta.runs.build import download_dataset
+
+        click.echo(f"{dataset} is in {download_dataset(dataset, data_root)}")
+    except USER_ERRORS as error:
         fail(error)
 
 
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--episodes", type=click.IntRange(min=2), default=None,
-              help="Number of test episodes (default: the config's, 1000).")
-@click.option("--seed", type=int, default=None, help="Episode seed (default: the config's).")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
-@click.option("--n-way", type=click.IntRange(min=2), default=None)
-@click.option("--k-shot", type=click.IntRange(min=1), default=None)
-@click.option("--data-root", default=None)
+              help="Test episodes (meta-RL: held-out tasks); default: the config's eval.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the test episodes or tasks (default: the config's eval.seed).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Class split to draw episodes from (default: the config's eval.split).")
+@click.option("--n-way", type=click.IntRange(min=2), default=None,
+              help="Classes per test episode (default: the config's data.test.n_way).")
+@click.option("--k-shot", type=click.IntRange(min=1), default=None,
+              help="Support examples per class (default: the config's data.test.k_shot).")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--oos", is_flag=True, help="CLINC150: add out-of-scope queries; report in-scope "
               "accuracy and out-of-scope recall at a threshold chosen on meta-val.")
 @click.option("--threshold-episodes", type=click.IntRange(min=1), default=500,
@@ -158,78 +204,64 @@ def evaluate(checkpoint: Path, episodes: int | None, seed: int | None, split: st
              threshold_episodes: int, progress: bool) -> None:
     """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes.
     For a meta-RL run: average return ± 95% CI over --episodes held-out tasks."""
-    from attnmeta.runs.supervised import evaluate_checkpoint
-
-    if run_rl("eval", checkpoint, (), None, False, True, progress, tasks=episodes, seed=seed):
-        return
     try:
+        from attnmeta.runs.folder import run_kind
+
+        if run_kind(checkpoint) == "rl":
+            from attnmeta.runs.rl import evaluate_rl_run, format_evaluation
+
+            episodic = {"--split": split, "--n-way": n_way, "--k-shot": k_shot,
+                        "--data-root": data_root, "--oos": oos or None}
+            for option, value in episodic.items():
+                if value is not None:
+                    raise ValueError(f"{option} {value}: a meta-RL run (kind: rl) has no "
+                                     "episodes of classes; expected only --episodes and --seed")
+            _report(evaluate_rl_run(checkpoint, episodes, seed, invoked_command(), progress,
+                                    save=False), format_evaluation)
+            return
         if oos:
-            from attnmeta.out_of_scope import evaluate_out_of_scope
+            from attnmeta.runs.out_of_scope import evaluate_out_of_scope
 
             if split not in (None, "test"):
                 raise ValueError(f"--split {split} with --oos: expected test (the threshold "
                                  "is chosen on val)")
-            report_oos(evaluate_out_of_scope(checkpoint, episodes=episodes, seed=seed,
-                                             threshold_episodes=threshold_episodes,
-                                             n_way=n_way, k_shot=k_shot, data_root=data_root,
-                                             command=invoked_command()))
+            _report(evaluate_out_of_scope(checkpoint, episodes=episodes, seed=seed,
+                                          threshold_episodes=threshold_episodes, n_way=n_way,
+                                          k_shot=k_shot, data_root=data_root,
+                                          command=invoked_command(), save=False), _oos_line)
             return
-        report_eval(evaluate_checkpoint(checkpoint, episodes=episodes, seed=seed, split=split,
-                                        data_root=data_root, n_way=n_way, k_shot=k_shot,
-                                        command=invoked_command(), progress=progress))
+        from attnmeta.runs.supervised import evaluate_checkpoint
+
+        _report(evaluate_checkpoint(checkpoint, episodes=episodes, seed=seed, split=split,
+                                    data_root=data_root, n_way=n_way, k_shot=k_shot,
+                                    command=invoked_command(), progress=progress, save=False),
+                _accuracy_line)
     except USER_ERRORS as error:
         fail(error)
-
-
-def report_oos(result: dict) -> None:
-    click.echo(f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot + "
-               f"{result['oos_per_episode']} out-of-scope queries ({result['episodes']} "
-               f"episodes, seed {result['episode_seed']}, {result['score']} >= "
-               f"{result['threshold']:.4g} chosen on val): in-scope accuracy {100 * result['in_scope_accuracy']:.2f} ± "
-               f"{100 * result['in_scope_ci95']:.2f}%, out-of-scope recall "
-               f"{100 * result['oos_recall']:.2f} ± {100 * result['oos_recall_ci95']:.2f}% "
-               f"-> {result['written_to']}")
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--episode-seed", type=int, default=0, show_default=True,
+@click.option("--episode-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Which test episode to draw (episode 0 of this seed).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("attention_maps"), show_default=True)
+              default=Path("attention_maps"), show_default=True,
+              help="Folder for the PNG files (created if missing).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
-              show_default=True)
-@click.option("--data-root", default=None)
+              show_default=True, help="Class split the episode is drawn from.")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 def viz(checkpoint: Path, episode_seed: int, out_dir: Path, split: str,
         data_root: str | None) -> None:
     """Draw the attention maps of a CHECKPOINT's learner on one seeded test episode."""
-    from attnmeta.runs.supervised import load_run, load_split, make_episodes
-    from attnmeta.viz import write_attention_maps
-
     try:
-        config, learner, _ = load_run(checkpoint, data_root)
-        if hasattr(learner, "tokenizer"):  # a text run: token-level maps (attnmeta.viz.text)
-            from attnmeta.viz.text import write_text_attention_maps
+        from attnmeta.runs.supervised import load_run
+        from attnmeta.viz import write_run_attention_maps
 
-            for path in write_text_attention_maps(
-                    learner, load_split(config, split, learner.tokenizer), config.data.test,
-                    episode_seed, out_dir, learner.tokenizer,
-                    predict_kwargs=viz_predict_kwargs(config, learner)):
-                click.echo(f"wrote {path}")
-            return
-        episode = make_episodes(load_split(config, split), config.data.test, 1, episode_seed)[0]
-        for path in write_attention_maps(learner, episode, out_dir,
-                                         steps=config.learner.eval_steps):
+        for path in write_run_attention_maps(load_run(checkpoint, data_root), split,
+                                             episode_seed, out_dir):
             click.echo(f"wrote {path}")
     except USER_ERRORS as error:
         fail(error)
-
-
-def viz_predict_kwargs(config: "ExperimentConfig", learner: "MetaLearner") -> dict:
-    """MAML / Reptile adapt for the config's ``eval_steps`` before predicting."""
-    from attnmeta.learners import MAML
-
-    return {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
 
 
 @main.group()
@@ -271,8 +303,11 @@ def bench_speed(repeats: int, meta_batch: int, threads: int, workers: int,
         config.implementations = list(implementations)
     if settings:
         config.settings = [(int(s.split("-")[0]), s.endswith("first")) for s in settings]
-    results = run_speed(config, log=click.echo)
-    click.echo(f"wrote {write_report(results, invoked_command(), out_dir, stem)}")
+    try:
+        results = run_speed(config, log=click.echo)
+        click.echo(f"wrote {write_report(results, invoked_command(), out_dir, stem)}")
+    except USER_ERRORS as error:
+        fail(error)
 
 
 if __name__ == "__main__":

@@ -18,26 +18,20 @@ out-of-scope queries rejected. Both are reported per episode, mean ± 95% CI.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from attnmeta.runs.config import EpisodeConfig
-from attnmeta.evaluate import summarize
-from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import MetaLearner
 from attnmeta.tasks.episode import Episode, collate_episodes
 from attnmeta.tasks.sampler import FewShotEpisodes
 
 __all__ = ["OUT_OF_SCOPE", "SCORES", "OutOfScopeEpisodes", "QueryScores",
            "max_softmax_scores", "choose_threshold", "choose_score", "out_of_scope_metrics",
-           "score_episodes", "evaluate_out_of_scope"]
+           "score_episodes"]
 
 OUT_OF_SCOPE = -1
 SCORES: tuple[str, ...] = ("max_softmax", "max_logit")
@@ -140,8 +134,8 @@ def out_of_scope_metrics(scores: np.ndarray, predictions: np.ndarray, labels: np
             "oos_recall": (~accepted & ~in_scope).sum(1) / (~in_scope).sum(1)}
 
 
-def score_episodes(learner: MetaLearner, episodes: Dataset, batch_size: int = 16,
-                   predict_kwargs: dict[str, Any] | None = None) -> QueryScores:
+def score_episodes(learner: MetaLearner, episodes: Dataset, batch_size: int = 16
+                   ) -> QueryScores:
     """Run ``learner.predict_batch`` over ``episodes``; every score of :data:`SCORES` for
     each query."""
     loader = DataLoader(episodes, batch_size=batch_size, collate_fn=collate_episodes)
@@ -151,7 +145,7 @@ def score_episodes(learner: MetaLearner, episodes: Dataset, batch_size: int = 16
     learner.eval()
     try:
         for batch in loader:
-            logits = learner.predict_batch(batch, **(predict_kwargs or {})).float()
+            logits = learner.predict_batch(batch).float()
             batch_scores, batch_predictions = max_softmax_scores(logits)
             scores["max_softmax"].append(batch_scores.numpy())
             scores["max_logit"].append(logits.max(dim=-1).values.numpy())
@@ -161,63 +155,3 @@ def score_episodes(learner: MetaLearner, episodes: Dataset, batch_size: int = 16
         learner.train(was_training)
     return QueryScores({name: np.concatenate(values) for name, values in scores.items()},
                        np.concatenate(predictions), np.concatenate(labels))
-
-
-def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
-                          seed: int | None = None, threshold_episodes: int = 500,
-                          oos_per_episode: int | None = None, n_way: int | None = None,
-                          k_shot: int | None = None, data_root: str | None = None,
-                          batch_size: int = 16, command: str = "") -> dict[str, Any]:
-    """Choose the score and τ on meta-val OOS episodes, then report meta-test in-scope
-    accuracy and OOS recall (mean ± 95% CI over ``episodes`` seeded episodes); writes
-    ``eval_test_oos_<N>w<K>s.json`` beside the run's other results."""
-    from attnmeta.runs.supervised import RunError, load_run, load_split, make_episodes
-    from attnmeta.learners import MAML
-    from attnmeta.tasks.text import load_out_of_scope_tokens
-
-    config, learner, record = load_run(checkpoint, data_root)
-    if config.data.dataset != "clinc150":
-        raise RunError(f"--oos needs out-of-scope utterances: data.dataset="
-                       f"{config.data.dataset!r} has none, expected 'clinc150'")
-    tokenizer = learner.tokenizer
-    shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
-                          config.data.test.q_query)
-    if isinstance(learner, MAML) and shape.n_way != config.data.train.n_way:
-        raise RunError(f"n_way={shape.n_way} at test but the {config.learner.name} head has "
-                       f"{config.data.train.n_way} outputs: expected the training n_way")
-    episodes = episodes or config.eval.episodes
-    seed = config.eval.seed if seed is None else seed
-    oos_per_episode = oos_per_episode or shape.q_query
-    kwargs = {"steps": config.learner.eval_steps} if isinstance(learner, MAML) else {}
-
-    def scored(split: str, count: int) -> QueryScores:
-        in_scope = make_episodes(load_split(config, split, tokenizer), shape, count, seed)
-        out_of_scope = load_out_of_scope_tokens(config.data, split, tokenizer)
-        return score_episodes(learner, OutOfScopeEpisodes(in_scope, out_of_scope,
-                                                          oos_per_episode, seed),
-                              batch_size, kwargs)
-
-    val = scored("val", threshold_episodes)
-    score, threshold = choose_score(val)
-    val_metrics = out_of_scope_metrics(val.scores[score], val.predictions, val.labels,
-                                       threshold)
-    test = scored("test", episodes)
-    test_metrics = out_of_scope_metrics(test.scores[score], test.predictions, test.labels,
-                                        threshold)
-    in_scope, recall = (summarize(test_metrics[k]) for k in ("in_scope_accuracy", "oos_recall"))
-    json_path = Path(record["path"])
-    result = {
-        "command": command, "checkpoint": str(json_path), "step": record["step"],
-        "learner": config.learner.name, "split": "test", "n_way": shape.n_way,
-        "k_shot": shape.k_shot, "q_query": shape.q_query, "oos_per_episode": oos_per_episode,
-        "episodes": episodes, "episode_seed": seed, "score": score,
-        "threshold": threshold, "threshold_episodes": threshold_episodes,
-        "val_in_scope_accuracy": float(val_metrics["in_scope_accuracy"].mean()),
-        "val_oos_recall": float(val_metrics["oos_recall"].mean()),
-        "in_scope_accuracy": in_scope.mean, "in_scope_ci95": in_scope.ci95,
-        "oos_recall": recall.mean, "oos_recall_ci95": recall.ci95,
-    }
-    out = json_path.parent.parent / f"eval_test_oos_{shape.n_way}w{shape.k_shot}s.json"
-    atomic_write_bytes(out, json.dumps(result, indent=2).encode())
-    result["written_to"] = str(out)
-    return result

@@ -18,7 +18,10 @@ __all__ = ["meta_train", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when the meta-loss becomes NaN or infinite; the parameters are left untouched."""
+    """Raised when the meta-loss, or a parameter or buffer after a step, becomes NaN or
+    infinite. A loss is checked before the step (the parameters are left untouched); the
+    parameters after it, before any checkpoint of that step is written, so the run's last
+    checkpoint stays the last finite one."""
 
 
 def accumulate_meta_gradient(learner: MetaLearner, batch: Episode, backward_chunk: int,
@@ -62,6 +65,20 @@ def _check_finite(losses: list[float], step: int) -> None:
             f"{step}: expected a finite value (lower the outer or inner learning rate, or set "
             "grad_clip)"
         )
+
+
+def _check_finite_state(learner: MetaLearner, step: int) -> None:
+    """Divergence without a NaN loss (``sgd`` at ``lr=1e6``: parameters and batch-norm
+    running variances overflow to inf while the loss stays finite) stops the run here."""
+    named = [(n, t) for n, t in (*learner.named_parameters(), *learner.named_buffers())
+             if t.is_floating_point()]
+    finite = [torch.isfinite(t).all() for _, t in named]
+    if not finite or bool(torch.stack(finite).all()):
+        return  # one synchronisation per step
+    name = next(n for (n, _), ok in zip(named, finite) if not ok)
+    raise NonFiniteLossError(f"{name} is not finite after step {step}: expected finite "
+                             "weights (lower the outer or inner learning rate, or set "
+                             "train.grad_clip); the last checkpoint is from before it")
 
 
 def _gradients_in_threads(learner: MetaLearner, batch: Episode, chunks: list[tuple[int, int]],
@@ -173,6 +190,7 @@ def meta_train(
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(learner.parameters(), grad_clip)
         optimizer.step()
+        _check_finite_state(learner, step + 1)
         for name, value in metrics.items():
             window.setdefault(name, []).append(value)
         bar.update(1)

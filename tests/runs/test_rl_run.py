@@ -11,10 +11,13 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from attnmeta.cli import main
-from attnmeta.runs.config import ConfigError
-from attnmeta.runs.rl_config import load_rl_config, rl_config_from_dict
-from attnmeta.runs.rl import (EVAL_TASKS, TRAIN_TASKS, evaluate_rl_run, held_out_tasks,
-                                    stream_seed, train_rl, training_batches, build_family)
+from attnmeta.runs.config import ConfigError, config_from_dict, load_config
+from attnmeta.runs.rl import (EVAL_TASKS, TRAIN_TASKS, build_family, evaluate_rl_run,
+                              held_out_tasks, stream_seed, train_rl, training_batches)
+from support import one_line_error
+
+rl_config_from_dict = config_from_dict
+load_rl_config = load_config
 
 
 def tiny(learner: str = "maml", steps: int = 4, **policy) -> dict:
@@ -101,17 +104,26 @@ def test_cli_trains_and_evaluates_an_rl_config(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("env.horizon=0", "config key 'env.horizon' is 0: expected a positive number of steps"),
+    ("env.horizon=0", "config key 'env.horizon' is 0: expected a value >= 1"),
     ("learner.nmae=maml", "unknown config key 'learner.nmae'"),
     ("learner.name=reptile", "config key 'learner.name' is 'reptile'"),
     ("learner.name=incontext", "expected 'attention' for learner.name='incontext'"),
+    ("train.threads=-1", "config key 'train.threads' is -1"),
 ])
 def test_bad_config_values_give_one_line_errors(tmp_path, override, message):
-    result = CliRunner().invoke(main, ["train", "configs/rl/maml_nav2d.yaml", override,
-                                       "--out", str(tmp_path / "x"), "--no-progress"])
-    assert result.exit_code != 0
-    assert message in result.output and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    one_line_error(["train", "configs/rl/maml_nav2d.yaml", override, "--out", tmp_path / "x",
+                    "--no-progress"], message)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_resume_may_change_the_threads_and_learning_rate(tmp_path):
+    train_rl(rl_config_from_dict(tiny(steps=2)), tmp_path / "run", progress=False)
+    changed = tiny(steps=4)
+    changed["train"].update(threads=2, lr=0.005)
+    resumed = train_rl(rl_config_from_dict(changed), tmp_path / "run", resume=True,
+                       progress=False)
+    assert resumed["resume_changes"] == {"train.lr": [0.01, 0.005], "train.steps": [2, 4],
+                                         "train.threads": [1, 2]}
 
 
 def test_every_shipped_config_loads():

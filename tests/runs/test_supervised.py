@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from PIL import Image
 from safetensors.torch import load_file
 
 from attnmeta.checkpoint import CheckpointError, load_checkpoint
 from attnmeta.cli import main
+from attnmeta.runs.build import build_learner
 from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, load_config
-from attnmeta.runs.supervised import RunError, build_learner, evaluate_checkpoint, train_run
-from support import make_image_folder, tiny_config
+from attnmeta.runs.supervised import RunError, evaluate_checkpoint, train_run
+from support import make_image_folder, one_line_error, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path, data_root):
     with pytest.raises(RunError, match="already holds checkpoints: pass --resume"):
         train_run(config, tmp_path / "run", progress=False)
     changed = tiny_config(data_root, "protonet", steps=3)
-    changed.train.lr = 0.5
-    with pytest.raises(RunError, match=r"train.lr: 0.01 -> 0.5"):
+    changed.learner.distance = "cosine"
+    with pytest.raises(RunError, match=r"learner.distance: 'sqeuclidean' -> 'cosine'"):
         train_run(changed, tmp_path / "run", resume=True, progress=False)
     longer = tiny_config(data_root, "protonet", steps=6)  # more steps is a valid resume
     assert train_run(longer, tmp_path / "run", resume=True, progress=False)["resumed_from"] == 3
@@ -125,7 +125,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path, data_root):
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key 'train.stpes'"):
         config_from_dict({"train": {"stpes": 3}})
-    with pytest.raises(ConfigError, match="config key 'train.lr' is 'fast': expected a float"):
+    with pytest.raises(ConfigError, match="config key 'train.lr' is 'fast': expected a number"):
         config_from_dict({"train": {"lr": "fast"}})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
@@ -147,23 +147,18 @@ def test_cli_train_eval_and_one_line_errors(tmp_path, data_root):
                                   "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "protonet 3-way 1-shot (test, 8 episodes, seed 5): accuracy" in result.output
+    assert f"wrote {out / 'eval_test_3w1s.json'}" in result.output
     result = runner.invoke(main, ["eval", str(out), "--episodes", "4", "--no-progress"])
     assert result.exit_code == 0 and "4 episodes" in result.output, result.output
 
-    def one_line_error(args: list[str], expected: str) -> None:
-        outcome = runner.invoke(main, args)
-        assert outcome.exit_code != 0
-        lines = outcome.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], lines
-
-    one_line_error(["train", str(path), "data.train.n_way=9", "--out", str(tmp_path / "x"),
-                    "--no-progress"], "n_way=9 exceeds the 6 classes available")
-    one_line_error(["train", str(path), "data.train.k_shot=5", "--out", str(tmp_path / "y"),
-                    "--no-progress"], "exceeds the 6 examples of class")
-    one_line_error(["train", str(path), "--data-root", str(tmp_path / "nowhere"), "--out",
-                    str(tmp_path / "z"), "--no-progress"], "does not exist")
-    one_line_error(["eval", str(tmp_path / "no-run")], "does not exist")
-    one_line_error(["train", str(tmp_path / "nope.yaml")], "config file")
+    one_line_error(["train", path, "data.train.n_way=9", "--out", tmp_path / "x",
+                    "--no-progress"], "data.train: n_way=9 but the train split has 6 classes")
+    one_line_error(["train", path, "data.train.k_shot=5", "--out", tmp_path / "y",
+                    "--no-progress"], "data.train", "k_shot + q_query = 7")
+    one_line_error(["train", path, "--data-root", tmp_path / "nowhere", "--out",
+                    tmp_path / "z", "--no-progress"], "does not exist")
+    one_line_error(["eval", tmp_path / "no-run"], "does not exist")
+    one_line_error(["train", tmp_path / "nope.yaml"], "config file")
 
 
 def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):
@@ -187,7 +182,7 @@ def test_every_shipped_config_is_valid():
 def test_registered_backbone_is_built_from_config(data_root):
     from torch import nn
 
-    from attnmeta.models import BACKBONES, register_backbone
+    from attnmeta.runs.build import BACKBONES, register_backbone
 
     def tiny(model, in_channels, out_dim, image_size):
         return nn.Sequential(nn.Flatten(),
@@ -200,27 +195,26 @@ def test_registered_backbone_is_built_from_config(data_root):
         learner = build_learner(config)
         assert isinstance(learner.encoder[1], nn.Linear) and learner.encoder[1].out_features == 8
         config.model.backbone = "resnet999"
-        with pytest.raises(RunError, match="model.backbone='resnet999': expected one of"):
+        with pytest.raises(ConfigError, match="'model.backbone' is 'resnet999': expected one of"):
             build_learner(config)
     finally:
         BACKBONES.pop("tiny-linear")
 
 
 def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
-    import attnmeta.tasks.omniglot as omniglot
+    import attnmeta.tasks.download as download
 
-    def refuse(url, destination, expected_md5, timeout_s=60.0):
+    def refuse(url, destination, known_hash, **options):
         raise OSError(f"cannot reach {url}")
 
-    monkeypatch.setattr(omniglot, "_download_verified", refuse)
-    outcome = CliRunner().invoke(main, ["download", "omniglot", "--data-root", str(tmp_path)])
-    assert outcome.exit_code != 0
-    assert outcome.output.strip().startswith("Error: cannot reach https://")
+    monkeypatch.setattr(download, "download_file", refuse)
+    one_line_error(["download", "omniglot", "--data-root", tmp_path], "cannot reach https://")
     (tmp_path / "omniglot").mkdir()
-    for name in ("background", "evaluation"):
-        (tmp_path / "omniglot" / f"images_{name}.zip").write_bytes(b"kept")
-    outcome = CliRunner().invoke(main, ["download", "omniglot", "--data-root", str(tmp_path)])
-    assert outcome.exit_code == 0 and f"omniglot is in {tmp_path / 'omniglot'}" in outcome.output
+    garbage = tmp_path / "omniglot" / "images_background.zip"
+    garbage.write_bytes(b"kept")  # not the upstream file: refused, and never overwritten
+    one_line_error(["download", "omniglot", "--data-root", tmp_path], "images_background.zip",
+                   "md5")
+    assert garbage.read_bytes() == b"kept"
 
 
 def test_learning_rate_schedules(data_root):
@@ -231,6 +225,5 @@ def test_learning_rate_schedules(data_root):
     assert [learning_rate(config, s) for s in (0, 5, 10)] == pytest.approx([0.01, 0.005, 0.0])
     config.train.lr_schedule = "step"  # lr_decay_every = 4
     assert [learning_rate(config, s) for s in (3, 4, 9)] == pytest.approx([0.01, 0.005, 0.0025])
-    config.train.lr_schedule = "cosine"
-    with pytest.raises(RunError, match="train.lr_schedule='cosine': expected"):
-        learning_rate(config, 0)
+    with pytest.raises(ConfigError, match="'train.lr_schedule' is 'cosine': expected one of"):
+        config_from_dict({"train": {"lr_schedule": "cosine"}})

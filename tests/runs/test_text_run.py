@@ -13,10 +13,10 @@ import yaml
 from click.testing import CliRunner
 
 from attnmeta.cli import main
+from attnmeta.runs.build import build_model, load_split
 from attnmeta.runs.config import config_from_dict
-from attnmeta.runs.supervised import (RunError, build_model, evaluate_checkpoint, load_run,
-                                 load_split, train_run)
-from attnmeta.out_of_scope import evaluate_out_of_scope
+from attnmeta.runs.out_of_scope import evaluate_out_of_scope
+from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
 
 REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
                  Path(__file__).resolve().parents[3] / "shared" / "data")
@@ -84,14 +84,15 @@ def test_text_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path, real
 def test_text_config_errors_are_one_line(tmp_path, real_data):
     values = tiny_text_config("clinc150")
     values["model"]["backbone"] = "conv4"
-    with pytest.raises(ValueError, match=r"model.backbone='conv4' cannot read text"):
+    with pytest.raises(ValueError, match=r"model.backbone' is 'conv4': expected one of "
+                       r"'text_transformer', 'hf' for the text data set"):
         build_model(config_from_dict(values))
     config = config_from_dict(tiny_text_config("clinc150"))
-    with pytest.raises(RunError, match=r"expected the run's tokenizer"):
+    with pytest.raises(ValueError, match=r"expected the run's tokenizer"):
         load_split(config, "train")
     values = tiny_text_config("clinc150")
     values["data"]["train"]["n_way"] = 150
-    with pytest.raises(ValueError, match=r"n_way=150 exceeds the 100 classes"):
+    with pytest.raises(ValueError, match=r"data.train: n_way=150 but the train split has 100 "):
         train_run(config_from_dict(values), tmp_path / "too-wide", progress=False)
 
 
@@ -121,8 +122,7 @@ def test_hf_backbone_trains_from_scratch_through_the_same_run(tmp_path, real_dat
     pytest.importorskip("transformers")
     config = config_from_dict(tiny_text_config("banking77", "feat", steps=2, backbone="hf"))
     train_run(config, tmp_path / "hf", progress=False)
-    _, learner, _ = load_run(tmp_path / "hf")
-    assert type(learner.encoder).__name__ == "HFTextEncoder"
+    assert type(load_run(tmp_path / "hf").learner.encoder).__name__ == "HFTextEncoder"
     assert 0.0 <= evaluate_checkpoint(tmp_path / "hf", episodes=4)["accuracy"] <= 1.0
 
 

@@ -23,15 +23,9 @@ from PIL import Image
 from attnmeta.tasks import FewShotEpisodes
 from attnmeta.tasks import omniglot, omniglot_files
 from attnmeta.tasks.data_root import DATA_ROOT_ENV_VAR, resolve_data_root
-from attnmeta.tasks.omniglot import (
-    OMNIGLOT_MD5,
-    OMNIGLOT_URLS,
-    download_omniglot,
-    find_omniglot_dir,
-    load_omniglot,
-    load_omniglot_set,
-    omniglot_episodes,
-)
+from attnmeta.tasks.omniglot import (OMNIGLOT_MD5, OMNIGLOT_URLS, download_omniglot,
+                                     find_omniglot_dir, load_omniglot, load_omniglot_set,
+                                     omniglot_episodes)
 
 PNG_SIZE = 15
 # insertion order deliberately unsorted: the loader must sort alphabets itself

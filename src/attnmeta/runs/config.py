@@ -1,166 +1,190 @@
-"""Experiment configuration: typed dataclasses, read from YAML, overridden by ``key=value``.
+"""Reading a run's config: one YAML reader for every run kind, ``key=value`` overrides, and
+the checks of every key's type and range (:mod:`attnmeta.runs.schema`) before any work.
 
-One YAML file under ``configs/`` per results-table row. ``attnmeta train CONFIG
-train.steps=100 data.root=/data`` overrides any field with dotted keys; values are parsed
-as YAML (``1e-3``, ``true``, ``[1, 2]``). The resolved config is saved beside the run.
+``attnmeta train CONFIG train.steps=100 data.root=/data`` overrides any key with dotted
+names; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``). A file with ``kind: rl``
+at its top is a meta-RL config; any other is an episodic (supervised) one. Every problem
+is a one-line :class:`ConfigError` naming the file or key, the value, and what was
+expected: a file that is not UTF-8, not YAML, empty, not a mapping, or with a key written
+twice; an unknown key; a wrong type; a value out of range.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-__all__ = [
-    "EpisodeConfig", "DataConfig", "ModelConfig", "LearnerConfig", "TrainConfig", "EvalConfig",
-    "ExperimentConfig", "load_config", "apply_overrides", "config_from_dict", "config_to_dict",
-    "ConfigError", "build_section",
-]
+from attnmeta.runs.schema import (DataConfig, EpisodeConfig, EvalConfig, ExperimentConfig,
+                                  LearnerConfig, ModelConfig, RLConfig, TrainConfig)
+
+__all__ = ["ConfigError", "RunConfig", "EpisodeConfig", "DataConfig", "ModelConfig",
+           "LearnerConfig", "TrainConfig", "EvalConfig", "ExperimentConfig", "RLConfig",
+           "read_yaml", "config_kind", "load_config", "apply_overrides", "config_from_dict",
+           "config_to_dict", "build_section", "flatten"]
+
+RunConfig = ExperimentConfig | RLConfig
+SCHEMAS: dict[str, type] = {"supervised": ExperimentConfig, "rl": RLConfig}
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
-@dataclass
-class EpisodeConfig:
-    n_way: int = 5
-    k_shot: int = 1
-    q_query: int = 15
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping key written twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} appears twice (line {key_node.start_mark.line + 1})"
+                                  ": expected each key once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
-@dataclass
-class DataConfig:
-    dataset: str = "omniglot"            # omniglot | image_folder | clinc150 | banking77
-    root: str | None = None              # data root; else $ATTNMETA_DATA, else the cache
-    protocol: str = "vinyals"            # omniglot: vinyals | lake
-    image_size: int = 28
-    max_length: int = 48                 # text: tokens per sentence (longer ones are cut)
-    vocab_size: int = 4000               # text: BPE vocabulary trained on the meta-train text
-    train: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(5, 1, 15))
-    test: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(5, 1, 15))
-    workers: int = 0
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"{where} is not valid YAML ({detail})") from None
 
 
-@dataclass
-class ModelConfig:
-    backbone: str = "conv4"              # conv4 | vit | text_transformer | hf (text data sets)
-    hidden: int = 64                     # conv channels; transformer width (d_model)
-    norm: str = "batch"                  # batch: batch statistics (MAML); running: nn.BatchNorm2d
-    depth: int = 4                       # transformer blocks (vit; incontext learner's reader)
-    heads: int = 4                       # attention heads per block
-    patch_size: int = 7                  # vit: square patches of this side
-    dropout: float = 0.0                 # text_transformer: dropout in embeddings and blocks
-    hf_path: str | None = None           # hf: local folder of a transformers model (None: tiny BERT)
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: expected a YAML file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}): "
+                          "expected a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read ({error.strerror})") from None
+    values = _parse_yaml(text, f"config file {path}")
+    if values is None:
+        raise ConfigError(f"config file {path} is empty: expected a mapping such as "
+                          "'name: my_run' with data, model, learner and train sections")
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} holds a {type(values).__name__}: expected a "
+                          "mapping of config keys")
+    return values
 
 
-@dataclass
-class LearnerConfig:
-    name: str = "protonet"               # maml | fomaml | reptile | protonet | matching | feat | incontext
-    inner_lr: float = 0.4
-    inner_steps: int = 1
-    eval_steps: int = 3
-    learn_inner_lr: bool = False
-    adapt_only: list[str] | None = None
-    strategy: str = "loop"
-    inner_optimizer: str = "sgd"         # reptile: sgd | adam (beta1 = 0, as in the paper)
-    distance: str = "sqeuclidean"        # protonet
-    scale: float = 10.0                  # matching: cosine-similarity sharpening
-    fce: bool = False                    # matching: full-context embeddings (LSTMs)
-    fce_steps: int = 5                   # matching: attLSTM processing steps for the queries
-    heads: int = 1                       # feat: set-to-set transformer heads
-    dropout: float = 0.5                 # feat: dropout on the set-to-set attention output
-    temperature: float = 1.0             # feat: divides the distance logits
-    aux_temperature: float = 1.0         # feat: divides the regulariser's logits
-    balance: float = 0.1                 # feat: weight of the contrastive regulariser
+def config_kind(values: Mapping[str, Any]) -> str:
+    """``"rl"`` for a meta-RL config (``kind: rl``), else ``"supervised"``."""
+    kind = values.get("kind", "supervised")
+    if not isinstance(kind, str) or kind not in SCHEMAS:
+        raise ConfigError(f"config key 'kind' is {kind!r}: expected 'rl' or no kind "
+                          "(an episodic run)")
+    return kind
 
 
-@dataclass
-class TrainConfig:
-    steps: int = 1000
-    meta_batch: int = 1
-    backward_chunk: int = 0              # tasks per backward pass (0 = all): less memory, same gradient
-    workers: int = 1                     # threads sharing a meta-batch's chunks (task parallelism)
-    optimizer: str = "adam"              # adam | sgd
-    lr: float = 1e-3
-    lr_decay_every: int = 0              # halve the learning rate every N steps (0 = never)
-    lr_schedule: str = "step"            # step: halvings above; linear: to 0 at `steps` (Reptile)
-    grad_clip: float | None = None
-    log_every: int = 50
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    eval_every: int = 0                  # evaluate during training every N steps (0 = never)
-    eval_episodes: int = 200             # episodes per evaluation during training
-    max_minutes: float = 0.0             # stop (with a checkpoint) after this much training time
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-@dataclass
-class EvalConfig:
-    episodes: int = 1000
-    seed: int = 1234
-    split: str = "test"
-
-
-@dataclass
-class ExperimentConfig:
-    name: str = "experiment"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def build_section(cls: type, values: Mapping[str, Any], path: str) -> Any:
-    """A config dataclass ``cls`` from a nested mapping, refusing unknown keys and wrong types
-    (``path``: the dotted name of the section, for the error). Shared with ``attnmeta.rl``."""
+def build_section(cls: type, values: Any, path: str) -> Any:
+    """A config dataclass ``cls`` from a nested mapping, refusing unknown keys, wrong types
+    and values out of each key's declared range (``path``: the section's dotted name)."""
     if not isinstance(values, Mapping):
-        raise ConfigError(f"config section '{path or 'top level'}' is {values!r}: expected a mapping")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+        raise ConfigError(f"config section '{path or 'top level'}' is {values!r}: expected "
+                          "a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
     kwargs = {}
     for key, value in values.items():
-        dotted = f"{path}.{key}" if path else key
-        if key not in known:
-            raise ConfigError(f"unknown config key '{dotted}': expected one of {sorted(known)}")
-        default = getattr(cls(), key)
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key {dotted!r}: expected one of {sorted(fields)}")
+        default = getattr(defaults, key)
         if dataclasses.is_dataclass(default):
             kwargs[key] = build_section(type(default), value, dotted)
-        else:
-            kwargs[key] = _check_type(dotted, value, default)
+            continue
+        value = _check_type(dotted, value, hints[key], default)
+        limits = fields[key].metadata.get("limits")
+        if limits is not None and (expected := limits.problem(value)):
+            raise ConfigError(f"config key '{dotted}' is {value!r}: {expected}")
+        kwargs[key] = value
     return cls(**kwargs)
 
 
-def _check_type(dotted: str, value: Any, default: Any) -> Any:
-    """Reject a value whose type plainly differs from the default's (ints pass as floats)."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, float):
+def _check_type(dotted: str, value: Any, hint: Any, default: Any) -> Any:
+    """``value`` as the key's declared type ``hint`` (ints pass as floats), or a ConfigError."""
+    converted = _as_type(value, hint)
+    if converted is _WRONG:
+        example = "" if default is None else f" such as {default!r}"
+        raise ConfigError(f"config key '{dotted}' is {value!r}: expected {_type_name(hint)}"
+                          f"{example}")
+    return converted
+
+
+_WRONG = object()
+
+
+def _as_type(value: Any, hint: Any) -> Any:
+    """``value`` converted to ``hint`` (``int``, ``float``, ``str``, ``bool``, ``list[...]``,
+    ``X | None``), or :data:`_WRONG`."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # an optional key
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            return _WRONG
+        items = [_as_type(item, typing.get_args(hint)[0]) for item in value]
+        return _WRONG if any(item is _WRONG for item in items) else items
+    if hint is bool or isinstance(value, bool):  # YAML's true is no number, 1 no boolean
+        return value if hint is bool and isinstance(value, bool) else _WRONG
+    if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                value = float(value)
+                return float(value)
             except ValueError:
-                pass
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(
-            f"config key '{dotted}' is {value!r}: expected a {type(default).__name__}")
-    return value
+                return _WRONG
+        return float(value) if isinstance(value, (int, float)) else _WRONG
+    return value if isinstance(value, hint) else _WRONG
 
 
-def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
-    return build_section(ExperimentConfig, values, "")
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    if args:
+        return f"{_type_name(args[0])} or null"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
-def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """The checked config of either kind (see :func:`config_kind`)."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config is {values!r}: expected a mapping of config keys")
+    config = build_section(SCHEMAS[config_kind(values)], values, "")
+    for key, value, expected in config.cross_problems():
+        raise ConfigError(f"config key '{key}' is {value!r}: expected {expected}")
+    return config
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
@@ -168,7 +192,7 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
     """Set ``a.b.c=value`` entries (value parsed as YAML) in a nested dict, in place."""
     for override in overrides:
         key, sep, raw = override.partition("=")
-        if not sep or not key:
+        if not sep or not key or "" in key.split("."):
             raise ConfigError(f"override {override!r}: expected key=value, e.g. train.steps=100")
         node = values
         *parents, leaf = key.split(".")
@@ -176,17 +200,10 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {override!r}: '{part}' is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _parse_yaml(raw, f"override {override!r}")
     return values
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML config, apply ``key=value`` overrides, validate against the schema."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: expected a YAML file")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    return config_from_dict(apply_overrides(values, overrides))
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config, apply ``key=value`` overrides, check every key."""
+    return config_from_dict(apply_overrides(read_yaml(path), overrides))

@@ -18,7 +18,6 @@ one model per learner serves both evaluation settings (the paper trained one per
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from attnmeta.evaluate import Summary, mse, per_task_metric, summarize
+from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import MAML, InContextLearner, MetaLearner
+from attnmeta.machine import describe_machine
 from attnmeta.models import MLP, AttentiveNP, MemoryAttentionRegressor
+from attnmeta.runs.folder import RunFolder
 from attnmeta.tasks import Episode, SinusoidTasks
 from attnmeta.train import meta_train
 
@@ -86,13 +88,15 @@ def test_batch(config: SinusoidDemoConfig, k_shot: int) -> tuple[Episode, torch.
     return tasks.sample(0, config.test_tasks)
 
 
-def evaluate_learner(learner: MetaLearner, config: SinusoidDemoConfig
-                     ) -> dict[tuple[int, int], Summary]:
+def test_mse(learner: MetaLearner, config: SinusoidDemoConfig
+             ) -> dict[tuple[int, int], Summary]:
+    """MSE ± 95% CI over the test tasks for each (K, steps); steps 0 for learners that adapt
+    in context (one forward pass)."""
     learner.eval()
     results = {}
     for k_shot in config.eval_shots:
         batch = test_batch(config, k_shot)[0]
-        if not isinstance(learner, MAML):  # adapts in context: one forward pass, no steps
+        if not learner.adapts_by_gradient:
             results[(k_shot, 0)] = summarize(per_task_metric(learner.predict_batch, [batch], mse))
             continue
         for steps in config.eval_steps:
@@ -136,7 +140,7 @@ def plot_adapted_curves(learners: dict[str, MetaLearner], config: SinusoidDemoCo
         ax.scatter(task.support_x[:, 0], task.support_y[:, 0], color="black", zorder=5,
                    label=f"{k_shot} support points")
         for name, learner in learners.items():
-            if isinstance(learner, MAML):
+            if learner.adapts_by_gradient:
                 prediction = learner.predict(task.support_x, task.support_y, grid[0], steps=steps)
                 label = f"{name}, {steps} steps"
             else:
@@ -154,8 +158,13 @@ def plot_adapted_curves(learners: dict[str, MetaLearner], config: SinusoidDemoCo
 
 def run_sinusoid_demo(config: SinusoidDemoConfig, out_dir: Path, command: str,
                       progress: bool = True) -> dict:
-    """Train, evaluate, and write ``sinusoid.json``, ``sinusoid.md`` and ``sinusoid.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train, evaluate, and write ``sinusoid.json``, ``sinusoid.md`` and ``sinusoid.png``
+    into ``out_dir``, a folder the demo owns (new, empty, or an earlier demo's)."""
+    with RunFolder.claim(out_dir, "demo"):
+        return _run(config, Path(out_dir), command, progress)
+
+
+def _run(config: SinusoidDemoConfig, out_dir: Path, command: str, progress: bool) -> dict:
     torch.manual_seed(config.train_seed)
     learners = build_learners(config)
     train_seconds, results = {}, {}
@@ -165,11 +174,11 @@ def run_sinusoid_demo(config: SinusoidDemoConfig, out_dir: Path, command: str,
         meta_train(learner, training_batches(config), optimizer, config.steps[name],
                    log_every=100, progress=progress, description=f"{name:>15}")
         train_seconds[name] = time.perf_counter() - start
-        results[name] = evaluate_learner(learner, config)
+        results[name] = test_mse(learner, config)
 
     table = markdown_table(results, config, train_seconds)
     plot_adapted_curves(learners, config, out_dir / "sinusoid.png")
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = describe_machine()
     record = {
         "command": command,
         "machine": machine,
@@ -181,7 +190,7 @@ def run_sinusoid_demo(config: SinusoidDemoConfig, out_dir: Path, command: str,
             for name, by_setting in results.items() for (k, s), summary in by_setting.items()
         ],
     }
-    (out_dir / "sinusoid.json").write_text(json.dumps(record, indent=2))
+    atomic_write_bytes(out_dir / "sinusoid.json", json.dumps(record, indent=2).encode())
     header = (
         "# Sinusoid regression: MAML and attention learners\n\n"
         f"Command: `{command}`  \nMachine: {machine}  \n"
@@ -190,5 +199,6 @@ def run_sinusoid_demo(config: SinusoidDemoConfig, out_dir: Path, command: str,
         "Training alternates 5- and 10-shot meta-batches of 25 tasks; the paper's figures "
         "(Finn et al. 2017, 5-shot) come from 70 000 meta-iterations per model.\n\n"
     )
-    (out_dir / "sinusoid.md").write_text(header + table + "\n\n![adapted curves](sinusoid.png)\n")
+    atomic_write_bytes(out_dir / "sinusoid.md",
+                       (header + table + "\n\n![adapted curves](sinusoid.png)\n").encode())
     return record

@@ -13,41 +13,39 @@ uninterrupted one bit for bit. Held-out evaluation tasks come from a separate se
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-from attnmeta.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
-                                 resolve_checkpoint, save_checkpoint)
+from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
+                                 resolve_checkpoint)
+from attnmeta.distributed import DistributedContext
 from attnmeta.evaluate import summarize
-# Shared with image runs: the same run log and the same rule for which keys may change on resume.
-from attnmeta.runs.supervised import RunError, RunLog, check_resumable
-from attnmeta.files import atomic_write_bytes
 from attnmeta.rl.bandit import BanditTasks
-from attnmeta.runs.rl_config import RLConfig, load_rl_config, rl_config_from_dict, rl_config_to_dict
 from attnmeta.rl.maml_rl import PolicyGradientMAML, TaskBatch
 from attnmeta.rl.navigation import Navigation2D
 from attnmeta.rl.policies import HistoryAttentionPolicy, MLPPolicy
 from attnmeta.rl.task_family import TaskFamily
-from attnmeta.train import meta_train
+from attnmeta.runs.config import RLConfig, config_from_dict, config_to_dict
+from attnmeta.runs.folder import write_result
+from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
 
-__all__ = ["build_family", "build_policy", "build_learner", "stream_seed", "training_batches",
-           "held_out_tasks", "train_rl", "evaluate_learner", "load_rl_run", "evaluate_rl_run",
-           "is_rl_run", "train_from_cli", "evaluate_from_cli", "format_evaluation"]
+__all__ = ["RESUMABLE", "build_family", "build_policy", "build_learner", "stream_seed",
+           "training_batches", "held_out_tasks", "train_rl", "adaptation_returns",
+           "load_rl_run", "evaluate_rl_run", "format_evaluation"]
+
+KIND = "rl"
+# Config keys a resume may change (the outer step size and clipping included: what a NaN
+# error advises to change).
+RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+             "train.max_minutes", "train.threads", "train.lr", "train.grad_clip", "eval.")
 
 # Seed streams: (seed, purpose, index) -> an independent generator seed.
 TRAIN_TASKS, TRAIN_ROLLOUTS, EVAL_TASKS, EVAL_ROLLOUTS = 0, 1, 2, 3
 EVAL_CHUNK = 25  # held-out tasks evaluated together; part of what fixes the eval rollouts
-
-
-class _BudgetReached(Exception):
-    """Internal: the training-time budget is spent (a checkpoint has been written)."""
 
 
 def stream_seed(seed: int, purpose: int, index: int) -> int:
@@ -110,70 +108,23 @@ def _set_threads(config: RLConfig) -> None:
 def train_rl(config: RLConfig, run_dir: Path, resume: bool = False, progress: bool = True,
              command: str = "", on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Meta-train as configured, checkpointing into ``run_dir``; resumable after a kill."""
-    run_dir = Path(run_dir)
-    config_dict = rl_config_to_dict(config)
-    existing = latest_checkpoint(run_dir)
-    if existing is not None and not resume:
-        raise RunError(f"run folder {run_dir} already holds checkpoints: pass --resume to "
-                       "continue it, or --out NEW_FOLDER for a new run")
     _set_threads(config)
-    torch.manual_seed(config.seed)
-    learner = build_learner(config)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.train.lr)
-    start_step, elapsed = 0, 0.0
-    if existing is not None:
-        check_resumable(json.loads(existing.read_text())["config"], config_dict, existing)
-        record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
-        start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
-        if start_step > config.train.steps:
-            raise RunError(f"cannot resume {run_dir} at step {start_step} with train.steps="
-                           f"{config.train.steps}: expected train.steps >= {start_step}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False).encode())
 
-    steps, budget_s = config.train.steps, 60 * config.train.max_minutes
-    run_log = RunLog(run_dir, enabled=True)
-    clock = {"start": time.perf_counter() - elapsed}
-    stopped: dict[str, int] = {}
+    def plan(resuming: bool) -> TrainingPlan:
+        torch.manual_seed(config.seed)
+        learner = build_learner(config)
+        optimizer = torch.optim.Adam(learner.parameters(), lr=config.train.lr)
+        return TrainingPlan(learner, optimizer,
+                            lambda start: training_batches(config, learner.family, start),
+                            config.train.steps, config.train,
+                            learning_rate=lambda step: config.train.lr)
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir, step, learner, optimizer, config_dict,
-                        keep=config.train.keep_checkpoints,
-                        extra={"elapsed_s": time.perf_counter() - clock["start"],
-                               "command": command})
-
-    def log(step: int, metrics: dict[str, float]) -> None:
-        run_log.write(step, time.perf_counter() - clock["start"], metrics, "train")
-
-    def step_end(step: int) -> None:
-        out_of_time = budget_s > 0 and time.perf_counter() - clock["start"] >= budget_s
-        if step % config.train.checkpoint_every == 0 or step == steps or out_of_time:
-            checkpoint(step)
-        if on_step_end is not None:
-            on_step_end(step)
-        if out_of_time and step < steps:
-            stopped["at"] = step
-            raise _BudgetReached
-
-    history: list[dict[str, float]] = []
-    try:
-        history = meta_train(learner, training_batches(config, learner.family, start_step),
-                             optimizer, steps, start_step=start_step,
-                             grad_clip=config.train.grad_clip, log_every=config.train.log_every,
-                             progress=progress, description=config.name, on_log=log,
-                             on_step_end=step_end)
-    except _BudgetReached:
-        pass
-    finally:
-        run_log.close()
-    if start_step == steps and latest_checkpoint(run_dir) is None:
-        checkpoint(steps)  # train.steps = 0: the untrained policy, e.g. the random baseline
-    return {"run_dir": str(run_dir), "steps": stopped.get("at", steps), "resumed_from": start_step,
-            "stopped_by_time_budget": bool(stopped),
-            "train_seconds": time.perf_counter() - clock["start"], "history": history}
+    return train_in_folder(Path(run_dir), KIND, config_to_dict(config), plan, RESUMABLE,
+                           DistributedContext(), resume=resume, progress=progress,
+                           command=command, description=config.name, on_step_end=on_step_end)
 
 
-def evaluate_learner(learner: PolicyGradientMAML, config: RLConfig, tasks: int | None = None,
+def adaptation_returns(learner: PolicyGradientMAML, config: RLConfig, tasks: int | None = None,
                      seed: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Mean return per held-out task before and after each adaptation step (or, in
     context, on each episode of a trial), summarised as mean ± 95% CI over tasks."""
@@ -220,10 +171,10 @@ def evaluate_learner(learner: PolicyGradientMAML, config: RLConfig, tasks: int |
 def load_rl_run(path: Path) -> tuple[RLConfig, PolicyGradientMAML, dict[str, Any]]:
     """(config, learner with the checkpoint's weights, checkpoint record) of an RL run."""
     json_path = resolve_checkpoint(Path(path))
-    try:
-        config = rl_config_from_dict(json.loads(json_path.read_text())["config"])
-    except (KeyError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"checkpoint {json_path} has no readable config ({error})") from None
+    config = config_from_dict(read_checkpoint_record(json_path)["config"])
+    if not isinstance(config, RLConfig):
+        raise CheckpointError(f"checkpoint {json_path} is of an episodic run: expected a "
+                              "meta-RL run (kind: rl)")
     learner = build_learner(config)
     record = load_checkpoint(json_path, learner)
     record["path"] = str(json_path)
@@ -231,26 +182,18 @@ def load_rl_run(path: Path) -> tuple[RLConfig, PolicyGradientMAML, dict[str, Any
 
 
 def evaluate_rl_run(path: Path, tasks: int | None = None, seed: int | None = None,
-                    command: str = "", progress: bool = False) -> dict[str, Any]:
+                    command: str = "", progress: bool = False, save: bool = True
+                    ) -> dict[str, Any]:
     """Evaluate a run's latest checkpoint; writes ``<run>/eval_rl.json``."""
     config, learner, record = load_rl_run(path)
     _set_threads(config)
     result = {"command": command, "name": config.name, "checkpoint": record["path"],
               "step": record["step"], "train_seconds": record.get("elapsed_s"),
-              **evaluate_learner(learner, config, tasks, seed, progress)}
-    out = Path(record["path"]).parent.parent / "eval_rl.json"
-    atomic_write_bytes(out, json.dumps(result, indent=1).encode())
-    result["written_to"] = str(out)
+              **adaptation_returns(learner, config, tasks, seed, progress)}
+    result["result_path"] = str(Path(record["path"]).parent.parent / "eval_rl.json")
+    result["written_to"] = write_result(result) if save else None
     return result
 
-
-def is_rl_run(path: Path) -> bool:
-    """True when ``path`` (run folder or checkpoint) holds an RL run (config ``kind: rl``)."""
-    try:
-        record = json.loads(resolve_checkpoint(Path(path)).read_text())
-    except (CheckpointError, OSError, json.JSONDecodeError):
-        return False
-    return isinstance(record.get("config"), dict) and record["config"].get("kind") == "rl"
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -259,24 +202,4 @@ def format_evaluation(result: dict[str, Any]) -> str:
     columns = ", ".join(f"{label} {r['k'] + (1 if label == 'episode' else 0)}: "
                         f"{r['mean']:.2f} ± {r['ci95']:.2f}" for r in result["returns"])
     return (f"{result['name']} ({result['learner']}, {result['tasks']} held-out tasks, seed "
-            f"{result['task_seed']}): average return {columns} -> {result['written_to']}")
-
-
-def train_from_cli(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
-                   resume: bool, run_eval: bool, progress: bool, command: str) -> list[str]:
-    """What ``attnmeta train`` does for an RL config; returns the lines to print."""
-    config = load_rl_config(config_path, overrides)
-    out_dir = out_dir or Path("runs") / config.name
-    result = train_rl(config, out_dir, resume=resume, progress=progress, command=command)
-    lines = [f"trained {config.name}: {result['steps']} steps in "
-             f"{result['train_seconds']:.0f} s -> {out_dir}"]
-    if run_eval:
-        lines.append(format_evaluation(evaluate_rl_run(out_dir, command=command,
-                                                       progress=progress)))
-    return lines
-
-
-def evaluate_from_cli(path: Path, tasks: int | None, seed: int | None, progress: bool,
-                      command: str) -> str:
-    """What ``attnmeta eval RUN`` does for an RL run (``--episodes`` = held-out tasks)."""
-    return format_evaluation(evaluate_rl_run(path, tasks, seed, command, progress))
+            f"{result['task_seed']}): average return {columns}")

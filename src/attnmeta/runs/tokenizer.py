@@ -1,7 +1,7 @@
 """A text run's tokenizer: made when the run starts, kept in the run folder, reused after.
 
 A new run trains byte-level BPE on the **meta-train** sentences only
-(:func:`attnmeta.tasks.text.meta_train_texts`), or takes the tokenizer of a local pretrained
+(:func:`attnmeta.tasks.intents.meta_train_texts`), or takes the tokenizer of a local pretrained
 Hugging Face model (``model.backbone: hf`` with ``model.hf_path``), and saves it as
 ``<run>/tokenizer.json`` (atomically) before the first training step. A resumed run and
 ``attnmeta eval`` / ``viz`` load that file, so the ids a checkpoint was trained on never
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnmeta.runs.config import ExperimentConfig
-from attnmeta.tasks.text import meta_train_texts
+from attnmeta.tasks.intents import meta_train_texts
 from attnmeta.tokenizer import TextTokenizer, tokenizer_from_pretrained, train_tokenizer
 
 __all__ = ["TOKENIZER_FILE", "make_tokenizer", "run_tokenizer", "load_run_tokenizer"]
@@ -26,7 +26,8 @@ def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
     ``data.vocab_size`` ids trained on the meta-train sentences."""
     if config.model.backbone == "hf" and config.model.hf_path:
         return tokenizer_from_pretrained(config.model.hf_path)
-    tokenizer = train_tokenizer(meta_train_texts(config.data), config.data.vocab_size)
+    tokenizer = train_tokenizer(meta_train_texts(config.data.dataset, config.data.root),
+                                config.data.vocab_size)
     if tokenizer.pad_id != 0:  # the text encoders are built with padding id 0
         raise ValueError(f"trained tokenizer pads with id {tokenizer.pad_id}: expected 0")
     return tokenizer

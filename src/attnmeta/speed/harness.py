@@ -10,13 +10,15 @@ is the resident-set growth of a fresh subprocess running two steps of one implem
 
     attnmeta bench speed [--repeats 5] [--out benchmarks/results]
     python benchmarks/speed.py ...            (the same)
+
+The file is over 300 lines because timing, gradient checks, FLOPs, the machine's peak,
+memory and the report must agree on one protocol; the peers' steps are in
+:mod:`attnmeta.speed.peers`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnmeta.speed.peers import PEERS, MetaStep, PeerUnavailable, reference_conv4
+from attnmeta.machine import machine_info
 from attnmeta.learners import FEAT, MAML, ProtoNet
 from attnmeta.models import Conv4
 from attnmeta.tasks.episode import Episode
@@ -331,18 +334,6 @@ def run_episode_learners(config: SpeedConfig,
     return rows
 
 
-def machine_description() -> dict[str, str | int]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count() or 0, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict:
     """Every measurement of the harness, as one JSON-ready dict."""
     torch.set_num_threads(config.threads)
@@ -356,7 +347,7 @@ def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict:
     log("episode learners:")
     episode_rows = run_episode_learners(config, log)
     peak_after = measure_peak(config.gemm_size, config.conv_batch)
-    results = {"config": asdict(config), "machine": machine_description(),
+    results = {"config": asdict(config), "machine": machine_info(),
                "peak_before": peak_before, "peak_after": peak_after,
                "maml": maml_rows, "episode_learners": episode_rows}
     return with_peak_utilisation(results)

@@ -151,12 +151,8 @@ def load_banking77(data_root: str | Path | None = None, split: str = "train") ->
 
 
 def download_banking77(data_root: str | Path | None = None) -> Path:
-    """Fetch the upstream files (pinned commit, SHA-256 checked) into ``<data_root>/banking77``.
-
-    A file already present is kept if its SHA-256 matches, and refused with a
-    ``ValueError`` (left untouched) if not; a new download that does not match is not
-    written (see :func:`attnmeta.tasks.download.download_file`).
-    """
+    """Fetch the upstream files (pinned commit) into ``<data_root>/banking77``, checked
+    against their SHA-256 as :func:`attnmeta.tasks.download.download_files` does."""
     return download_files(data_root_path(data_root) / "banking77",
                           {file: BANKING77_URLS[file] for file in BANKING77_FILES},
                           {file: f"sha256:{BANKING77_SHA256[file]}" for file in BANKING77_FILES})

@@ -199,12 +199,8 @@ def load_clinc150_out_of_scope(data_root: str | Path | None = None, split: str =
 
 
 def download_clinc150(data_root: str | Path | None = None) -> Path:
-    """Fetch the upstream files (pinned commit, SHA-256 checked) into ``<data_root>/clinc150``.
-
-    A file already present is kept if its SHA-256 matches, and refused with a
-    ``ValueError`` (left untouched) if not; a new download that does not match is not
-    written (see :func:`attnmeta.tasks.download.download_file`).
-    """
+    """Fetch the upstream files (pinned commit) into ``<data_root>/clinc150``, checked
+    against their SHA-256 as :func:`attnmeta.tasks.download.download_files` does."""
     return download_files(data_root_path(data_root) / "clinc150",
                           {file: CLINC150_URLS[file] for file in CLINC150_FILES},
                           {file: f"sha256:{CLINC150_SHA256[file]}" for file in CLINC150_FILES})

@@ -18,6 +18,10 @@ Two split protocols are provided by :func:`load_omniglot`:
   characters are pooled (1623) in a fixed order, the first 1200 are for training, the other
   423 for testing, and each character rotated by 0/90/180/270 degrees is a separate class.
 * ``"lake"`` (Lake et al. 2015): background for training, evaluation for testing, no rotation.
+
+The file is over 300 lines because decoding, the cache that must match what it decodes, and
+the two split protocols are one data set's reading; its files' locating, listing and
+download are in :mod:`attnmeta.tasks.omniglot_files`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,242 @@
+"""Config -> objects: the registries of data sets, backbones and learners, and the
+functions that build a run's split, episodes, model, learner and optimiser from them.
+
+Adding a learner is its own file under ``learners/`` and one line in :data:`LEARNERS`;
+adding a data set is its loader under ``tasks/`` and one line in :data:`DATASETS`; a
+backbone, one line in :data:`BACKBONES` (or :func:`register_backbone` from outside). What
+a learner needs from the model (a head of ``n_way`` outputs or plain features) is read
+from the learner class's declared capabilities, never from its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import nn
+
+from attnmeta.learners import (FEAT, MAML, InContextClassifier, MatchingNet, MetaLearner, ProtoNet,
+                               Reptile)
+from attnmeta.models import Conv4, VisionTransformer
+from attnmeta.runs.config import (ConfigError, EpisodeConfig, ExperimentConfig, LearnerConfig,
+                                  ModelConfig)
+from attnmeta.tasks import FewShotEpisodes, LabelledSplit
+from attnmeta.tasks.banking77 import download_banking77
+from attnmeta.tasks.clinc150 import download_clinc150
+from attnmeta.tasks.omniglot import download_omniglot
+
+if TYPE_CHECKING:
+    from attnmeta.tokenizer import TextTokenizer
+
+__all__ = ["DatasetEntry", "LearnerEntry", "DATASETS", "download_dataset", "BACKBONES",
+           "TEXT_BACKBONES",
+           "LEARNERS", "register_backbone", "dataset_entry", "is_text", "build_model",
+           "build_learner", "build_optimizer", "load_split", "make_episodes"]
+
+
+# ------------------------------------------------------------------------------ data sets
+def _omniglot(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
+              ) -> LabelledSplit:
+    from attnmeta.tasks.omniglot import load_omniglot
+
+    data = config.data
+    return load_omniglot(data.root, split=split, protocol=data.protocol,
+                         image_size=data.image_size)
+
+
+def _image_folder(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
+                  ) -> LabelledSplit:
+    from attnmeta.tasks.image_folder import load_image_folder
+
+    if config.data.root is None:
+        raise ConfigError("config key 'data.root' is not set: expected the image folder's "
+                          "path (data.root=/path/with/train/and/test)")
+    return load_image_folder(config.data.root, split=split, image_size=config.data.image_size)
+
+
+def _intents(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
+             ) -> LabelledSplit:
+    from attnmeta.tasks.intents import load_intent_tokens
+
+    if tokenizer is None:
+        raise ValueError(f"data.dataset={config.data.dataset!r} is text: expected the run's "
+                         "tokenizer to encode it")
+    data = config.data
+    return load_intent_tokens(data.dataset, data.root, split, tokenizer, data.max_length)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to load a data set's class split, what kind of input it holds, and how
+    ``attnmeta download`` fetches it (None: the user's own files)."""
+
+    load: Callable[[ExperimentConfig, str, "TextTokenizer | None"], LabelledSplit]
+    text: bool = False      # sentences: the run trains a tokenizer on meta-train text
+    channels: int = 1       # images: colour channels the backbone reads
+    download: Callable[[str | None], object] | None = None  # data root -> where it went
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "omniglot": DatasetEntry(_omniglot, download=download_omniglot),
+    "image_folder": DatasetEntry(_image_folder),
+    "clinc150": DatasetEntry(_intents, text=True, download=download_clinc150),
+    "banking77": DatasetEntry(_intents, text=True, download=download_banking77),
+}
+
+
+def download_dataset(name: str, data_root: str | None) -> object:
+    """Fetch data set ``name`` (checksums checked); returns the folder it is in."""
+    fetchable = [n for n, entry in DATASETS.items() if entry.download is not None]
+    if name not in fetchable:
+        raise ValueError(f"data set {name!r} cannot be downloaded: expected one of "
+                         f"{', '.join(map(repr, fetchable))}")
+    return DATASETS[name].download(data_root)
+
+
+def _registered(registry: dict, key: str, name: str, note: str = "") -> Any:
+    """``registry[name]``, or a ConfigError naming the config ``key`` and the known names."""
+    if name not in registry:
+        raise ConfigError(f"config key '{key}' is {name!r}: expected one of "
+                          f"{', '.join(map(repr, registry))}{note}")
+    return registry[name]
+
+
+def dataset_entry(config: ExperimentConfig) -> DatasetEntry:
+    return _registered(DATASETS, "data.dataset", config.data.dataset)
+
+
+def is_text(config: ExperimentConfig) -> bool:
+    """Whether the run reads sentences (and so has a tokenizer saved in its folder)."""
+    return dataset_entry(config).text
+
+
+def load_split(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None = None
+               ) -> LabelledSplit:
+    """Class split ``split`` ('train' | 'val' | 'test') of the configured data set; text is
+    encoded with the run's ``tokenizer``."""
+    return dataset_entry(config).load(config, split, tokenizer)
+
+
+def make_episodes(split: LabelledSplit, shape: EpisodeConfig, num_episodes: int, seed: int
+                  ) -> FewShotEpisodes:
+    """``num_episodes`` seeded ``shape`` episodes over ``split``."""
+    return FewShotEpisodes(split.items, split.labels.tolist(), n_way=shape.n_way,
+                           k_shot=shape.k_shot, q_query=shape.q_query,
+                           num_episodes=num_episodes, seed=seed)
+
+
+# ------------------------------------------------------------------------------ backbones
+# Image backbones: factory(model_config, in_channels, out_dim, image_size); out_dim = 0 asks
+# for features (metric learners), > 0 for a classification head (gradient learners).
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "conv4": lambda m, in_channels, out_dim, image_size: Conv4(
+        in_channels, out_dim, m.hidden, image_size, m.norm),
+    "vit": lambda m, in_channels, out_dim, image_size: VisionTransformer(
+        in_channels, out_dim, m.hidden, image_size, m.patch_size, m.depth, m.heads),
+}
+
+
+def _text_transformer(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module:
+    from attnmeta.models.text import TextTransformer
+
+    data = config.data
+    return TextTransformer(data.vocab_size, out_dim, model.hidden, model.depth, model.heads,
+                           data.max_length, pad_id=0, dropout=model.dropout)
+
+
+def _hf(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module:
+    from attnmeta.models.hf import hf_text_encoder  # transformers is optional
+
+    return hf_text_encoder(config.data.vocab_size, config.data.max_length, out_dim,
+                           model.hf_path, model.hidden, model.depth, model.heads, model.dropout)
+
+
+# Text backbones: factory(model_config, config, out_dim) for the data sets of text.
+TEXT_BACKBONES: dict[str, Callable[[ModelConfig, ExperimentConfig, int], nn.Module]] = {
+    "text_transformer": _text_transformer,
+    "hf": _hf,
+}
+
+
+def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Make ``model.backbone: <name>`` build ``factory(model_config, in_channels, out_dim,
+    image_size)`` for image data sets."""
+    BACKBONES[name] = factory
+
+
+def build_model(config: ExperimentConfig) -> nn.Module:
+    """The configured backbone, with a head of ``data.train.n_way`` outputs when the learner
+    declares that it classifies with one (:attr:`MetaLearner.needs_head`)."""
+    out_dim = config.data.train.n_way if learner_entry(config).cls.needs_head else 0
+    name = config.model.backbone
+    if is_text(config):
+        factory = _registered(TEXT_BACKBONES, "model.backbone", name,
+                              f" for the text data set {config.data.dataset!r}")
+        return factory(config.model, config, out_dim)
+    factory = _registered(BACKBONES, "model.backbone", name, " for images (add others with "
+                          "attnmeta.runs.build.register_backbone)")
+    return factory(config.model, dataset_entry(config).channels, out_dim, config.data.image_size)
+
+
+# ------------------------------------------------------------------------------- learners
+def _feature_dim(model: nn.Module, learner: str) -> int:
+    if not hasattr(model, "feature_dim"):
+        raise ConfigError(f"config key 'learner.name' is {learner!r}, which needs the "
+                          "backbone's feature width: expected a backbone with a feature_dim "
+                          "attribute")
+    return model.feature_dim
+
+
+def _matching(spec: LearnerConfig, model_config: ModelConfig, model: nn.Module) -> MetaLearner:
+    width = _feature_dim(model, spec.name) if spec.fce else getattr(model, "feature_dim", None)
+    return MatchingNet(model, scale=spec.scale, fce=spec.fce, feature_dim=width,
+                       fce_steps=spec.fce_steps)
+
+
+def _maml(spec: LearnerConfig, model_config: ModelConfig, model: nn.Module) -> MetaLearner:
+    return MAML(model, spec.inner_lr, spec.inner_steps, first_order=spec.name == "fomaml",
+                learn_inner_lr=spec.learn_inner_lr, adapt_only=spec.adapt_only,
+                strategy=spec.strategy, eval_steps=spec.eval_steps)
+
+
+@dataclass(frozen=True)
+class LearnerEntry:
+    """A learner class (its ClassVars declare what it needs) and how a config builds it."""
+
+    cls: type[MetaLearner]
+    build: Callable[[LearnerConfig, ModelConfig, nn.Module], MetaLearner]
+
+
+LEARNERS: dict[str, LearnerEntry] = {
+    "maml": LearnerEntry(MAML, _maml),
+    "fomaml": LearnerEntry(MAML, _maml),
+    "reptile": LearnerEntry(Reptile, lambda spec, m, model: Reptile(
+        model, spec.inner_lr, spec.inner_steps, inner_optimizer=spec.inner_optimizer,
+        eval_steps=spec.eval_steps)),
+    "protonet": LearnerEntry(ProtoNet, lambda spec, m, model: ProtoNet(
+        model, distance=spec.distance)),
+    "matching": LearnerEntry(MatchingNet, _matching),
+    "feat": LearnerEntry(FEAT, lambda spec, m, model: FEAT(
+        model, _feature_dim(model, spec.name), n_heads=spec.heads, dropout=spec.dropout,
+        temperature=spec.temperature, aux_temperature=spec.aux_temperature,
+        balance=spec.balance)),
+    "incontext": LearnerEntry(InContextClassifier, lambda spec, m, model: InContextClassifier(
+        model, _feature_dim(model, spec.name), d_model=2 * _feature_dim(model, spec.name),
+        depth=m.depth, n_heads=m.heads, dropout=spec.dropout)),
+}
+
+
+def learner_entry(config: ExperimentConfig) -> LearnerEntry:
+    return _registered(LEARNERS, "learner.name", config.learner.name)
+
+
+def build_learner(config: ExperimentConfig) -> MetaLearner:
+    """The learner named by ``learner.name`` around the configured backbone (weights drawn
+    from torch's global RNG)."""
+    return learner_entry(config).build(config.learner, config.model, build_model(config))
+
+
+def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    return optimizers[config.train.optimizer](learner.parameters(), lr=config.train.lr)

@@ -1,0 +1,175 @@
+"""The training lifecycle every run kind shares, in the folder the run owns.
+
+:func:`train_in_folder` claims the folder (:class:`~attnmeta.runs.folder.RunFolder`),
+picks the newest valid checkpoint (falling back over corrupt ones, refusing a folder that
+holds only damaged ones), allows or refuses a resume by the kind's rule of which keys may
+change (recorded in the log when they do), builds the run's objects only then, saves the
+config, and runs the one training loop (:func:`attnmeta.train.meta_train`) with the
+learning-rate schedule, checkpoints on time, each evaluation after the checkpoint it
+follows (and never moving the training RNG), and the training-time budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from attnmeta.checkpoint import (find_latest_checkpoint, load_checkpoint, read_checkpoint_record,
+                                 save_checkpoint)
+from attnmeta.distributed import DistributedContext, any_rank, broadcast_parameters
+from attnmeta.learners import MetaLearner
+from attnmeta.runs.config import flatten
+from attnmeta.runs.folder import RunError, RunFolder, RunLog
+from attnmeta.train import meta_train
+
+__all__ = ["TrainingPlan", "train_in_folder"]
+
+logger = logging.getLogger(__name__)
+
+
+class _BudgetReached(Exception):
+    """Internal: the training-time budget is spent (a checkpoint has been written)."""
+
+
+@dataclass
+class TrainingPlan:
+    """What a run kind hands to :func:`train_in_folder`."""
+
+    learner: MetaLearner
+    optimizer: torch.optim.Optimizer
+    batches: Callable[[int], Iterable]          # start step -> the meta-batches from there
+    steps: int
+    train: Any                                  # the config's train section
+    learning_rate: Callable[[int], float] | None = None  # step -> outer lr
+    evaluate: Callable[[], dict[str, float]] | None = None  # scalars to log
+    eval_every: int = 0
+
+
+def _resume_changes(saved: dict, current: dict, resumable: tuple[str, ...], where: Path
+                    ) -> dict[str, list]:
+    old, new = flatten(saved), flatten(current)
+    changed = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)}
+    refused = [k for k in changed if not k.startswith(resumable)]
+    if refused:
+        shown = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused[:4])
+        raise RunError(f"cannot resume {where}: the config differs from the checkpoint's "
+                       f"({shown}); expected only {', '.join(resumable)} to change (or a new "
+                       "--out folder)")
+    return changed
+
+
+def train_in_folder(path: Path, kind: str, config: dict[str, Any],
+                    make_plan: Callable[[bool], TrainingPlan], resumable: tuple[str, ...],
+                    context: DistributedContext,
+                    resume: bool = False, progress: bool = True, command: str = "",
+                    description: str = "meta-train",
+                    on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Meta-train in the run folder ``path`` (claimed first) what ``make_plan(resuming)``
+    builds; resumable after a kill with the same result (every RNG state is in the
+    checkpoint, and the batches depend only on the step). ``resumable``: the config keys
+    (or key prefixes) a resume may change."""
+    folder = RunFolder.claim(path, kind) if context.is_main else RunFolder(path, kind)
+    try:
+        return _train(folder, config, make_plan, resumable, context, resume, progress,
+                      command, description, on_step_end)
+    finally:
+        folder.release()
+
+
+def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool], TrainingPlan],
+           resumable: tuple[str, ...], context: DistributedContext, resume: bool,
+           progress: bool, command: str, description: str,
+           on_step_end: Callable[[int], None] | None) -> dict[str, Any]:
+    existing, skipped = find_latest_checkpoint(folder.path)
+    for line in skipped:
+        logger.warning("%s", line)
+    if existing is None and skipped:  # a fresh start would overwrite and prune them
+        raise RunError(f"run folder {folder.path} holds only damaged checkpoints "
+                       f"({len(skipped)}, warned above): expected a usable checkpoint to "
+                       "--resume from; move them away or use a new --out folder")
+    if existing is not None and not resume:
+        raise RunError(f"run folder {folder.path} already holds checkpoints: pass --resume to "
+                       "continue it, or --out NEW_FOLDER for a new run")
+    if existing is None and resume:
+        raise RunError(f"--resume: run folder {folder.path} holds no checkpoint to resume "
+                       "from: expected checkpoints/step_*.json (run without --resume to start)")
+    changed = {}
+    if existing is not None:
+        changed = _resume_changes(read_checkpoint_record(existing)["config"], config,
+                                  resumable, existing)
+    plan = make_plan(existing is not None)
+    train, learner, optimizer = plan.train, plan.learner, plan.optimizer
+    start_step, elapsed = 0, 0.0
+    if existing is not None:
+        record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
+        start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
+        if start_step > plan.steps:
+            raise RunError(f"cannot resume {folder.path} at step {start_step} with "
+                           f"train.steps={plan.steps}: expected train.steps >= {start_step}")
+    broadcast_parameters(learner)
+    if context.is_main:
+        folder.write_config(config)
+    run_log = RunLog(folder.path, enabled=context.is_main, resumed_at=start_step)
+    if changed:
+        run_log.write(start_step, elapsed, {"event": "resume", "changed": changed}, "run")
+    clock = {"start": time.perf_counter() - elapsed}
+    budget_s = 60 * train.max_minutes
+    stopped: dict[str, int] = {}
+
+    def elapsed_s() -> float:
+        return time.perf_counter() - clock["start"]
+
+    def set_learning_rate(step: int) -> None:
+        if plan.learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = plan.learning_rate(step)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(folder.path, step, learner, optimizer, config,
+                        keep=train.keep_checkpoints,
+                        extra={"elapsed_s": elapsed_s(), "command": command})
+
+    def step_end(step: int) -> None:
+        set_learning_rate(step)
+        out_of_time = any_rank(budget_s > 0 and elapsed_s() >= budget_s)
+        if context.is_main and (step % train.checkpoint_every == 0 or step == plan.steps
+                                or out_of_time):
+            checkpoint(step)
+        if plan.evaluate is not None and plan.eval_every and step % plan.eval_every == 0:
+            began = time.perf_counter()
+            with torch.random.fork_rng():  # evaluation never moves the training RNG
+                scalars = plan.evaluate()
+            clock["start"] += time.perf_counter() - began  # eval time is not training time
+            run_log.write(step, elapsed_s(), scalars, "eval")
+        if on_step_end is not None:
+            on_step_end(step)
+        if out_of_time and step < plan.steps:
+            stopped["at"] = step
+            raise _BudgetReached
+
+    set_learning_rate(start_step)
+    history: list[dict[str, float]] = []
+    extra = {k: getattr(train, k) for k in ("backward_chunk", "workers") if hasattr(train, k)}
+    try:
+        history = meta_train(learner, plan.batches(start_step), optimizer, plan.steps,
+                             start_step=start_step, grad_clip=train.grad_clip,
+                             log_every=train.log_every, progress=progress and context.is_main,
+                             description=description,
+                             on_log=lambda step, m: run_log.write(step, elapsed_s(), m, "train"),
+                             on_step_end=step_end, **extra)
+    except _BudgetReached:
+        pass
+    finally:
+        run_log.close()
+    if context.is_main and start_step == plan.steps and existing is None:
+        checkpoint(plan.steps)  # steps = 0 (RL): the untrained policy, e.g. a random baseline
+    return {"run_dir": str(folder.path), "steps": stopped.get("at", plan.steps),
+            "resumed_from": start_step, "is_main_process": context.is_main,
+            "stopped_by_time_budget": bool(stopped), "train_seconds": elapsed_s(),
+            "resume_changes": changed, "history": history}

@@ -1,0 +1,78 @@
+"""``attnmeta eval RUN --oos``: out-of-scope detection for a trained CLINC150 run.
+
+The score and threshold are chosen on meta-val episodes with ``oos_val`` utterances, then
+fixed for meta-test episodes with ``oos_test`` ones (:mod:`attnmeta.out_of_scope`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attnmeta.evaluate import summarize
+from attnmeta.out_of_scope import (OutOfScopeEpisodes, QueryScores, choose_score,
+                                   out_of_scope_metrics, score_episodes)
+from attnmeta.runs.build import make_episodes
+from attnmeta.runs.config import EpisodeConfig
+from attnmeta.runs.folder import RunError, write_result
+from attnmeta.runs.supervised import check_test_shape, load_run
+from attnmeta.tasks import check_episode_shape
+
+__all__ = ["evaluate_out_of_scope"]
+
+
+def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
+                          seed: int | None = None, threshold_episodes: int = 500,
+                          oos_per_episode: int | None = None, n_way: int | None = None,
+                          k_shot: int | None = None, data_root: str | None = None,
+                          batch_size: int = 16, command: str = "", save: bool = True
+                          ) -> dict[str, Any]:
+    """Choose the score and τ on meta-val OOS episodes, then report meta-test in-scope
+    accuracy and OOS recall (mean ± 95% CI over ``episodes`` seeded episodes); with ``save``
+    writes ``eval_test_oos_<N>w<K>s.json`` beside the run's other results."""
+    from attnmeta.tasks.intents import load_out_of_scope_tokens
+
+    run = load_run(checkpoint, data_root)
+    config = run.config
+    if config.data.dataset != "clinc150":
+        raise RunError(f"--oos needs out-of-scope utterances: data.dataset="
+                       f"{config.data.dataset!r} has none, expected 'clinc150'")
+    shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
+                          config.data.test.q_query)
+    check_test_shape(run.learner, config, shape)
+    episodes = episodes or config.eval.episodes
+    seed = config.eval.seed if seed is None else seed
+    oos_per_episode = oos_per_episode or shape.q_query
+
+    def scored(split: str, count: int) -> QueryScores:
+        data = run.split(split)
+        check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--oos {split}")
+        in_scope = make_episodes(data, shape, count, seed)
+        out_of_scope = load_out_of_scope_tokens(config.data.dataset, config.data.root, split,
+                                                run.tokenizer, config.data.max_length)
+        return score_episodes(run.learner, OutOfScopeEpisodes(in_scope, out_of_scope,
+                                                              oos_per_episode, seed),
+                              batch_size)
+
+    val = scored("val", threshold_episodes)
+    score, threshold = choose_score(val)
+    val_metrics = out_of_scope_metrics(val.scores[score], val.predictions, val.labels,
+                                       threshold)
+    test = scored("test", episodes)
+    test_metrics = out_of_scope_metrics(test.scores[score], test.predictions, test.labels,
+                                        threshold)
+    in_scope, recall = (summarize(test_metrics[k]) for k in ("in_scope_accuracy", "oos_recall"))
+    result = {
+        "command": command, "checkpoint": run.record["path"], "step": run.record["step"],
+        "learner": config.learner.name, "split": "test", "n_way": shape.n_way,
+        "k_shot": shape.k_shot, "q_query": shape.q_query, "oos_per_episode": oos_per_episode,
+        "episodes": episodes, "episode_seed": seed, "score": score,
+        "threshold": threshold, "threshold_episodes": threshold_episodes,
+        "val_in_scope_accuracy": float(val_metrics["in_scope_accuracy"].mean()),
+        "val_oos_recall": float(val_metrics["oos_recall"].mean()),
+        "in_scope_accuracy": in_scope.mean, "in_scope_ci95": in_scope.ci95,
+        "oos_recall": recall.mean, "oos_recall_ci95": recall.ci95,
+        "result_path": str(run.run_dir / f"eval_test_oos_{shape.n_way}w{shape.k_shot}s.json"),
+    }
+    result["written_to"] = write_result(result) if save else None
+    return result

@@ -1,0 +1,272 @@
+"""What a run's config may hold: one dataclass per section, each key with its default and
+the values it accepts.
+
+Every key declares its range (``setting(default, at_least=..., choices=...)``), so
+:mod:`attnmeta.runs.config` checks every value of every section the same way before a
+run does any work, and the message names the key. Names that registries own (a data
+set, a backbone, a learner) are checked where the registry is, in
+:mod:`attnmeta.runs.build`. Two run kinds: episodic supervised runs (images, text) and
+meta-RL runs, marked by ``kind: rl`` at the top of the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+__all__ = ["setting", "Limits", "EpisodeConfig", "DataConfig", "ModelConfig", "LearnerConfig",
+           "TrainConfig", "EvalConfig", "ExperimentConfig", "RLEnvConfig", "RLPolicyConfig",
+           "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig", "RLConfig", "PLAIN_NAME"]
+
+# A run's name becomes a folder under runs/: one path component, no "..", no separators.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The values a key accepts; ``None`` passes where the default is ``None``."""
+
+    at_least: float | None = None      # value >= at_least
+    above: float | None = None         # value > above
+    at_most: float | None = None       # value <= at_most
+    below: float | None = None         # value < below
+    choices: tuple[Any, ...] | None = None
+    pattern: re.Pattern | None = None  # strings: the whole value matches
+    each: "Limits | None" = None       # lists: every element
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` ("expected ..."), or None when it is accepted."""
+        if value is None:
+            return None
+        if isinstance(value, list):
+            for item in value:
+                if self.each is not None and (wrong := self.each.problem(item)):
+                    return f"{wrong} for every element"
+            return None
+        if self.choices is not None and value not in self.choices:
+            return "expected one of " + ", ".join(repr(c) for c in self.choices)
+        if self.pattern is not None and not self.pattern.fullmatch(str(value)):
+            return ("expected a plain name (letters, digits, '.', '_', '-'; no path "
+                    "separators, no leading '.')")
+        if isinstance(value, float) and not math.isfinite(value):
+            return "expected a finite number"
+        bounds = ((self.at_least, lambda v, b: v >= b, ">="), (self.above, lambda v, b: v > b, ">"),
+                  (self.at_most, lambda v, b: v <= b, "<="), (self.below, lambda v, b: v < b, "<"))
+        for bound, holds, sign in bounds:
+            if bound is not None and not holds(value, bound):
+                parts = [f"{s} {b:g}" for b, _, s in bounds if b is not None]
+                return "expected a value " + " and ".join(parts)
+        return None
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
+            **limits: Any) -> Any:
+    """A config key: its default (or ``factory`` for lists and sections) and its
+    :class:`Limits` (``at_least=1``, ``choices=("adam", "sgd")``, ...)."""
+    metadata = {"limits": Limits(**limits)} if limits else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _episode(n_way: int, k_shot: int, q_query: int) -> Callable[[], "EpisodeConfig"]:
+    return lambda: EpisodeConfig(n_way, k_shot, q_query)
+
+
+PROBABILITY = {"at_least": 0.0, "below": 1.0}
+
+
+# --------------------------------------------------------------------- supervised runs
+@dataclass
+class EpisodeConfig:
+    n_way: int = setting(5, at_least=2)          # 1-way episodes would score 100% by construction
+    k_shot: int = setting(1, at_least=1)
+    q_query: int = setting(15, at_least=1)        # no query, no loss
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "omniglot"                     # a name of attnmeta.runs.build.DATASETS
+    root: str | None = None                       # data root; else $ATTNMETA_DATA, else the cache
+    protocol: str = setting("vinyals", choices=("vinyals", "lake"))  # omniglot's class split
+    image_size: int = setting(28, at_least=16, at_most=1024)  # conv4 halves it 4 times
+    max_length: int = setting(48, at_least=1, at_most=4096)  # text: tokens per sentence
+    vocab_size: int = setting(4000, at_least=300, at_most=1_000_000)  # text: BPE vocabulary
+    train: EpisodeConfig = setting(factory=_episode(5, 1, 15))
+    test: EpisodeConfig = setting(factory=_episode(5, 1, 15))
+    workers: int = setting(0, at_least=0, at_most=64)  # DataLoader processes
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "conv4"                       # a name of attnmeta.runs.build's backbones
+    hidden: int = setting(64, at_least=1, at_most=4096)  # conv channels; transformer width
+    norm: str = setting("batch", choices=("batch", "running"))  # running: nn.BatchNorm2d
+    depth: int = setting(4, at_least=1, at_most=64)      # transformer blocks
+    heads: int = setting(4, at_least=1, at_most=64)      # attention heads per block
+    patch_size: int = setting(7, at_least=1)             # vit: square patches of this side
+    dropout: float = setting(0.0, **PROBABILITY)         # text_transformer
+    hf_path: str | None = None                    # hf: local transformers folder (None: tiny BERT)
+
+
+@dataclass
+class LearnerConfig:
+    name: str = "protonet"                        # a name of attnmeta.runs.build.LEARNERS
+    inner_lr: float = setting(0.4, above=0.0, at_most=1e6)
+    inner_steps: int = setting(1, at_least=0, at_most=1000)  # 0: the pretrained baseline
+    eval_steps: int = setting(3, at_least=0, at_most=10_000)
+    learn_inner_lr: bool = False                  # Meta-SGD
+    adapt_only: list[str] | None = None           # ANIL: parameter name prefixes to adapt
+    strategy: str = setting("loop", choices=("loop", "vmap"))
+    inner_optimizer: str = setting("sgd", choices=("sgd", "adam"))  # reptile
+    distance: str = setting("sqeuclidean", choices=("sqeuclidean", "cosine"))  # protonet
+    scale: float = setting(10.0, above=0.0)       # matching: cosine sharpening
+    fce: bool = False                             # matching: full-context embeddings
+    fce_steps: int = setting(5, at_least=1, at_most=100)
+    heads: int = setting(1, at_least=1, at_most=64)      # feat: set-to-set heads
+    dropout: float = setting(0.5, **PROBABILITY)         # feat / incontext
+    temperature: float = setting(1.0, above=0.0)         # feat
+    aux_temperature: float = setting(1.0, above=0.0)     # feat: regulariser's logits
+    balance: float = setting(0.1, at_least=0.0)          # feat: weight of the regulariser
+
+
+@dataclass
+class TrainConfig:
+    steps: int = setting(1000, at_least=1)
+    meta_batch: int = setting(1, at_least=1, at_most=100_000)
+    backward_chunk: int = setting(0, at_least=0)  # tasks per backward (0 = all): less memory
+    workers: int = setting(1, at_least=1, at_most=256)  # threads sharing a meta-batch
+    threads: int = setting(0, at_least=0, at_most=1024)  # torch intra-op threads (0: torch's)
+    optimizer: str = setting("adam", choices=("adam", "sgd"))
+    lr: float = setting(1e-3, above=0.0, at_most=1e6)  # larger overflows Adam's float32 step
+    lr_decay_every: int = setting(0, at_least=0)  # halve the lr every N steps (0 = never)
+    lr_schedule: str = setting("step", choices=("step", "linear"))
+    grad_clip: float | None = setting(None, above=0.0)
+    log_every: int = setting(50, at_least=1)
+    checkpoint_every: int = setting(500, at_least=1)
+    keep_checkpoints: int = setting(2, at_least=1)
+    eval_every: int = setting(0, at_least=0)      # evaluate every N steps (0 = never)
+    eval_episodes: int = setting(200, at_least=2)  # a CI needs two episodes
+    max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = setting(1000, at_least=2)
+    seed: int = setting(1234, at_least=0)
+    split: str = setting("test", choices=("train", "val", "test"))
+
+
+@dataclass
+class ExperimentConfig:
+    kind: ClassVar[str] = "supervised"            # not a key: files without `kind` are this kind
+    name: str = setting("experiment", pattern=PLAIN_NAME)
+    seed: int = setting(0, at_least=0)
+    data: DataConfig = setting(factory=DataConfig)
+    model: ModelConfig = setting(factory=ModelConfig)
+    learner: LearnerConfig = setting(factory=LearnerConfig)
+    train: TrainConfig = setting(factory=TrainConfig)
+    eval: EvalConfig = setting(factory=EvalConfig)
+
+    def cross_problems(self) -> list[tuple[str, Any, str]]:
+        """Rules between keys, as ``(key, value, "expected ...")`` for each one broken."""
+        model, data = self.model, self.data
+        rules = (
+            (model.backbone != "vit" or data.image_size % model.patch_size == 0,
+             "model.patch_size", model.patch_size,
+             f"a divisor of data.image_size ({data.image_size}) for the vit backbone"),
+            (model.backbone not in ("vit", "text_transformer") or model.hidden % model.heads == 0,
+             "model.heads", model.heads, f"a divisor of model.hidden ({model.hidden})"),
+        )
+        return [(key, value, expected) for ok, key, value, expected in rules if not ok]
+
+
+# --------------------------------------------------------------------------- meta-RL runs
+@dataclass
+class RLEnvConfig:
+    name: str = setting("navigation2d", choices=("navigation2d", "bandit"))
+    horizon: int = setting(100, at_least=1, at_most=100_000)  # steps per episode
+    goal_low: float = -0.5                        # navigation2d: goals uniform in [low, high]²
+    goal_high: float = 0.5
+    max_speed: float = setting(0.1, above=0.0)    # navigation2d: velocity clipped to ±max_speed
+    goal_tolerance: float = setting(0.01, at_least=0.0)
+    arms: int = setting(5, at_least=2, at_most=100_000)  # bandit
+    context_dim: int = setting(0, at_least=0, at_most=100_000)  # bandit: 0 = multi-armed
+
+
+@dataclass
+class RLPolicyConfig:
+    kind: str = setting("mlp", choices=("mlp", "attention"))
+    hidden: list[int] = setting(factory=lambda: [100, 100], each=Limits(at_least=1))
+    init_log_std: float = setting(0.0, at_least=-20.0, at_most=20.0)
+    window: int = setting(16, at_least=1, at_most=100_000)  # attention: steps attended to
+    d_model: int = setting(32, at_least=1, at_most=4096)
+    heads: int = setting(2, at_least=1, at_most=64)
+
+
+@dataclass
+class RLLearnerConfig:
+    name: str = setting("maml", choices=("maml", "fomaml", "pretrained", "incontext"))
+    inner_lr: float = setting(0.1, above=0.0, at_most=1e6)
+    inner_steps: int = setting(1, at_least=0, at_most=100)  # maml, fomaml
+    episodes_per_task: int = setting(20, at_least=1, at_most=100_000)
+    trial_episodes: int = setting(1, at_least=1, at_most=1000)  # incontext: episodes a trial
+    gamma: float = setting(0.99, at_least=0.0, at_most=1.0)
+    baseline: str = setting("linear", choices=("linear", "none"))
+    normalize_advantages: bool = True
+    estimator: str = setting("lvc", choices=("lvc", "vpg"))
+
+
+@dataclass
+class RLTrainConfig:
+    steps: int = setting(300, at_least=0)         # 0: the untrained policy (random baseline)
+    meta_batch: int = setting(20, at_least=1, at_most=100_000)
+    lr: float = setting(1e-3, above=0.0, at_most=1e6)
+    grad_clip: float | None = setting(None, above=0.0)
+    log_every: int = setting(10, at_least=1)
+    checkpoint_every: int = setting(50, at_least=1)
+    keep_checkpoints: int = setting(2, at_least=1)
+    max_minutes: float = setting(0.0, at_least=0.0)
+    threads: int = setting(1, at_least=0, at_most=1024)  # small ops run fastest on one
+
+
+@dataclass
+class RLEvalConfig:
+    tasks: int = setting(100, at_least=2)         # held-out tasks (a CI needs two)
+    seed: int = setting(1234, at_least=0)
+    steps: int = setting(3, at_least=0, at_most=100)  # adaptation steps (incontext: episodes - 1)
+    episodes_per_task: int = setting(40, at_least=1, at_most=100_000)
+    step_sizes: list[float] = setting(factory=lambda: [0.1, 0.05, 0.05], each=Limits(above=0.0))
+
+
+@dataclass
+class RLConfig:
+    kind: str = setting("rl", choices=("rl",))
+    name: str = setting("rl", pattern=PLAIN_NAME)
+    seed: int = setting(0, at_least=0)
+    env: RLEnvConfig = setting(factory=RLEnvConfig)
+    policy: RLPolicyConfig = setting(factory=RLPolicyConfig)
+    learner: RLLearnerConfig = setting(factory=RLLearnerConfig)
+    train: RLTrainConfig = setting(factory=RLTrainConfig)
+    eval: RLEvalConfig = setting(factory=RLEvalConfig)
+
+    def cross_problems(self) -> list[tuple[str, Any, str]]:
+        """Rules between keys, as ``(key, value, "expected ...")`` for each one broken."""
+        env, policy, learner, evaluation = self.env, self.policy, self.learner, self.eval
+        rules = (
+            (env.goal_low < env.goal_high, "env.goal_low", env.goal_low,
+             f"less than env.goal_high ({env.goal_high})"),
+            (policy.d_model % policy.heads == 0, "policy.heads", policy.heads,
+             f"a divisor of policy.d_model ({policy.d_model})"),
+            (learner.name != "incontext" or policy.kind == "attention", "policy.kind",
+             policy.kind, "'attention' for learner.name='incontext' (it adapts by attending)"),
+            (learner.inner_steps >= 1 or learner.name not in ("maml", "fomaml"),
+             "learner.inner_steps", learner.inner_steps, ">= 1 for MAML"),
+            (learner.name == "incontext" or len(evaluation.step_sizes) >= evaluation.steps,
+             "eval.step_sizes", evaluation.step_sizes,
+             f"at least eval.steps ({evaluation.steps}) step sizes"),
+        )
+        return [(key, value, expected) for ok, key, value, expected in rules if not ok]
