@@ -301,7 +301,8 @@ def resolve_checkpoint(path: Path) -> Path:
         return found
     if path.suffix in (".safetensors", ".json") and path.with_suffix(".json").is_file():
         return path.with_suffix(".json")
-    raise CheckpointError(f"checkpoint {path} does not exist: expected a run folder or step_*.json")
+    what = "is not a checkpoint" if path.exists() else "does not exist"
+    raise CheckpointError(f"checkpoint {path} {what}: expected a run folder or step_*.json")
 
 
 def load_checkpoint(path: Path, learner: nn.Module,

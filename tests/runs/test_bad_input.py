@@ -85,8 +85,9 @@ def test_divergence_without_a_nan_loss_stops_and_keeps_the_last_finite_checkpoin
 def test_test_episodes_are_checked_before_the_first_step(tmp_path, config_file, override,
                                                          expected):
     out = tmp_path / "run"
+    out.mkdir()  # the user's empty folder: the run may use it, and leaves it as it was
     one_line_error(train_args(config_file, out, override), expected)
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and not (out / "config.yaml").exists()
 
 
 def test_an_image_folder_without_a_test_split_is_refused_before_training(tmp_path, data_root):
@@ -98,7 +99,7 @@ def test_an_image_folder_without_a_test_split_is_refused_before_training(tmp_pat
     (root / "test").rmdir()
     path = write_config(tmp_path / "c.yaml", tiny_config(root, "protonet"))
     one_line_error(train_args(path, tmp_path / "run"), str(root / "test"))
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_checkpoint_is_written_before_the_evaluation_that_follows_it(
@@ -155,6 +156,12 @@ def test_a_data_root_that_is_a_file(tmp_path, config_file):
     path.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()),
                                     "data": {"dataset": "omniglot"}}))
     one_line_error(train_args(path, tmp_path / "run", "--data-root", afile), str(afile))
+    assert not (tmp_path / "run").exists()  # the folder it made is gone again
+
+
+def test_a_config_path_that_is_a_folder_or_not_a_checkpoint(tmp_path, config_file):
+    one_line_error(["train", tmp_path], str(tmp_path), "is a folder")
+    one_line_error(["eval", config_file], str(config_file), "is not a checkpoint")
 
 
 @pytest.mark.parametrize("content, expected", [

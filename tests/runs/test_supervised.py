@@ -227,3 +227,25 @@ def test_learning_rate_schedules(data_root):
     assert [learning_rate(config, s) for s in (3, 4, 9)] == pytest.approx([0.01, 0.005, 0.0025])
     with pytest.raises(ConfigError, match="'train.lr_schedule' is 'cosine': expected one of"):
         config_from_dict({"train": {"lr_schedule": "cosine"}})
+
+
+def test_a_new_learner_and_a_new_data_set_are_one_registry_line_each(tmp_path, data_root):
+    """What the README's development section shows: no other file changes."""
+    from attnmeta.learners import ProtoNet
+    from attnmeta.runs.build import DATASETS, LEARNERS, DatasetEntry, LearnerEntry
+    from attnmeta.tasks.image_folder import load_image_folder
+
+    LEARNERS["cosine_protonet"] = LearnerEntry(
+        ProtoNet, lambda spec, model_config, model: ProtoNet(model, distance="cosine"))
+    DATASETS["my_images"] = DatasetEntry(
+        lambda config, split, tokenizer: load_image_folder(config.data.root, split, 16))
+    try:
+        config = tiny_config(data_root, "protonet", steps=2)
+        config.learner.name, config.data.dataset = "cosine_protonet", "my_images"
+        result = train_run(config, tmp_path / "run", progress=False)
+        assert result["steps"] == 2
+        assert 0 <= evaluate_checkpoint(tmp_path / "run", episodes=4)["accuracy"] <= 1
+        assert build_learner(config).distance == "cosine"
+    finally:
+        LEARNERS.pop("cosine_protonet")
+        DATASETS.pop("my_images")

@@ -62,7 +62,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML config file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: expected a YAML file")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}: expected a YAML file")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:

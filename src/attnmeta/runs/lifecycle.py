@@ -12,6 +12,7 @@ follows (and never moving the training RNG), and the training-time budget.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,18 @@ def train_in_folder(path: Path, kind: str, config: dict[str, Any],
     """Meta-train in the run folder ``path`` (claimed first) what ``make_plan(resuming)``
     builds; resumable after a kill with the same result (every RNG state is in the
     checkpoint, and the batches depend only on the step). ``resumable``: the config keys
-    (or key prefixes) a resume may change."""
+    (or key prefixes) a resume may change. A folder this call created is removed again if
+    the run stops before its first checkpoint (bad data, say): nothing is left behind."""
+    created = not Path(path).exists()
     folder = RunFolder.claim(path, kind) if context.is_main else RunFolder(path, kind)
     try:
         return _train(folder, config, make_plan, resumable, context, resume, progress,
                       command, description, on_step_end)
+    except BaseException:
+        if created and context.is_main and find_latest_checkpoint(folder.path)[0] is None:
+            folder.release()
+            shutil.rmtree(folder.path, ignore_errors=True)
+        raise
     finally:
         folder.release()
 
