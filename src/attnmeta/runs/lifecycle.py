@@ -49,6 +49,8 @@ class TrainingPlan:
     learning_rate: Callable[[int], float] | None = None  # step -> outer lr
     evaluate: Callable[[], dict[str, float]] | None = None  # scalars to log
     eval_every: int = 0
+    backward_chunk: int = 0                     # see attnmeta.train.meta_train
+    workers: int = 1
 
 
 def _resume_changes(saved: dict, current: dict, resumable: tuple[str, ...], where: Path
@@ -151,7 +153,7 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
             checkpoint(step)
         if plan.evaluate is not None and plan.eval_every and step % plan.eval_every == 0:
             began = time.perf_counter()
-            with torch.random.fork_rng():  # evaluation never moves the training RNG
+            with torch.random.fork_rng(devices=[]):  # evaluation never moves training's RNG
                 scalars = plan.evaluate()
             clock["start"] += time.perf_counter() - began  # eval time is not training time
             run_log.write(step, elapsed_s(), scalars, "eval")
@@ -163,14 +165,14 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
 
     set_learning_rate(start_step)
     history: list[dict[str, float]] = []
-    extra = {k: getattr(train, k) for k in ("backward_chunk", "workers") if hasattr(train, k)}
     try:
         history = meta_train(learner, plan.batches(start_step), optimizer, plan.steps,
                              start_step=start_step, grad_clip=train.grad_clip,
                              log_every=train.log_every, progress=progress and context.is_main,
                              description=description,
                              on_log=lambda step, m: run_log.write(step, elapsed_s(), m, "train"),
-                             on_step_end=step_end, **extra)
+                             on_step_end=step_end, backward_chunk=plan.backward_chunk,
+                             workers=plan.workers)
     except _BudgetReached:
         pass
     finally:

@@ -142,7 +142,8 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
     return TrainingPlan(learner, optimizer, batches, steps, config.train,
                         learning_rate=lambda step: learning_rate(config, step),
                         evaluate=evaluate if context.is_main else None,
-                        eval_every=config.train.eval_every)
+                        eval_every=config.train.eval_every,
+                        backward_chunk=config.train.backward_chunk, workers=config.train.workers)
 
 
 def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
