@@ -78,15 +78,21 @@ RL_KEYS = sorted(flatten(config_to_dict(RLConfig())))
           suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(SUPERVISED_KEYS), value=VALUES)
 def test_any_supervised_key_trains_or_fails_in_one_line(image_root, key, value):
+    trains_one_step_or_fails_in_one_line(supervised_base(image_root), key, value, train_run)
+
+
+def trains_one_step_or_fails_in_one_line(values: dict, key: str, value, train) -> None:
+    """``values`` with ``key`` set to ``value``: refused in one line naming the key, or
+    ``train`` runs its first step (or stops there with a one-line error)."""
     try:
-        config = config_from_dict(set_key(supervised_base(image_root), key, value))
+        config = config_from_dict(set_key(values, key, value))
     except ConfigError as error:
         check_one_line(error)
         assert key.split(".")[-1] in str(error) or "config" in str(error)
         return
     with tempfile.TemporaryDirectory() as out:
         try:
-            train_run(config, Path(out) / "run", progress=False, on_step_end=stop)
+            train(config, Path(out) / "run", progress=False, on_step_end=stop)
         except StopAfterOneStep:
             pass
         except USER_ERRORS as error:
@@ -104,18 +110,7 @@ def rl_base() -> dict:
 @given(key=st.sampled_from(RL_KEYS), value=VALUES)
 def test_any_rl_key_trains_or_fails_in_one_line(key, value):
     values = config_to_dict(config_from_dict(rl_base()))
-    try:
-        config = config_from_dict(set_key(values, key, value))
-    except ConfigError as error:
-        check_one_line(error)
-        return
-    with tempfile.TemporaryDirectory() as out:
-        try:
-            train_rl(config, Path(out) / "run", progress=False, on_step_end=stop)
-        except StopAfterOneStep:
-            pass
-        except USER_ERRORS as error:
-            check_one_line(error)
+    trains_one_step_or_fails_in_one_line(values, key, value, train_rl)
 
 
 @settings(max_examples=examples(100), deadline=None, derandomize=DERANDOMIZE)
