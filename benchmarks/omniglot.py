@@ -6,7 +6,7 @@ For each config: meta-train (stopping with a checkpoint when ``--minutes`` of tr
 time are spent, or at the config's steps), evaluate on 1000 seeded test episodes, and
 record the row in ``benchmarks/results/omniglot.json`` (rows of earlier invocations are
 kept, so rows can be produced one at a time). Then rewrite ``omniglot.md`` and
-``omniglot_curves.png`` (test accuracy during training against training time) from the
+``omniglot_curves.png`` (validation accuracy during training against training time) from the
 JSON. A killed invocation resumes its rows with ``--resume``.
 """
 
@@ -99,8 +99,9 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
                                  k_shot=config.data.test.k_shot, command=command, progress=True)
     log_path = run_dir / "log.jsonl"  # absent when the budget ended before the first log
     curve = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
-    curve = [(e["elapsed_s"], e[f"{config.eval.split}_accuracy"]) for e in curve
-             if f"{config.eval.split}_accuracy" in e]
+    # in-training evaluation reads train.eval_split (model selection), not eval.split
+    curve = [(e["elapsed_s"], e[f"{config.train.eval_split}_accuracy"]) for e in curve
+             if f"{config.train.eval_split}_accuracy" in e]
     # The papers' figures are for their Conv4 models; a variant has no published figure.
     variant = config.model.backbone != "conv4" or (config.learner.name == "matching"
                                                    and config.learner.fce)
@@ -149,7 +150,7 @@ def write_table(rows: list[dict], out: Path) -> None:
     lines += equal_budget_tables(rows)
     machines = sorted({row["machine"] for row in rows})
     lines += ["", f"Machine: {'; '.join(machines)}.", "",
-              "![test accuracy against training time](omniglot_curves.png)", ""]
+              "![validation accuracy against training time](omniglot_curves.png)", ""]
     (out / "omniglot.md").write_text("\n".join(lines))
 
 
@@ -189,7 +190,7 @@ def plot_curves(rows: list[dict], out: Path) -> None:
             minutes = [t / 60 for t, _ in row["curve"]]
             ax.plot(minutes, [100 * a for _, a in row["curve"]], marker=".", label=row["name"])
     ax.set_xlabel("training time (minutes, evaluation excluded)")
-    ax.set_ylabel("test accuracy during training (%)")
+    ax.set_ylabel("validation accuracy during training (%)")
     ax.set_title("Omniglot: accuracy against training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

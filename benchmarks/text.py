@@ -1,6 +1,8 @@
 """Few-shot intent classification table (CLINC150, BANKING77): train, evaluate, tabulate.
 
     python benchmarks/text.py configs/text/protonet_clinc150_5w1s.yaml [...] --minutes 4 --oos
+    python benchmarks/text.py configs/text/*wordllama*.yaml --minutes 4   # pretrained WordLlama
+                                                    # (pip install 'attnmeta[wordllama]')
 
 For each config: meta-train (stopping with a checkpoint when ``--minutes`` of training time
 are spent, or at the config's steps; configs that differ only in their test episodes share
@@ -28,6 +30,21 @@ from attnmeta.runs.config import load_config
 from attnmeta.runs.supervised import evaluate_checkpoint, load_run, train_run
 from omniglot import training_key  # benchmarks/ is on sys.path when this script runs
 
+
+
+def encoder_label(config) -> str:
+    """How the row's encoder was made, for the results file."""
+    model = config.model
+    if model.backbone == "wordllama":
+        return (f"wordllama l2_supercat 256-d, pretrained, "
+                f"{'fine-tuned' if model.tune_embeddings else 'frozen'}, depth={model.depth}")
+    return f"{model.backbone} d={model.hidden} depth={model.depth}, from scratch"
+
+
+def method(row: dict) -> str:
+    """The learner, with the backbone when it is not the from-scratch transformer."""
+    backbone = row.get("backbone", "text_transformer")
+    return row["learner"] if backbone == "text_transformer" else f"{row['learner']} + {backbone}"
 
 
 def trained_record(run_dir: Path) -> dict:
@@ -70,8 +87,8 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         "planned_steps": config.train.steps, "train_minutes": trained["train_seconds"] / 60,
         "budget_minutes": trained.get("budget_minutes", minutes), "trained_in": run_dir.name, "command": command,
         "trained_by": trained["command"],
-        "machine": describe_machine(), "encoder": f"{config.model.backbone} d={config.model.hidden} "
-                                         f"depth={config.model.depth}, from scratch",
+        "machine": describe_machine(), "encoder": encoder_label(config),
+        "backbone": config.model.backbone,
     }
     if oos and config.data.dataset == "clinc150":
         from attnmeta.runs.out_of_scope import evaluate_out_of_scope
@@ -132,7 +149,10 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
         "with other jobs**, so they ran single-threaded (`OMP_NUM_THREADS=1`: two threads "
         "per process on an oversubscribed CPU were about 2.5x slower) and the steps reached are a "
         "lower bound for the budget. Rows whose configs differ only in the test episodes "
-        "evaluate one trained model ('trained in').",
+        "evaluate one trained model ('trained in'). Methods marked `+ wordllama` instead "
+        "encode with WordLlama's pretrained 256-wide token embeddings (frozen, mean-pooled) "
+        "and its Llama 2 tokenizer, from the `wordllama` wheel "
+        "(`configs/text/*wordllama*.yaml`).",
         "",
         "| data set | method | setting | accuracy (%) | trained in | train steps (of planned) "
         "| train time (min) | episodes (seed) | command (below) |",
@@ -140,12 +160,13 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
     ]
     order = {"protonet": 0, "matching": 1, "feat": 2, "incontext": 3, "maml": 4, "fomaml": 5,
              "reptile": 6}
-    ranked = sorted(rows, key=lambda r: (r["dataset"], order.get(r["learner"], 9), r["n_way"],
-                                         r["k_shot"]))
+    ranked = sorted(rows, key=lambda r: (r["dataset"], r.get("backbone", "text_transformer")
+                                         != "text_transformer", order.get(r["learner"], 9),
+                                         r["n_way"], r["k_shot"]))
     labels = command_labels(ranked)
     for row in ranked:
         lines.append(
-            f"| {row['dataset']} | {row['learner']} | {row['n_way']}-way {row['k_shot']}-shot | "
+            f"| {row['dataset']} | {method(row)} | {row['n_way']}-way {row['k_shot']}-shot | "
             f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {row['trained_in']} | "
             f"{row['steps']} ({row['planned_steps']}) | {row['train_minutes']:.1f} | "
             f"{row['episodes']} ({row['episode_seed']}) | {commands(row, labels)} |")
@@ -167,7 +188,7 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
         for row in with_oos:
             found = row["oos"]
             lines.append(
-                f"| {row['learner']} | {row['n_way']}-way {row['k_shot']}-shot + "
+                f"| {method(row)} | {row['n_way']}-way {row['k_shot']}-shot + "
                 f"{found['oos_per_episode']} OOS | {100 * found['in_scope_accuracy']:.2f} ± "
                 f"{100 * found['in_scope_ci95']:.2f} | {100 * found['oos_recall']:.2f} ± "
                 f"{100 * found['oos_recall_ci95']:.2f} | {found.get('score', 'max_softmax')} >= "

@@ -12,9 +12,10 @@ from attnmeta.runs.config import config_from_dict
 
 
 def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12) -> Path:
-    """root/{train,test}/<class>/<i>.png; each class a fixed random pattern plus noise."""
+    """root/{train,test,val}/<class>/<i>.png; each class a fixed random pattern plus noise
+    (val last, so train and test hold the pixels they held before val was added)."""
     rng = np.random.default_rng(0)
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         for c in range(classes):
             pattern = rng.random((size, size))
             folder = root / split / f"class_{c:02d}"

@@ -103,23 +103,42 @@ def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
 
         config = load_config(config_path, overrides)
         out_dir = out_dir or Path("runs") / config.name
-        if config.kind == "rl":
-            _train_rl(config, out_dir, data_root, resume, run_eval, progress)
-            return
-        if data_root is not None:
-            config.data.root = data_root
-        from attnmeta.runs.supervised import evaluate_checkpoint, train_run
-
-        result = train_run(config, out_dir, resume=resume, progress=progress,
-                           command=invoked_command(), will_evaluate=run_eval)
-        if not result["is_main_process"]:  # under torchrun, rank 0 reports and evaluates
-            return
-        _report_training(config.name, result, out_dir)
-        if run_eval:
-            _report(evaluate_checkpoint(out_dir, command=invoked_command(), progress=progress,
-                                        save=False), _accuracy_line)
+        TRAIN_BY_KIND[config.kind](config, out_dir, data_root, resume, run_eval, progress)
     except USER_ERRORS as error:
         fail(error)
+
+
+def _train_and_report(train_fn: Any, evaluate_fn: Any, line: Any, config: Any, out_dir: Path,
+                      resume: bool, run_eval: bool, progress: bool, **options: Any) -> None:
+    """Train a run of any kind, report it, then evaluate its final checkpoint."""
+    result = train_fn(config, out_dir, resume=resume, progress=progress,
+                      command=invoked_command(), **options)
+    if not result.get("is_main_process", True):  # under torchrun, rank 0 reports and evaluates
+        return
+    _report_training(config.name, result, out_dir)
+    if run_eval:
+        _report(evaluate_fn(out_dir, command=invoked_command(), progress=progress, save=False),
+                line)
+
+
+def _train_episodic(config: Any, out_dir: Path, data_root: str | None, resume: bool,
+                    run_eval: bool, progress: bool) -> None:
+    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+
+    if data_root is not None:
+        config.data.root = data_root
+    _train_and_report(train_run, evaluate_checkpoint, _accuracy_line, config, out_dir, resume,
+                      run_eval, progress, will_evaluate=run_eval)
+
+
+def _train_pretrain(config: Any, out_dir: Path, data_root: str | None, resume: bool,
+                    run_eval: bool, progress: bool) -> None:
+    from attnmeta.runs.pretrain import evaluate_pretrain_run, train_pretrain
+
+    if data_root is not None:
+        config.data.root = data_root
+    _train_and_report(train_pretrain, evaluate_pretrain_run, _accuracy_line, config, out_dir,
+                      resume, run_eval, progress, will_evaluate=run_eval)
 
 
 def _train_rl(config: Any, out_dir: Path, data_root: str | None, resume: bool, run_eval: bool,
@@ -129,11 +148,8 @@ def _train_rl(config: Any, out_dir: Path, data_root: str | None, resume: bool, r
     if data_root is not None:
         raise ValueError(f"--data-root {data_root}: a meta-RL run (kind: rl) reads no data set; "
                          "expected no --data-root")
-    result = train_rl(config, out_dir, resume=resume, progress=progress, command=invoked_command())
-    _report_training(config.name, result, out_dir)
-    if run_eval:
-        _report(evaluate_rl_run(out_dir, command=invoked_command(), progress=progress,
-                                save=False), format_evaluation)
+    _train_and_report(train_rl, evaluate_rl_run, format_evaluation, config, out_dir, resume,
+                      run_eval, progress)
 
 
 def _report_training(name: str, result: dict, out_dir: Path) -> None:
@@ -152,7 +168,9 @@ def _report(result: dict, line: Any) -> None:
 
 def _accuracy_line(result: dict) -> str:
     return (f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot "
-            f"({result['split']}, {result['episodes']} episodes, seed {result['episode_seed']}):"
+            f"({result['split']}"
+            + ("" if result.get("within", "none") == "none" else f", within {result['within']}")
+            + f", {result['episodes']} episodes, seed {result['episode_seed']}):"
             f" accuracy {100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}%")
 
 
@@ -198,46 +216,79 @@ def download(dataset: str, data_root: str | None) -> None:
               "accuracy and out-of-scope recall at a threshold chosen on meta-val.")
 @click.option("--threshold-episodes", type=click.IntRange(min=1), default=500,
               show_default=True, help="With --oos: meta-val episodes that choose the threshold.")
+@click.option("--within-alphabet", is_flag=True, help="Omniglot, a run of data.protocol lake: "
+              "each episode's classes from one alphabet (Lake et al. 2015).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def evaluate(checkpoint: Path, episodes: int | None, seed: int | None, split: str | None,
-             n_way: int | None, k_shot: int | None, data_root: str | None, oos: bool,
-             threshold_episodes: int, progress: bool) -> None:
+def evaluate(checkpoint: Path, **options: Any) -> None:
     """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes.
     For a meta-RL run: average return ± 95% CI over --episodes held-out tasks."""
     try:
         from attnmeta.runs.folder import run_kind
 
-        if run_kind(checkpoint) == "rl":
-            from attnmeta.runs.rl import evaluate_rl_run, format_evaluation
-
-            episodic = {"--split": split, "--n-way": n_way, "--k-shot": k_shot,
-                        "--data-root": data_root, "--oos": oos or None}
-            for option, value in episodic.items():
-                if value is not None:
-                    raise ValueError(f"{option} {value}: a meta-RL run (kind: rl) has no "
-                                     "episodes of classes; expected only --episodes and --seed")
-            _report(evaluate_rl_run(checkpoint, episodes, seed, invoked_command(), progress,
-                                    save=False), format_evaluation)
-            return
-        if oos:
-            from attnmeta.runs.out_of_scope import evaluate_out_of_scope
-
-            if split not in (None, "test"):
-                raise ValueError(f"--split {split} with --oos: expected test (the threshold "
-                                 "is chosen on val)")
-            _report(evaluate_out_of_scope(checkpoint, episodes=episodes, seed=seed,
-                                          threshold_episodes=threshold_episodes, n_way=n_way,
-                                          k_shot=k_shot, data_root=data_root,
-                                          command=invoked_command(), save=False), _oos_line)
-            return
-        from attnmeta.runs.supervised import evaluate_checkpoint
-
-        _report(evaluate_checkpoint(checkpoint, episodes=episodes, seed=seed, split=split,
-                                    data_root=data_root, n_way=n_way, k_shot=k_shot,
-                                    command=invoked_command(), progress=progress, save=False),
-                _accuracy_line)
+        EVALUATE_BY_KIND[run_kind(checkpoint)](checkpoint, options)
     except USER_ERRORS as error:
         fail(error)
+
+
+def _refuse_options(options: dict[str, Any], names: tuple[str, ...], why: str) -> None:
+    for name in names:
+        if options[name] not in (None, False):
+            option = "--" + name.replace("_", "-")
+            value = "" if options[name] is True else f" {options[name]}"
+            raise ValueError(f"{option}{value}: {why}")
+
+
+def _evaluate_rl(checkpoint: Path, o: dict[str, Any]) -> None:
+    from attnmeta.runs.rl import evaluate_rl_run, format_evaluation
+
+    _refuse_options(o, ("split", "n_way", "k_shot", "data_root", "oos", "within_alphabet"),
+                    "a meta-RL run (kind: rl) has no episodes of classes; expected only "
+                    "--episodes and --seed")
+    _report(evaluate_rl_run(checkpoint, o["episodes"], o["seed"], invoked_command(),
+                            o["progress"], save=False), format_evaluation)
+
+
+def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
+    split, within_alphabet = o["split"], o["within_alphabet"]
+    if o["oos"]:
+        from attnmeta.runs.out_of_scope import evaluate_out_of_scope
+
+        if split not in (None, "test"):
+            raise ValueError(f"--split {split} with --oos: expected test (the threshold "
+                             "is chosen on val)")
+        if within_alphabet:
+            raise ValueError("--within-alphabet with --oos: expected one of them (intents "
+                             "have no alphabets)")
+        _report(evaluate_out_of_scope(checkpoint, episodes=o["episodes"], seed=o["seed"],
+                                      threshold_episodes=o["threshold_episodes"],
+                                      n_way=o["n_way"], k_shot=o["k_shot"],
+                                      data_root=o["data_root"], command=invoked_command(),
+                                      save=False), _oos_line)
+        return
+    from attnmeta.runs.supervised import evaluate_checkpoint
+
+    _report(evaluate_checkpoint(checkpoint, episodes=o["episodes"], seed=o["seed"], split=split,
+                                data_root=o["data_root"], n_way=o["n_way"], k_shot=o["k_shot"],
+                                command=invoked_command(), progress=o["progress"], save=False,
+                                within="alphabet" if within_alphabet else None),
+            _accuracy_line)
+
+
+def _evaluate_pretrain(checkpoint: Path, o: dict[str, Any]) -> None:
+    from attnmeta.runs.pretrain import evaluate_pretrain_run
+
+    _refuse_options(o, ("oos", "within_alphabet"), "a pretrain run (kind: pretrain) is "
+                    "evaluated on plain episodes; expected no --oos or --within-alphabet")
+    _report(evaluate_pretrain_run(checkpoint, episodes=o["episodes"], seed=o["seed"],
+                                  split=o["split"], data_root=o["data_root"], n_way=o["n_way"],
+                                  k_shot=o["k_shot"], command=invoked_command(),
+                                  progress=o["progress"], save=False), _accuracy_line)
+
+
+# The run kinds (attnmeta.runs.config.SCHEMAS) -> how `train` and `eval` handle each.
+TRAIN_BY_KIND = {"supervised": _train_episodic, "rl": _train_rl, "pretrain": _train_pretrain}
+EVALUATE_BY_KIND = {"supervised": _evaluate_episodic, "rl": _evaluate_rl,
+                    "pretrain": _evaluate_pretrain}
 
 
 @main.command()

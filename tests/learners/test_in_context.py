@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from attnmeta.learners import InContextClassifier, InContextLearner
-from attnmeta.learners.in_context import support_query_mask
+from attnmeta.learners.in_context import elmes, support_query_mask
 from attnmeta.models import AttentiveNP
 from attnmeta.tasks import Episode, SinusoidTasks
 
@@ -120,3 +123,67 @@ def test_in_context_classifier_learns_a_separable_task():
     test = episodes(10_000)
     accuracy = (learner.predict_batch(test).argmax(-1) == test.query_y).float().mean()
     assert accuracy > 0.9
+
+
+# --------------------------------------------------------- CAML's fixed label encoding
+@pytest.mark.parametrize("n_way", [2, 3, 5, 20])
+def test_elmes_vectors_have_equal_norms_and_equal_pairwise_angles(n_way):
+    vectors = elmes(n_way, 64, dtype=torch.float64)
+    assert vectors.shape == (n_way, 64)
+    torch.testing.assert_close(vectors.norm(dim=1), torch.ones(n_way, dtype=torch.float64))
+    cosine = vectors @ vectors.T  # unit vectors: the Gram matrix is the cosines
+    expected = torch.full((n_way, n_way), -1.0 / (n_way - 1), dtype=torch.float64)
+    expected.fill_diagonal_(1.0)
+    torch.testing.assert_close(cosine, expected)
+    torch.testing.assert_close(vectors.sum(0), torch.zeros(64, dtype=torch.float64))  # centred
+
+
+def test_elmes_needs_as_many_dimensions_as_classes():
+    with pytest.raises(ValueError, match="expected 2 <= n_way <= 4"):
+        elmes(5, 4)
+    with pytest.raises(ValueError, match="label_encoding='onehot': expected one of"):
+        InContextClassifier(nn.Linear(6, 8), 8, label_encoding="onehot")
+
+
+def test_elmes_classifier_gives_each_label_index_its_fixed_vector():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+    learner = InContextClassifier(encoder, feature_dim=8, d_model=16, depth=2, n_heads=2,
+                                  label_encoding="elmes").double()
+    assert not hasattr(learner, "label_embedding") and learner.elmes_scale.requires_grad
+    support_x, support_y, query_x = classification_episode()
+    logits = learner.logits(support_x, support_y, query_x)
+    assert logits.shape == (2, 4, 3) and torch.isfinite(logits).all()
+    # reordering the support set (examples with their labels) still changes nothing
+    order = torch.tensor([5, 3, 1, 0, 2, 4])
+    torch.testing.assert_close(learner.logits(support_x[:, order], support_y[:, order], query_x),
+                               logits)
+    # relabelling is no longer an exact permutation: label y always has ELMES vector y
+    relabel = torch.tensor([2, 0, 1])
+    permuted = learner.logits(support_x, relabel[support_y], query_x)[..., relabel]
+    assert not torch.allclose(permuted, logits)
+
+
+def test_elmes_classifier_training_step_runs_and_learns():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16))
+    learner = InContextClassifier(encoder, 16, d_model=16, depth=1, n_heads=2,
+                                  label_encoding="elmes")
+    optimizer = torch.optim.Adam(learner.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(1)
+    centres = 2 * torch.randn(8, 3, 6, generator=gen)
+    labels, query_labels = torch.arange(3).repeat(2), torch.arange(3).repeat(3)
+    batch = Episode(centres[:, labels] + 0.3 * torch.randn(8, 6, 6, generator=gen),
+                    labels.expand(8, -1),
+                    centres[:, query_labels] + 0.3 * torch.randn(8, 9, 6, generator=gen),
+                    query_labels.expand(8, -1))
+    before = learner.elmes_scale.detach().clone()
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        output = learner.training_step(batch)
+        output.loss.backward()
+        optimizer.step()
+        losses.append(float(output.loss.detach()))
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+    assert not torch.equal(learner.elmes_scale.detach(), before)  # the scale is trained

@@ -85,7 +85,7 @@ def test_text_config_errors_are_one_line(tmp_path, real_data):
     values = tiny_text_config("clinc150")
     values["model"]["backbone"] = "conv4"
     with pytest.raises(ValueError, match=r"model.backbone' is 'conv4': expected one of "
-                       r"'text_transformer', 'hf' for the text data set"):
+                       r"'text_transformer', 'hf', 'wordllama' for the text data set"):
         build_model(config_from_dict(values))
     config = config_from_dict(tiny_text_config("clinc150"))
     with pytest.raises(ValueError, match=r"expected the run's tokenizer"):
@@ -151,3 +151,93 @@ def test_each_shipped_text_learner_takes_a_training_step(learner):
     output.loss.backward()
     assert torch.isfinite(output.loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def wordllama_config(learner: str = "protonet", steps: int = 2, depth: int = 1) -> dict:
+    values = tiny_text_config("clinc150", learner, steps, backbone="wordllama")
+    values["model"] = {"backbone": "wordllama", "depth": depth, "heads": 4}
+    values["learner"]["distance"] = "cosine"
+    return values
+
+
+@needs_real_data
+def test_wordllama_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path, real_data):
+    pytest.importorskip("wordllama")
+    from attnmeta.models.wordllama import wordllama_tokenizer
+
+    run = tmp_path / "run"
+    config = config_from_dict(wordllama_config())
+    assert train_run(config, run, progress=False)["steps"] == 2
+    saved_tokenizer = (run / "tokenizer.json").read_text()
+    assert saved_tokenizer == wordllama_tokenizer().to_json()  # its own, not a trained BPE
+    assert json.loads(saved_tokenizer)["padding"]["pad_token"] == "<unk>"
+    weights = sorted(run.glob("checkpoints/step_*.safetensors"))
+    assert weights and weights[-1].stat().st_size < 8_000_000  # not the 32 MB frozen table
+
+    config.train.steps = 3
+    train_run(config, run, resume=True, progress=False)
+    assert (run / "tokenizer.json").read_text() == saved_tokenizer
+    assert type(load_run(run).learner.encoder).__name__ == "WordLlamaEncoder"
+    result = evaluate_checkpoint(run)
+    assert result["step"] == 3 and result["n_way"] == 4 and 0.25 < result["accuracy"] <= 1.0
+
+
+@needs_real_data
+@pytest.mark.parametrize("override, expected", [
+    ("model.depth=0", "learner.name='protonet' over model.backbone='wordllama' has no "
+                      "trainable parameters"),
+    ("model.hf_path=/somewhere", "model.hf_path"),
+    ("model.heads=3", "a divisor of 256"),
+    ("learner.name=incontext model.depth=0", "model.depth"),
+    ("model.backbone=text_transformer model.depth=0", "is for model.backbone='wordllama'"),
+])
+def test_wordllama_options_that_cannot_work_are_one_line_errors(tmp_path, real_data, override,
+                                                                 expected):
+    pytest.importorskip("wordllama")
+    from support import one_line_error
+
+    path = tmp_path / "wordllama.yaml"
+    path.write_text(yaml.safe_dump(wordllama_config()))
+    one_line_error(["train", path, *override.split(), "--out", tmp_path / "run",
+                    "--no-progress"], expected)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "text").glob(
+    "*wordllama*.yaml")), ids=lambda path: path.stem)
+def test_each_shipped_wordllama_config_takes_a_training_step(path):
+    """configs/text/*wordllama*.yaml as shipped, on random token ids (no data needed)."""
+    pytest.importorskip("wordllama")
+    import torch
+
+    from attnmeta.runs.config import load_config
+    from attnmeta.runs.supervised import build_learner
+    from attnmeta.tasks.episode import Episode
+
+    config = load_config(path)
+    assert config.model.backbone == "wordllama"
+    torch.manual_seed(0)
+    model = build_learner(config)
+    shape = config.data.train
+    support = torch.randint(1, 32000, (1, shape.n_way * shape.k_shot, 10))
+    query = torch.randint(1, 32000, (1, shape.n_way * 2, 10))
+    query[..., 6:] = 0  # padded
+    batch = Episode(support, torch.arange(shape.n_way).repeat_interleave(shape.k_shot)[None],
+                    query, torch.arange(shape.n_way).repeat_interleave(2)[None])
+    output = model.training_step(batch)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@needs_real_data
+def test_frozen_wordllama_features_train_feat_and_cannot_be_drawn(tmp_path, real_data):
+    pytest.importorskip("wordllama")
+    from support import one_line_error
+
+    values = wordllama_config("feat", steps=1, depth=0)
+    values["model"]["normalize"] = True
+    run = tmp_path / "run"
+    train_run(config_from_dict(values), run, progress=False)
+    encoder = load_run(run).learner.encoder
+    assert not list(encoder.parameters()) and encoder.normalize  # only FEAT's adapter trains
+    one_line_error(["viz", run, "--out", tmp_path / "maps"], "no attention layer to draw")

@@ -192,7 +192,8 @@ def test_find_omniglot_dir_accepts_data_root_or_omniglot_folder(tiny_root, tmp_p
 def test_missing_set_is_named_with_both_accepted_forms(tmp_path):
     make_dataset(tmp_path, sets=("background",))
     # Lake's train split needs only the background set...
-    assert load_omniglot(tmp_path, "train", "lake", expected_characters=None).num_classes == 5
+    assert load_omniglot(tmp_path, "train", "lake", expected_characters=None,
+                         num_val_alphabets=1).num_classes == 3
     # ...Vinyals pools both, so the missing evaluation set is reported
     with pytest.raises(FileNotFoundError) as excinfo:
         load_omniglot(tmp_path, "train", **TINY)
@@ -238,7 +239,7 @@ def test_download_omniglot_from_a_local_mirror_then_load(tmp_path, local_server,
     assert sorted(p.name for p in folder.iterdir()) == ["images_background.zip",
                                                        "images_evaluation.zip"]
     assert load_omniglot(tmp_path / "root", "train", cache_dir=tmp_path / "cache",
-                         **TINY).num_classes == 5 * 4
+                         **TINY).num_classes == 3 * 4  # 5 Vinyals characters, 2 of them val
     assert download_omniglot(tmp_path / "root") == folder  # both kept: their md5s match
     assert len(local_server.requests) == 2
 
@@ -370,12 +371,14 @@ def test_full_size_character_counts_are_checked_by_default(tiny_root):
     (dict(protocol="omniglot"), "protocol='omniglot': expected one of 'vinyals', 'lake'"),
     (dict(image_size=0), "image_size=0: expected a positive integer"),
     (dict(image_size=28.0), "image_size=28.0: expected a positive integer"),
-    (dict(protocol="lake", split="val"),
-     "split='val' is not defined for protocol='lake': expected 'train' or 'test'"),
+    (dict(protocol="lake", split="val", num_val_alphabets=2),
+     "num_val_alphabets=2: expected 1..1 to leave training alphabets among the 2 background "
+     "alphabets"),
     (dict(num_train_characters=8),
      "num_train_characters=8: expected 1..7 to leave test characters among the 8 found"),
-    (dict(num_val_characters=6),
-     "num_val_characters=6: expected 1..5 (val is taken from the training characters)"),
+    (dict(num_val_characters=5),
+     "num_val_characters=5: expected 1..4 (val is carved from the 5 training characters, "
+     "leaving some to train on)"),
 ])
 def test_bad_arguments_are_reported(tiny_root, kwargs, message):
     arguments = {**TINY, **kwargs}
@@ -503,10 +506,10 @@ def test_vinyals_splits_pool_sets_in_documented_order_with_rotations(tiny_root):
     def rotated(names: list[str]) -> list[str]:
         return [f"{n}/rot{d}" for n in names for d in (0, 90, 180, 270)]
 
-    assert train.class_names == rotated(POOLED[:5])
+    assert train.class_names == rotated(POOLED[:3])
     assert val.class_names == rotated(POOLED[3:5])  # last 2 of the 5 training characters
     assert test.class_names == rotated(POOLED[5:])
-    for split, classes in ((train, 20), (val, 8), (test, 12)):
+    for split, classes in ((train, 12), (val, 8), (test, 12)):
         assert split.num_classes == classes and len(split) == 20 * classes
         assert split.labels.dtype == torch.int64
         assert torch.equal(split.labels, torch.arange(classes).repeat_interleave(20))
@@ -523,13 +526,33 @@ def test_vinyals_test_split_can_straddle_both_sets(tiny_root):
     assert_split_pixels(split)
 
 
+def characters_of(split: omniglot.OmniglotSplit) -> set[str]:
+    """``Alphabet/characterNN`` of every class, rotations folded together."""
+    return {"/".join(name.split("/")[:2]) for name in split.class_names}
+
+
+def test_vinyals_validation_split_shares_no_character_with_training(tiny_root):
+    splits = {name: load_omniglot(tiny_root, name, image_size=PNG_SIZE, **TINY)
+              for name in ("train", "val", "test")}
+    train, val, test = (characters_of(splits[name]) for name in ("train", "val", "test"))
+    assert train and val and test
+    assert not train & val and not train & test and not val & test
+    assert train | val | test == set(POOLED)
+
+
 def test_lake_protocol_is_background_vs_evaluation_without_rotation(tiny_root):
     train = load_omniglot(tiny_root, "train", "lake", image_size=PNG_SIZE,
-                          expected_characters=None)
+                          expected_characters=None, num_val_alphabets=1)
+    val = load_omniglot(tiny_root, "val", "lake", image_size=PNG_SIZE,
+                        expected_characters=None, num_val_alphabets=1)
     test = load_omniglot(tiny_root, "test", "lake", image_size=PNG_SIZE, expected_characters=None)
-    assert train.class_names == POOLED[:5] and test.class_names == POOLED[5:]
-    assert train.protocol == "lake" and test.split == "test"
+    # val: the last background alphabet by name (Beta); train: the others (Alpha)
+    assert train.class_names == POOLED[:3] and val.class_names == POOLED[3:5]
+    assert test.class_names == POOLED[5:]
+    assert not set(train.class_alphabets) & set(val.class_alphabets)
+    assert train.protocol == "lake" and test.split == "test" and val.split == "val"
     assert_split_pixels(train)
+    assert_split_pixels(val)
     assert_split_pixels(test)
     rotated = load_omniglot(tiny_root, "test", "lake", rotations=True, expected_characters=None)
     assert rotated.num_classes == 4 * 3
@@ -578,9 +601,11 @@ def real_vinyals(tmp_path_factory):
 
 def test_real_omniglot_vinyals_protocol(real_vinyals, monkeypatch):
     root, cache_dir, train, test = real_vinyals
-    assert train.num_classes == 1200 * 4 and test.num_classes == 423 * 4
-    characters = {name.rsplit("/", 1)[0] for name in train.class_names + test.class_names}
-    assert len(characters) == 1623
+    val = load_omniglot(root, "val", cache_dir=cache_dir)
+    assert train.num_classes == 1100 * 4 and val.num_classes == 100 * 4
+    assert test.num_classes == 423 * 4
+    assert not characters_of(train) & characters_of(val)  # model selection is held out
+    assert len(characters_of(train) | characters_of(val) | characters_of(test)) == 1623
     for split in (train, test):
         assert split.images.shape == (split.num_classes * 20, 1, 28, 28)
         assert split.images.dtype == torch.float32
@@ -598,3 +623,24 @@ def test_real_omniglot_vinyals_protocol(real_vinyals, monkeypatch):
     assert background.num_characters == 964 and len(set(background.alphabets)) == 30
     evaluation = load_omniglot_set(root, "evaluation", cache_dir=cache_dir)
     assert evaluation.num_characters == 659 and len(set(evaluation.alphabets)) == 20
+
+
+def test_real_omniglot_lake_protocol_and_within_alphabet_episodes(real_vinyals):
+    root, cache_dir, _, _ = real_vinyals
+    train, val, test = (load_omniglot(root, name, "lake", cache_dir=cache_dir)
+                        for name in ("train", "val", "test"))
+    assert (train.num_classes, val.num_classes, test.num_classes) == (813, 151, 659)
+    assert sorted(set(val.class_alphabets)) == [
+        "Ojibwe_(Canadian_Aboriginal_Syllabics)", "Sanskrit", "Syriac_(Estrangelo)", "Tagalog",
+        "Tifinagh"]
+    background = set(train.class_alphabets) | set(val.class_alphabets)
+    assert len(background) == 30 and not background & set(test.class_alphabets)
+    episodes = FewShotEpisodes(test.images, test.labels.tolist(), n_way=20, k_shot=1,
+                               q_query=1, num_episodes=50, seed=0,
+                               class_groups=test.class_alphabets)
+    for index in range(len(episodes)):
+        support, query = episodes.episode_indices(index)
+        classes = test.labels[support[:, 0]].tolist()
+        alphabets = {test.class_alphabets[c] for c in classes}
+        assert len(set(classes)) == 20 and len(alphabets) == 1  # one evaluation alphabet
+        assert not alphabets & background and "rot" not in test.class_names[classes[0]]

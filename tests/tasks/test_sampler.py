@@ -219,3 +219,36 @@ def test_episode_collate_split_task_round_trip():
         assert torch.equal(getattr(moved, name), getattr(batch, name))
     assert [p.num_tasks for p in batch.split(4)] == [2, 1, 1, 1]  # near-equal, exactly 4 parts
     assert len(batch.split(5)) == 5 and all(p.num_tasks == 1 for p in batch.split(5))
+
+
+# ------------------------------------------------------------------ within-group episodes
+GROUP_OF = ["a", "a", "a", "b", "b", "b", "b", "c", "c", "d"]  # class -> group; c, d too small
+
+
+def test_every_episode_draws_its_classes_from_one_group():
+    items, labels = synthetic()
+    episodes = FewShotEpisodes(items, labels, n_way=3, k_shot=1, q_query=2, num_episodes=200,
+                               seed=4, class_groups=GROUP_OF)
+    seen = set()
+    for i in range(len(episodes)):
+        episode = episodes[i]
+        check_episode(episode, labels, 3, 1, 2)
+        classes = labels[item_ids(episode.support_x)].tolist()
+        groups = {GROUP_OF[c] for c in classes}
+        assert len(groups) == 1
+        seen |= groups
+    assert seen == {"a", "b"}  # groups with fewer than n_way classes are never drawn
+    # still a function of (seed, i) only
+    again = FewShotEpisodes(items, labels, n_way=3, k_shot=1, q_query=2, num_episodes=200,
+                            seed=4, class_groups=dict(enumerate(GROUP_OF)))
+    for i in (0, 17, 199):
+        assert torch.equal(again[i].support_x, episodes[i].support_x)
+        assert torch.equal(again[i].query_x, episodes[i].query_x)
+
+
+def test_no_group_large_enough_is_one_line():
+    items, labels = synthetic()
+    with pytest.raises(ValueError) as excinfo:
+        FewShotEpisodes(items, labels, n_way=5, k_shot=1, q_query=1, class_groups=GROUP_OF)
+    assert str(excinfo.value) == ("n_way=5 exceeds the 4 classes of the largest of the 4 "
+                                  "class groups: expected n_way <= 4")

@@ -101,3 +101,19 @@ def test_check_agrees_with_what_the_sampler_accepts():
         except ValueError:
             check_ok = False
         assert check_ok == sampler_ok, (n_way, k_shot, q_query)
+
+
+def test_within_alphabet_needs_alphabets_and_one_large_enough():
+    labels = torch.arange(5).repeat_interleave(2)
+    split = OmniglotSplit(torch.rand(10, 1, 3, 3), labels,
+                          ["A/c1", "A/c2", "A/c3", "B/c1", "B/c2"], "lake", "test")
+    check_episode_shape(split, 3, 1, 1, "data.test", within="alphabet")
+    check_episode_shape(split, 5, 1, 1, "data.test")  # across alphabets: all 5 classes
+    with pytest.raises(ValueError) as excinfo:
+        check_episode_shape(split, 4, 1, 1, "data.test", within="alphabet")
+    assert message(excinfo) == ("data.test: n_way=4 with within='alphabet' but the largest "
+                                "alphabet of the test split has 3 classes: expected n_way <= 3")
+    with pytest.raises(ValueError) as excinfo:
+        check_episode_shape(images_split([2, 2, 2]), 2, 1, 1, "data.test", within="alphabet")
+    assert message(excinfo).startswith("data.test.within='alphabet' but the split has no "
+                                       "alphabets: expected an Omniglot split")

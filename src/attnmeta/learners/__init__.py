@@ -2,7 +2,9 @@
 
 from attnmeta.learners.base import (EpisodeLearner, MetaLearner, StepOutput, class_count,
                                     inner_sgd)
+from attnmeta.learners.classifier import ClassBatch, SupervisedClassifier
 from attnmeta.learners.feat import FEAT
+from attnmeta.learners.frozen import FrozenFeatureLearner
 from attnmeta.learners.gradient import GradientLearner
 from attnmeta.learners.in_context import InContextClassifier, InContextLearner
 from attnmeta.learners.maml import MAML
@@ -11,5 +13,5 @@ from attnmeta.learners.protonet import ProtoNet, prototype_logits, prototypes
 from attnmeta.learners.reptile import Reptile
 
 __all__ = ["MetaLearner", "EpisodeLearner", "GradientLearner", "StepOutput", "class_count",
-           "inner_sgd", "FEAT", "InContextClassifier", "InContextLearner", "MAML",
-           "MatchingNet", "ProtoNet", "prototype_logits", "prototypes", "Reptile"]
+           "inner_sgd", "ClassBatch", "SupervisedClassifier", "FrozenFeatureLearner", "FEAT",
+           "InContextClassifier", "InContextLearner", "MAML", "MatchingNet", "ProtoNet", "prototype_logits", "prototypes", "Reptile"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, ClassVar
 
 import torch
@@ -13,7 +14,10 @@ from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
 from attnmeta.learners.protonet import prototype_logits, prototypes
 from attnmeta.norm import LayerNorm
 
-__all__ = ["InContextLearner", "InContextClassifier", "support_query_mask"]
+__all__ = ["InContextLearner", "InContextClassifier", "support_query_mask", "elmes",
+           "LABEL_ENCODINGS"]
+
+LABEL_ENCODINGS = ("learned", "elmes")
 
 
 class InContextLearner(EpisodeLearner):
@@ -50,6 +54,29 @@ def support_query_mask(n_support: int, n_query: int, device: torch.device | None
     return mask
 
 
+def elmes(n_classes: int, dim: int, dtype: torch.dtype | None = None,
+          device: torch.device | None = None) -> Tensor:
+    """CAML's Equal Length and Maximally Equiangular Set (ELMES) of ``n_classes`` label
+    vectors in ``dim`` dimensions: ``[n_classes, dim]``.
+
+    Fifty et al., "Context-Aware Meta-Learning", ICLR 2024 (the label encoding CAML fixes
+    instead of learning): the vertices of a regular simplex centred at the origin,
+    ``M* = sqrt(N/(N-1)) (I_N - 1 1^T / N)``, embedded in ``dim >= N``
+    dimensions. Each row has norm 1 and every pair has cosine ``-1/(N-1)``. The authors'
+    code (cfifty/CAML, src/models/TransformerEncoder.py, ``get_elmes``) multiplies ``M*``
+    by a fixed random ``[dim, N]`` matrix with orthonormal columns (numpy seed 50, a QR);
+    here the columns are the first ``N`` standard basis vectors (rows zero-padded to
+    ``dim``), the same vectors up to a rotation, which the learned projection that reads
+    the label embedding absorbs, and free of any random state.
+    """
+    if not 2 <= n_classes <= dim:
+        raise ValueError(f"ELMES of {n_classes} classes in {dim} dimensions: expected "
+                         f"2 <= n_way <= {dim} (the label-embedding width)")
+    simplex = math.sqrt(n_classes / (n_classes - 1)) * (
+        torch.eye(n_classes, dtype=dtype, device=device) - 1.0 / n_classes)
+    return F.pad(simplex, (0, dim - n_classes))
+
+
 class InContextClassifier(EpisodeLearner):
     """An in-context few-shot classifier: a transformer reads the labelled support set as a
     sequence and classifies each query with no gradient step.
@@ -57,12 +84,19 @@ class InContextClassifier(EpisodeLearner):
     The SNAIL / CAML family (Mishra et al., ICLR 2018; Fifty et al., "Context-Aware
     Meta-Learning", ICLR 2024). Each support example becomes the token
     ``W [f(x_i); e(y_i)]`` and each query ``W [f(x̂); u]``, where ``f`` is the image encoder,
-    ``u`` a learned "label unknown" vector and ``e(y)`` the **label embedding**: CAML uses
-    a fixed equiangular set of vectors so that no class is privileged; here ``e(y)`` is
-    computed from the class's own support examples (a projection of the class mean), so it
-    does not depend on which index a class was given at all. With no position embeddings
-    and this construction, relabelling the classes of an episode permutes the logits
-    exactly and reordering the support set leaves them unchanged (both tested).
+    ``u`` a learned "label unknown" vector and ``e(y)`` the **label embedding**, one of
+    :data:`LABEL_ENCODINGS`:
+
+    * ``"learned"`` (default): ``e(y)`` is computed from the class's own support examples
+      (a learned projection of the class mean), so it does not depend on which index a
+      class was given at all. With no position embeddings, relabelling the classes of an
+      episode permutes the logits exactly and reordering the support set leaves them
+      unchanged (both tested).
+    * ``"elmes"``: CAML's fixed equiangular encoding, ``e(y) = s * elmes(N, D)[y]`` with a
+      learned scale ``s`` (CAML's ``elmes_scale``), built for each episode's ``N`` classes
+      (see :func:`elmes`): every label is equally far from every other, but label ``y``
+      always gets the same vector, so relabelling no longer permutes the logits exactly
+      (by design: the model may learn what each label index's vector means).
 
     After ``depth`` pre-norm transformer blocks (queries attend to the support set and
     themselves, see :func:`support_query_mask`), a query's logits are the negative squared
@@ -73,15 +107,25 @@ class InContextClassifier(EpisodeLearner):
         feature_dim: width of the encoder's output.
         d_model, depth, n_heads: of the transformer that reads the episode.
         dropout: inside the transformer blocks.
+        label_encoding: ``"learned"`` or ``"elmes"`` (episodes of at most ``feature_dim``
+            classes).
     """
 
     display_name: ClassVar[str] = "In-context learner"
 
     def __init__(self, encoder: nn.Module, feature_dim: int, d_model: int = 128,
-                 depth: int = 2, n_heads: int = 4, dropout: float = 0.0) -> None:
+                 depth: int = 2, n_heads: int = 4, dropout: float = 0.0,
+                 label_encoding: str = "learned") -> None:
         super().__init__()
+        if label_encoding not in LABEL_ENCODINGS:
+            raise ValueError(f"label_encoding={label_encoding!r}: expected one of "
+                             + ", ".join(map(repr, LABEL_ENCODINGS)))
         self.encoder = encoder
-        self.label_embedding = nn.Linear(feature_dim, feature_dim)
+        self.label_encoding = label_encoding
+        if label_encoding == "learned":
+            self.label_embedding = nn.Linear(feature_dim, feature_dim)
+        else:
+            self.elmes_scale = nn.Parameter(torch.ones(1))
         self.unknown_label = nn.Parameter(torch.zeros(feature_dim))
         self.token = nn.Linear(2 * feature_dim, d_model)
         self.blocks = nn.ModuleList([TransformerBlock(d_model, n_heads, 2.0, dropout)
@@ -94,7 +138,11 @@ class InContextClassifier(EpisodeLearner):
         block's attention ``[T, H, S+Q, S+Q]`` (``None`` unless ``need_weights``)."""
         support_z, query_z = embed_episode(self.encoder, support_x, query_x)
         n_way = class_count(support_y)
-        labels = self.label_embedding(prototypes(support_z, support_y, n_way))  # [T, N, D]
+        if self.label_encoding == "learned":
+            labels = self.label_embedding(prototypes(support_z, support_y, n_way))  # [T, N, D]
+        else:
+            vectors = elmes(n_way, support_z.shape[-1], support_z.dtype, support_z.device)
+            labels = (self.elmes_scale * vectors).expand(support_z.shape[0], -1, -1)
         support_labels = torch.gather(
             labels, 1, support_y[..., None].expand(-1, -1, labels.shape[-1]))
         query_labels = self.unknown_label.expand_as(query_z)

@@ -6,6 +6,9 @@ adding a data set is its loader under ``tasks/`` and one line in :data:`DATASETS
 backbone, one line in :data:`BACKBONES` (or :func:`register_backbone` from outside). What
 a learner needs from the model (a head of ``n_way`` outputs or plain features) is read
 from the learner class's declared capabilities, never from its name.
+
+The file is over 300 lines because it holds every registry (data sets, backbones, learners)
+beside the builders their entries name, so that a new entry stays one line here.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from torch import nn
 
 from attnmeta.learners import (FEAT, MAML, InContextClassifier, MatchingNet, MetaLearner, ProtoNet,
                                Reptile)
-from attnmeta.models import Conv4, VisionTransformer
+from attnmeta.learners.classifier import SupervisedClassifier
+from attnmeta.learners.frozen import FrozenFeatureLearner
+from attnmeta.models import Conv4, FeatureHead, VisionTransformer
+from attnmeta.models.wordllama import wordllama_encoder
 from attnmeta.runs.config import (ConfigError, EpisodeConfig, ExperimentConfig, LearnerConfig,
                                   ModelConfig)
 from attnmeta.tasks import FewShotEpisodes, LabelledSplit
+from attnmeta.tasks.splits import class_groups
 from attnmeta.tasks.banking77 import download_banking77
 from attnmeta.tasks.clinc150 import download_clinc150
 from attnmeta.tasks.omniglot import download_omniglot
@@ -32,7 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["DatasetEntry", "LearnerEntry", "DATASETS", "download_dataset", "BACKBONES",
            "TEXT_BACKBONES",
            "LEARNERS", "register_backbone", "dataset_entry", "is_text", "build_model",
-           "build_learner", "build_optimizer", "load_split", "make_episodes"]
+           "build_learner", "build_optimizer", "load_split", "make_episodes", "build_backbone",
+           "build_classifier", "load_encoder_state"]
 
 
 # ------------------------------------------------------------------------------ data sets
@@ -120,10 +128,12 @@ def load_split(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | 
 
 def make_episodes(split: LabelledSplit, shape: EpisodeConfig, num_episodes: int, seed: int
                   ) -> FewShotEpisodes:
-    """``num_episodes`` seeded ``shape`` episodes over ``split``."""
+    """``num_episodes`` seeded ``shape`` episodes over ``split`` (with ``shape.within``:
+    'alphabet', each episode's classes from one alphabet)."""
     return FewShotEpisodes(split.items, split.labels.tolist(), n_way=shape.n_way,
                            k_shot=shape.k_shot, q_query=shape.q_query,
-                           num_episodes=num_episodes, seed=seed)
+                           num_episodes=num_episodes, seed=seed,
+                           class_groups=class_groups(split, shape.within, "data"))
 
 
 # ------------------------------------------------------------------------------ backbones
@@ -152,10 +162,16 @@ def _hf(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module
                            model.hf_path, model.hidden, model.depth, model.heads, model.dropout)
 
 
+def _wordllama(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module:
+    return wordllama_encoder(out_dim, model.depth, model.heads, config.data.max_length,
+                             model.dropout, model.tune_embeddings, model.normalize)
+
+
 # Text backbones: factory(model_config, config, out_dim) for the data sets of text.
 TEXT_BACKBONES: dict[str, Callable[[ModelConfig, ExperimentConfig, int], nn.Module]] = {
     "text_transformer": _text_transformer,
     "hf": _hf,
+    "wordllama": _wordllama,
 }
 
 
@@ -168,7 +184,13 @@ def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
 def build_model(config: ExperimentConfig) -> nn.Module:
     """The configured backbone, with a head of ``data.train.n_way`` outputs when the learner
     declares that it classifies with one (:attr:`MetaLearner.needs_head`)."""
-    out_dim = config.data.train.n_way if learner_entry(config).cls.needs_head else 0
+    return build_backbone(config, config.data.train.n_way if learner_entry(config).cls.needs_head
+                          else 0)
+
+
+def build_backbone(config: Any, out_dim: int) -> nn.Module:
+    """The backbone of ``config.model`` for ``config.data`` (a config of any kind with those
+    sections): ``out_dim`` outputs, or features when 0."""
     name = config.model.backbone
     if is_text(config):
         factory = _registered(TEXT_BACKBONES, "model.backbone", name,
@@ -223,7 +245,8 @@ LEARNERS: dict[str, LearnerEntry] = {
         balance=spec.balance)),
     "incontext": LearnerEntry(InContextClassifier, lambda spec, m, model: InContextClassifier(
         model, _feature_dim(model, spec.name), d_model=2 * _feature_dim(model, spec.name),
-        depth=m.depth, n_heads=m.heads, dropout=spec.dropout)),
+        depth=m.depth, n_heads=m.heads, dropout=spec.dropout,
+        label_encoding=spec.label_encoding)),
 }
 
 
@@ -231,12 +254,60 @@ def learner_entry(config: ExperimentConfig) -> LearnerEntry:
     return _registered(LEARNERS, "learner.name", config.learner.name)
 
 
-def build_learner(config: ExperimentConfig) -> MetaLearner:
+def build_learner(config: ExperimentConfig, encoder_state: dict | None = None) -> MetaLearner:
     """The learner named by ``learner.name`` around the configured backbone (weights drawn
-    from torch's global RNG)."""
-    return learner_entry(config).build(config.learner, config.model, build_model(config))
+    from torch's global RNG; the backbone's from ``encoder_state`` when given, a pretrain
+    run's encoder for ``model.init``). With ``model.freeze`` the backbone is frozen and the
+    learner reads its features (:class:`FrozenFeatureLearner` over a :class:`FeatureHead`)."""
+    entry = learner_entry(config)
+    if not config.model.freeze:
+        return entry.build(config.learner, config.model,
+                           load_encoder_state(build_model(config), encoder_state, config))
+    encoder = load_encoder_state(build_backbone(config, 0), encoder_state, config)
+    head = FeatureHead(_feature_dim(encoder, config.learner.name),
+                       config.data.train.n_way if entry.cls.needs_head else 0)
+    return FrozenFeatureLearner(encoder, entry.build(config.learner, config.model, head))
+
+
+def load_encoder_state(model: nn.Module, state: dict | None, config: Any) -> nn.Module:
+    """``model`` with the encoder weights ``state`` (of ``config.model.init``) loaded; its
+    fresh ``head.*`` is all it may have besides. A ConfigError names both when they differ."""
+    if state is None:
+        return model
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state and not k.startswith("head."))
+    unexpected = sorted(k for k in state if k not in own)
+    shapes = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        details = "; ".join(part for part in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {unexpected[:3]}" if unexpected else "",
+            "shape differs for " + ", ".join(f"{k} ({list(state[k].shape)} there, "
+                                             f"{list(own[k].shape)} here)" for k in shapes[:2])
+            if shapes else "") if part)
+        raise ConfigError(f"config key 'model.init' is {config.model.init!r}: its encoder does "
+                          f"not fit the model of run {config.name!r} (model.backbone="
+                          f"{config.model.backbone}, hidden={config.model.hidden}, norm="
+                          f"{config.model.norm}): {details}; expected the model section of "
+                          "the pretrain run")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def build_classifier(config: Any, num_classes: int) -> SupervisedClassifier:
+    """A pretrain run's learner (:class:`~attnmeta.runs.schema.PretrainConfig`): the
+    configured backbone's features into a ``num_classes``-way classifier."""
+    encoder = build_backbone(config, 0)
+    return SupervisedClassifier(encoder, _feature_dim(encoder, "pretrain"), num_classes,
+                                config.learner.classifier, config.learner.scale,
+                                config.eval.distance)
 
 
 def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim.Optimizer:
     optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    if not any(parameter.requires_grad for parameter in learner.parameters()):
+        raise ConfigError(f"learner.name={config.learner.name!r} over model.backbone="
+                          f"{config.model.backbone!r} has no trainable parameters (a frozen "
+                          "backbone, nothing on top): expected some to train (wordllama: "
+                          "model.depth >= 1 or model.tune_embeddings: true)")
     return optimizers[config.train.optimizer](learner.parameters(), lr=config.train.lr)

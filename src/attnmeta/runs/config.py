@@ -3,7 +3,8 @@ the checks of every key's type and range (:mod:`attnmeta.runs.schema`) before an
 
 ``attnmeta train CONFIG train.steps=100 data.root=/data`` overrides any key with dotted
 names; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``). A file with ``kind: rl``
-at its top is a meta-RL config; any other is an episodic (supervised) one. Every problem
+at its top is a meta-RL config, ``kind: pretrain`` a pretraining one (:data:`SCHEMAS`); any
+other is an episodic (supervised) one. Every problem
 is a one-line :class:`ConfigError` naming the file or key, the value, and what was
 expected: a file that is not UTF-8, not YAML, empty, not a mapping, or with a key written
 twice; an unknown key; a wrong type; a value out of range.
@@ -19,15 +20,19 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from attnmeta.runs.schema import (DataConfig, EpisodeConfig, EvalConfig, ExperimentConfig,
-                                  LearnerConfig, ModelConfig, RLConfig, TrainConfig)
+                                  LearnerConfig, ModelConfig, PretrainConfig, RLConfig,
+                                  TrainConfig)
 
 __all__ = ["ConfigError", "RunConfig", "EpisodeConfig", "DataConfig", "ModelConfig",
            "LearnerConfig", "TrainConfig", "EvalConfig", "ExperimentConfig", "RLConfig",
+           "PretrainConfig", "SCHEMAS",
            "read_yaml", "config_kind", "load_config", "apply_overrides", "config_from_dict",
            "config_to_dict", "build_section", "flatten"]
 
-RunConfig = ExperimentConfig | RLConfig
-SCHEMAS: dict[str, type] = {"supervised": ExperimentConfig, "rl": RLConfig}
+RunConfig = ExperimentConfig | RLConfig | PretrainConfig
+# The run kinds: the value of a config's top-level `kind:` key -> its schema.
+SCHEMAS: dict[str, type] = {"supervised": ExperimentConfig, "rl": RLConfig,
+                            "pretrain": PretrainConfig}
 
 
 class ConfigError(ValueError):
@@ -82,11 +87,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def config_kind(values: Mapping[str, Any]) -> str:
-    """``"rl"`` for a meta-RL config (``kind: rl``), else ``"supervised"``."""
+    """The run kind a config's top-level ``kind:`` names (a key of :data:`SCHEMAS`), else
+    ``"supervised"``."""
     kind = values.get("kind", "supervised")
     if not isinstance(kind, str) or kind not in SCHEMAS:
-        raise ConfigError(f"config key 'kind' is {kind!r}: expected 'rl' or no kind "
+        named = " or ".join(repr(k) for k in SCHEMAS if k != "supervised")
+        raise ConfigError(f"config key 'kind' is {kind!r}: expected {named} or no kind "
                           "(an episodic run)")
+    return kind
     return kind
 
 

@@ -67,22 +67,34 @@ def _resume_changes(saved: dict, current: dict, resumable: tuple[str, ...], wher
     return changed
 
 
+def _check_inputs(saved: dict, current: dict, where: Path) -> None:
+    differ = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:3])
+        raise RunError(f"cannot resume {where}: it was built from other inputs than this run "
+                       f"would be ({shown}); expected the same ones (or a new --out folder)")
+
+
 def train_in_folder(path: Path, kind: str, config: dict[str, Any],
                     make_plan: Callable[[bool], TrainingPlan], resumable: tuple[str, ...],
                     context: DistributedContext,
                     resume: bool = False, progress: bool = True, command: str = "",
                     description: str = "meta-train",
-                    on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+                    on_step_end: Callable[[int], None] | None = None,
+                    inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Meta-train in the run folder ``path`` (claimed first) what ``make_plan(resuming)``
     builds; resumable after a kill with the same result (every RNG state is in the
     checkpoint, and the batches depend only on the step). ``resumable``: the config keys
     (or key prefixes) a resume may change. A folder this call created is removed again if
-    the run stops before its first checkpoint (bad data, say): nothing is left behind."""
+    the run stops before its first checkpoint (bad data, say): nothing is left behind.
+    ``inputs``: what the run is built from besides its config (JSON values: a pretrain run's
+    class count, the checkpoint and encoder sha256 of ``model.init``), recorded in every
+    checkpoint; a resume that finds others is refused."""
     created = not Path(path).exists()
     folder = RunFolder.claim(path, kind) if context.is_main else RunFolder(path, kind)
     try:
         return _train(folder, config, make_plan, resumable, context, resume, progress,
-                      command, description, on_step_end)
+                      command, description, on_step_end, inputs or {})
     except BaseException:
         if created and context.is_main and find_latest_checkpoint(folder.path)[0] is None:
             folder.release()
@@ -95,7 +107,7 @@ def train_in_folder(path: Path, kind: str, config: dict[str, Any],
 def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool], TrainingPlan],
            resumable: tuple[str, ...], context: DistributedContext, resume: bool,
            progress: bool, command: str, description: str,
-           on_step_end: Callable[[int], None] | None) -> dict[str, Any]:
+           on_step_end: Callable[[int], None] | None, inputs: dict[str, Any]) -> dict[str, Any]:
     existing, skipped = find_latest_checkpoint(folder.path)
     for line in skipped:
         logger.warning("%s", line)
@@ -111,8 +123,9 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
                        "from: expected checkpoints/step_*.json (run without --resume to start)")
     changed = {}
     if existing is not None:
-        changed = _resume_changes(read_checkpoint_record(existing)["config"], config,
-                                  resumable, existing)
+        saved = read_checkpoint_record(existing)
+        changed = _resume_changes(saved["config"], config, resumable, existing)
+        _check_inputs(saved.get("inputs") or {}, inputs, existing)
     plan = make_plan(existing is not None)
     train, learner, optimizer = plan.train, plan.learner, plan.optimizer
     start_step, elapsed = 0, 0.0
@@ -143,7 +156,8 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
     def checkpoint(step: int) -> None:
         save_checkpoint(folder.path, step, learner, optimizer, config,
                         keep=train.keep_checkpoints,
-                        extra={"elapsed_s": elapsed_s(), "command": command})
+                        extra={"elapsed_s": elapsed_s(), "command": command,
+                               **({"inputs": inputs} if inputs else {})})
 
     def step_end(step: int) -> None:
         set_learning_rate(step)

@@ -6,7 +6,11 @@ Every key declares its range (``setting(default, at_least=..., choices=...)``), 
 run does any work, and the message names the key. Names that registries own (a data
 set, a backbone, a learner) are checked where the registry is, in
 :mod:`attnmeta.runs.build`. Two run kinds: episodic supervised runs (images, text) and
-meta-RL runs, marked by ``kind: rl`` at the top of the file.
+meta-RL runs, marked by ``kind: rl`` at the top of the file; and supervised pretraining of
+an encoder on the classes of the train split (``kind: pretrain``, :class:`PretrainConfig`).
+
+The file is over 300 lines because it is the one list of every key of every run kind, each
+with its range: splitting it would split the one place a user reads to learn the keys.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any, Callable, ClassVar
 
 __all__ = ["setting", "Limits", "EpisodeConfig", "DataConfig", "ModelConfig", "LearnerConfig",
            "TrainConfig", "EvalConfig", "ExperimentConfig", "RLEnvConfig", "RLPolicyConfig",
-           "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig", "RLConfig", "PLAIN_NAME"]
+           "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig", "RLConfig", "PretrainLearnerConfig",
+           "PretrainTrainConfig", "PretrainEvalConfig", "PretrainConfig", "PLAIN_NAME"]
 
 # A run's name becomes a folder under runs/: one path component, no "..", no separators.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -85,6 +90,8 @@ class EpisodeConfig:
     n_way: int = setting(5, at_least=2)          # 1-way episodes would score 100% by construction
     k_shot: int = setting(1, at_least=1)
     q_query: int = setting(15, at_least=1)        # no query, no loss
+    # alphabet: each episode's classes from one alphabet (omniglot, protocol lake: Lake et al.)
+    within: str = setting("none", choices=("none", "alphabet"))
 
 
 @dataclass
@@ -105,11 +112,15 @@ class ModelConfig:
     backbone: str = "conv4"                       # a name of attnmeta.runs.build's backbones
     hidden: int = setting(64, at_least=1, at_most=4096)  # conv channels; transformer width
     norm: str = setting("batch", choices=("batch", "running"))  # running: nn.BatchNorm2d
-    depth: int = setting(4, at_least=1, at_most=64)      # transformer blocks
+    depth: int = setting(4, at_least=0, at_most=64)      # transformer blocks (0: wordllama only)
     heads: int = setting(4, at_least=1, at_most=64)      # attention heads per block
     patch_size: int = setting(7, at_least=1)             # vit: square patches of this side
     dropout: float = setting(0.0, **PROBABILITY)         # text_transformer
     hf_path: str | None = None                    # hf: local transformers folder (None: tiny BERT)
+    tune_embeddings: bool = False                 # wordllama: train its embeddings (else frozen)
+    normalize: bool = False                       # wordllama: unit-length sentence vectors
+    init: str | None = None                       # a pretrain run folder: start from its encoder
+    freeze: bool = False                          # with init: train the head on cached features
 
 
 @dataclass
@@ -131,6 +142,8 @@ class LearnerConfig:
     temperature: float = setting(1.0, above=0.0)         # feat
     aux_temperature: float = setting(1.0, above=0.0)     # feat: regulariser's logits
     balance: float = setting(0.1, at_least=0.0)          # feat: weight of the regulariser
+    # incontext: label vectors from each class's support (learned) or CAML's fixed ELMES
+    label_encoding: str = setting("learned", choices=("learned", "elmes"))
 
 
 @dataclass
@@ -150,6 +163,8 @@ class TrainConfig:
     keep_checkpoints: int = setting(2, at_least=1)
     eval_every: int = setting(0, at_least=0)      # evaluate every N steps (0 = never)
     eval_episodes: int = setting(200, at_least=2)  # a CI needs two episodes
+    # the split eval_every reads (model selection); eval.split is the final test, read once
+    eval_split: str = setting("val", choices=("train", "val", "test"))
     max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
 
 
@@ -180,6 +195,25 @@ class ExperimentConfig:
              f"a divisor of data.image_size ({data.image_size}) for the vit backbone"),
             (model.backbone not in ("vit", "text_transformer") or model.hidden % model.heads == 0,
              "model.heads", model.heads, f"a divisor of model.hidden ({model.hidden})"),
+            *((shape.within == "none" or (data.dataset == "omniglot" and data.protocol == "lake"),
+               f"data.{where}.within", shape.within, "'none' unless data.dataset='omniglot' with "
+               "data.protocol='lake' (within-alphabet episodes are for models trained on the "
+               "background alphabets only, without rotations)")
+              for where, shape in (("train", data.train), ("test", data.test))),
+            (model.depth >= 1 or (model.backbone == "wordllama"
+                                  and self.learner.name != "incontext"),
+             "model.depth", model.depth, ">= 1 (0, no layers, is for model.backbone='wordllama' "
+             "with a learner other than 'incontext', which reads model.depth too)"),
+            (model.backbone != "wordllama" or model.depth == 0 or 256 % model.heads == 0,
+             "model.heads", model.heads, "a divisor of 256, wordllama's width"),
+            (model.backbone != "wordllama" or model.hf_path is None, "model.hf_path",
+             model.hf_path, "unset for model.backbone='wordllama' (its embeddings and "
+             "tokenizer come from the wordllama wheel)"),
+            (not model.freeze or model.init is not None, "model.freeze", model.freeze,
+             "false without model.init (the pretrain run whose encoder to freeze)"),
+            (not model.freeze or model.norm == "running", "model.norm", model.norm,
+             "'running' with model.freeze: true (frozen features must not depend on the "
+             "batch they are computed in)"),
         )
         return [(key, value, expected) for ok, key, value, expected in rules if not ok]
 
@@ -270,3 +304,66 @@ class RLConfig:
              f"at least eval.steps ({evaluation.steps}) step sizes"),
         )
         return [(key, value, expected) for ok, key, value, expected in rules if not ok]
+
+
+# ------------------------------------------------------------------------- pretrain runs
+@dataclass
+class PretrainLearnerConfig:
+    classifier: str = setting("linear", choices=("linear", "cosine"))  # cosine: Baseline++
+    scale: float = setting(10.0, above=0.0, at_most=1e4)  # cosine classifier's logit scale
+
+
+@dataclass
+class PretrainTrainConfig:
+    steps: int = setting(3000, at_least=1)
+    batch_size: int = setting(256, at_least=1, at_most=65_536)  # examples per step
+    backward_chunk: int = setting(0, at_least=0)  # examples per backward (0 = all)
+    threads: int = setting(0, at_least=0, at_most=1024)  # torch intra-op threads (0: torch's)
+    optimizer: str = setting("adam", choices=("adam", "sgd"))
+    lr: float = setting(1e-3, above=0.0, at_most=1e6)
+    weight_decay: float = setting(0.0, at_least=0.0, at_most=1.0)
+    lr_decay_every: int = setting(0, at_least=0)  # halve the lr every N steps (0 = never)
+    lr_schedule: str = setting("step", choices=("step", "linear"))
+    grad_clip: float | None = setting(None, above=0.0)
+    shift: int = setting(2, at_least=0, at_most=64)  # random shifts of up to this many pixels
+    log_every: int = setting(50, at_least=1)
+    checkpoint_every: int = setting(500, at_least=1)
+    keep_checkpoints: int = setting(2, at_least=1)
+    eval_every: int = setting(0, at_least=0)      # evaluate every N steps (0 = never)
+    eval_split: str = setting("val", choices=("train", "val", "test"))  # what eval_every reads
+    eval_episodes: int = setting(200, at_least=2)
+    max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
+
+
+@dataclass
+class PretrainEvalConfig(EvalConfig):
+    # prototypes over the frozen encoder (cosine: the frozen-feature baseline of Chen et al.)
+    distance: str = setting("cosine", choices=("cosine", "sqeuclidean"))
+
+
+@dataclass
+class PretrainConfig:
+    """Supervised pretraining of ``model``'s encoder: all classes of the train split at once
+    (Chen et al. ICLR 2019; Tian et al. ECCV 2020), evaluated as prototypes over it."""
+
+    kind: str = setting("pretrain", choices=("pretrain",))
+    name: str = setting("pretrain", pattern=PLAIN_NAME)
+    seed: int = setting(0, at_least=0)
+    data: DataConfig = setting(factory=DataConfig)
+    model: ModelConfig = setting(factory=lambda: ModelConfig(norm="running"))
+    learner: PretrainLearnerConfig = setting(factory=PretrainLearnerConfig)
+    train: PretrainTrainConfig = setting(factory=PretrainTrainConfig)
+    eval: PretrainEvalConfig = setting(factory=PretrainEvalConfig)
+
+    def cross_problems(self) -> list[tuple[str, Any, str]]:
+        """The model and data rules of an episodic run, and this kind's own."""
+        model, data = self.model, self.data
+        shared = [problem for problem in ExperimentConfig(data=data, model=model).cross_problems()
+                  if problem[0].startswith(("model.", "data."))]
+        rules = (
+            (model.init is None, "model.init", model.init,
+             "null for a pretrain run (it trains its encoder from scratch)"),
+            (self.train.shift < data.image_size, "train.shift", self.train.shift,
+             f"less than data.image_size ({data.image_size})"),
+        )
+        return shared + [(key, value, expected) for ok, key, value, expected in rules if not ok]

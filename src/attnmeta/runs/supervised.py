@@ -25,6 +25,7 @@ from attnmeta.evaluate import accuracy, per_task_metric, summarize
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import build_learner, build_optimizer, is_text, load_split, make_episodes
 from attnmeta.runs.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
+from attnmeta.runs.features import InitEncoder, load_init, model_input
 from attnmeta.runs.folder import RunError, write_result
 from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
@@ -40,7 +41,7 @@ KIND = "supervised"
 # the outer optimiser's step size and clipping (what a NaN error advises to change).
 RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.backward_chunk",
              "train.workers", "train.threads", "train.keep_checkpoints", "train.eval_every",
-             "train.eval_episodes", "train.max_minutes", "train.lr", "train.grad_clip",
+             "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr", "train.grad_clip",
              "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers", "eval.")
 
 
@@ -100,8 +101,20 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _selection_split(config: ExperimentConfig, tokenizer: TextTokenizer | None
+                     ) -> LabelledSplit:
+    """``train.eval_split``, the split evaluated every ``train.eval_every`` steps."""
+    try:
+        return load_split(config, config.train.eval_split, tokenizer)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"{error} (train.eval_split={config.train.eval_split!r} is evaluated every "
+            f"train.eval_every steps: add that split, or set train.eval_split=test or "
+            f"train.eval_every=0)") from error
+
+
 def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: DistributedContext,
-          will_evaluate: bool) -> TrainingPlan:
+          will_evaluate: bool, init: InitEncoder | None = None) -> TrainingPlan:
     """Build and check everything the run needs, before its first step."""
     tokenizer = None
     if is_text(config):  # trained on meta-train text, saved with the run
@@ -110,17 +123,27 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
         tokenizer = run_tokenizer(config, run_dir, resuming=resuming, save=context.is_main)
     split = load_split(config, "train", tokenizer)
     shape, test = config.data.train, config.data.test
-    check_episode_shape(split, shape.n_way, shape.k_shot, shape.q_query, "data.train")
-    if will_evaluate:  # the data first: a wrong n_way must not size a model
-        eval_split = load_split(config, config.eval.split, tokenizer)
-        check_episode_shape(eval_split, test.n_way, test.k_shot, test.q_query, "data.test")
+    check_episode_shape(split, shape.n_way, shape.k_shot, shape.q_query, "data.train",
+                        within=shape.within)
+    # the data first: a wrong n_way must not size a model
+    if will_evaluate:  # the final test, eval.split, read once the model is trained
+        check_episode_shape(load_split(config, config.eval.split, tokenizer), test.n_way,
+                            test.k_shot, test.q_query, "data.test", within=test.within)
+    name = config.train.eval_split  # model selection: what train.eval_every reads
+    if config.train.eval_every:
+        eval_split = _selection_split(config, tokenizer)
+        check_episode_shape(eval_split, test.n_way, test.k_shot, test.q_query, "data.test",
+                            within=test.within)
     torch.manual_seed(config.seed)
-    learner = build_learner(config)
+    learner = build_learner(config, None if init is None else init.state)
     optimizer = build_optimizer(config, learner)
+    split = model_input(config, learner, split, run_dir)  # model.freeze: features, cached
+    if config.train.eval_every:
+        eval_split = model_input(config, learner, eval_split, run_dir)
     evaluate = None
-    if will_evaluate:
+    if will_evaluate or config.train.eval_every:
         check_test_shape(learner, config, test)
-        name = config.eval.split
+    if config.train.eval_every:
 
         def evaluate() -> dict[str, float]:
             summary = summarize(episode_accuracies(learner, eval_split, test,
@@ -153,17 +176,20 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
 
     Episode ``i`` of training depends only on ``(config.seed, i)`` and every RNG state is
     checkpointed, so a resumed run reaches the same weights as an uninterrupted one.
-    ``will_evaluate``: the test split is loaded and checked before training (it is also
-    whenever ``train.eval_every`` is set).
+    ``will_evaluate``: the test split (``eval.split``) is loaded and checked before
+    training; with ``train.eval_every`` the split it evaluates (``train.eval_split``, by
+    default 'val') is too.
     """
     context = init_from_environment()
     shard_range(config.train.meta_batch, context)  # refuse uneven shards before any work
     _set_threads(config.train.threads)
+    init = None if config.model.init is None else load_init(config.model.init)
     plan = lambda resuming: _plan(config, Path(run_dir), resuming, context,  # noqa: E731
-                                  will_evaluate or bool(config.train.eval_every))
+                                  will_evaluate, init)
     return train_in_folder(Path(run_dir), KIND, config_to_dict(config), plan, RESUMABLE, context,
                            resume=resume, progress=progress, command=command,
-                           description=config.name, on_step_end=on_step_end)
+                           description=config.name, on_step_end=on_step_end,
+                           inputs=None if init is None else init.inputs())
 
 
 @dataclass
@@ -182,6 +208,10 @@ class LoadedRun:
 
     def split(self, name: str) -> LabelledSplit:
         return load_split(self.config, name, self.tokenizer)
+
+    def learner_split(self, name: str) -> LabelledSplit:
+        """Split ``name`` as the learner reads it (frozen features for ``model.freeze``)."""
+        return model_input(self.config, self.learner, self.split(name), self.run_dir)
 
 
 def load_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
@@ -209,28 +239,40 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
                         split: str | None = None, data_root: str | None = None,
                         n_way: int | None = None, k_shot: int | None = None,
                         batch_size: int = 16, command: str = "", progress: bool = False,
-                        save: bool = True) -> dict[str, Any]:
+                        save: bool = True, within: str | None = None) -> dict[str, Any]:
     """Accuracy (mean ± 95% CI) over a fixed, seeded set of test episodes. With ``save`` the
-    result is also written to ``result["written_to"]`` (None if that failed: a warning)."""
+    result is also written to ``result["written_to"]`` (None if that failed: a warning).
+    ``within='alphabet'``: each episode's classes from one alphabet (Lake et al. 2015; a run
+    of ``data.protocol: lake`` only); default ``data.test.within``."""
     run = load_run(checkpoint, data_root)
     config = run.config
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
     seed = config.eval.seed if seed is None else seed
     shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
-                          config.data.test.q_query)
+                          config.data.test.q_query, within or config.data.test.within)
+    if shape.within != "none" and (config.data.dataset, config.data.protocol) != ("omniglot",
+                                                                              "lake"):
+        raise RunError(f"within={shape.within!r} needs a run trained on Omniglot's background "
+                       f"alphabets: expected data.protocol='lake' (this run: "
+                       f"data.dataset={config.data.dataset!r}, data.protocol="
+                       f"{config.data.protocol!r})")
     check_test_shape(run.learner, config, shape)
-    data = run.split(split)
-    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}")
+    data = run.learner_split(split)
+    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
+                        within=shape.within)
     values = episode_accuracies(run.learner, data, shape, episodes, seed, batch_size,
                                 progress, description=f"eval {split}")
     summary = summarize(values)
     result = {
         "command": command, "checkpoint": run.record["path"], "step": run.record["step"],
         "learner": config.learner.name, "split": split, "n_way": shape.n_way,
-        "k_shot": shape.k_shot, "q_query": shape.q_query, "episodes": episodes,
+        "k_shot": shape.k_shot, "q_query": shape.q_query, "within": shape.within,
+        "episodes": episodes,
         "episode_seed": seed, "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run.run_dir / f"eval_{split}_{shape.n_way}w{shape.k_shot}s.json"),
+        "result_path": str(run.run_dir / (f"eval_{split}_{shape.n_way}w{shape.k_shot}s"
+                                          + ("" if shape.within == "none"
+                                             else f"_within_{shape.within}") + ".json")),
     }
     result["written_to"] = write_result(result) if save else None
     return result

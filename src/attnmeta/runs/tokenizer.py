@@ -2,7 +2,8 @@
 
 A new run trains byte-level BPE on the **meta-train** sentences only
 (:func:`attnmeta.tasks.intents.meta_train_texts`), or takes the tokenizer of a local pretrained
-Hugging Face model (``model.backbone: hf`` with ``model.hf_path``), and saves it as
+Hugging Face model (``model.backbone: hf`` with ``model.hf_path``) or WordLlama's own
+(``model.backbone: wordllama``, from its installed wheel), and saves it as
 ``<run>/tokenizer.json`` (atomically) before the first training step. A resumed run and
 ``attnmeta eval`` / ``viz`` load that file, so the ids a checkpoint was trained on never
 change, whatever the installed ``tokenizers`` version would train today.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attnmeta.models.wordllama import wordllama_tokenizer
 from attnmeta.runs.config import ExperimentConfig
 from attnmeta.tasks.intents import meta_train_texts
 from attnmeta.tokenizer import TextTokenizer, tokenizer_from_pretrained, train_tokenizer
@@ -26,6 +28,8 @@ def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
     ``data.vocab_size`` ids trained on the meta-train sentences."""
     if config.model.backbone == "hf" and config.model.hf_path:
         return tokenizer_from_pretrained(config.model.hf_path)
+    if config.model.backbone == "wordllama":  # data.vocab_size is not read: it has 32,000
+        return wordllama_tokenizer()
     tokenizer = train_tokenizer(meta_train_texts(config.data.dataset, config.data.root),
                                 config.data.vocab_size)
     if tokenizer.pad_id != 0:  # the text encoders are built with padding id 0

@@ -15,9 +15,20 @@ only :func:`download_omniglot` compares md5s with upstream.
 Two split protocols are provided by :func:`load_omniglot`:
 
 * ``"vinyals"`` (Vinyals et al. 2016, used by MAML/ProtoNets): background and evaluation
-  characters are pooled (1623) in a fixed order, the first 1200 are for training, the other
-  423 for testing, and each character rotated by 0/90/180/270 degrees is a separate class.
-* ``"lake"`` (Lake et al. 2015): background for training, evaluation for testing, no rotation.
+  characters are pooled (1623) in a fixed order; of the first 1200 (Vinyals' training
+  characters) the first 1100 are ``"train"`` and the next 100 ``"val"`` (disjoint, for model
+  selection), the other 423 are ``"test"``; each character rotated by 0/90/180/270 degrees
+  is a separate class. 1100 / 100 / 423 is also MAML's split (cbfinn/maml,
+  data_generator.py lines 46-54: ``num_val = 100``, ``num_train = 1200 - num_val``), though
+  MAML orders the characters by a seeded shuffle rather than by name.
+* ``"lake"`` (Lake et al. 2015): background for training, evaluation for testing, no rotation;
+  ``"val"`` is the last 5 background alphabets by folder name (Ojibwe, Sanskrit, Syriac
+  (Estrangelo), Tagalog, Tifinagh: 151 characters), so ``"train"`` is the other 25 (813
+  characters): alphabet-disjoint from training, as the test set is.
+
+Splits made before the validation split was carved out trained on all 1200 Vinyals
+characters (all 964 background characters for Lake): results made with them are not
+comparable character for character with runs made now.
 
 The file is over 300 lines because decoding, the cache that must match what it decodes, and
 the two split protocols are one data set's reading; its files' locating, listing and
@@ -58,6 +69,7 @@ __all__ = [
     "DRAWINGS_PER_CHARACTER",
     "VINYALS_TRAIN_CHARACTERS",
     "VINYALS_VAL_CHARACTERS",
+    "LAKE_VAL_ALPHABETS",
     "OmniglotSet",
     "OmniglotSplit",
     "download_omniglot",
@@ -72,6 +84,7 @@ logger = logging.getLogger(__name__)
 
 VINYALS_TRAIN_CHARACTERS = 1200
 VINYALS_VAL_CHARACTERS = 100
+LAKE_VAL_ALPHABETS = 5
 ROTATION_DEGREES: tuple[int, ...] = (0, 90, 180, 270)
 
 SPLITS = ("train", "val", "test")
@@ -277,6 +290,11 @@ class OmniglotSplit:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def class_alphabets(self) -> list[str]:
+        """``[C]``, the alphabet of each class (the groups of within-alphabet episodes)."""
+        return [name.split("/", 1)[0] for name in self.class_names]
+
 
 def _assemble_split(pieces: Sequence[tuple[OmniglotSet, np.ndarray]], rotations: bool,
                     protocol: str, split: str) -> OmniglotSplit:
@@ -305,19 +323,22 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
                   cache_dir: str | Path | None = None,
                   expected_characters: Mapping[str, int] | None = EXPECTED_CHARACTERS,
                   num_train_characters: int = VINYALS_TRAIN_CHARACTERS,
-                  num_val_characters: int = VINYALS_VAL_CHARACTERS) -> OmniglotSplit:
+                  num_val_characters: int = VINYALS_VAL_CHARACTERS,
+                  num_val_alphabets: int = LAKE_VAL_ALPHABETS) -> OmniglotSplit:
     """One Omniglot split under a standard protocol.
 
     ``protocol="vinyals"``: all characters are pooled in this exact order: background
     characters sorted by (alphabet folder name, character folder name), then evaluation
-    characters sorted the same way (1623 in all). ``"train"`` is the first
-    ``num_train_characters`` (1200) of them, ``"test"`` the rest (423). ``"val"`` is the
-    last ``num_val_characters`` (100) of the *training* characters: it overlaps ``"train"``,
-    so it only tracks fitting progress; for a held-out validation set, train on a subset.
-    Rotations default to on (4 classes per character: train 4800, test 1692 classes).
+    characters sorted the same way (1623 in all). The first ``num_train_characters`` (1200)
+    are Vinyals' training characters: ``"val"`` is the last ``num_val_characters`` (100) of
+    them and ``"train"`` the others (1100), so the two share no character; ``"test"`` is the
+    rest (423). Rotations default to on (4 classes per character: train 4400, val 400,
+    test 1692 classes).
 
-    ``protocol="lake"``: ``"train"`` is the background set (964 characters), ``"test"`` the
-    evaluation set (659); there is no ``"val"``. Rotations default to off.
+    ``protocol="lake"``: ``"test"`` is the evaluation set (20 alphabets, 659 characters);
+    ``"val"`` the last ``num_val_alphabets`` (5) background alphabets in folder-name order
+    (151 characters) and ``"train"`` the other background alphabets (25, 813 characters), so
+    no alphabet is in two splits. Rotations default to off.
 
     Args:
         data_root: data root or Omniglot folder, see :func:`find_omniglot_dir`.
@@ -329,6 +350,7 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
         expected_characters: see :func:`load_omniglot_set` (None for partial/synthetic sets).
         num_train_characters, num_val_characters: Vinyals split sizes (only change them for
             partial or synthetic data).
+        num_val_alphabets: Lake: background alphabets held out as ``"val"``.
     """
     _check_choice("split", split, SPLITS)
     _check_choice("protocol", protocol, PROTOCOLS)
@@ -340,22 +362,32 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
         return load_omniglot_set(data_root, set_name, image_size, cache_dir, expected_characters)
 
     if protocol == "lake":
-        if split == "val":
-            raise ValueError("split='val' is not defined for protocol='lake': expected 'train' "
-                             "or 'test'")
-        data = load("background" if split == "train" else "evaluation")
-        return _assemble_split([(data, np.arange(data.num_characters))], rotations, protocol,
-                               split)
+        if split == "test":
+            data = load("evaluation")
+            return _assemble_split([(data, np.arange(data.num_characters))], rotations,
+                                   protocol, split)
+        data = load("background")
+        alphabets = sorted(set(data.alphabets))
+        if isinstance(num_val_alphabets, bool) or not isinstance(num_val_alphabets, int) \
+                or not 0 < num_val_alphabets < len(alphabets):
+            raise ValueError(f"num_val_alphabets={num_val_alphabets!r}: expected 1.."
+                             f"{len(alphabets) - 1} to leave training alphabets among the "
+                             f"{len(alphabets)} background alphabets")
+        held_out = set(alphabets[-num_val_alphabets:])
+        in_val = np.array([alphabet in held_out for alphabet in data.alphabets])
+        chosen = np.flatnonzero(in_val if split == "val" else ~in_val)
+        return _assemble_split([(data, chosen)], rotations, protocol, split)
 
     background, evaluation = load("background"), load("evaluation")
     total = background.num_characters + evaluation.num_characters
     if not 0 < num_train_characters < total:
         raise ValueError(f"num_train_characters={num_train_characters}: expected 1..{total - 1} "
                          f"to leave test characters among the {total} found")
-    if not 0 < num_val_characters <= num_train_characters:
+    if not 0 < num_val_characters < num_train_characters:
         raise ValueError(f"num_val_characters={num_val_characters}: expected "
-                         f"1..{num_train_characters} (val is taken from the training characters)")
-    start, stop = {"train": (0, num_train_characters),
+                         f"1..{num_train_characters - 1} (val is carved from the "
+                         f"{num_train_characters} training characters, leaving some to train on)")
+    start, stop = {"train": (0, num_train_characters - num_val_characters),
                    "val": (num_train_characters - num_val_characters, num_train_characters),
                    "test": (num_train_characters, total)}[split]
     pooled = np.arange(start, stop)  # positions in the background-then-evaluation order

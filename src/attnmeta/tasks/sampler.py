@@ -3,12 +3,17 @@
 Episode ``i`` is drawn from a generator seeded by ``(seed, i)``, so an episode is the same
 whichever DataLoader worker builds it, and a resumed run sees exactly the episodes the
 killed run would have seen next.
+
+With ``class_groups`` (e.g. each Omniglot character's alphabet) every episode's classes
+come from one group: episode ``i`` first picks a group uniformly among those with at least
+``n_way`` classes, then ``n_way`` classes within it (Lake et al. 2015's within-alphabet
+one-shot classification), still from the generator of ``(seed, i)`` alone.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +29,22 @@ def _episode_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def _eligible_groups(classes: list[Hashable],
+                     class_groups: Mapping[Hashable, Hashable] | Sequence[Hashable],
+                     n_way: int) -> list[np.ndarray]:
+    """Class positions of each group with at least ``n_way`` classes, in order of first
+    appearance; a one-line ``ValueError`` when no group is that large."""
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for position, label in enumerate(classes):
+        members[class_groups[label]].append(position)
+    eligible = [np.asarray(m) for m in members.values() if len(m) >= n_way]
+    if not eligible:
+        largest = max((len(m) for m in members.values()), default=0)
+        raise ValueError(f"n_way={n_way} exceeds the {largest} classes of the largest of the "
+                         f"{len(members)} class groups: expected n_way <= {largest}")
+    return eligible
+
+
 class FewShotEpisodes(Dataset):
     """A map-style data set of ``num_episodes`` seeded N-way K-shot Q-query episodes.
 
@@ -36,6 +57,8 @@ class FewShotEpisodes(Dataset):
         num_episodes: length of the data set (episodes are generated, not stored).
         seed: base seed; episode ``i`` depends only on ``(seed, i)``.
         transform: optional function applied to each input before stacking.
+        class_groups: optional group of each class, indexed by label (a mapping, or a
+            sequence for labels ``0..C-1``); then each episode's classes share one group.
 
     ``dataset[i]`` is an :class:`Episode` with labels remapped to ``0..n_way-1``, support
     and query ordered class by class. Use :func:`collate_episodes` to batch them.
@@ -51,6 +74,7 @@ class FewShotEpisodes(Dataset):
         num_episodes: int = 1000,
         seed: int = 0,
         transform: Callable[[Any], Any] | None = None,
+        class_groups: Mapping[Hashable, Hashable] | Sequence[Hashable] | None = None,
     ) -> None:
         for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1),
                                  ("q_query", q_query, 0), ("num_episodes", num_episodes, 0)):
@@ -80,6 +104,8 @@ class FewShotEpisodes(Dataset):
         self.items = items
         self.classes = list(by_class)
         self.class_indices = [np.asarray(by_class[c]) for c in self.classes]
+        self.groups = None if class_groups is None \
+            else _eligible_groups(self.classes, class_groups, n_way)
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
         self.num_episodes, self.seed, self.transform = num_episodes, seed, transform
 
@@ -89,7 +115,11 @@ class FewShotEpisodes(Dataset):
     def episode_indices(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Item indices ``[n_way, k_shot]`` (support) and ``[n_way, q_query]`` (query)."""
         rng = _episode_rng(self.seed, index)
-        chosen = rng.choice(len(self.classes), size=self.n_way, replace=False)
+        if self.groups is None:
+            chosen = rng.choice(len(self.classes), size=self.n_way, replace=False)
+        else:
+            group = self.groups[rng.integers(len(self.groups))]
+            chosen = rng.choice(group, size=self.n_way, replace=False)
         picks = np.stack([
             rng.choice(self.class_indices[c], size=self.k_shot + self.q_query, replace=False)
             for c in chosen

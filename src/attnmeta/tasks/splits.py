@@ -4,7 +4,9 @@ A split is examples ``items [N, ...]`` (images ``[N, C, H, W]`` float32, or toke
 ``[N, L]`` int64), int64 ``labels [N]`` in ``0..C-1`` and ``class_names [C]``. The image
 (:class:`attnmeta.tasks.LabelledImages`, :class:`attnmeta.tasks.omniglot.OmniglotSplit`) and
 text (:class:`attnmeta.tasks.text.LabelledTokens`) splits all satisfy :class:`LabelledSplit`,
-so the N-way K-shot sampler and :func:`check_episode_shape` take any of them.
+so the N-way K-shot sampler and :func:`check_episode_shape` take any of them. A split that
+also has ``class_alphabets [C]`` (Omniglot) can give within-alphabet episodes
+(:func:`class_groups`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["LabelledSplit", "check_episode_shape"]
+__all__ = ["LabelledSplit", "WITHIN", "class_groups", "check_episode_shape"]
+
+# what every class of an episode may be required to share: nothing, or its alphabet
+WITHIN = ("none", "alphabet")
 
 
 @runtime_checkable
@@ -38,8 +43,25 @@ def _plural(count: int, noun: str) -> str:
         else f"{count} {noun}s"
 
 
+def class_groups(split: LabelledSplit, within: str, where: str) -> list[str] | None:
+    """The group of each class ``[C]`` that episodes must stay within (``within``: one of
+    :data:`WITHIN`), or None for ``"none"``; a one-line ``ValueError`` naming ``where``
+    (the config key prefix) when the split has no such groups."""
+    if within not in WITHIN:
+        raise ValueError(f"{where}.within={within!r}: expected one of "
+                         + ", ".join(map(repr, WITHIN)))
+    if within == "none":
+        return None
+    groups = getattr(split, "class_alphabets", None)
+    if groups is None:
+        raise ValueError(f"{where}.within={within!r} but the split has no alphabets: expected "
+                         f"an Omniglot split (data.dataset=omniglot), or within='none'")
+    return list(groups)
+
+
 def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: int,
-                        where: str, *, split_name: str | None = None) -> None:
+                        where: str, *, split_name: str | None = None,
+                        within: str = "none") -> None:
     """Raise a one-line ``ValueError`` if ``n_way``-way ``k_shot``-shot ``q_query``-query
     episodes cannot be drawn from ``split``.
 
@@ -50,6 +72,8 @@ def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: 
             message starts with it, so the user knows which setting to change.
         split_name: the split's name for the message ("the test split has ..."); default
             the split's own ``split`` attribute (the loaders set it), else none.
+        within: ``"alphabet"``: every episode's classes share one alphabet, so some
+            alphabet must have ``n_way`` classes (see :func:`class_groups`).
 
     Classes are counted as the sampler counts them: those with at least one example.
     """
@@ -78,3 +102,13 @@ def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: 
         raise ValueError(f"{where}: k_shot + q_query = {needed} but class "
                          f"{split.class_names[smallest]!r} has {_plural(fewest, 'example')}: "
                          f"expected at most {fewest}")
+    groups = class_groups(split, within, where)
+    if groups is not None:
+        sizes: dict[str, int] = {}
+        for c in present.tolist():
+            sizes[groups[c]] = sizes.get(groups[c], 0) + 1
+        largest = max(sizes.values())
+        if n_way > largest:
+            raise ValueError(f"{where}: n_way={n_way} with within={within!r} but the largest "
+                             f"{within} of {the_split} has {_plural(largest, 'class')}: "
+                             f"expected n_way <= {largest}")

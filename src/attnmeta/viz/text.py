@@ -72,6 +72,9 @@ def _sentence_states(encoder: nn.Module, token_ids: Tensor) -> tuple[Tensor, Ten
     """One sentence ``[L]`` -> its token states ``[L', D]`` and last-layer attention
     ``[L', L']`` (heads averaged), ``L'`` its own length."""
     states, keep, weights = encoder.token_states(token_ids[None], need_weights=True)
+    if not weights:  # e.g. wordllama with model.depth=0: a mean of embeddings, no attention
+        raise ValueError(f"the {type(encoder).__name__} has no attention layer to draw: "
+                         "expected a text encoder with some (model.depth >= 1)")
     length = int(keep[0].sum())
     last = weights[-1][0].mean(0)  # [L', L'] over heads
     return states[0, :length], last[:length, :length]

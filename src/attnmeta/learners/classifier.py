@@ -1,0 +1,94 @@
+"""Supervised pretraining of an encoder: one classifier over every class of the train split.
+
+The "good embedding" recipe (Chen et al., "A Closer Look at Few-shot Classification", ICLR
+2019; Tian et al., "Rethinking Few-Shot Image Classification", ECCV 2020; the first stage of
+Hu et al.'s P>M>F, CVPR 2022): train ``encoder`` + a linear (or, as Baseline++, a scaled
+cosine) classifier with cross-entropy on plain class batches, then classify few-shot
+episodes by prototypes over the frozen encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnmeta.learners.base import (EpisodeLearner, StepOutput, class_count, embed_episode,
+                                    query_metrics)
+from attnmeta.learners.protonet import prototype_logits, prototypes
+
+__all__ = ["ClassBatch", "CosineClassifier", "SupervisedClassifier"]
+
+
+@dataclass
+class ClassBatch:
+    """A batch of labelled examples ``x [B, ...]``, ``y [B]`` (class ids of the whole split).
+
+    Each example counts as one "task" of the shared training loop, so ``backward_chunk``
+    splits a batch into chunks of examples and weights them by their share."""
+
+    x: Tensor
+    y: Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return self.y.shape[0]
+
+    def slice(self, start: int, stop: int) -> "ClassBatch":
+        return ClassBatch(self.x[start:stop], self.y[start:stop])
+
+
+class CosineClassifier(nn.Module):
+    """Baseline++'s classifier: ``scale * cos(z, w_c)`` for each class weight ``w_c``."""
+
+    def __init__(self, feature_dim: int, num_classes: int, scale: float = 10.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, feature_dim))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)  # nn.Linear's initialisation
+        self.scale = scale
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.scale * F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+
+class SupervisedClassifier(EpisodeLearner):
+    """``encoder`` trained as a ``num_classes``-way classifier (``training_step`` takes a
+    :class:`ClassBatch`); few-shot prediction is by prototypes over the encoder
+    (``distance``: "cosine" or "sqeuclidean"), as ProtoNets over frozen features.
+
+    Args:
+        encoder: ``[n, *x_shape] -> [n, feature_dim]``.
+        classifier: "linear" (Chen et al.'s Baseline, RFS) or "cosine" (Baseline++).
+        scale: the cosine classifier's logit scale.
+    """
+
+    display_name: ClassVar[str] = "Supervised pretraining"
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, num_classes: int,
+                 classifier: Literal["linear", "cosine"] = "linear", scale: float = 10.0,
+                 distance: Literal["cosine", "sqeuclidean"] = "cosine") -> None:
+        super().__init__()
+        if classifier not in ("linear", "cosine"):
+            raise ValueError(f"classifier={classifier!r}: expected 'linear' or 'cosine'")
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}: expected at least 2 classes")
+        self.encoder = encoder
+        self.classifier = (nn.Linear(feature_dim, num_classes) if classifier == "linear"
+                           else CosineClassifier(feature_dim, num_classes, scale))
+        self.distance = distance
+
+    def training_step(self, batch: ClassBatch) -> StepOutput:  # type: ignore[override]
+        # Pretraining steps on class batches; evaluation is EpisodeLearner's, by logits.
+        logits = self.classifier(self.encoder(batch.x))
+        loss = F.cross_entropy(logits, batch.y)
+        return StepOutput(loss, query_metrics(loss, logits, batch.y))
+
+    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """Prototype logits ``[T, Q, N]`` for batched episodes (``[T, S, ...]`` inputs)."""
+        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        protos = prototypes(support_z, support_y, class_count(support_y))
+        return prototype_logits(query_z, protos, self.distance)
+

@@ -1,0 +1,62 @@
+"""Any learner trained on the features of a frozen encoder (CAML's recipe: Fifty et al.,
+"Context-Aware Meta-Learning", ICLR 2024, over a frozen pretrained encoder)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attnmeta.learners.base import MetaLearner, StepOutput
+
+__all__ = ["FrozenFeatureLearner"]
+
+
+class FrozenFeatureLearner(MetaLearner):
+    """``learner`` (whose own encoder is the identity) reads features that the frozen
+    ``frozen_encoder`` computed once per example; its batches hold those features, not
+    the raw inputs (see :func:`attnmeta.runs.features.cached_features`).
+
+    The frozen encoder is part of the state (so a checkpoint can embed new data) but is
+    never trained: its parameters do not require gradients and it stays in eval mode.
+    Capabilities are the inner learner's; :meth:`attention_maps` alone takes raw inputs.
+    """
+
+    def __init__(self, frozen_encoder: nn.Module, learner: MetaLearner) -> None:
+        super().__init__()
+        self.frozen_encoder = frozen_encoder.requires_grad_(False).eval()
+        self.learner = learner
+
+    # what the inner learner declares, asked of this instance
+    adapts_by_gradient = property(lambda self: self.learner.adapts_by_gradient)  # type: ignore
+    needs_head = property(lambda self: self.learner.needs_head)  # type: ignore
+    display_name = property(  # type: ignore
+        lambda self: f"{self.learner.display_name} (frozen features)")
+
+    def train(self, mode: bool = True) -> "FrozenFeatureLearner":
+        super().train(mode)
+        self.frozen_encoder.eval()
+        return self
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Features ``[n, D]`` of inputs ``x [n, ...]`` (no gradient)."""
+        with torch.no_grad():
+            return self.frozen_encoder(x)
+
+    def training_step(self, batch) -> StepOutput:
+        return self.learner.training_step(batch)
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, **kwargs) -> Tensor:
+        return self.learner.predict(support_x, support_y, query_x, **kwargs)
+
+    def predict_batch(self, batch, **kwargs) -> Tensor:
+        return self.learner.predict_batch(batch, **kwargs)
+
+    def attention_map_names(self) -> tuple[str, ...]:
+        return self.learner.attention_map_names()
+
+    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       steps: int | None = None) -> dict[str, Tensor]:
+        """The inner learner's maps for one task of raw inputs (images, to draw them over),
+        embedded here by the frozen encoder."""
+        return self.learner.attention_maps(self.embed(support_x), support_y,
+                                           self.embed(query_x), steps)

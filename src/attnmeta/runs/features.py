@@ -1,0 +1,170 @@
+"""Pretrained encoders as a run's starting point, and cached frozen features.
+
+``model.init: RUN_DIR`` starts a run's backbone from the encoder of a pretrain run (its
+newest valid checkpoint, :func:`load_init`); the checkpoint and the sha256 of the encoder's
+weights are recorded in every checkpoint of the new run, so a resume with another init is
+refused. With ``model.freeze: true`` each split is embedded once by the frozen encoder
+(:func:`cached_features`) and the learner's head trains on those ``[N, D]`` features: the
+CAML recipe (Fifty et al., ICLR 2024). The features are cached in ``<run>/features/``,
+keyed by the sha256 of the encoder's weights and a fingerprint of the split's data, so a
+change of either computes them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
+                                 resolve_checkpoint)
+from attnmeta.files import atomic_write
+from attnmeta.runs.build import build_classifier
+from attnmeta.runs.config import ConfigError, config_from_dict, config_kind
+from attnmeta.tasks import LabelledSplit
+
+__all__ = ["FeatureSplit", "InitEncoder", "encoder_sha256", "split_fingerprint", "embed_items",
+           "cached_features", "load_init", "model_input"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureSplit:
+    """A :class:`~attnmeta.tasks.LabelledSplit` whose items are features ``[N, D]``."""
+
+    features: Tensor
+    labels: Tensor
+    class_names: list[str]
+    split: str = ""
+
+    @property
+    def items(self) -> Tensor:
+        return self.features
+
+
+def _digest_tensors(named: list[tuple[str, Tensor]]) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def encoder_sha256(encoder: nn.Module) -> str:
+    """sha256 of an encoder's weights and buffers (names, dtypes, shapes and values)."""
+    return _digest_tensors(sorted(encoder.state_dict().items()))
+
+
+def split_fingerprint(split: LabelledSplit) -> str:
+    """sha256 of a split's examples, labels and class names."""
+    names = torch.frombuffer(bytearray("\n".join(split.class_names).encode() or b"-"),
+                             dtype=torch.uint8)
+    return _digest_tensors([("items", split.items), ("labels", split.labels), ("names", names)])
+
+
+def embed_items(encoder: nn.Module, items: Tensor, batch_size: int = 512) -> Tensor:
+    """``encoder(items)`` in eval mode, without gradient, ``batch_size`` at a time."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([encoder(items[start:start + batch_size])
+                              for start in range(0, items.shape[0], batch_size)])
+    finally:
+        encoder.train(was_training)
+
+
+def _read_cached(path: Path, encoder_key: str, data_key: str, count: int) -> Tensor | None:
+    try:
+        with safe_open(path, "pt") as handle:
+            meta = handle.metadata() or {}
+            features = handle.get_tensor("features")
+    except Exception:  # missing, truncated or not safetensors: compute again
+        return None
+    if (meta.get("encoder_sha256"), meta.get("data_fingerprint")) != (encoder_key, data_key) \
+            or features.ndim != 2 or features.shape[0] != count:
+        return None
+    return features
+
+
+def cached_features(encoder: nn.Module, split: LabelledSplit, cache_dir: Path | None,
+                    batch_size: int = 512) -> FeatureSplit:
+    """``split`` embedded by the frozen ``encoder``: read from ``cache_dir`` when a file of
+    the same encoder weights and data is there, else computed and written there (a
+    failed write is a warning; other splits' files of that name are replaced)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", getattr(split, "split", "") or "split")
+    encoder_key, data_key = encoder_sha256(encoder), split_fingerprint(split)
+    count = split.items.shape[0]
+    path = None if cache_dir is None else \
+        Path(cache_dir) / f"{name}-{encoder_key[:16]}-{data_key[:16]}.safetensors"
+    features = None if path is None else _read_cached(path, encoder_key, data_key, count)
+    if features is None:
+        features = embed_items(encoder, split.items, batch_size).flatten(1).contiguous()
+        if path is not None:
+            try:
+                with atomic_write(path) as temp:
+                    save_file({"features": features}, temp, metadata={
+                        "encoder_sha256": encoder_key, "data_fingerprint": data_key})
+                for stale in path.parent.glob(f"{name}-*.safetensors"):
+                    if stale != path:
+                        stale.unlink(missing_ok=True)
+            except OSError as error:
+                logger.warning("could not cache features in %s (%s); they are kept in memory",
+                               path, error.strerror or error)
+    return FeatureSplit(features, split.labels, list(split.class_names), name)
+
+
+@dataclass
+class InitEncoder:
+    """The encoder of a pretrain run: its weights, and where they came from."""
+
+    state: dict[str, Tensor]
+    checkpoint: str
+    sha256: str
+
+    def inputs(self) -> dict[str, Any]:
+        """What a run records of its init (its checkpoints' ``inputs``)."""
+        return {"init_checkpoint": self.checkpoint, "init_encoder_sha256": self.sha256}
+
+
+def load_init(init: str) -> InitEncoder:
+    """The encoder of the pretrain run (or checkpoint) ``init`` (``model.init``), from its
+    newest valid checkpoint; a ConfigError naming the key when it is not one."""
+    where = f"config key 'model.init' is {init!r}"
+    try:
+        json_path = resolve_checkpoint(Path(init))
+        record = read_checkpoint_record(json_path)
+        kind = config_kind(record["config"])
+        if kind != "pretrain":
+            raise ConfigError(f"{json_path} is of a {kind} run: expected a pretrain run "
+                              "(kind: pretrain)")
+        pretrain = config_from_dict(record["config"])
+        learner = build_classifier(pretrain, int((record.get("inputs") or {})["num_classes"]))
+        load_checkpoint(json_path, learner)
+    except (CheckpointError, ConfigError, KeyError, TypeError, ValueError) as error:
+        text = str(error) if not isinstance(error, KeyError) else f"{init} lacks {error}"
+        raise ConfigError(f"{where}: {' '.join(text.split())}") from None
+    encoder = learner.encoder
+    return InitEncoder({k: v.clone() for k, v in encoder.state_dict().items()}, str(json_path),
+                       encoder_sha256(encoder))
+
+
+def model_input(config: Any, learner: nn.Module, split: LabelledSplit, run_dir: Path | None
+                ) -> LabelledSplit:
+    """What the learner reads of ``split``: the split itself, or with ``model.freeze`` its
+    features by the learner's frozen encoder (cached in ``<run_dir>/features``)."""
+    if not config.model.freeze:
+        return split
+    return cached_features(learner.frozen_encoder, split,
+                           None if run_dir is None else Path(run_dir) / "features")

@@ -1,0 +1,203 @@
+"""The pretraining run kind (``kind: pretrain``): an encoder trained as one classifier over
+every class of the train split, evaluated as prototypes over the frozen encoder.
+
+The good-embedding recipe of Chen et al. (ICLR 2019), Tian et al.'s RFS (ECCV 2020) and the
+first stage of P>M>F (Hu et al., CVPR 2022); any episodic run starts from it with
+``model.init: RUN_DIR`` (fine-tuned, or frozen with ``model.freeze: true``). It shares the
+lifecycle of the other kinds (:func:`attnmeta.runs.lifecycle.train_in_folder`): checkpoints,
+resume, time budget, ``train.eval_every``. The batch of step ``s`` depends only on
+``(seed, s)``: the examples are the next ``batch_size`` of a seeded permutation per epoch,
+and their random shifts (up to ``train.shift`` pixels, zero-filled) come from a generator
+seeded by ``(seed, s)``, so a killed run resumes bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
+                                 resolve_checkpoint)
+from attnmeta.distributed import DistributedContext
+from attnmeta.evaluate import summarize
+from attnmeta.learners import ClassBatch, SupervisedClassifier
+from attnmeta.runs.build import build_classifier, is_text, load_split
+from attnmeta.runs.config import (ConfigError, EpisodeConfig, PretrainConfig, config_from_dict,
+                                  config_to_dict)
+from attnmeta.runs.folder import write_result
+from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
+from attnmeta.runs.rl import stream_seed
+from attnmeta.runs.supervised import episode_accuracies, learning_rate
+from attnmeta.tasks import LabelledSplit, check_episode_shape
+
+__all__ = ["KIND", "RESUMABLE", "shift_images", "class_batches", "train_pretrain",
+           "load_pretrain_run", "evaluate_pretrain_run"]
+
+KIND = "pretrain"
+RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.backward_chunk",
+             "train.threads", "train.keep_checkpoints", "train.eval_every",
+             "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr",
+             "train.grad_clip",
+             "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers", "eval.")
+ORDER, SHIFTS = 10, 11  # seed streams (see attnmeta.runs.rl.stream_seed)
+
+
+def shift_images(images: Tensor, offsets: Tensor) -> Tensor:
+    """``images [B, C, H, W]`` moved by ``offsets [B, 2]`` (rows, columns) pixels each, the
+    uncovered border filled with zeros (Omniglot's background)."""
+    batch, _, height, width = images.shape
+    pad = int(offsets.abs().max()) if offsets.numel() else 0
+    if pad == 0:
+        return images
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = torch.arange(height)[None] + pad - offsets[:, :1]          # [B, H]
+    cols = torch.arange(width)[None] + pad - offsets[:, 1:]           # [B, W]
+    picked = padded[torch.arange(batch)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2).contiguous()                    # [B, H, W, C] -> BCHW
+
+
+def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
+                  start_step: int, steps: int) -> Iterator[ClassBatch]:
+    """The batches of steps ``start_step .. steps-1``; step ``s`` holds examples
+    ``s*B .. s*B+B-1`` of the endless sequence of per-epoch permutations of ``split``
+    (epoch ``e`` permuted by a generator of ``(seed, e)``), shifted by up to ``shift``
+    pixels by a generator of ``(seed, s)``."""
+    items, labels = split.items, split.labels
+    count = labels.shape[0]
+    orders: dict[int, Tensor] = {}
+    for step in range(start_step, steps):
+        positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+        epochs = positions // count
+        index = torch.empty(batch_size, dtype=torch.long)
+        for epoch in epochs.unique().tolist():
+            if epoch not in orders:
+                orders = {e: o for e, o in orders.items() if e >= epoch - 1}
+                generator = torch.Generator().manual_seed(stream_seed(seed, ORDER, epoch))
+                orders[epoch] = torch.randperm(count, generator=generator)
+            chosen = epochs == epoch
+            index[chosen] = orders[epoch][positions[chosen] % count]
+        x = items[index]
+        if shift:
+            generator = torch.Generator().manual_seed(stream_seed(seed, SHIFTS, step))
+            x = shift_images(x, torch.randint(-shift, shift + 1, (batch_size, 2),
+                                              generator=generator))
+        yield ClassBatch(x, labels[index])
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _train_split(config: PretrainConfig) -> LabelledSplit:
+    if is_text(config):
+        raise ConfigError(f"config key 'data.dataset' is {config.data.dataset!r}, a text data "
+                          "set: expected an image data set for a pretrain run")
+    split = load_split(config, "train")
+    if len(split.class_names) < 2:
+        raise ConfigError(f"data.dataset={config.data.dataset!r}: the train split has "
+                          f"{len(split.class_names)} class: expected at least 2 to classify")
+    return split
+
+
+def _optimizer(config: PretrainConfig, learner: SupervisedClassifier) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    return optimizers[config.train.optimizer](learner.parameters(), lr=config.train.lr,
+                                              weight_decay=config.train.weight_decay)
+
+
+def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> TrainingPlan:
+    test, train = config.data.test, config.train
+    if will_evaluate:  # the data first: nothing is built for a bad shape
+        check_episode_shape(load_split(config, config.eval.split), test.n_way, test.k_shot,
+                            test.q_query, "data.test")
+    if train.eval_every:  # model selection: train.eval_split
+        eval_split = load_split(config, train.eval_split)
+        check_episode_shape(eval_split, test.n_way, test.k_shot, test.q_query,
+                            f"data.test (train.eval_split={train.eval_split!r})")
+    torch.manual_seed(config.seed)
+    learner = build_classifier(config, len(split.class_names))
+    evaluate = None
+    if train.eval_every:
+        name = train.eval_split
+
+        def evaluate() -> dict[str, float]:
+            summary = summarize(episode_accuracies(learner, eval_split, test,
+                                                   train.eval_episodes, config.eval.seed))
+            return {f"{name}_accuracy": summary.mean, f"{name}_ci95": summary.ci95}
+
+    return TrainingPlan(
+        learner, _optimizer(config, learner),
+        lambda start: class_batches(split, train.batch_size, train.shift, config.seed, start,
+                                    train.steps),
+        train.steps, train, learning_rate=lambda step: learning_rate(config, step),
+        evaluate=evaluate, eval_every=train.eval_every, backward_chunk=train.backward_chunk)
+
+
+def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
+                   progress: bool = True, command: str = "", will_evaluate: bool = True,
+                   on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Pretrain as configured, checkpointing into ``run_dir``; resumable after a kill with
+    the same weights. ``will_evaluate``: the test split is loaded and checked first."""
+    _set_threads(config.train.threads)
+    split = _train_split(config)  # before the folder is claimed: its class count is an input
+    return train_in_folder(Path(run_dir), KIND, config_to_dict(config),
+                           lambda resuming: _plan(config, split, will_evaluate), RESUMABLE,
+                           DistributedContext(), resume=resume, progress=progress,
+                           command=command, description=config.name, on_step_end=on_step_end,
+                           inputs={"num_classes": len(split.class_names)})
+
+
+def load_pretrain_run(path: Path, data_root: str | None = None
+                      ) -> tuple[PretrainConfig, SupervisedClassifier, dict[str, Any]]:
+    """(config, learner with the checkpoint's weights, checkpoint record) of a pretrain run."""
+    json_path = resolve_checkpoint(Path(path))
+    record = read_checkpoint_record(json_path)
+    config = config_from_dict(record["config"])
+    if not isinstance(config, PretrainConfig):
+        raise CheckpointError(f"checkpoint {json_path} is of a {config.kind} run: expected a "
+                              "pretrain run (kind: pretrain)")
+    classes = (record.get("inputs") or {}).get("num_classes")
+    if not isinstance(classes, int):
+        raise CheckpointError(f"checkpoint {json_path} records no inputs.num_classes: "
+                              "expected the record a pretrain run writes")
+    if data_root is not None:
+        config.data.root = data_root
+    learner = build_classifier(config, classes)
+    record = load_checkpoint(json_path, learner)
+    record["path"] = str(json_path)
+    learner.eval()
+    return config, learner, record
+
+
+def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
+                          split: str | None = None, data_root: str | None = None,
+                          n_way: int | None = None, k_shot: int | None = None,
+                          batch_size: int = 16, command: str = "", progress: bool = False,
+                          save: bool = True) -> dict[str, Any]:
+    """Accuracy (mean ± 95% CI) of prototypes (``eval.distance``) over the frozen encoder on
+    seeded test episodes, in the result format of the episodic kind."""
+    config, learner, record = load_pretrain_run(checkpoint, data_root)
+    split = split or config.eval.split
+    episodes = episodes or config.eval.episodes
+    seed = config.eval.seed if seed is None else seed
+    test = config.data.test
+    shape = EpisodeConfig(n_way or test.n_way, k_shot or test.k_shot, test.q_query)
+    data = load_split(config, split)
+    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}")
+    summary = summarize(episode_accuracies(learner, data, shape, episodes, seed, batch_size,
+                                           progress, description=f"eval {split}"))
+    run_dir = Path(record["path"]).parent.parent
+    result = {
+        "command": command, "checkpoint": record["path"], "step": record["step"],
+        "learner": f"pretrain ({config.eval.distance} prototypes)", "split": split,
+        "n_way": shape.n_way, "k_shot": shape.k_shot, "q_query": shape.q_query,
+        "episodes": episodes, "episode_seed": seed, "accuracy": summary.mean,
+        "ci95": summary.ci95, "std": summary.std,
+        "result_path": str(run_dir / f"eval_{split}_{shape.n_way}w{shape.k_shot}s.json"),
+    }
+    result["written_to"] = write_result(result) if save else None
+    return result

@@ -1,0 +1,337 @@
+"""The pretrain run kind, ``model.init`` / ``model.freeze``, and cached frozen features."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from attnmeta.cli import EVALUATE_BY_KIND, TRAIN_BY_KIND, main
+from attnmeta.learners import ProtoNet
+from attnmeta.models import Conv4, FeatureHead
+from attnmeta.runs.build import build_learner, make_episodes
+from attnmeta.runs.config import SCHEMAS, config_from_dict, config_to_dict, load_config
+from attnmeta.runs.features import cached_features, encoder_sha256, load_init
+from attnmeta.runs.folder import RunError
+from attnmeta.runs.pretrain import (class_batches, evaluate_pretrain_run, shift_images,
+                                    train_pretrain)
+from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+from attnmeta.tasks import collate_episodes
+from attnmeta.tasks.image_folder import load_image_folder
+from support import make_image_folder, one_line_error, tiny_config, write_config
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "omniglot"
+
+
+def tiny_pretrain(root: Path, steps: int = 6, **train) -> "object":
+    return config_from_dict({
+        "kind": "pretrain", "name": "tiny-pretrain", "seed": 3,
+        "data": {"dataset": "image_folder", "root": str(root), "image_size": 16,
+                 "test": {"n_way": 3, "k_shot": 1, "q_query": 2}},
+        "model": {"hidden": 8, "norm": "running"},
+        "train": {"steps": steps, "batch_size": 8, "lr": 0.01, "shift": 2, "log_every": 2,
+                  "checkpoint_every": 3, "eval_every": 3, "eval_episodes": 4, **train},
+        "eval": {"episodes": 8, "seed": 5},
+    })
+
+
+def frozen_config(root: Path, init: Path, learner: str = "feat", freeze: bool = True, **extra):
+    config = tiny_config(root, learner, **extra)
+    config.model.norm, config.model.init, config.model.freeze = "running", str(init), freeze
+    return config_from_dict(config_to_dict(config))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_root) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    train_pretrain(tiny_pretrain(data_root), out, progress=False)
+    return out
+
+
+def weights(path: Path) -> dict:
+    return load_file(sorted((path / "checkpoints").glob("step_*.safetensors"))[-1])
+
+
+# ------------------------------------------------------------------------------ batches
+def test_shift_images_moves_each_image_and_fills_zeros():
+    images = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5) + 1
+    shifted = shift_images(images, torch.tensor([[1, -2], [0, 0]]))
+    expected = torch.zeros(5, 5)
+    expected[1:, :3] = images[0, 0, :4, 2:]
+    assert torch.equal(shifted[0, 0], expected) and torch.equal(shifted[1], images[1])
+
+
+def test_batches_depend_only_on_the_seed_and_the_step(data_root):
+    split = load_image_folder(data_root, "train", 16)
+    from_start = list(class_batches(split, 8, 2, seed=3, start_step=0, steps=6))
+    resumed = list(class_batches(split, 8, 2, seed=3, start_step=4, steps=6))
+    for a, b in zip(from_start[4:], resumed):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    unshifted = list(class_batches(split, 12, 0, seed=3, start_step=0, steps=3))  # 36 = 1 epoch
+    order = torch.cat([batch.y for batch in unshifted])
+    assert torch.equal(torch.bincount(order), torch.full((6,), 6))
+    assert from_start[0].num_tasks == 8 and from_start[0].slice(2, 5).x.shape[0] == 3
+
+
+# ----------------------------------------------------------------------- the run kind
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_pretrain import tiny_pretrain
+from attnmeta.runs.pretrain import train_pretrain
+
+def kill_at_4(step):
+    if step == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+config = tiny_pretrain(Path({root!r}))
+config.train.threads = 1
+train_pretrain(config, Path({out!r}), progress=False, on_step_end=kill_at_4)
+"""
+
+
+def test_kill_9_then_resume_gives_bit_identical_weights(tmp_path, data_root):
+    out = tmp_path / "killed"
+    script = KILLED.format(tests=str(Path(__file__).parent), root=str(data_root), out=str(out))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", script], env=env)
+    assert killed.returncode == -signal.SIGKILL
+    config = tiny_pretrain(data_root)
+    config.train.threads = 1
+    assert train_pretrain(config, out, resume=True, progress=False)["resumed_from"] == 3
+    train_pretrain(config, tmp_path / "straight", progress=False)
+    straight, again = weights(tmp_path / "straight"), weights(out)
+    assert straight.keys() == again.keys()
+    assert all(np.array_equal(straight[k].numpy(), again[k].numpy()) for k in straight)
+
+
+def test_pretrain_run_logs_evaluates_and_reports_like_an_episodic_run(tmp_path, data_root,
+                                                                       pretrained):
+    logged = [json.loads(line) for line in (pretrained / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [2, 4, 6]
+    assert [row["step"] for row in logged if "val_accuracy" in row] == [3, 6]
+    result = evaluate_pretrain_run(pretrained, save=False)
+    assert result["learner"] == "pretrain (cosine prototypes)" and result["episodes"] == 8
+    assert 0 <= result["accuracy"] <= 1 and result["step"] == 6
+    episodic = tmp_path / "episodic"
+    train_run(tiny_config(data_root, "protonet", steps=3), episodic, progress=False)
+    assert set(evaluate_checkpoint(episodic, save=False)) - {"within"} == set(result)
+
+
+def test_cli_trains_and_evaluates_a_pretrain_config(tmp_path, data_root):
+    path = write_config(tmp_path / "pretrain.yaml", tiny_pretrain(data_root, steps=3))
+    out = tmp_path / "cli"
+    outcome = CliRunner().invoke(main, ["train", str(path), "--out", str(out), "--no-progress"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "pretrain (cosine prototypes) 3-way 1-shot (test" in outcome.output
+    outcome = CliRunner().invoke(main, ["eval", str(out), "--episodes", "4", "--no-progress"])
+    assert outcome.exit_code == 0 and "4 episodes" in outcome.output, outcome.output
+    assert json.loads((out / ".attnmeta-run").read_text())["kind"] == "pretrain"
+
+
+def test_every_run_kind_has_one_train_and_one_eval_entry():
+    assert set(TRAIN_BY_KIND) == set(EVALUATE_BY_KIND) == set(SCHEMAS)
+
+
+def test_the_shipped_pretrain_and_frozen_configs(data_root):
+    pretrain = load_config(CONFIGS / "pretrain_conv4.yaml")
+    assert (pretrain.kind, pretrain.train.batch_size, pretrain.train.shift) == ("pretrain", 256, 2)
+    assert (pretrain.data.protocol, pretrain.train.lr, pretrain.train.optimizer) == (
+        "vinyals", 0.001, "adam")
+    frozen = load_config(CONFIGS / "feat_frozen_20w1s.yaml")
+    assert frozen.model.freeze and frozen.model.init == "runs/pretrain_conv4"
+    learner = build_learner(frozen)
+    assert learner.needs_head is False and not any(
+        p.requires_grad for p in learner.frozen_encoder.parameters())
+
+
+# ------------------------------------------------------------------ model.init / freeze
+def test_a_fine_tuned_run_starts_from_the_pretrained_encoder(tmp_path, data_root, pretrained):
+    config = frozen_config(data_root, pretrained, "maml", freeze=False)
+    config.model.norm = "running"
+    init = load_init(str(pretrained))
+    learner = build_learner(config, init.state)
+    own = learner.model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in init.state.items())
+    assert "head.weight" in own and "head.weight" not in init.state
+    result = train_run(config, tmp_path / "tuned", progress=False)
+    assert result["steps"] == 6
+    record = json.loads(sorted((tmp_path / "tuned/checkpoints").glob("*.json"))[-1].read_text())
+    assert record["inputs"] == {"init_checkpoint": init.checkpoint,
+                                "init_encoder_sha256": init.sha256}
+    assert not torch.equal(weights(tmp_path / "tuned")["model/model.features.0.0.weight"],
+                           init.state["features.0.0.weight"])  # fine-tuned: it moved
+
+
+@pytest.mark.parametrize("learner, extra", [("feat", {}), ("matching", {"fce": True}),
+                                            ("incontext", {}), ("fomaml", {})])
+def test_a_frozen_run_trains_its_head_on_cached_features(tmp_path, data_root, pretrained,
+                                                        learner, extra):
+    config = frozen_config(data_root, pretrained, learner, **extra)
+    out = tmp_path / "frozen"
+    train_run(config, out, progress=False)
+    init = load_init(str(pretrained))
+    final = weights(out)
+    for key, value in init.state.items():  # never trained
+        assert torch.equal(final[f"model/frozen_encoder.{key}"], value), key
+    result = evaluate_checkpoint(out, save=False)  # cached; the same on a second read
+    assert result["accuracy"] == evaluate_checkpoint(out, save=False)["accuracy"]
+    cached = sorted(p.name for p in (out / "features").glob("*.safetensors"))
+    assert {"train", "test"} <= {name.split("-")[0] for name in cached}
+    assert all(init.sha256[:16] in name for name in cached)
+
+
+def test_a_frozen_run_resumes_to_the_same_weights(tmp_path, data_root, pretrained):
+    config = frozen_config(data_root, pretrained, "feat")
+    train_run(config, tmp_path / "straight", progress=False)
+
+    def stop(step: int) -> None:
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "killed", progress=False, on_step_end=stop)
+    train_run(config, tmp_path / "killed", resume=True, progress=False)
+    straight, again = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert all(np.array_equal(straight[k].numpy(), again[k].numpy()) for k in straight)
+
+
+def test_a_resume_with_a_changed_init_is_refused(tmp_path, data_root):
+    init_dir = tmp_path / "pretrain"
+    train_pretrain(tiny_pretrain(data_root, steps=3), init_dir, progress=False)
+    config = frozen_config(data_root, init_dir, "feat", steps=3)
+    train_run(config, tmp_path / "run", progress=False)
+    train_pretrain(tiny_pretrain(data_root, steps=6), init_dir, resume=True, progress=False)
+    config.train.steps = 6
+    with pytest.raises(RunError, match="other inputs.*init_checkpoint"):
+        train_run(config, tmp_path / "run", resume=True, progress=False)
+
+
+# ------------------------------------------------------------------------ the cache
+def test_protonet_on_cached_features_predicts_as_protonet_over_the_frozen_encoder(data_root):
+    torch.manual_seed(0)
+    encoder = Conv4(1, 0, 8, 16, "running").double().eval()
+    with torch.no_grad():  # non-trivial running statistics
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    split = load_image_folder(data_root, "test", 16)
+    split.images = split.images.double()
+    features = cached_features(encoder, split, None)
+    from attnmeta.runs.config import EpisodeConfig
+
+    shape = EpisodeConfig(3, 1, 2)
+    on_images = collate_episodes(list(make_episodes(split, shape, 6, seed=1)))
+    on_features = collate_episodes(list(make_episodes(features, shape, 6, seed=1)))
+    direct = ProtoNet(encoder).eval().predict_batch(on_images)
+    cached = ProtoNet(FeatureHead(features.items.shape[1])).eval().predict_batch(on_features)
+    assert torch.allclose(direct, cached, rtol=1e-12, atol=1e-12)
+    assert torch.equal(direct.argmax(-1), cached.argmax(-1))
+
+
+def test_the_feature_cache_is_keyed_by_encoder_weights_and_data(tmp_path, data_root):
+    torch.manual_seed(0)
+    encoder = Conv4(1, 0, 8, 16, "running").eval()
+    split = load_image_folder(data_root, "train", 16)
+    first = cached_features(encoder, split, tmp_path)
+    [path] = tmp_path.glob("*.safetensors")
+    assert torch.equal(cached_features(encoder, split, tmp_path).items, first.items)
+    with torch.no_grad():
+        encoder.features[0][0].weight.add_(0.5)
+    changed = cached_features(encoder, split, tmp_path)
+    assert not torch.equal(changed.items, first.items)
+    [new_path] = tmp_path.glob("*.safetensors")  # the stale file is replaced
+    assert new_path != path and encoder_sha256(encoder)[:16] in new_path.name
+    split.images[0, 0, 0, 0] += 0.25
+    assert not any(p == new_path for p in (cached_features(encoder, split, tmp_path),
+                                           *tmp_path.glob("*.safetensors")) if isinstance(p, Path))
+    new_path.write_bytes(b"damaged")  # a damaged cache is computed again
+    again = cached_features(encoder, load_image_folder(data_root, "train", 16), tmp_path)
+    assert torch.equal(again.items, changed.items)
+
+
+# ------------------------------------------------------------------------ bad input
+def pretrain_args(path: Path, out: Path, *extra: str) -> list[str]:
+    return [str(a) for a in ("train", path, *extra, "--out", out, "--no-progress")]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.batch_size=0", "train.batch_size"), ("train.shift=-1", "train.shift"),
+    ("train.shift=16", "train.shift"), ("learner.classifier=svm", "learner.classifier"),
+    ("learner.scale=0", "learner.scale"), ("eval.distance=l1", "eval.distance"),
+    ("train.weight_decay=-1", "train.weight_decay"), ("train.steps=0", "train.steps"),
+    ("train.backward_chunk=-1", "train.backward_chunk"), ("model.init=/x", "model.init"),
+    ("model.freeze=true", "model.freeze"), ("train.meta_batch=2", "train.meta_batch"),
+    ("data.dataset=clinc150", "data.dataset"), ("kind=pretrained", "'kind'"),
+])
+def test_a_bad_pretrain_value_names_its_key(tmp_path, data_root, override, key):
+    path = write_config(tmp_path / "p.yaml", tiny_pretrain(data_root))
+    one_line_error(pretrain_args(path, tmp_path / "run", override), key, "expected")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_init_and_freeze_values_are_refused_in_one_line(tmp_path, data_root, pretrained):
+    path = write_config(tmp_path / "c.yaml", frozen_config(data_root, pretrained))
+    out = tmp_path / "run"
+    one_line_error(pretrain_args(path, out, f"model.init={tmp_path / 'none'}"), "model.init",
+                   "does not exist")
+    episodic = tmp_path / "episodic"
+    train_run(tiny_config(data_root, "protonet", steps=3), episodic, progress=False)
+    one_line_error(pretrain_args(path, out, f"model.init={episodic}"), "model.init",
+                   "supervised run", "expected a pretrain run")
+    line = one_line_error(pretrain_args(path, out, "model.hidden=4"), "model.init",
+                          "does not fit", "tiny-feat", "hidden=4")
+    assert str(pretrained) in line
+    one_line_error(pretrain_args(path, out, "model.init=null"), "model.freeze", "model.init")
+    one_line_error(pretrain_args(path, out, "model.norm=batch"), "model.norm", "running")
+    one_line_error(pretrain_args(path, out, "model.freeze=maybe"), "model.freeze", "true or false")
+    one_line_error(pretrain_args(path, out, "model.init=3"), "model.init", "a string")
+    one_line_error(pretrain_args(path, out, "learner.name=protonet"), "no trainable")
+    assert not out.exists()
+    one_line_error(["eval", pretrained, "--oos"], "--oos", "pretrain run")
+    one_line_error(["eval", pretrained, "--within-alphabet"], "--within-alphabet")
+
+
+def test_any_pretrain_key_trains_or_fails_in_one_line(data_root):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from attnmeta.runs.config import flatten
+    from test_config_fuzz import VALUES, trains_one_step_or_fails_in_one_line
+
+    base = config_to_dict(tiny_pretrain(data_root, steps=2, eval_every=0))
+
+    @settings(max_examples=80, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(key=st.sampled_from(sorted(flatten(base))), value=VALUES)
+    def check(key, value):
+        trains_one_step_or_fails_in_one_line(json.loads(json.dumps(base)), key, value,
+                                             train_pretrain)
+
+    check()
+
+
+def test_viz_of_a_frozen_run_draws_over_the_images(tmp_path, data_root, pretrained):
+    out = tmp_path / "frozen"
+    train_run(frozen_config(data_root, pretrained, "incontext", steps=2), out, progress=False)
+    outcome = CliRunner().invoke(main, ["viz", str(out), "--out", str(tmp_path / "maps")])
+    assert outcome.exit_code == 0, outcome.output
+    assert (tmp_path / "maps" / "attention_query_support.png").is_file()
