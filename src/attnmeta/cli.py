@@ -277,12 +277,14 @@ def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
 def _evaluate_pretrain(checkpoint: Path, o: dict[str, Any]) -> None:
     from attnmeta.runs.pretrain import evaluate_pretrain_run
 
-    _refuse_options(o, ("oos", "within_alphabet"), "a pretrain run (kind: pretrain) is "
-                    "evaluated on plain episodes; expected no --oos or --within-alphabet")
+    _refuse_options(o, ("oos",), "a pretrain run (kind: pretrain) has no out-of-scope "
+                    "queries; expected no --oos")
     _report(evaluate_pretrain_run(checkpoint, episodes=o["episodes"], seed=o["seed"],
                                   split=o["split"], data_root=o["data_root"], n_way=o["n_way"],
                                   k_shot=o["k_shot"], command=invoked_command(),
-                                  progress=o["progress"], save=False), _accuracy_line)
+                                  progress=o["progress"], save=False,
+                                  within="alphabet" if o["within_alphabet"] else None),
+            _accuracy_line)
 
 
 # The run kinds (attnmeta.runs.config.SCHEMAS) -> how `train` and `eval` handle each.

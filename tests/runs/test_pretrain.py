@@ -132,7 +132,7 @@ def test_pretrain_run_logs_evaluates_and_reports_like_an_episodic_run(tmp_path, 
     assert 0 <= result["accuracy"] <= 1 and result["step"] == 6
     episodic = tmp_path / "episodic"
     train_run(tiny_config(data_root, "protonet", steps=3), episodic, progress=False)
-    assert set(evaluate_checkpoint(episodic, save=False)) - {"within"} == set(result)
+    assert set(evaluate_checkpoint(episodic, save=False)) == set(result)
 
 
 def test_cli_trains_and_evaluates_a_pretrain_config(tmp_path, data_root):
@@ -307,7 +307,8 @@ def test_bad_init_and_freeze_values_are_refused_in_one_line(tmp_path, data_root,
     one_line_error(pretrain_args(path, out, "learner.name=protonet"), "no trainable")
     assert not out.exists()
     one_line_error(["eval", pretrained, "--oos"], "--oos", "pretrain run")
-    one_line_error(["eval", pretrained, "--within-alphabet"], "--within-alphabet")
+    one_line_error(["eval", pretrained, "--within-alphabet"], "within='alphabet'",
+                   "data.protocol='lake'")
 
 
 def test_any_pretrain_key_trains_or_fails_in_one_line(data_root):

@@ -25,12 +25,12 @@ from attnmeta.distributed import DistributedContext
 from attnmeta.evaluate import summarize
 from attnmeta.learners import ClassBatch, SupervisedClassifier
 from attnmeta.runs.build import build_classifier, is_text, load_split
-from attnmeta.runs.config import (ConfigError, EpisodeConfig, PretrainConfig, config_from_dict,
+from attnmeta.runs.config import (ConfigError, PretrainConfig, config_from_dict,
                                   config_to_dict)
 from attnmeta.runs.folder import write_result
 from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
 from attnmeta.runs.rl import stream_seed
-from attnmeta.runs.supervised import episode_accuracies, learning_rate
+from attnmeta.runs.supervised import episode_accuracies, learning_rate, result_name, test_shape
 from attnmeta.tasks import LabelledSplit, check_episode_shape
 
 __all__ = ["KIND", "RESUMABLE", "shift_images", "class_batches", "train_pretrain",
@@ -177,17 +177,18 @@ def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: i
                           split: str | None = None, data_root: str | None = None,
                           n_way: int | None = None, k_shot: int | None = None,
                           batch_size: int = 16, command: str = "", progress: bool = False,
-                          save: bool = True) -> dict[str, Any]:
+                          save: bool = True, within: str | None = None) -> dict[str, Any]:
     """Accuracy (mean ± 95% CI) of prototypes (``eval.distance``) over the frozen encoder on
-    seeded test episodes, in the result format of the episodic kind."""
+    seeded test episodes, in the result format of the episodic kind (``within``: as
+    :func:`attnmeta.runs.supervised.evaluate_checkpoint`)."""
     config, learner, record = load_pretrain_run(checkpoint, data_root)
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
     seed = config.eval.seed if seed is None else seed
-    test = config.data.test
-    shape = EpisodeConfig(n_way or test.n_way, k_shot or test.k_shot, test.q_query)
+    shape = test_shape(config, n_way, k_shot, within)
     data = load_split(config, split)
-    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}")
+    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
+                        within=shape.within)
     summary = summarize(episode_accuracies(learner, data, shape, episodes, seed, batch_size,
                                            progress, description=f"eval {split}"))
     run_dir = Path(record["path"]).parent.parent
@@ -195,9 +196,9 @@ def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: i
         "command": command, "checkpoint": record["path"], "step": record["step"],
         "learner": f"pretrain ({config.eval.distance} prototypes)", "split": split,
         "n_way": shape.n_way, "k_shot": shape.k_shot, "q_query": shape.q_query,
-        "episodes": episodes, "episode_seed": seed, "accuracy": summary.mean,
-        "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run_dir / f"eval_{split}_{shape.n_way}w{shape.k_shot}s.json"),
+        "within": shape.within, "episodes": episodes, "episode_seed": seed,
+        "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
+        "result_path": str(run_dir / result_name(split, shape)),
     }
     result["written_to"] = write_result(result) if save else None
     return result

@@ -235,6 +235,28 @@ def load_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
     return LoadedRun(config, learner, record, tokenizer)
 
 
+def test_shape(config: Any, n_way: int | None, k_shot: int | None, within: str | None
+               ) -> EpisodeConfig:
+    """The test episodes asked for: ``data.test`` with any of its fields overridden.
+    ``within='alphabet'`` needs a run trained on Omniglot's background alphabets."""
+    test = config.data.test
+    shape = EpisodeConfig(n_way or test.n_way, k_shot or test.k_shot, test.q_query,
+                          within or test.within)
+    if shape.within != "none" and (config.data.dataset, config.data.protocol) != ("omniglot",
+                                                                              "lake"):
+        raise RunError(f"within={shape.within!r} needs a run trained on Omniglot's background "
+                       f"alphabets: expected data.protocol='lake' (this run: "
+                       f"data.dataset={config.data.dataset!r}, data.protocol="
+                       f"{config.data.protocol!r})")
+    return shape
+
+
+def result_name(split: str, shape: EpisodeConfig) -> str:
+    """``eval_<split>_<N>w<K>s[_within_<group>].json``."""
+    within = "" if shape.within == "none" else f"_within_{shape.within}"
+    return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}.json"
+
+
 def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
                         split: str | None = None, data_root: str | None = None,
                         n_way: int | None = None, k_shot: int | None = None,
@@ -249,14 +271,7 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
     seed = config.eval.seed if seed is None else seed
-    shape = EpisodeConfig(n_way or config.data.test.n_way, k_shot or config.data.test.k_shot,
-                          config.data.test.q_query, within or config.data.test.within)
-    if shape.within != "none" and (config.data.dataset, config.data.protocol) != ("omniglot",
-                                                                              "lake"):
-        raise RunError(f"within={shape.within!r} needs a run trained on Omniglot's background "
-                       f"alphabets: expected data.protocol='lake' (this run: "
-                       f"data.dataset={config.data.dataset!r}, data.protocol="
-                       f"{config.data.protocol!r})")
+    shape = test_shape(config, n_way, k_shot, within)
     check_test_shape(run.learner, config, shape)
     data = run.learner_split(split)
     check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
@@ -270,9 +285,7 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
         "k_shot": shape.k_shot, "q_query": shape.q_query, "within": shape.within,
         "episodes": episodes,
         "episode_seed": seed, "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run.run_dir / (f"eval_{split}_{shape.n_way}w{shape.k_shot}s"
-                                          + ("" if shape.within == "none"
-                                             else f"_within_{shape.within}") + ".json")),
+        "result_path": str(run.run_dir / result_name(split, shape)),
     }
     result["written_to"] = write_result(result) if save else None
     return result
