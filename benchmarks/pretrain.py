@@ -24,12 +24,17 @@ from attnmeta.machine import describe_machine
 from attnmeta.runs.build import LEARNERS
 from attnmeta.runs.folder import run_kind
 
-SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+SETTINGS = ((5, 1, "none"), (5, 5, "none"), (20, 1, "none"), (20, 5, "none"))
+# A run on Lake et al.'s protocol (background set only) takes their within-alphabet test,
+# and the random-classes 20-way 1-shot beside it.
+LAKE_SETTINGS = ((20, 1, "alphabet"), (20, 1, "none"))
 # Best published Conv-4-scale Omniglot figures as the results issue reads them (VERSA,
 # Gordon et al. ICLR 2019; Meta-SGD, Li et al. 2017 / MAML++, Antoniou et al. ICLR 2019;
 # SNAIL, Mishra et al. ICLR 2018): not re-checked against the papers here.
-PUBLISHED = {(5, 1): (99.70, "VERSA"), (5, 5): (99.93, "Meta-SGD / MAML++"),
-             (20, 1): (97.66, "VERSA"), (20, 5): (99.36, "SNAIL")}
+PUBLISHED = {(5, 1, "none"): (99.70, "VERSA"), (5, 5, "none"): (99.93, "Meta-SGD / MAML++"),
+             (20, 1, "none"): (97.66, "VERSA"), (20, 5, "none"): (99.36, "SNAIL"),
+             # Lake, Salakhutdinov & Tenenbaum, Science 2015: Bayesian Program Learning
+             (20, 1, "alphabet"): (96.7, "BPL; people 95.5")}
 
 
 def train_minutes(run_dir: Path) -> float:
@@ -40,30 +45,40 @@ def train_minutes(run_dir: Path) -> float:
     return minutes + (train_minutes(Path(init)) if init else 0.0)
 
 
-def evaluate(run_dir: Path, n_way: int, k_shot: int, episodes: int, command: str) -> dict:
+def evaluate(run_dir: Path, n_way: int, k_shot: int, within: str, episodes: int,
+             command: str) -> dict:
     if run_kind(run_dir) == "pretrain":
         from attnmeta.runs.pretrain import evaluate_pretrain_run as evaluate_run
     else:
         from attnmeta.runs.supervised import evaluate_checkpoint as evaluate_run
     return evaluate_run(run_dir, episodes=episodes, n_way=n_way, k_shot=k_shot,
-                        command=command, save=False)
+                        command=command, save=False, within=within)
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["# Omniglot from a pretrained encoder", "",
-             "Vinyals split (1100 training characters, 100 validation, 423 test, x4 rotations), "
+             "Vinyals split (1100 training characters, 100 validation, 423 test, x4 rotations; "
+             "Lake protocol for `_lake` runs: 25 background alphabets train, 5 validate, the "
+             "evaluation set tests, no rotations), "
              "seeded test episodes (mean ± 95% CI over episodes). Training minutes include the "
              "pretraining run a frozen head started from (training seed 0; episode seed "
              "1234). The runs were trained with `OMP_NUM_THREADS=1 ATTNMETA_DATA=../shared/data`, "
              "two such jobs sharing the 2 cores. Published: the best Conv-4-scale figure as the "
              "results issue reads it (not re-checked here).", "",
-             "| run | learner | setting | accuracy % | published | train min | steps | episodes |",
+             "| run | learner | setting | accuracy % | published | train min | steps | episodes "
+             "(queries per class) |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        paper, who = PUBLISHED[(row["n_way"], row["k_shot"])]
-        lines.append(f"| {row['run']} | {row['learner']} | {row['n_way']}w{row['k_shot']}s | "
+        within = row.get("within", "none")
+        paper, who = PUBLISHED[(row["n_way"], row["k_shot"], within)]
+        if row.get("protocol") == "lake" and within == "none":
+            paper, who = "—", "the Vinyals figures do not apply"
+        setting = f"{row['n_way']}w{row['k_shot']}s" + ("" if within == "none"
+                                                         else f" within {within}")
+        lines.append(f"| {row['run']} | {row['learner']} | {setting} | "
                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} ({who}) | "
-                     f"{row['train_minutes']:.1f} | {row['step']} | {row['episodes']} |")
+                     f"{row['train_minutes']:.1f} | {row['step']} | {row['episodes']} "
+                     f"({row.get('q_query', 15)}) |")
     commands = sorted({row["command"] for row in rows} | {row["trained_by"] for row in rows})
     lines += ["", "Commands:", ""] + [f"- `{c}`" for c in commands if c]
     lines += ["", f"Machine: {'; '.join(sorted({row['machine'] for row in rows}))}."]
@@ -78,27 +93,30 @@ def main() -> None:
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     path = args.out / "pretrain.json"
-    rows = {(r["run"], r["n_way"], r["k_shot"]): r
+    rows = {(r["run"], r["n_way"], r["k_shot"], r.get("within", "none")): r
             for r in (json.loads(path.read_text()) if path.is_file() else [])}
     for run_dir in args.runs:
         record = read_checkpoint_record(resolve_checkpoint(run_dir))
         trained = (record.get("config") or {}).get("data", {}).get("train", {})
-        for n_way, k_shot in SETTINGS:
+        lake = record["config"].get("data", {}).get("protocol") == "lake"
+        for n_way, k_shot, within in LAKE_SETTINGS if lake else SETTINGS:
             name = record["config"].get("learner", {}).get("name")
             if name in LEARNERS and LEARNERS[name].cls.needs_head and trained["n_way"] != n_way:
                 continue  # a head of n_way outputs takes only its own setting
-            result = evaluate(run_dir, n_way, k_shot, args.episodes, command)
-            rows[(run_dir.name, n_way, k_shot)] = {
+            result = evaluate(run_dir, n_way, k_shot, within, args.episodes, command)
+            rows[(run_dir.name, n_way, k_shot, within)] = {
                 "run": run_dir.name, "learner": result["learner"], "n_way": n_way,
-                "k_shot": k_shot, "accuracy": 100 * result["accuracy"],
+                "k_shot": k_shot, "within": within, "protocol": "lake" if lake else "vinyals",
+                "q_query": result["q_query"], "accuracy": 100 * result["accuracy"],
                 "ci95": 100 * result["ci95"], "episodes": result["episodes"],
                 "episode_seed": result["episode_seed"], "step": result["step"],
                 "train_minutes": train_minutes(run_dir), "command": command,
                 "trained_by": record.get("command", ""), "machine": describe_machine(),
-                "published": PUBLISHED[(n_way, k_shot)][0]}
-            print(f"{run_dir.name} {n_way}w{k_shot}s: {100 * result['accuracy']:.2f} ± "
+                "published": PUBLISHED[(n_way, k_shot, within)][0]}
+            print(f"{run_dir.name} {n_way}w{k_shot}s {within}: {100 * result['accuracy']:.2f} ± "
                   f"{100 * result['ci95']:.2f}", flush=True)
-    ordered = sorted(rows.values(), key=lambda r: (r["run"], r["n_way"], r["k_shot"]))
+    ordered = sorted(rows.values(), key=lambda r: (r["run"], r["n_way"], r["k_shot"],
+                                                   r.get("within", "none")))
     atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
     atomic_write_bytes(args.out / "pretrain.md", markdown(ordered).encode())
     print(f"wrote {path} and {args.out / 'pretrain.md'}")
