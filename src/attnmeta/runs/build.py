@@ -303,11 +303,14 @@ def build_classifier(config: Any, num_classes: int) -> SupervisedClassifier:
                                 config.eval.distance)
 
 
-def build_optimizer(config: ExperimentConfig, learner: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(config: Any, learner: nn.Module, weight_decay: float = 0.0
+                    ) -> torch.optim.Optimizer:
+    """``train.optimizer`` over the learner's parameters at ``train.lr`` (any run kind)."""
     optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
     if not any(parameter.requires_grad for parameter in learner.parameters()):
         raise ConfigError(f"learner.name={config.learner.name!r} over model.backbone="
                           f"{config.model.backbone!r} has no trainable parameters (a frozen "
                           "backbone, nothing on top): expected some to train (wordllama: "
                           "model.depth >= 1 or model.tune_embeddings: true)")
-    return optimizers[config.train.optimizer](learner.parameters(), lr=config.train.lr)
+    return optimizers[config.train.optimizer](learner.parameters(), lr=config.train.lr,
+                                              weight_decay=weight_decay)

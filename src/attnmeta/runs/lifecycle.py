@@ -28,9 +28,16 @@ from attnmeta.runs.config import flatten
 from attnmeta.runs.folder import RunError, RunFolder, RunLog
 from attnmeta.train import meta_train
 
-__all__ = ["TrainingPlan", "train_in_folder"]
+__all__ = ["TrainingPlan", "train_in_folder", "set_threads"]
 
 logger = logging.getLogger(__name__)
+
+
+def set_threads(threads: int) -> None:
+    """``train.threads`` of any run kind: torch's intra-op threads for this process (0: leave
+    torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 class _BudgetReached(Exception):

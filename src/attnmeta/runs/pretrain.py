@@ -24,11 +24,11 @@ from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoi
 from attnmeta.distributed import DistributedContext
 from attnmeta.evaluate import summarize
 from attnmeta.learners import ClassBatch, SupervisedClassifier
-from attnmeta.runs.build import build_classifier, is_text, load_split
+from attnmeta.runs.build import build_classifier, build_optimizer, is_text, load_split
 from attnmeta.runs.config import (ConfigError, PretrainConfig, config_from_dict,
                                   config_to_dict)
 from attnmeta.runs.folder import write_result
-from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
+from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
 from attnmeta.runs.supervised import episode_accuracies, learning_rate, result_name, test_shape
 from attnmeta.tasks import LabelledSplit, check_episode_shape
@@ -87,11 +87,6 @@ def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
         yield ClassBatch(x, labels[index])
 
 
-def _set_threads(threads: int) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def _train_split(config: PretrainConfig) -> LabelledSplit:
     if is_text(config):
         raise ConfigError(f"config key 'data.dataset' is {config.data.dataset!r}, a text data "
@@ -101,12 +96,6 @@ def _train_split(config: PretrainConfig) -> LabelledSplit:
         raise ConfigError(f"data.dataset={config.data.dataset!r}: the train split has "
                           f"{len(split.class_names)} class: expected at least 2 to classify")
     return split
-
-
-def _optimizer(config: PretrainConfig, learner: SupervisedClassifier) -> torch.optim.Optimizer:
-    optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-    return optimizers[config.train.optimizer](learner.parameters(), lr=config.train.lr,
-                                              weight_decay=config.train.weight_decay)
 
 
 def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> TrainingPlan:
@@ -130,7 +119,7 @@ def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> 
             return {f"{name}_accuracy": summary.mean, f"{name}_ci95": summary.ci95}
 
     return TrainingPlan(
-        learner, _optimizer(config, learner),
+        learner, build_optimizer(config, learner, weight_decay=train.weight_decay),
         lambda start: class_batches(split, train.batch_size, train.shift, config.seed, start,
                                     train.steps),
         train.steps, train, learning_rate=lambda step: learning_rate(config, step),
@@ -142,7 +131,7 @@ def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
                    on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Pretrain as configured, checkpointing into ``run_dir``; resumable after a kill with
     the same weights. ``will_evaluate``: the test split is loaded and checked first."""
-    _set_threads(config.train.threads)
+    set_threads(config.train.threads)
     split = _train_split(config)  # before the folder is claimed: its class count is an input
     return train_in_folder(Path(run_dir), KIND, config_to_dict(config),
                            lambda resuming: _plan(config, split, will_evaluate), RESUMABLE,

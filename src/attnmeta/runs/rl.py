@@ -31,7 +31,7 @@ from attnmeta.rl.policies import HistoryAttentionPolicy, MLPPolicy
 from attnmeta.rl.task_family import TaskFamily
 from attnmeta.runs.config import RLConfig, config_from_dict, config_to_dict
 from attnmeta.runs.folder import write_result
-from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
+from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 
 __all__ = ["RESUMABLE", "build_family", "build_policy", "build_learner", "stream_seed",
            "training_batches", "held_out_tasks", "train_rl", "adaptation_returns",
@@ -100,15 +100,10 @@ def held_out_tasks(family: TaskFamily, count: int, seed: int) -> torch.Tensor:
     return family.sample_tasks(count, generator)
 
 
-def _set_threads(config: RLConfig) -> None:
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-
-
 def train_rl(config: RLConfig, run_dir: Path, resume: bool = False, progress: bool = True,
              command: str = "", on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Meta-train as configured, checkpointing into ``run_dir``; resumable after a kill."""
-    _set_threads(config)
+    set_threads(config.train.threads)
 
     def plan(resuming: bool) -> TrainingPlan:
         torch.manual_seed(config.seed)
@@ -186,7 +181,7 @@ def evaluate_rl_run(path: Path, tasks: int | None = None, seed: int | None = Non
                     ) -> dict[str, Any]:
     """Evaluate a run's latest checkpoint; writes ``<run>/eval_rl.json``."""
     config, learner, record = load_rl_run(path)
-    _set_threads(config)
+    set_threads(config.train.threads)
     result = {"command": command, "name": config.name, "checkpoint": record["path"],
               "step": record["step"], "train_seconds": record.get("elapsed_s"),
               **adaptation_returns(learner, config, tasks, seed, progress)}

@@ -27,7 +27,7 @@ from attnmeta.runs.build import build_learner, build_optimizer, is_text, load_sp
 from attnmeta.runs.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input
 from attnmeta.runs.folder import RunError, write_result
-from attnmeta.runs.lifecycle import TrainingPlan, train_in_folder
+from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 if TYPE_CHECKING:
@@ -94,11 +94,6 @@ def episode_accuracies(learner: MetaLearner, split: LabelledSplit, shape: Episod
         return per_task_metric(learner.predict_batch, loader, accuracy)
     finally:
         learner.train(was_training)
-
-
-def _set_threads(threads: int) -> None:
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _selection_split(config: ExperimentConfig, tokenizer: TextTokenizer | None
@@ -182,7 +177,7 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
     """
     context = init_from_environment()
     shard_range(config.train.meta_batch, context)  # refuse uneven shards before any work
-    _set_threads(config.train.threads)
+    set_threads(config.train.threads)
     init = None if config.model.init is None else load_init(config.model.init)
     plan = lambda resuming: _plan(config, Path(run_dir), resuming, context,  # noqa: E731
                                   will_evaluate, init)
