@@ -354,3 +354,17 @@ def test_a_run_of_another_kind_is_refused(tmp_path, config_file):
     out.mkdir()
     (out / MARKER).write_text(json.dumps({"kind": "rl"}))
     one_line_error(train_args(config_file, out), "rl run")
+
+
+def test_a_run_is_read_back_only_as_its_own_kind(tmp_path):
+    from attnmeta.checkpoint import CheckpointError
+    from attnmeta.runs.config import load_config
+    from attnmeta.runs.rl import load_rl_run, train_rl
+    from attnmeta.runs.supervised import load_run
+
+    config = Path(__file__).parents[2] / "configs" / "rl" / "maml_bandit.yaml"
+    train_rl(load_config(config, ["train.steps=1"]), tmp_path / "rl", progress=False)
+    assert load_rl_run(tmp_path / "rl")[0].kind == "rl"
+    with pytest.raises(CheckpointError, match=r"is of a meta-RL run \(kind: rl\): expected a "
+                                              r"supervised run \(episodic\)"):
+        load_run(tmp_path / "rl")

@@ -24,11 +24,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
-                                 resolve_checkpoint)
+from attnmeta.checkpoint import (CheckpointError, load_checkpoint)
 from attnmeta.files import atomic_write
 from attnmeta.runs.build import build_classifier
-from attnmeta.runs.config import ConfigError, config_from_dict, config_kind
+from attnmeta.runs.folder import read_run
+from attnmeta.runs.config import ConfigError
 from attnmeta.tasks import LabelledSplit
 
 __all__ = ["FeatureSplit", "InitEncoder", "encoder_sha256", "split_fingerprint", "embed_items",
@@ -143,13 +143,7 @@ def load_init(init: str) -> InitEncoder:
     newest valid checkpoint; a ConfigError naming the key when it is not one."""
     where = f"config key 'model.init' is {init!r}"
     try:
-        json_path = resolve_checkpoint(Path(init))
-        record = read_checkpoint_record(json_path)
-        kind = config_kind(record["config"])
-        if kind != "pretrain":
-            raise ConfigError(f"{json_path} is of a {kind} run: expected a pretrain run "
-                              "(kind: pretrain)")
-        pretrain = config_from_dict(record["config"])
+        json_path, record, pretrain = read_run(Path(init), "pretrain")
         learner = build_classifier(pretrain, int((record.get("inputs") or {})["num_classes"]))
         load_checkpoint(json_path, learner)
     except (CheckpointError, ConfigError, KeyError, TypeError, ValueError) as error:

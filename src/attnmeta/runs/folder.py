@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
-from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
+from attnmeta.checkpoint import CheckpointError, read_checkpoint_record, resolve_checkpoint
 from attnmeta.files import atomic_write_bytes
-from attnmeta.runs.config import config_kind
+from attnmeta.runs.config import config_from_dict, config_kind
 
-__all__ = ["RunError", "RunFolder", "RunLog", "write_result", "run_kind", "MARKER"]
+__all__ = ["RunError", "RunFolder", "RunLog", "write_result", "run_kind", "read_run", "MARKER"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,26 @@ def write_result(result: dict[str, Any]) -> str | None:
 
 
 def run_kind(path: Path) -> str:
-    """The kind of the run a folder or checkpoint holds: ``"rl"`` or ``"supervised"``."""
+    """The kind of the run a folder or checkpoint holds (``"supervised"``, ``"rl"``, ...)."""
     config = read_checkpoint_record(resolve_checkpoint(Path(path)))["config"]
     return config_kind(config) if isinstance(config, dict) else "supervised"
+
+
+KIND_NAMES = {"supervised": "a supervised run (episodic)", "rl": "a meta-RL run (kind: rl)",
+              "pretrain": "a pretrain run (kind: pretrain)"}
+
+
+def read_run(path: Path, kind: str) -> tuple[Path, dict[str, Any], Any]:
+    """A run folder (its newest valid checkpoint) or a checkpoint file of a ``kind`` run:
+    (the checkpoint JSON, its record, its checked config). A run of another kind is a
+    CheckpointError naming both."""
+    json_path = resolve_checkpoint(Path(path))
+    record = read_checkpoint_record(json_path)
+    config = config_from_dict(record["config"])
+    if config.kind != kind:
+        raise CheckpointError(f"checkpoint {json_path} is of {KIND_NAMES[config.kind]}: "
+                              f"expected {KIND_NAMES[kind]}")
+    return json_path, record, config
 
 
 class RunFolder:

@@ -19,15 +19,13 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
-                                 resolve_checkpoint)
+from attnmeta.checkpoint import (CheckpointError, load_checkpoint)
 from attnmeta.distributed import DistributedContext
 from attnmeta.evaluate import summarize
 from attnmeta.learners import ClassBatch, SupervisedClassifier
 from attnmeta.runs.build import build_classifier, build_optimizer, is_text, load_split
-from attnmeta.runs.config import (ConfigError, PretrainConfig, config_from_dict,
-                                  config_to_dict)
-from attnmeta.runs.folder import write_result
+from attnmeta.runs.config import (ConfigError, PretrainConfig, config_to_dict)
+from attnmeta.runs.folder import read_run, write_result
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
 from attnmeta.runs.supervised import episode_accuracies, learning_rate, result_name, test_shape
@@ -143,12 +141,7 @@ def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
 def load_pretrain_run(path: Path, data_root: str | None = None
                       ) -> tuple[PretrainConfig, SupervisedClassifier, dict[str, Any]]:
     """(config, learner with the checkpoint's weights, checkpoint record) of a pretrain run."""
-    json_path = resolve_checkpoint(Path(path))
-    record = read_checkpoint_record(json_path)
-    config = config_from_dict(record["config"])
-    if not isinstance(config, PretrainConfig):
-        raise CheckpointError(f"checkpoint {json_path} is of a {config.kind} run: expected a "
-                              "pretrain run (kind: pretrain)")
+    json_path, record, config = read_run(path, KIND)
     classes = (record.get("inputs") or {}).get("num_classes")
     if not isinstance(classes, int):
         raise CheckpointError(f"checkpoint {json_path} records no inputs.num_classes: "

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
-                                 resolve_checkpoint)
+from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext
 from attnmeta.evaluate import summarize
 from attnmeta.rl.bandit import BanditTasks
@@ -29,8 +28,8 @@ from attnmeta.rl.maml_rl import PolicyGradientMAML, TaskBatch
 from attnmeta.rl.navigation import Navigation2D
 from attnmeta.rl.policies import HistoryAttentionPolicy, MLPPolicy
 from attnmeta.rl.task_family import TaskFamily
-from attnmeta.runs.config import RLConfig, config_from_dict, config_to_dict
-from attnmeta.runs.folder import write_result
+from attnmeta.runs.config import RLConfig, config_to_dict
+from attnmeta.runs.folder import read_run, write_result
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 
 __all__ = ["RESUMABLE", "build_family", "build_policy", "build_learner", "stream_seed",
@@ -165,11 +164,7 @@ def adaptation_returns(learner: PolicyGradientMAML, config: RLConfig, tasks: int
 
 def load_rl_run(path: Path) -> tuple[RLConfig, PolicyGradientMAML, dict[str, Any]]:
     """(config, learner with the checkpoint's weights, checkpoint record) of an RL run."""
-    json_path = resolve_checkpoint(Path(path))
-    config = config_from_dict(read_checkpoint_record(json_path)["config"])
-    if not isinstance(config, RLConfig):
-        raise CheckpointError(f"checkpoint {json_path} is of an episodic run: expected a "
-                              "meta-RL run (kind: rl)")
+    json_path, _, config = read_run(path, KIND)
     learner = build_learner(config)
     record = load_checkpoint(json_path, learner)
     record["path"] = str(json_path)

@@ -18,15 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from attnmeta.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_record,
-                                 resolve_checkpoint)
+from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext, init_from_environment, shard_range
 from attnmeta.evaluate import accuracy, per_task_metric, summarize
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import build_learner, build_optimizer, is_text, load_split, make_episodes
-from attnmeta.runs.config import EpisodeConfig, ExperimentConfig, config_from_dict, config_to_dict
+from attnmeta.runs.config import EpisodeConfig, ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input
-from attnmeta.runs.folder import RunError, write_result
+from attnmeta.runs.folder import RunError, read_run, write_result
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
@@ -211,11 +210,7 @@ class LoadedRun:
 
 def load_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
     """A run folder (its newest valid checkpoint) or a checkpoint file, read back."""
-    json_path = resolve_checkpoint(Path(checkpoint))
-    config = config_from_dict(read_checkpoint_record(json_path)["config"])
-    if not isinstance(config, ExperimentConfig):
-        raise CheckpointError(f"checkpoint {json_path} is of a {config.kind} run: expected an "
-                              "episodic run")
+    json_path, _, config = read_run(checkpoint, KIND)
     if data_root is not None:
         config.data.root = data_root
     learner = build_learner(config)
