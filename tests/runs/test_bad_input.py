@@ -104,12 +104,12 @@ def test_an_image_folder_without_a_test_split_is_refused_before_training(tmp_pat
 
 def test_the_checkpoint_is_written_before_the_evaluation_that_follows_it(
         tmp_path, data_root, monkeypatch):
-    import attnmeta.runs.supervised as supervised
+    import attnmeta.runs.evaluation as evaluation
 
     def failing(*args, **kwargs):
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(supervised, "episode_accuracies", failing)
+    monkeypatch.setattr(evaluation, "episode_accuracies", failing)
     with pytest.raises(RuntimeError):
         train_run(tiny_config(data_root, "protonet"), tmp_path / "run", progress=False)
     assert [p.name for p in (tmp_path / "run/checkpoints").glob("*.json")] == ["step_0000003.json"]

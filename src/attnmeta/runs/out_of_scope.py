@@ -15,7 +15,8 @@ from attnmeta.out_of_scope import (OutOfScopeEpisodes, QueryScores, choose_score
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
 from attnmeta.runs.folder import RunError, write_result
-from attnmeta.runs.supervised import check_test_shape, load_run
+from attnmeta.runs.evaluation import check_test_shape
+from attnmeta.runs.supervised import load_run
 from attnmeta.tasks import check_episode_shape
 
 __all__ = ["evaluate_out_of_scope"]

@@ -21,14 +21,14 @@ from torch import Tensor
 
 from attnmeta.checkpoint import (CheckpointError, load_checkpoint)
 from attnmeta.distributed import DistributedContext
-from attnmeta.evaluate import summarize
 from attnmeta.learners import ClassBatch, SupervisedClassifier
 from attnmeta.runs.build import build_classifier, build_optimizer, is_text, load_split
 from attnmeta.runs.config import (ConfigError, PretrainConfig, config_to_dict)
-from attnmeta.runs.folder import read_run, write_result
+from attnmeta.runs.folder import read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
-from attnmeta.runs.supervised import episode_accuracies, learning_rate, result_name, test_shape
+from attnmeta.runs.evaluation import accuracy_result, in_training_evaluation, requested_shape
+from attnmeta.runs.supervised import learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
 
 __all__ = ["KIND", "RESUMABLE", "shift_images", "class_batches", "train_pretrain",
@@ -109,12 +109,8 @@ def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> 
     learner = build_classifier(config, len(split.class_names))
     evaluate = None
     if train.eval_every:
-        name = train.eval_split
-
-        def evaluate() -> dict[str, float]:
-            summary = summarize(episode_accuracies(learner, eval_split, test,
-                                                   train.eval_episodes, config.eval.seed))
-            return {f"{name}_accuracy": summary.mean, f"{name}_ci95": summary.ci95}
+        evaluate = in_training_evaluation(learner, eval_split, train.eval_split, test,
+                                          train.eval_episodes, config.eval.seed)
 
     return TrainingPlan(
         learner, build_optimizer(config, learner, weight_decay=train.weight_decay),
@@ -167,20 +163,7 @@ def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: i
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
     seed = config.eval.seed if seed is None else seed
-    shape = test_shape(config, n_way, k_shot, within)
-    data = load_split(config, split)
-    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
-                        within=shape.within)
-    summary = summarize(episode_accuracies(learner, data, shape, episodes, seed, batch_size,
-                                           progress, description=f"eval {split}"))
-    run_dir = Path(record["path"]).parent.parent
-    result = {
-        "command": command, "checkpoint": record["path"], "step": record["step"],
-        "learner": f"pretrain ({config.eval.distance} prototypes)", "split": split,
-        "n_way": shape.n_way, "k_shot": shape.k_shot, "q_query": shape.q_query,
-        "within": shape.within, "episodes": episodes, "episode_seed": seed,
-        "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run_dir / result_name(split, shape)),
-    }
-    result["written_to"] = write_result(result) if save else None
-    return result
+    shape = requested_shape(config, n_way, k_shot, within)
+    return accuracy_result(learner, f"pretrain ({config.eval.distance} prototypes)",
+                           load_split(config, split), split, shape, episodes, seed, record,
+                           command, save, batch_size, progress)

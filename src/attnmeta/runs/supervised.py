@@ -14,34 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext, init_from_environment, shard_range
-from attnmeta.evaluate import accuracy, per_task_metric, summarize
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import build_learner, build_optimizer, is_text, load_split, make_episodes
-from attnmeta.runs.config import EpisodeConfig, ExperimentConfig, config_to_dict
+from attnmeta.runs.config import ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input
-from attnmeta.runs.folder import RunError, read_run, write_result
+from attnmeta.runs.evaluation import (accuracy_result, check_test_shape, in_training_evaluation, requested_shape)
+from attnmeta.runs.folder import RunError, read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 if TYPE_CHECKING:
     from attnmeta.tokenizer import TextTokenizer
 
-__all__ = ["RESUMABLE", "LoadedRun", "learning_rate", "check_test_shape", "episode_accuracies",
-           "train_run", "load_run", "evaluate_checkpoint", "RunError"]
+__all__ = ["RESUMABLE", "LoadedRun", "learning_rate", "train_run", "load_run",
+           "evaluate_checkpoint", "RunError"]
 
 KIND = "supervised"
 # Config keys a resume may change: budgets, logging, speed knobs, where the data is, and
 # the outer optimiser's step size and clipping (what a NaN error advises to change).
 RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.backward_chunk",
              "train.workers", "train.threads", "train.keep_checkpoints", "train.eval_every",
-             "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr", "train.grad_clip",
-             "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers", "eval.")
+             "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr",
+             "train.grad_clip", "train.lr_schedule", "train.lr_decay_every", "data.root",
+             "data.workers", "eval.")
 
 
 def learning_rate(config: ExperimentConfig, step: int) -> float:
@@ -68,31 +68,6 @@ class ShardSampler:
 
     def __len__(self) -> int:
         return (self.steps - self.start_step) * (self.shard[1] - self.shard[0])
-
-
-def check_test_shape(learner: MetaLearner, config: ExperimentConfig, shape: EpisodeConfig) -> None:
-    """A learner with an ``n_way``-output head can only be tested on that many classes."""
-    if learner.needs_head and shape.n_way != config.data.train.n_way:
-        raise RunError(f"n_way={shape.n_way} at test but the {config.learner.name} head has "
-                       f"{config.data.train.n_way} outputs: expected the training n_way")
-
-
-def episode_accuracies(learner: MetaLearner, split: LabelledSplit, shape: EpisodeConfig,
-                       episodes: int, seed: int, batch_size: int = 16, progress: bool = False,
-                       description: str = "eval") -> np.ndarray:
-    """Accuracy of each of ``episodes`` seeded ``shape`` episodes of ``split``: ``[episodes]``."""
-    loader = DataLoader(make_episodes(split, shape, episodes, seed), batch_size=batch_size,
-                        collate_fn=collate_episodes, generator=torch.Generator().manual_seed(seed))
-    if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=description, dynamic_ncols=True)
-    was_training = learner.training
-    learner.eval()
-    try:
-        return per_task_metric(learner.predict_batch, loader, accuracy)
-    finally:
-        learner.train(was_training)
 
 
 def _selection_split(config: ExperimentConfig, tokenizer: TextTokenizer | None
@@ -138,11 +113,8 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
     if will_evaluate or config.train.eval_every:
         check_test_shape(learner, config, test)
     if config.train.eval_every:
-
-        def evaluate() -> dict[str, float]:
-            summary = summarize(episode_accuracies(learner, eval_split, test,
-                                                   config.train.eval_episodes, config.eval.seed))
-            return {f"{name}_accuracy": summary.mean, f"{name}_ci95": summary.ci95}
+        evaluate = in_training_evaluation(learner, eval_split, name, test,
+                                          config.train.eval_episodes, config.eval.seed)
 
     steps, meta_batch = config.train.steps, config.train.meta_batch
     shard = shard_range(meta_batch, context)
@@ -225,28 +197,6 @@ def load_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
     return LoadedRun(config, learner, record, tokenizer)
 
 
-def test_shape(config: Any, n_way: int | None, k_shot: int | None, within: str | None
-               ) -> EpisodeConfig:
-    """The test episodes asked for: ``data.test`` with any of its fields overridden.
-    ``within='alphabet'`` needs a run trained on Omniglot's background alphabets."""
-    test = config.data.test
-    shape = EpisodeConfig(n_way or test.n_way, k_shot or test.k_shot, test.q_query,
-                          within or test.within)
-    if shape.within != "none" and (config.data.dataset, config.data.protocol) != ("omniglot",
-                                                                              "lake"):
-        raise RunError(f"within={shape.within!r} needs a run trained on Omniglot's background "
-                       f"alphabets: expected data.protocol='lake' (this run: "
-                       f"data.dataset={config.data.dataset!r}, data.protocol="
-                       f"{config.data.protocol!r})")
-    return shape
-
-
-def result_name(split: str, shape: EpisodeConfig) -> str:
-    """``eval_<split>_<N>w<K>s[_within_<group>].json``."""
-    within = "" if shape.within == "none" else f"_within_{shape.within}"
-    return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}.json"
-
-
 def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
                         split: str | None = None, data_root: str | None = None,
                         n_way: int | None = None, k_shot: int | None = None,
@@ -261,22 +211,10 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
     seed = config.eval.seed if seed is None else seed
-    shape = test_shape(config, n_way, k_shot, within)
+    shape = requested_shape(config, n_way, k_shot, within)
     check_test_shape(run.learner, config, shape)
     data = run.learner_split(split)
-    check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
-                        within=shape.within)
-    values = episode_accuracies(run.learner, data, shape, episodes, seed, batch_size,
-                                progress, description=f"eval {split}")
-    summary = summarize(values)
-    result = {
-        "command": command, "checkpoint": run.record["path"], "step": run.record["step"],
-        "learner": config.learner.name, "split": split, "n_way": shape.n_way,
-        "k_shot": shape.k_shot, "q_query": shape.q_query, "within": shape.within,
-        "episodes": episodes,
-        "episode_seed": seed, "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run.run_dir / result_name(split, shape)),
-    }
-    result["written_to"] = write_result(result) if save else None
-    return result
+    return accuracy_result(run.learner, config.learner.name, data, split, shape, episodes,
+                           seed, run.record, command, save, batch_size, progress)
+
 
