@@ -3,12 +3,23 @@ puts ``tests/`` on the path for ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from attnmeta.runs.config import config_from_dict
+
+# The real intent data sets (CI points ATTNMETA_DATA at ../shared/data); tests of them skip
+# where they are absent.
+REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
+                 Path(__file__).resolve().parents[2] / "shared" / "data")
+needs_real_data = pytest.mark.skipif(
+    not ((REAL_DATA / "clinc150" / "data_full.json").is_file()
+         and (REAL_DATA / "banking77" / "train.csv").is_file()),
+    reason=f"CLINC150 / BANKING77 not found under {REAL_DATA} (set ATTNMETA_DATA)")
 
 
 def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12) -> Path:

@@ -5,7 +5,6 @@ and one training step of every shipped text learner (no data needed)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,8 @@ from attnmeta.runs.build import build_model, load_split
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.out_of_scope import evaluate_out_of_scope
 from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
+from support import REAL_DATA, needs_real_data
 
-REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
-                 Path(__file__).resolve().parents[3] / "shared" / "data")
-needs_real_data = pytest.mark.skipif(
-    not ((REAL_DATA / "clinc150" / "data_full.json").is_file()
-         and (REAL_DATA / "banking77" / "train.csv").is_file()),
-    reason=f"CLINC150 / BANKING77 not found under {REAL_DATA} (set ATTNMETA_DATA)")
 
 
 def tiny_text_config(dataset: str, learner: str = "protonet", steps: int = 4,

@@ -23,13 +23,8 @@ from attnmeta.tasks.intents import (INTENT_DATASETS, load_intent_texts, load_int
                                     load_out_of_scope_tokens, meta_train_texts)
 from attnmeta.tasks.text import TEXT_DATASETS, TEXT_SPLITS, ordered_by_digest
 from attnmeta.tokenizer import TextTokenizer, train_tokenizer
+from support import REAL_DATA, needs_real_data
 
-REAL_DATA = Path(os.environ.get("ATTNMETA_DATA") or
-                 Path(__file__).resolve().parents[3] / "shared" / "data")
-needs_real_data = pytest.mark.skipif(
-    not ((REAL_DATA / "clinc150" / "data_full.json").is_file()
-         and (REAL_DATA / "banking77" / "train.csv").is_file()),
-    reason=f"CLINC150 / BANKING77 not found under {REAL_DATA} (set ATTNMETA_DATA)")
 
 
 # --------------------------------------------------------------------------- fixtures
