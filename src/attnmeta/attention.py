@@ -73,7 +73,8 @@ def scaled_dot_product_attention(
         scores = scores + _additive_mask(mask, scores.dtype)
         # A query that may attend to nothing gets zero weights and output (as the fused
         # kernel gives), not NaN: zero its scores before the softmax so gradients stay finite.
-        empty_rows = torch.isneginf(scores).all(dim=-1, keepdim=True)
+        # (== -inf rather than isneginf: the same values, and ONNX has no isneginf)
+        empty_rows = (scores == float("-inf")).all(dim=-1, keepdim=True)
         scores = scores.masked_fill(empty_rows, 0.0)
     weights = torch.softmax(scores, dim=-1)
     if empty_rows is not None:

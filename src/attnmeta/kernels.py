@@ -35,12 +35,13 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
-__all__ = ["differentiable", "fused_attention_allowed", "native_kernels_allowed"]
+__all__ = ["differentiable", "fused_attention_allowed", "native_kernels_allowed", "exporting"]
 
 
 class _Needs(NamedTuple):
     vmap: bool = False
     double_backward: bool = False
+    export: bool = False
 
 
 _state = threading.local()
@@ -51,7 +52,8 @@ def _needs() -> _Needs:
 
 
 @contextmanager
-def differentiable(*, vmap: bool = False, double_backward: bool = False) -> Iterator[None]:
+def differentiable(*, vmap: bool = False, double_backward: bool = False, export: bool = False
+                   ) -> Iterator[None]:
     """Declare what the enclosed code (in this thread) will do with the graphs it builds.
 
     Args:
@@ -59,11 +61,15 @@ def differentiable(*, vmap: bool = False, double_backward: bool = False) -> Iter
             run's): only kernels with exact batching rules and gradients under ``vmap``.
         double_backward: something will differentiate the block's gradients (second-order
             MAML, ``create_graph=True``): only kernels with a double backward.
+        export: the block is traced into a graph for another runtime (ONNX): only plain
+            ops, which every exporter knows (the native batch norm in training mode and
+            the channels-last pooling kernel are not exported).
 
     Nested blocks add to the enclosing declaration; leaving a block restores it.
     """
     previous = _needs()
-    _state.needs = _Needs(previous.vmap or vmap, previous.double_backward or double_backward)
+    _state.needs = _Needs(previous.vmap or vmap, previous.double_backward or double_backward,
+                          previous.export or export)
     try:
         yield
     finally:
@@ -74,10 +80,17 @@ def fused_attention_allowed() -> bool:
     """Whether the fused attention kernel may run here: no ``vmap`` and no double backward
     declared (it has neither a batching rule nor a double backward)."""
     needs = _needs()
-    return not (needs.vmap or needs.double_backward)
+    return not (needs.vmap or needs.double_backward or needs.export)
 
 
 def native_kernels_allowed() -> bool:
     """Whether the native batch-norm and fast max-pool kernels may run here: no ``vmap``
-    declared (their second-order gradients are wrong under ``vmap``)."""
-    return not _needs().vmap
+    declared (their second-order gradients are wrong under ``vmap``) and no export."""
+    needs = _needs()
+    return not (needs.vmap or needs.export)
+
+
+def exporting() -> bool:
+    """Whether the enclosing code traces a graph for export: shapes must then not depend on
+    the values of the example inputs (e.g. no trimming of padding to the longest sentence)."""
+    return _needs().export

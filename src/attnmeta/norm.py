@@ -11,13 +11,15 @@ and faster, so :class:`BatchStatNorm2d` uses it unless the enclosing code has de
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.kernels import native_kernels_allowed
 
-__all__ = ["BatchStatNorm2d", "LayerNorm"]
+__all__ = ["BatchStatNorm2d", "LayerNorm", "uses_batch_statistics"]
 
 
 class BatchStatNorm2d(nn.Module):
@@ -26,6 +28,8 @@ class BatchStatNorm2d(nn.Module):
     No running statistics: every episode (support and query alike) is normalised by its
     own batch, which is what MAML does at both meta-train and meta-test time.
     """
+
+    batch_statistics: ClassVar[bool] = True  # an example's output depends on its batch
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -57,3 +61,16 @@ class LayerNorm(nn.LayerNorm):
         if self.bias is not None:
             x_hat = x_hat + self.bias
         return x_hat
+
+
+def uses_batch_statistics(module: nn.Module) -> bool:
+    """Whether ``module``'s output for one example depends on the other examples of its
+    batch: a layer that declares ``batch_statistics`` (:class:`BatchStatNorm2d`), or a
+    torch batch norm in training mode or without running statistics."""
+    for layer in module.modules():
+        if getattr(layer, "batch_statistics", False):
+            return True
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and (
+                layer.training or not layer.track_running_stats):
+            return True
+    return False

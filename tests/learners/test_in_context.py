@@ -11,6 +11,7 @@ from torch import nn
 
 from attnmeta.learners import InContextClassifier, InContextLearner
 from attnmeta.learners.in_context import elmes, support_query_mask
+from attnmeta.learners.base import embed_episode
 from attnmeta.models import AttentiveNP
 from attnmeta.tasks import Episode, SinusoidTasks
 
@@ -89,7 +90,8 @@ def test_in_context_attention_mask_and_weights():
     assert torch.equal(mask, expected)
     learner = make_classifier()
     support_x, support_y, query_x = classification_episode()
-    _, _, weights = learner.read_episode(support_x, support_y, query_x, need_weights=True)
+    support_z, query_z = embed_episode(learner.encoder, support_x, query_x)
+    _, _, weights = learner.read_episode(support_z, support_y, query_z, need_weights=True)
     last = weights[-1]  # [T, H, S+Q, S+Q]
     torch.testing.assert_close(last.sum(-1), torch.ones(2, 2, 10, dtype=torch.float64))
     assert torch.all(last[..., ~support_query_mask(6, 4)] == 0)

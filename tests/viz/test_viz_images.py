@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+
+from attnmeta.learners.base import embed_episode
 import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
@@ -74,8 +76,10 @@ def test_in_context_map_draws_the_query_to_support_attention(tmp_path):
     # Same values as the forward pass: the last block's query rows over the support columns,
     # which with the query's attention to itself make a distribution.
     with torch.no_grad():
-        _, _, blocks = learner.read_episode(episode.support_x[None], episode.support_y[None],
-                                            episode.query_x[None], need_weights=True)
+        support_z, query_z = embed_episode(learner.encoder, episode.support_x[None],
+                                           episode.query_x[None])
+        _, _, blocks = learner.read_episode(support_z, episode.support_y[None], query_z,
+                                            need_weights=True)
     last = blocks[-1][0].mean(0)
     n_support = episode.support_x.shape[0]
     torch.testing.assert_close(weights, last[n_support:, :n_support])

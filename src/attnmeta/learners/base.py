@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from attnmeta.norm import uses_batch_statistics
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "class_count", "inner_sgd",
@@ -90,6 +91,30 @@ class MetaLearner(nn.Module):
             for task in (batch.task(i) for i in range(batch.num_tasks))
         ])
 
+    # -- a task fitted once, its queries predicted later (attnmeta.fewshot) ----------------
+    def fit_task(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:
+        """What this learner keeps of one task's support set (``support_x [S, ...]``,
+        ``support_y [S]``) to predict its queries later: named tensors, saved as they are.
+
+        Learners override it with what they adapt (parameters, embeddings); this default
+        keeps the support set itself. ``steps``: inner steps where the learner adapts by
+        gradient (default its ``eval_steps``), each reported as ``on_step(done, steps)``.
+        """
+        return {"support_x": support_x, "support_y": support_y}
+
+    def predict_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> Tensor:
+        """Predictions ``[Q, ...]`` for ``query_x [Q, ...]`` from :meth:`fit_task`'s
+        ``task``: the same as :meth:`predict` on the support set it kept."""
+        return self.predict(task["support_x"], task["support_y"], query_x)
+
+    def explain_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> dict[str, Tensor]:
+        """:meth:`attention_maps` of the fitted task for ``query_x`` (``{}`` for a learner
+        without attention)."""
+        if not self.attention_map_names():
+            return {}
+        return self.attention_maps(task["support_x"], task["support_y"], query_x)
+
     def attention_map_names(self) -> tuple[str, ...]:
         """The keys :meth:`attention_maps` returns for this learner; ``()`` if it has none."""
         return ()
@@ -112,15 +137,25 @@ class MetaLearner(nn.Module):
 class EpisodeLearner(MetaLearner):
     """A learner that adapts by a forward pass over the episode (no gradient steps).
 
-    Subclasses implement ``logits(support_x, support_y, query_x)`` on batched episodes
-    (``[T, S, ...]``, ``[T, S]``, ``[T, Q, ...]`` -> ``[T, Q, ...]``); training minimises
-    ``self.loss_fn`` on the query predictions.
+    It is an ``encoder`` (``[n, *x_shape] -> [n, D]``) and a head over the embeddings:
+    subclasses implement :meth:`logits_from_features` (``[T, S, D]``, ``[T, S]``,
+    ``[T, Q, D]`` -> ``[T, Q, N]``); :meth:`logits` embeds support and query in one encoder
+    call and applies it. Training minimises ``self.loss_fn`` on the query predictions.
+    A learner with attention implements :meth:`feature_attention_maps` the same way.
     """
 
     loss_fn: Callable[[Tensor, Tensor], Tensor] = staticmethod(F.cross_entropy)
+    encoder: nn.Module
+
+    def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                             ) -> Tensor:
+        raise NotImplementedError
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Query logits ``[T, Q, N]`` for batched episodes (``[T, S, ...]``, ``[T, S]``,
+        ``[T, Q, ...]``)."""
+        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        return self.logits_from_features(support_z, support_y, query_z)
 
     def training_step(self, batch: Episode) -> StepOutput:
         predictions = self.logits(batch.support_x, batch.support_y, batch.query_x)
@@ -134,6 +169,50 @@ class EpisodeLearner(MetaLearner):
     def predict_batch(self, batch: Episode) -> Tensor:
         with torch.no_grad():
             return self.logits(batch.support_x, batch.support_y, batch.query_x)
+
+    def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                               ) -> dict[str, Tensor]:
+        """:meth:`attention_maps` from embeddings of one task (``[S, D]``, ``[S]``,
+        ``[Q, D]``)."""
+        return super().attention_maps(support_z, support_y, query_z)
+
+    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       steps: int | None = None) -> dict[str, Tensor]:
+        """The maps of :meth:`feature_attention_maps` for one task of raw inputs (``steps``
+        is ignored: no inner loop). Support and query are embedded in one encoder call, as
+        in :meth:`logits` (an encoder with batch statistics sees the same batch)."""
+        with torch.no_grad():
+            support_z, query_z = embed_episode(self.encoder, support_x[None], query_x[None])
+            return self.feature_attention_maps(support_z[0], support_y, query_z[0])
+
+    # -- a task fitted once, its queries predicted later (attnmeta.fewshot) ----------------
+    def fit_task(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:
+        """The support set's embeddings ``support_z [S, D]`` and ``support_y [S]``; over an
+        encoder that normalises by batch statistics, whose embedding of an example depends
+        on the batch it is in, the support inputs themselves (``support_x``), so that
+        :meth:`predict_fitted` embeds them with the queries as :meth:`predict` does."""
+        if uses_batch_statistics(self.encoder):
+            return super().fit_task(support_x, support_y, steps)
+        with torch.no_grad():
+            return {"support_z": self.encoder(support_x), "support_y": support_y}
+
+    def predict_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> Tensor:
+        if "support_x" in task:
+            return super().predict_fitted(task, query_x)
+        with torch.no_grad():
+            query_z = self.encoder(query_x)
+            return self.logits_from_features(task["support_z"][None], task["support_y"][None],
+                                             query_z[None])[0]
+
+    def explain_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> dict[str, Tensor]:
+        if "support_x" in task:
+            return super().explain_fitted(task, query_x)
+        if not self.attention_map_names():
+            return {}
+        with torch.no_grad():
+            return self.feature_attention_maps(task["support_z"], task["support_y"],
+                                               self.encoder(query_x))
 
 
 def embed_episode(encoder: nn.Module, support_x: Tensor, query_x: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,6 +264,7 @@ def inner_sgd(
     steps: int,
     first_order: bool,
     under_vmap: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> Params:
     """``steps`` of gradient descent on the support loss, as a pure function of ``params``.
 
@@ -192,10 +272,11 @@ def inner_sgd(
     :func:`support_gradient`). The update is differentiable by an ordinary outer
     ``backward()`` (second-order MAML); with ``under_vmap`` (the default) it also runs
     under ``torch.vmap``. With ``first_order`` the inner gradients are detached (FOMAML).
+    ``on_step(k)`` is called after step ``k`` (progress of a long adaptation).
     """
     grad_fn = support_gradient(model, frozen, support_x, support_y, loss_fn, under_vmap,
                                create_graph=not first_order)
-    for _ in range(steps):
+    for step in range(steps):
         if first_order:
             # The same values as detaching the gradient afterwards, but computed from
             # detached inputs, so no graph is recorded for an outer backward that would
@@ -206,5 +287,7 @@ def inner_sgd(
         else:
             grads = grad_fn(params)
         params = {name: p - lrs[name] * grads[name] for name, p in params.items()}
+        if on_step is not None:
+            on_step(step + 1)
     return params
 

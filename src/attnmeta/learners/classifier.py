@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import (EpisodeLearner, StepOutput, class_count, embed_episode,
-                                    query_metrics)
+from attnmeta.learners.base import EpisodeLearner, StepOutput, class_count, query_metrics
 from attnmeta.learners.protonet import prototype_logits, prototypes
 
 __all__ = ["ClassBatch", "CosineClassifier", "SupervisedClassifier"]
@@ -86,9 +85,9 @@ class SupervisedClassifier(EpisodeLearner):
         loss = F.cross_entropy(logits, batch.y)
         return StepOutput(loss, query_metrics(loss, logits, batch.y))
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        """Prototype logits ``[T, Q, N]`` for batched episodes (``[T, S, ...]`` inputs)."""
-        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+    def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                             ) -> Tensor:
+        """Prototype logits ``[T, Q, N]`` from embeddings ``[T, S, D]``, ``[T, Q, D]``."""
         protos = prototypes(support_z, support_y, class_count(support_y))
         return prototype_logits(query_z, protos, self.distance)
 

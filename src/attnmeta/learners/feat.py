@@ -70,13 +70,10 @@ class FEAT(EpisodeLearner):
         """``[T, N, D]`` adapted prototypes and the prototype-to-prototype attention."""
         return self.set_to_set(prototypes(support_z, support_y, n_way), need_weights)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        n_way = class_count(support_y)
-        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
-        return self._logits(support_z, support_y, query_z, n_way)
-
-    def _logits(self, support_z: Tensor, support_y: Tensor, query_z: Tensor, n_way: int) -> Tensor:
-        adapted, _ = self.adapted_prototypes(support_z, support_y, n_way)
+    def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                             ) -> Tensor:
+        """``[T, Q, N]``: distances to the adapted prototypes over ``temperature``."""
+        adapted, _ = self.adapted_prototypes(support_z, support_y, class_count(support_y))
         return prototype_logits(query_z, adapted) / self.temperature
 
     def contrastive_loss(self, instances_z: Tensor, labels: Tensor, n_way: int) -> Tensor:
@@ -95,7 +92,7 @@ class FEAT(EpisodeLearner):
     def training_step(self, batch: Episode) -> StepOutput:
         n_way = class_count(batch.support_y)
         support_z, query_z = embed_episode(self.encoder, batch.support_x, batch.query_x)
-        logits = self._logits(support_z, batch.support_y, query_z, n_way)
+        logits = self.logits_from_features(support_z, batch.support_y, query_z)
         main_loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
         metrics = query_metrics(main_loss, logits, batch.query_y)
         loss = main_loss
@@ -110,14 +107,10 @@ class FEAT(EpisodeLearner):
     def attention_map_names(self) -> tuple[str, ...]:
         return ("prototypes",)
 
-    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                       steps: int | None = None) -> dict[str, Tensor]:
+    def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                               ) -> dict[str, Tensor]:
         """``{"prototypes": [H, N, N]}``: each prototype's attention over the task's
-        prototypes in the set-to-set transformer (one task, no task dim; ``steps`` is
-        ignored: no inner loop)."""
-        with torch.no_grad():
-            # Support and query in one encoder call, as in `logits` (batch statistics).
-            support_z, _ = embed_episode(self.encoder, support_x[None], query_x[None])
-            _, weights = self.adapted_prototypes(support_z, support_y[None],
-                                                 class_count(support_y), need_weights=True)
+        prototypes in the set-to-set transformer (one task, no task dim)."""
+        _, weights = self.adapted_prototypes(support_z[None], support_y[None],
+                                             class_count(support_y), need_weights=True)
         return {"prototypes": weights[0]}

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -60,3 +62,15 @@ class FrozenFeatureLearner(MetaLearner):
         embedded here by the frozen encoder."""
         return self.learner.attention_maps(self.embed(support_x), support_y,
                                            self.embed(query_x), steps)
+
+    # -- a task fitted once (attnmeta.fewshot): raw inputs in, the inner learner's state --
+    def fit_task(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:
+        """The inner learner's :meth:`fit_task` on the features of raw ``support_x``."""
+        return self.learner.fit_task(self.embed(support_x), support_y, steps, on_step)
+
+    def predict_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> Tensor:
+        return self.learner.predict_fitted(task, self.embed(query_x))
+
+    def explain_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> dict[str, Tensor]:
+        return self.learner.explain_fitted(task, self.embed(query_x))

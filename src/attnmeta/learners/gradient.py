@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Literal, Sequence
+from typing import Callable, ClassVar, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -113,18 +113,21 @@ class GradientLearner(MetaLearner):
         return {n: self.inner_lr for n in self.adapted_names}
 
     def _descend(self, params: Params, frozen: dict[str, Tensor], support_x: Tensor,
-                 support_y: Tensor, steps: int) -> Params:
+                 support_y: Tensor, steps: int, on_step: Callable[[int], None] | None = None
+                 ) -> Params:
         """``steps`` first-order steps on one support set from detached ``params``: SGD
         (Reptile overrides this with Adam)."""
         lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr
                for n, lr in self._step_sizes().items()}
         return inner_sgd(self.model, params, frozen, support_x, support_y, self.loss_fn,
-                         lrs, steps, first_order=True, under_vmap=self.strategy == "vmap")
+                         lrs, steps, first_order=True, under_vmap=self.strategy == "vmap",
+                         on_step=on_step)
 
     # -- evaluation ------------------------------------------------------------------------
-    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Params:
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
+              on_step: Callable[[int], None] | None = None) -> Params:
         """Parameters adapted to one task's support set by ``steps`` inner steps (default
-        ``inner_steps``), detached from the meta-parameters.
+        ``inner_steps``), detached from the meta-parameters; ``on_step(k)`` after step k.
 
         Returns the full parameter-and-buffer dict for :meth:`forward_with`.
         """
@@ -132,7 +135,7 @@ class GradientLearner(MetaLearner):
         params = {n: p.detach() for n, p in params.items()}
         frozen = {n: t.detach() for n, t in frozen.items()}
         steps = self.inner_steps if steps is None else steps
-        return {**frozen, **self._descend(params, frozen, support_x, support_y, steps)}
+        return {**frozen, **self._descend(params, frozen, support_x, support_y, steps, on_step)}
 
     def forward_with(self, params: Params, x: Tensor) -> Tensor:
         """The model's output at the given (e.g. adapted) parameters."""
@@ -155,6 +158,27 @@ class GradientLearner(MetaLearner):
         per_task = torch.vmap(lambda sx, sy, qx: self.predict(sx, sy, qx, steps=steps))
         with kernels.differentiable(vmap=True):
             return per_task(batch.support_x, batch.support_y, batch.query_x)
+
+    # -- a task fitted once (attnmeta.fewshot): the adapted parameters are what it keeps --
+    def fit_task(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:
+        """The parameters (and buffers) adapted by ``steps`` inner steps (default
+        ``eval_steps``, as :meth:`predict`) on the support set ``[S, ...]``."""
+        steps = self.eval_steps if steps is None else steps
+        report = None if on_step is None else (lambda done: on_step(done, steps))
+        return self.adapt(support_x, support_y, steps, report)
+
+    def predict_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.forward_with(dict(task), query_x)
+
+    def explain_fitted(self, task: Mapping[str, Tensor], query_x: Tensor) -> dict[str, Tensor]:
+        if not self.attention_map_names():
+            return {}
+        with torch.no_grad():
+            _, weights = functional_call(self.model, dict(task), (query_x,),
+                                         {"need_weights": True})
+        return {"patch_attention": self.model.patch_attention(weights)}
 
     def attention_map_names(self) -> tuple[str, ...]:
         """``("patch_attention",)`` over a model that returns attention, else ``()``."""

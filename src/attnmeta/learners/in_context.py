@@ -50,7 +50,8 @@ def support_query_mask(n_support: int, n_query: int, device: torch.device | None
     size = n_support + n_query
     mask = torch.zeros(size, size, dtype=torch.bool, device=device)
     mask[:, :n_support] = True
-    mask[n_support:, n_support:] = torch.eye(n_query, dtype=torch.bool, device=device)
+    # a float identity compared, not a bool one: onnxruntime has no boolean EyeLike
+    mask[n_support:, n_support:] = torch.eye(n_query, device=device) > 0
     return mask
 
 
@@ -132,11 +133,11 @@ class InContextClassifier(EpisodeLearner):
                                      for _ in range(depth)])
         self.norm = LayerNorm(d_model)
 
-    def read_episode(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+    def read_episode(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,
                      need_weights: bool = False) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-        """Output tokens of the support set ``[T, S, d]`` and queries ``[T, Q, d]``, and each
-        block's attention ``[T, H, S+Q, S+Q]`` (``None`` unless ``need_weights``)."""
-        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        """Output tokens of the support set ``[T, S, d]`` and queries ``[T, Q, d]`` from the
+        embeddings ``[T, S, D]``, ``[T, Q, D]``, and each block's attention
+        ``[T, H, S+Q, S+Q]`` (``None`` unless ``need_weights``)."""
         n_way = class_count(support_y)
         if self.label_encoding == "learned":
             labels = self.label_embedding(prototypes(support_z, support_y, n_way))  # [T, N, D]
@@ -158,27 +159,31 @@ class InContextClassifier(EpisodeLearner):
         tokens = self.norm(tokens)
         return tokens[:, :n_support], tokens[:, n_support:], weights
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+    def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                             ) -> Tensor:
         """``[T, Q, N]``: negative squared distances to the class means of the support
         outputs."""
-        support_out, query_out, _ = self.read_episode(support_x, support_y, query_x)
+        support_out, query_out, _ = self.read_episode(support_z, support_y, query_z)
         centres = prototypes(support_out, support_y, class_count(support_y))
         return prototype_logits(query_out, centres)
 
     def attention(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """Last block's query-over-support attention, averaged over heads: ``[T, Q, S]``
         (each row sums to 1 less the query's attention to itself)."""
-        n_support = support_x.shape[1]
-        _, _, weights = self.read_episode(support_x, support_y, query_x, need_weights=True)
+        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        return self.feature_attention(support_z, support_y, query_z)
+
+    def feature_attention(self, support_z: Tensor, support_y: Tensor, query_z: Tensor) -> Tensor:
+        """:meth:`attention` from embeddings ``[T, S, D]``, ``[T, Q, D]``."""
+        _, _, weights = self.read_episode(support_z, support_y, query_z, need_weights=True)
+        n_support = support_z.shape[1]
         return weights[-1].mean(1)[:, n_support:, :n_support]
 
     def attention_map_names(self) -> tuple[str, ...]:
         return ("query_support",)
 
-    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                       steps: int | None = None) -> dict[str, Tensor]:
-        """``{"query_support": [Q, S]}``: :meth:`attention` of one task (no task dim;
-        ``steps`` is ignored: no inner loop)."""
-        with torch.no_grad():
-            return {"query_support": self.attention(support_x[None], support_y[None],
-                                                    query_x[None])[0]}
+    def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                               ) -> dict[str, Tensor]:
+        """``{"query_support": [Q, S]}``: :meth:`attention` of one task (no task dim)."""
+        return {"query_support": self.feature_attention(support_z[None], support_y[None],
+                                                        query_z[None])[0]}

@@ -85,25 +85,28 @@ class MatchingNet(EpisodeLearner):
 
     def attention(self, support_x: Tensor, query_x: Tensor) -> Tensor:
         """Query-over-support attention ``[T, Q, S]`` for a batch of episodes."""
-        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
+        return self.feature_attention(*embed_episode(self.encoder, support_x, query_x))
+
+    def feature_attention(self, support_z: Tensor, query_z: Tensor) -> Tensor:
+        """:meth:`attention` from embeddings ``[T, S, D]``, ``[T, Q, D]``."""
         if self.context is not None:
             support_z = self.context.embed_support(support_z)
             query_z = self.context.embed_query(query_z, support_z)
         return matching_attention(query_z, support_z, self.scale)
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+    def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                             ) -> Tensor:
         """``log P(y | x̂, S)`` as ``[T, Q, N]``."""
         n_way = class_count(support_y)
-        weights = self.attention(support_x, query_x)
+        weights = self.feature_attention(support_z, query_z)
         probabilities = weights @ F.one_hot(support_y, n_way).to(weights.dtype)
         return torch.log(probabilities.clamp_min(torch.finfo(weights.dtype).tiny))
 
     def attention_map_names(self) -> tuple[str, ...]:
         return ("query_support",)
 
-    def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                       steps: int | None = None) -> dict[str, Tensor]:
+    def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                               ) -> dict[str, Tensor]:
         """``{"query_support": [Q, S]}``: the weights ``a(x̂, x_i)`` behind the prediction
-        (one task, no task dim; ``steps`` is ignored: no inner loop)."""
-        with torch.no_grad():
-            return {"query_support": self.attention(support_x[None], query_x[None])[0]}
+        (one task, no task dim)."""
+        return {"query_support": self.feature_attention(support_z[None], query_z[None])[0]}

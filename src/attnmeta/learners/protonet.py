@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
+from attnmeta.learners.base import EpisodeLearner, class_count
 
 __all__ = ["ProtoNet", "prototypes", "prototype_logits"]
 
@@ -45,8 +45,8 @@ class ProtoNet(EpisodeLearner):
         self.encoder = encoder
         self.distance = distance
 
-    def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        """Query logits ``[T, Q, N]`` for a batch (``[T, S, ...]`` inputs) of episodes."""
+    def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
+                             ) -> Tensor:
+        """Query logits ``[T, Q, N]`` from embeddings ``[T, S, D]``, ``[T, Q, D]``."""
         n_way = class_count(support_y)
-        support_z, query_z = embed_episode(self.encoder, support_x, query_x)
         return prototype_logits(query_z, prototypes(support_z, support_y, n_way), self.distance)

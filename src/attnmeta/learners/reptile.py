@@ -16,11 +16,12 @@ __all__ = ["Reptile", "inner_adam"]
 
 
 def inner_adam(grad_fn: Callable[[Params], Params], params: Params, lr: float, steps: int,
-               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> Params:
+               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8,
+               on_step: Callable[[int], None] | None = None) -> Params:
     """``steps`` of Adam (Kingma & Ba) from fresh moments, as a pure function of ``params``.
 
     The same arithmetic as ``torch.optim.Adam``; first order (gradients detached).
-    Reptile's few-shot experiments adapt with Adam, β1 = 0.
+    Reptile's few-shot experiments adapt with Adam, β1 = 0. ``on_step(t)`` after step t.
     """
     beta1, beta2 = betas
     first = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -33,6 +34,8 @@ def inner_adam(grad_fn: Callable[[Params], Params], params: Params, lr: float, s
         denominator_scale = (1 - beta2**t) ** 0.5
         params = {n: p - step_size * first[n] / (second[n].sqrt() / denominator_scale + eps)
                   for n, p in params.items()}
+        if on_step is not None:
+            on_step(t)
     return params
 
 
@@ -69,11 +72,12 @@ class Reptile(GradientLearner):
         self.inner_optimizer = inner_optimizer
 
     def _descend(self, params: Params, frozen: dict[str, Tensor], support_x: Tensor,
-                 support_y: Tensor, steps: int) -> Params:
+                 support_y: Tensor, steps: int, on_step: Callable[[int], None] | None = None
+                 ) -> Params:
         if self.inner_optimizer == "sgd":
-            return super()._descend(params, frozen, support_x, support_y, steps)
+            return super()._descend(params, frozen, support_x, support_y, steps, on_step)
         grad_fn = support_gradient(self.model, frozen, support_x, support_y, self.loss_fn)
-        return inner_adam(grad_fn, params, self.inner_lr, steps)
+        return inner_adam(grad_fn, params, self.inner_lr, steps, on_step=on_step)
 
     def training_step(self, batch: Episode) -> StepOutput:
         adapted, predictions = [], []

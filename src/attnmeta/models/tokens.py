@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnmeta import kernels
+
 __all__ = ["trim_padding", "token_mask", "masked_mean"]
 
 
@@ -20,9 +22,10 @@ def trim_padding(token_ids: Tensor, pad_id: int) -> Tensor:
     """``token_ids [B, L]`` cut to ``[B, L']``, ``L'`` the longest sentence's length.
 
     Sentences are left-aligned (padding only at the end), so no token is lost. Inside
-    ``torch.vmap`` (a data-dependent length cannot be batched) the ids come back whole.
+    ``torch.vmap`` (a data-dependent length cannot be batched) and while a graph is traced
+    for export (it would fix the example's length) the ids come back whole.
     """
-    if _under_vmap(token_ids) or token_ids.shape[-1] == 0:
+    if _under_vmap(token_ids) or token_ids.shape[-1] == 0 or kernels.exporting():
         return token_ids
     used = (token_ids != pad_id).any(dim=0).nonzero()
     length = int(used.max()) + 1 if used.numel() else 1
