@@ -22,17 +22,20 @@ needs_real_data = pytest.mark.skipif(
     reason=f"CLINC150 / BANKING77 not found under {REAL_DATA} (set ATTNMETA_DATA)")
 
 
-def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12) -> Path:
-    """root/{train,test,val}/<class>/<i>.png; each class a fixed random pattern plus noise
-    (val last, so train and test hold the pixels they held before val was added)."""
+def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: int = 12,
+                      channels: int = 1) -> Path:
+    """root/{train,test,val}/<class>/<i>.png, grey (``channels=1``) or RGB (3); each class a
+    fixed random pattern plus noise (val last, so train and test hold the pixels they held
+    before val was added)."""
     rng = np.random.default_rng(0)
+    shape = (size, size) if channels == 1 else (size, size, channels)
     for split in ("train", "test", "val"):
         for c in range(classes):
-            pattern = rng.random((size, size))
+            pattern = rng.random(shape)
             folder = root / split / f"class_{c:02d}"
             folder.mkdir(parents=True)
             for i in range(per_class):
-                pixels = np.clip(pattern + 0.2 * rng.standard_normal((size, size)), 0, 1)
+                pixels = np.clip(pattern + 0.2 * rng.standard_normal(shape), 0, 1)
                 Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{i}.png")
     return root
 

@@ -254,3 +254,17 @@ def test_a_new_learner_and_a_new_data_set_are_one_registry_line_each(tmp_path, d
     finally:
         LEARNERS.pop("cosine_protonet")
         DATASETS.pop("my_images")
+
+
+def test_a_key_added_after_a_run_was_made_does_not_block_its_resume(tmp_path):
+    """A saved config without a key that attnmeta added later means that key's default."""
+    from attnmeta.runs.config import config_to_dict
+    from attnmeta.runs.lifecycle import _resume_changes
+
+    current = config_to_dict(tiny_config(tmp_path))
+    saved = json.loads(json.dumps(current))
+    del saved["data"]["augment"], saved["model"]["pretrained_path"]
+    assert _resume_changes(saved, current, ("train.steps",), tmp_path) == {}
+    saved["data"]["image_size"] = 20  # a real change is still refused, named
+    with pytest.raises(RunError, match="data.image_size: 20 -> 16"):
+        _resume_changes(saved, current, ("train.steps",), tmp_path)

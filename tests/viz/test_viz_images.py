@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-
-from attnmeta.learners.base import embed_episode
 import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
 from attnmeta.cli import main
+from attnmeta.learners.base import embed_episode
 from attnmeta.runs.supervised import load_run, load_split, make_episodes, train_run
 from attnmeta.viz import (episode_attention, plot_patch_attention, plot_prototype_attention,
                           plot_query_support_attention, shown_queries, write_attention_maps)

@@ -7,6 +7,10 @@ backbone, one line in :data:`BACKBONES` (or :func:`register_backbone` from outsi
 a learner needs from the model (a head of ``n_way`` outputs or plain features) is read
 from the learner class's declared capabilities, never from its name.
 
+Every image backbone is built the same way around its factory (:func:`build_backbone`):
+``data.normalize`` puts the input normalisation inside it, and a training run starts it
+from ``model.pretrained_path``'s weights (a checkpoint read back does not need that file).
+
 The file is over 300 lines because it holds every registry (data sets, backbones, learners)
 beside the builders their entries name, so that a new entry stays one line here.
 """
@@ -23,11 +27,14 @@ from attnmeta.learners import (FEAT, MAML, InContextClassifier, MatchingNet, Met
                                Reptile)
 from attnmeta.learners.classifier import SupervisedClassifier
 from attnmeta.learners.frozen import FrozenFeatureLearner
-from attnmeta.models import Conv4, FeatureHead, VisionTransformer
+from attnmeta.models import Conv4, FeatureHead, ResNet12, VisionTransformer
+from attnmeta.models.normalize import imagenet_normalization, normalize_inputs
+from attnmeta.models.pretrained import load_pretrained, state_mismatch
 from attnmeta.models.wordllama import wordllama_encoder
 from attnmeta.runs.config import (ConfigError, EpisodeConfig, ExperimentConfig, LearnerConfig,
                                   ModelConfig)
 from attnmeta.tasks import FewShotEpisodes, LabelledSplit
+from attnmeta.tasks.augment import AUGMENTATIONS, AugmentedEpisodes
 from attnmeta.tasks.splits import class_groups
 from attnmeta.tasks.banking77 import download_banking77
 from attnmeta.tasks.clinc150 import download_clinc150
@@ -38,9 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DatasetEntry", "LearnerEntry", "DATASETS", "download_dataset", "BACKBONES",
            "TEXT_BACKBONES",
-           "LEARNERS", "register_backbone", "dataset_entry", "is_text", "build_model",
-           "build_learner", "build_optimizer", "load_split", "make_episodes", "build_backbone",
-           "build_classifier", "load_encoder_state"]
+           "LEARNERS", "register_backbone", "dataset_entry", "is_text", "image_channels",
+           "build_model", "build_learner", "build_optimizer", "load_split", "make_episodes",
+           "training_episodes", "build_backbone", "build_classifier", "load_encoder_state"]
 
 
 # ------------------------------------------------------------------------------ data sets
@@ -60,7 +67,8 @@ def _image_folder(config: ExperimentConfig, split: str, tokenizer: TextTokenizer
     if config.data.root is None:
         raise ConfigError("config key 'data.root' is not set: expected the image folder's "
                           "path (data.root=/path/with/train/and/test)")
-    return load_image_folder(config.data.root, split=split, image_size=config.data.image_size)
+    return load_image_folder(config.data.root, split=split, image_size=config.data.image_size,
+                             channels=config.data.channels)
 
 
 def _intents(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
@@ -81,13 +89,16 @@ class DatasetEntry:
 
     load: Callable[[ExperimentConfig, str, "TextTokenizer | None"], LabelledSplit]
     text: bool = False      # sentences: the run trains a tokenizer on meta-train text
-    channels: int = 1       # images: colour channels the backbone reads
+    channels: int = 1       # images: the most colour channels it holds (3: data.channels 1 or 3)
     download: Callable[[str | None], object] | None = None  # data root -> where it went
+    # images: files hold dark strokes on white and the loader inverts them (Omniglot), so an
+    # image a person brings is inverted too before the model reads it
+    inverted: bool = False
 
 
 DATASETS: dict[str, DatasetEntry] = {
-    "omniglot": DatasetEntry(_omniglot, download=download_omniglot),
-    "image_folder": DatasetEntry(_image_folder),
+    "omniglot": DatasetEntry(_omniglot, download=download_omniglot, inverted=True),
+    "image_folder": DatasetEntry(_image_folder, channels=3),
     "clinc150": DatasetEntry(_intents, text=True, download=download_clinc150),
     "banking77": DatasetEntry(_intents, text=True, download=download_banking77),
 }
@@ -119,11 +130,26 @@ def is_text(config: ExperimentConfig) -> bool:
     return dataset_entry(config).text
 
 
+def image_channels(config: Any) -> int:
+    """``data.channels``, the colour channels the images are read with and the backbone
+    reads; a ConfigError when the data set holds fewer (omniglot is grey)."""
+    entry, channels = dataset_entry(config), config.data.channels
+    if channels > entry.channels:
+        held = "grey images" if entry.channels == 1 else f"{entry.channels}-channel images"
+        raise ConfigError(f"config key 'data.channels' is {channels!r}: expected "
+                          f"{entry.channels} for data.dataset={config.data.dataset!r} (it "
+                          f"holds {held})")
+    return channels
+
+
 def load_split(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None = None
                ) -> LabelledSplit:
     """Class split ``split`` ('train' | 'val' | 'test') of the configured data set; text is
-    encoded with the run's ``tokenizer``."""
-    return dataset_entry(config).load(config, split, tokenizer)
+    encoded with the run's ``tokenizer``, images read with ``data.channels``."""
+    entry = dataset_entry(config)
+    if not entry.text:
+        image_channels(config)  # before any file is read: omniglot has no colour to read
+    return entry.load(config, split, tokenizer)
 
 
 def make_episodes(split: LabelledSplit, shape: EpisodeConfig, num_episodes: int, seed: int
@@ -136,7 +162,32 @@ def make_episodes(split: LabelledSplit, shape: EpisodeConfig, num_episodes: int,
                            class_groups=class_groups(split, shape.within, "data"))
 
 
+def training_episodes(config: Any, episodes: FewShotEpisodes
+                      ) -> FewShotEpisodes | AugmentedEpisodes:
+    """Meta-training ``episodes`` with ``data.augment`` (episode ``i`` augmented by a
+    generator of ``(seed, i)``); as they are for ``'none'``. Evaluation never calls this."""
+    if config.data.augment == "none":
+        return episodes
+    if is_text(config):
+        raise ConfigError(f"config key 'data.augment' is {config.data.augment!r}: expected "
+                          f"'none' for the text data set {config.data.dataset!r}")
+    return AugmentedEpisodes(episodes, config.seed, AUGMENTATIONS[config.data.augment])
+
+
 # ------------------------------------------------------------------------------ backbones
+def _timm(model: ModelConfig, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
+    from attnmeta.models.timm_backbone import timm_backbone  # timm is optional
+
+    try:
+        return timm_backbone(model.timm_name, in_channels, out_dim, image_size)
+    except ImportError as error:
+        raise ConfigError(f"config key 'model.backbone' is 'timm': {error}; expected it "
+                          "installed: pip install 'attnmeta[timm]'") from None
+    except ValueError as error:
+        raise ConfigError(f"config key 'model.timm_name' is {model.timm_name!r}: {error}"
+                          ) from None
+
+
 # Image backbones: factory(model_config, in_channels, out_dim, image_size); out_dim = 0 asks
 # for features (metric learners), > 0 for a classification head (gradient learners).
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -144,6 +195,9 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
         in_channels, out_dim, m.hidden, image_size, m.norm),
     "vit": lambda m, in_channels, out_dim, image_size: VisionTransformer(
         in_channels, out_dim, m.hidden, image_size, m.patch_size, m.depth, m.heads),
+    "resnet12": lambda m, in_channels, out_dim, image_size: ResNet12(
+        in_channels, out_dim, m.hidden, m.norm),
+    "timm": _timm,
 }
 
 
@@ -181,24 +235,41 @@ def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
     BACKBONES[name] = factory
 
 
-def build_model(config: ExperimentConfig) -> nn.Module:
+def build_model(config: ExperimentConfig, pretrained: bool = False) -> nn.Module:
     """The configured backbone, with a head of ``data.train.n_way`` outputs when the learner
     declares that it classifies with one (:attr:`MetaLearner.needs_head`)."""
     return build_backbone(config, config.data.train.n_way if learner_entry(config).cls.needs_head
-                          else 0)
+                          else 0, pretrained)
 
 
-def build_backbone(config: Any, out_dim: int) -> nn.Module:
+def build_backbone(config: Any, out_dim: int, pretrained: bool = False) -> nn.Module:
     """The backbone of ``config.model`` for ``config.data`` (a config of any kind with those
-    sections): ``out_dim`` outputs, or features when 0."""
-    name = config.model.backbone
+    sections): ``out_dim`` outputs, or features when 0. Images: with ``data.normalize``
+    normalising its input itself; with ``pretrained``, ``model.pretrained_path``'s weights
+    loaded (what a run starts from; a checkpoint's weights replace them)."""
+    name, model = config.model.backbone, config.model
     if is_text(config):
+        for key, value in (("data.normalize", config.data.normalize),
+                           ("model.pretrained_path", model.pretrained_path)):
+            if value not in ("none", None):
+                raise ConfigError(f"config key '{key}' is {value!r}: expected its default "
+                                  f"for the text data set {config.data.dataset!r} (images only)")
         factory = _registered(TEXT_BACKBONES, "model.backbone", name,
                               f" for the text data set {config.data.dataset!r}")
-        return factory(config.model, config, out_dim)
+        return factory(model, config, out_dim)
     factory = _registered(BACKBONES, "model.backbone", name, " for images (add others with "
                           "attnmeta.runs.build.register_backbone)")
-    return factory(config.model, dataset_entry(config).channels, out_dim, config.data.image_size)
+    channels = image_channels(config)
+    backbone = factory(model, channels, out_dim, config.data.image_size)
+    if pretrained and model.pretrained_path is not None:
+        try:
+            load_pretrained(backbone, model.pretrained_path)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"config key 'model.pretrained_path' is "
+                              f"{model.pretrained_path!r}: {error}") from None
+    if config.data.normalize == "imagenet":
+        backbone = normalize_inputs(backbone, imagenet_normalization(channels))
+    return backbone
 
 
 # ------------------------------------------------------------------------------- learners
@@ -254,16 +325,19 @@ def learner_entry(config: ExperimentConfig) -> LearnerEntry:
     return _registered(LEARNERS, "learner.name", config.learner.name)
 
 
-def build_learner(config: ExperimentConfig, encoder_state: dict | None = None) -> MetaLearner:
+def build_learner(config: ExperimentConfig, encoder_state: dict | None = None,
+                  pretrained: bool = False) -> MetaLearner:
     """The learner named by ``learner.name`` around the configured backbone (weights drawn
     from torch's global RNG; the backbone's from ``encoder_state`` when given, a pretrain
-    run's encoder for ``model.init``). With ``model.freeze`` the backbone is frozen and the
-    learner reads its features (:class:`FrozenFeatureLearner` over a :class:`FeatureHead`)."""
+    run's encoder for ``model.init``; from ``model.pretrained_path`` with ``pretrained``).
+    With ``model.freeze`` the backbone is frozen and the learner reads its features
+    (:class:`FrozenFeatureLearner` over a :class:`FeatureHead`)."""
     entry = learner_entry(config)
     if not config.model.freeze:
         return entry.build(config.learner, config.model,
-                           load_encoder_state(build_model(config), encoder_state, config))
-    encoder = load_encoder_state(build_backbone(config, 0), encoder_state, config)
+                           load_encoder_state(build_model(config, pretrained), encoder_state,
+                                              config))
+    encoder = load_encoder_state(build_backbone(config, 0, pretrained), encoder_state, config)
     head = FeatureHead(_feature_dim(encoder, config.learner.name),
                        config.data.train.n_way if entry.cls.needs_head else 0)
     return FrozenFeatureLearner(encoder, entry.build(config.learner, config.model, head))
@@ -274,30 +348,23 @@ def load_encoder_state(model: nn.Module, state: dict | None, config: Any) -> nn.
     fresh ``head.*`` is all it may have besides. A ConfigError names both when they differ."""
     if state is None:
         return model
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state and not k.startswith("head."))
-    unexpected = sorted(k for k in state if k not in own)
-    shapes = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        details = "; ".join(part for part in (
-            f"missing {missing[:3]}" if missing else "",
-            f"unexpected {unexpected[:3]}" if unexpected else "",
-            "shape differs for " + ", ".join(f"{k} ({list(state[k].shape)} there, "
-                                             f"{list(own[k].shape)} here)" for k in shapes[:2])
-            if shapes else "") if part)
+    if details := state_mismatch(model.state_dict(), state, free=("head.",)):
         raise ConfigError(f"config key 'model.init' is {config.model.init!r}: its encoder does "
                           f"not fit the model of run {config.name!r} (model.backbone="
                           f"{config.model.backbone}, hidden={config.model.hidden}, norm="
-                          f"{config.model.norm}): {details}; expected the model section of "
+                          f"{config.model.norm}, data.normalize={config.data.normalize}): "
+                          f"{details}; expected the model section (and data.normalize) of "
                           "the pretrain run")
     model.load_state_dict(state, strict=False)
     return model
 
 
-def build_classifier(config: Any, num_classes: int) -> SupervisedClassifier:
+def build_classifier(config: Any, num_classes: int, pretrained: bool = False
+                     ) -> SupervisedClassifier:
     """A pretrain run's learner (:class:`~attnmeta.runs.schema.PretrainConfig`): the
-    configured backbone's features into a ``num_classes``-way classifier."""
-    encoder = build_backbone(config, 0)
+    configured backbone's features into a ``num_classes``-way classifier (the backbone from
+    ``model.pretrained_path`` with ``pretrained``)."""
+    encoder = build_backbone(config, 0, pretrained)
     return SupervisedClassifier(encoder, _feature_dim(encoder, "pretrain"), num_classes,
                                 config.learner.classifier, config.learner.scale,
                                 config.eval.distance)

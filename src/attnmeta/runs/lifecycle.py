@@ -24,7 +24,7 @@ from attnmeta.checkpoint import (find_latest_checkpoint, load_checkpoint, read_c
                                  save_checkpoint)
 from attnmeta.distributed import DistributedContext, any_rank, broadcast_parameters
 from attnmeta.learners import MetaLearner
-from attnmeta.runs.config import flatten
+from attnmeta.runs.config import config_from_dict, config_to_dict, flatten
 from attnmeta.runs.folder import RunError, RunFolder, RunLog
 from attnmeta.train import meta_train
 
@@ -62,6 +62,12 @@ class TrainingPlan:
 
 def _resume_changes(saved: dict, current: dict, resumable: tuple[str, ...], where: Path
                     ) -> dict[str, list]:
+    # A key added to attnmeta after the run was made is absent from its saved config and
+    # means that key's default: compare the saved config with its defaults filled in.
+    try:
+        saved = config_to_dict(config_from_dict(saved))
+    except ValueError:
+        pass  # compared as it is: the difference is then named below
     old, new = flatten(saved), flatten(current)
     changed = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
                if old.get(k) != new.get(k)}

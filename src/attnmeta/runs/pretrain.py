@@ -7,8 +7,9 @@ first stage of P>M>F (Hu et al., CVPR 2022); any episodic run starts from it wit
 lifecycle of the other kinds (:func:`attnmeta.runs.lifecycle.train_in_folder`): checkpoints,
 resume, time budget, ``train.eval_every``. The batch of step ``s`` depends only on
 ``(seed, s)``: the examples are the next ``batch_size`` of a seeded permutation per epoch,
-and their random shifts (up to ``train.shift`` pixels, zero-filled) come from a generator
-seeded by ``(seed, s)``, so a killed run resumes bit for bit.
+and their random shifts (up to ``train.shift`` pixels, zero-filled) and ``data.augment``'s
+flips and crops come from generators seeded by ``(seed, s)``, so a killed run resumes bit
+for bit.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from attnmeta.runs.rl import stream_seed
 from attnmeta.runs.evaluation import accuracy_result, in_training_evaluation, requested_shape
 from attnmeta.runs.supervised import learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
+from attnmeta.tasks.augment import AUGMENTATIONS
 
 __all__ = ["KIND", "RESUMABLE", "shift_images", "class_batches", "train_pretrain",
            "load_pretrain_run", "evaluate_pretrain_run"]
@@ -40,7 +42,7 @@ RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.
              "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr",
              "train.grad_clip",
              "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers", "eval.")
-ORDER, SHIFTS = 10, 11  # seed streams (see attnmeta.runs.rl.stream_seed)
+ORDER, SHIFTS, AUGMENT = 10, 11, 12  # seed streams (see attnmeta.runs.rl.stream_seed)
 
 
 def shift_images(images: Tensor, offsets: Tensor) -> Tensor:
@@ -58,11 +60,12 @@ def shift_images(images: Tensor, offsets: Tensor) -> Tensor:
 
 
 def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
-                  start_step: int, steps: int) -> Iterator[ClassBatch]:
+                  start_step: int, steps: int, augment: str = "none") -> Iterator[ClassBatch]:
     """The batches of steps ``start_step .. steps-1``; step ``s`` holds examples
     ``s*B .. s*B+B-1`` of the endless sequence of per-epoch permutations of ``split``
     (epoch ``e`` permuted by a generator of ``(seed, e)``), shifted by up to ``shift``
-    pixels by a generator of ``(seed, s)``."""
+    pixels by a generator of ``(seed, s)``, then augmented as ``augment`` names (a key of
+    :data:`attnmeta.tasks.augment.AUGMENTATIONS`, or 'none') by another."""
     items, labels = split.items, split.labels
     count = labels.shape[0]
     orders: dict[int, Tensor] = {}
@@ -82,6 +85,9 @@ def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
             generator = torch.Generator().manual_seed(stream_seed(seed, SHIFTS, step))
             x = shift_images(x, torch.randint(-shift, shift + 1, (batch_size, 2),
                                               generator=generator))
+        if augment != "none":
+            generator = torch.Generator().manual_seed(stream_seed(seed, AUGMENT, step))
+            x = AUGMENTATIONS[augment](x, generator)
         yield ClassBatch(x, labels[index])
 
 
@@ -96,7 +102,8 @@ def _train_split(config: PretrainConfig) -> LabelledSplit:
     return split
 
 
-def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> TrainingPlan:
+def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool,
+          resuming: bool) -> TrainingPlan:
     test, train = config.data.test, config.train
     if will_evaluate:  # the data first: nothing is built for a bad shape
         check_episode_shape(load_split(config, config.eval.split), test.n_way, test.k_shot,
@@ -106,7 +113,8 @@ def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> 
         check_episode_shape(eval_split, test.n_way, test.k_shot, test.q_query,
                             f"data.test (train.eval_split={train.eval_split!r})")
     torch.manual_seed(config.seed)
-    learner = build_classifier(config, len(split.class_names))
+    # a resumed run's weights come from its checkpoint: model.pretrained_path is not read
+    learner = build_classifier(config, len(split.class_names), pretrained=not resuming)
     evaluate = None
     if train.eval_every:
         evaluate = in_training_evaluation(learner, eval_split, train.eval_split, test,
@@ -115,7 +123,7 @@ def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool) -> 
     return TrainingPlan(
         learner, build_optimizer(config, learner, weight_decay=train.weight_decay),
         lambda start: class_batches(split, train.batch_size, train.shift, config.seed, start,
-                                    train.steps),
+                                    train.steps, config.data.augment),
         train.steps, train, learning_rate=lambda step: learning_rate(config, step),
         evaluate=evaluate, eval_every=train.eval_every, backward_chunk=train.backward_chunk)
 
@@ -128,7 +136,8 @@ def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
     set_threads(config.train.threads)
     split = _train_split(config)  # before the folder is claimed: its class count is an input
     return train_in_folder(Path(run_dir), KIND, config_to_dict(config),
-                           lambda resuming: _plan(config, split, will_evaluate), RESUMABLE,
+                           lambda resuming: _plan(config, split, will_evaluate, resuming),
+                           RESUMABLE,
                            DistributedContext(), resume=resume, progress=progress,
                            command=command, description=config.name, on_step_end=on_step_end,
                            inputs={"num_classes": len(split.class_names)})

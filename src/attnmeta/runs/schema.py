@@ -99,7 +99,12 @@ class DataConfig:
     dataset: str = "omniglot"                     # a name of attnmeta.runs.build.DATASETS
     root: str | None = None                       # data root; else $ATTNMETA_DATA, else the cache
     protocol: str = setting("vinyals", choices=("vinyals", "lake"))  # omniglot's class split
-    image_size: int = setting(28, at_least=16, at_most=1024)  # conv4 halves it 4 times
+    image_size: int = setting(28, at_least=16, at_most=1024)  # conv4, resnet12 halve it 4 times
+    channels: int = setting(1, choices=(1, 3))    # images: read as grey (1) or RGB (3)
+    # imagenet: the model starts with (x - mean) / std of ImageNet's channels (inputs in [0, 1])
+    normalize: str = setting("none", choices=("none", "imagenet"))
+    # flip_crop: meta-training images flipped and cropped at random (evaluation never)
+    augment: str = setting("none", choices=("none", "flip_crop"))
     max_length: int = setting(48, at_least=1, at_most=4096)  # text: tokens per sentence
     vocab_size: int = setting(4000, at_least=300, at_most=1_000_000)  # text: BPE vocabulary
     train: EpisodeConfig = setting(factory=_episode(5, 1, 15))
@@ -110,7 +115,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "conv4"                       # a name of attnmeta.runs.build's backbones
-    hidden: int = setting(64, at_least=1, at_most=4096)  # conv channels; transformer width
+    # conv channels (resnet12: its blocks' are hidden x 1, 2.5, 5, 10); transformer width
+    hidden: int = setting(64, at_least=1, at_most=4096)
     norm: str = setting("batch", choices=("batch", "running"))  # running: nn.BatchNorm2d
     depth: int = setting(4, at_least=0, at_most=64)      # transformer blocks (0: wordllama only)
     heads: int = setting(4, at_least=1, at_most=64)      # attention heads per block
@@ -119,6 +125,8 @@ class ModelConfig:
     hf_path: str | None = None                    # hf: local transformers folder (None: tiny BERT)
     tune_embeddings: bool = False                 # wordllama: train its embeddings (else frozen)
     normalize: bool = False                       # wordllama: unit-length sentence vectors
+    timm_name: str | None = setting(None, pattern=PLAIN_NAME)  # timm: e.g. resnet18 (no hub:)
+    pretrained_path: str | None = None            # a local weights file to start the backbone from
     init: str | None = None                       # a pretrain run folder: start from its encoder
     freeze: bool = False                          # with init: train the head on cached features
 
@@ -214,6 +222,14 @@ class ExperimentConfig:
             (not model.freeze or model.norm == "running", "model.norm", model.norm,
              "'running' with model.freeze: true (frozen features must not depend on the "
              "batch they are computed in)"),
+            (model.backbone != "timm" or model.timm_name is not None, "model.timm_name",
+             model.timm_name, "a timm model name (e.g. 'resnet18') for model.backbone='timm'"),
+            (model.pretrained_path is None or model.init is None, "model.pretrained_path",
+             model.pretrained_path, "null with model.init (the encoder comes from the "
+             "pretrain run)"),
+            (data.augment == "none" or not model.freeze, "data.augment", data.augment,
+             "'none' with model.freeze: true (the frozen features are computed once, from "
+             "the images as they are)"),
         )
         return [(key, value, expected) for ok, key, value, expected in rules if not ok]
 

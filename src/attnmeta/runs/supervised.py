@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext, init_from_environment, shard_range
 from attnmeta.learners import MetaLearner
-from attnmeta.runs.build import build_learner, build_optimizer, is_text, load_split, make_episodes
+from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_split,
+                                 make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input
 from attnmeta.runs.evaluation import (accuracy_result, check_test_shape, in_training_evaluation, requested_shape)
@@ -104,7 +105,9 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
         check_episode_shape(eval_split, test.n_way, test.k_shot, test.q_query, "data.test",
                             within=test.within)
     torch.manual_seed(config.seed)
-    learner = build_learner(config, None if init is None else init.state)
+    # a resumed run's weights come from its checkpoint: model.pretrained_path is not read
+    learner = build_learner(config, None if init is None else init.state,
+                            pretrained=not resuming)
     optimizer = build_optimizer(config, learner)
     split = model_input(config, learner, split, run_dir)  # model.freeze: features, cached
     if config.train.eval_every:
@@ -118,7 +121,9 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
 
     steps, meta_batch = config.train.steps, config.train.meta_batch
     shard = shard_range(meta_batch, context)
-    episodes = make_episodes(split, shape, steps * meta_batch, config.seed)
+    # data.augment: training episodes only (evaluation reads make_episodes' as they are)
+    episodes = training_episodes(config, make_episodes(split, shape, steps * meta_batch,
+                                                       config.seed))
 
     def batches(start_step: int) -> DataLoader:
         return DataLoader(episodes, batch_size=shard[1] - shard[0], collate_fn=collate_episodes,
