@@ -365,3 +365,158 @@ def bench_speed(repeats: int, meta_batch: int, threads: int, workers: int,
 
 if __name__ == "__main__":
     main()
+
+
+# ----------------------------------------------------- a person's own examples
+def _progress_line(what: str, enabled: bool) -> Any:
+    """``progress(done, total)`` printing ``what done/total`` on stderr, or None."""
+    if not enabled:
+        return None
+    return lambda done, total: click.echo(f"{what} {done}/{total}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--support", "support", required=True, type=click.Path(path_type=Path),
+              help="A folder DIR/<class>/<files>, or a CSV with columns text,label "
+                   "(image,label for image paths).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the adapted model (new or empty).")
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Inner gradient steps (MAML, Reptile; default the run's learner.eval_steps).")
+@click.option("--force", is_flag=True, help="Replace an adapted model already in --out.")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def adapt(run_dir: Path, support: Path, out_dir: Path, steps: int | None, force: bool,
+          data_root: str | None, progress: bool) -> None:
+    """Fit a trained run (RUN_DIR) to the few labelled examples in --support."""
+    from attnmeta.fewshot import FewShotClassifier
+    from attnmeta.fewshot.model_folder import check_model_folder
+
+    try:
+        check_model_folder(out_dir, overwrite=force)  # before any work
+        model = FewShotClassifier.from_run(run_dir, data_root)
+        model.fit(support, steps, progress=_progress_line("read", progress),
+                  step_progress=_progress_line("inner step", progress))
+        model.save(out_dir, overwrite=force)
+    except USER_ERRORS as error:
+        fail(error)
+    counts = {name: model.support.labels.count(name) for name in model.class_names}
+    click.echo(f"adapted {model.learner.display_name} (run {run_dir}, step "
+               f"{model.source.step}) to {len(counts)} classes from {len(model.support.labels)} "
+               f"examples: " + ", ".join(f"{name} ({n})" for name, n in counts.items()))
+    if model.out_of_scope is not None:
+        oos = model.out_of_scope
+        click.echo(f"out-of-scope rejection carried from {oos['from']}: {oos['score']} < "
+                   f"{oos['threshold']:.4g}")
+    click.echo(f"wrote {out_dir}")
+
+
+@main.command()
+@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(path_type=Path))
+@click.argument("queries", metavar="QUERY...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Classes listed per query (default min(3, classes)).")
+@click.option("--reject-below", type=click.FloatRange(0, 1), default=None,
+              help="Answer no class (label null) under this top probability.")
+@click.option("--progress/--no-progress", default=False, show_default=True)
+def predict(model_dir: Path, queries: tuple[str, ...], as_json: bool, top_k: int | None,
+            reject_below: float | None, progress: bool) -> None:
+    """Classify QUERY... (images, folders of images, or .txt/.csv files of sentences)."""
+    import json
+
+    from attnmeta.fewshot import FewShotClassifier
+
+    from attnmeta.fewshot.records import checked_top_k, prediction_records
+
+    try:
+        model = FewShotClassifier.load(model_dir)
+        checked_top_k(model.class_names, top_k)  # before the queries are read
+        logits, examples = model.logits(list(queries), _progress_line("read", progress))
+        records = prediction_records(model, logits, examples.names, top_k, reject_below)
+    except USER_ERRORS as error:
+        fail(error)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record))
+        return
+    width = min(60, max(len("input"), *(len(r["input"]) for r in records)))
+    click.echo(f"{'input':<{width}}  {'class':<24} probability  runner-up")
+    for record in records:
+        runner = (f"{record['top_k'][1][0]} ({record['top_k'][1][1]:.3f})"
+                  if len(record["top_k"]) > 1 else "")
+        label = "(none: rejected)" if record["label"] is None else record["label"]
+        click.echo(f"{record['input'][-width:]:<{width}}  {label:<24} "
+                   f"{record['probability']:>11.3f}  {runner}")
+
+
+@main.command()
+@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(path_type=Path))
+@click.argument("query", metavar="QUERY")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="PNG file to write (new, or --force).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def explain(model_dir: Path, query: str, out_path: Path, force: bool) -> None:
+    """Draw QUERY beside the support set with the attention the model used on it."""
+    from attnmeta.fewshot import FewShotClassifier
+    from attnmeta.files import atomic_write_bytes
+    from attnmeta.viz.explain import explanation_png
+
+    try:
+        if out_path.suffix.lower() != ".png":
+            raise ValueError(f"--out {out_path}: expected a file name ending in .png")
+        if out_path.exists() and not force:
+            raise FileExistsError(f"--out {out_path} exists: expected a new file (or --force)")
+        explanation = FewShotClassifier.load(model_dir).explain(query)
+        atomic_write_bytes(out_path, explanation_png(explanation))
+    except USER_ERRORS as error:
+        fail(error)
+    shown = ", ".join(sorted(explanation.maps)) or "no attention (prototypes)"
+    click.echo(f"{explanation.query_name}: {explanation.label} "
+               f"({float(explanation.probabilities.max()):.3f}); drew {shown}; wrote {out_path}")
+
+
+@main.command()
+@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(path_type=Path))
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(path_type=Path),
+              help="ONNX file to write (new, or --force).")
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
+    """Write the adapted classifier as one ONNX graph (inputs -> probabilities)."""
+    from attnmeta.fewshot import FewShotClassifier
+    from attnmeta.fewshot.export import export_onnx
+
+    try:
+        result = export_onnx(FewShotClassifier.load(model_dir), onnx_path, overwrite=force)
+    except ImportError as error:
+        fail(ValueError(f"export needs {error.name}: expected pip install 'attnmeta[onnx]'"))
+    except USER_ERRORS as error:
+        fail(error)
+    check = ("" if result["max_abs_difference"] is None else
+             f"; onnxruntime matches PyTorch to {result['max_abs_difference']:.1e}")
+    click.echo(f"wrote {onnx_path}: input 'query' [Q, {', '.join(map(str, result['inputs']))}]"
+               f" -> 'probabilities' [Q, {len(result['classes'])}] over "
+               f"{', '.join(result['classes'])}{check}")
+
+
+@main.command()
+@click.argument("target", metavar="MODEL_DIR|RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every network of this machine; no login).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port (0: any free one, printed).")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep uploads in this folder (new, empty or an earlier serve's); else "
+                   "they are removed when the server stops.")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
+def serve(target: Path, host: str, port: int, keep: Path | None, data_root: str | None) -> None:
+    """A local web page: upload examples per class, adapt, classify queries, see why."""
+    try:
+        from attnmeta.fewshot.serve import run_server
+    except ImportError as error:
+        fail(ValueError(f"serve needs {error.name}: expected pip install 'attnmeta[serve]'"))
+    try:
+        run_server(target, host=host, port=port, keep=keep, data_root=data_root)
+    except USER_ERRORS as error:
+        fail(error)

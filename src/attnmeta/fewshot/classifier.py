@@ -1,0 +1,363 @@
+"""A trained run fitted to a person's own few examples: ``fit`` / ``predict`` /
+``predict_proba`` / ``explain``, and ``save`` / ``load`` as a folder of safetensors + JSON.
+
+Every learner works through the two methods it declares (:meth:`MetaLearner.fit_task`,
+:meth:`MetaLearner.predict_fitted`): MAML and Reptile keep the weights their inner steps
+adapted, ProtoNets, FEAT, Matching Networks and the in-context learner keep the support
+set's embeddings (or, over an encoder that normalises by batch statistics, the support
+inputs, embedded with each query batch as in training). So predictions on an episode are
+the learner's own ``predict`` on it (tested).
+
+The file is over 300 lines because it is one class, the whole interface a person uses
+(``from_run``, ``fit``, ``predict``, ``predict_proba``, ``explain``, ``save``, ``load``),
+with the two small types it returns; the folder format is :mod:`.model_folder`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+
+from attnmeta.checkpoint import CheckpointError
+from attnmeta.fewshot.inputs import (Examples, InputError, Preprocessing, Progress,
+                                     images_to_tensor, read_queries, read_support)
+from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, claim_model_folder,
+                                           read_model_record)
+from attnmeta.files import atomic_write_bytes, file_digest
+from attnmeta.learners import MetaLearner
+from attnmeta.runs.config import config_from_dict, config_to_dict
+from attnmeta.runs.folder import run_kind
+
+__all__ = ["FewShotClassifier", "Explanation", "FittedModule"]
+
+
+
+@dataclass
+class Explanation:
+    """Why one query got its label: ``probabilities [N]`` over ``class_names``, the
+    learner's attention ``maps`` for it (its names as :meth:`MetaLearner.attention_maps`;
+    ``{}`` for a learner without attention) and ``support_weights [S]`` — the query's
+    attention over the support examples where the model has it (Matching Networks, the
+    in-context learner), else None. ``query`` / ``support_x`` are the model inputs
+    (images ``[C, H, W]`` / ``[S, C, H, W]``, or token ids) for drawing."""
+
+    query_name: str
+    label: str
+    probabilities: Tensor
+    class_names: list[str]
+    maps: dict[str, Tensor]
+    support_weights: Tensor | None
+    query: Tensor
+    support_x: Tensor
+    support_names: list[str]
+    support_labels: list[str]
+
+
+class FittedModule(nn.Module):
+    """A fitted classifier as one module, ``query_x [Q, ...] -> probabilities [Q, N]``: the
+    learner with the fitted task's tensors as buffers (what ONNX export traces)."""
+
+    def __init__(self, learner: MetaLearner, task: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.learner = learner.eval()
+        self.names = list(task)
+        for index, name in enumerate(self.names):
+            self.register_buffer(f"task_{index}", task[name].clone())
+
+    def forward(self, query_x: Tensor) -> Tensor:
+        task = {name: getattr(self, f"task_{i}") for i, name in enumerate(self.names)}
+        return torch.softmax(self.learner.predict_fitted(task, query_x).float(), dim=-1)
+
+
+@dataclass
+class _Source:
+    """The run a classifier came from: its folder, checkpoint and the checkpoint record's
+    sha256 (so a saved model says exactly which weights it holds)."""
+
+    run: str
+    checkpoint: str
+    checkpoint_sha256: str
+    step: int
+
+
+class FewShotClassifier:
+    """A meta-trained (or pretrained) model that adapts to new classes from a few examples.
+
+    >>> model = FewShotClassifier.from_run("runs/protonet_5w1s")
+    >>> model.fit("my_classes/")              # my_classes/<class>/<images>
+    >>> model.predict(["query.png"])          # -> ["class name"]
+
+    Attributes:
+        class_names: the fitted classes, in the order of :meth:`predict_proba`'s columns.
+        preprocessing: what the model reads (:class:`Preprocessing`).
+        out_of_scope: for a text run whose folder holds an out-of-scope evaluation, the
+            score ("max_softmax" or "max_logit") and threshold chosen on meta-val; queries
+            below it are rejected by :meth:`predict` (``None`` as the label).
+    """
+
+    def __init__(self, learner: MetaLearner, config: Any, preprocessing: Preprocessing,
+                 source: _Source, tokenizer: Any = None, num_classes: int | None = None,
+                 out_of_scope: dict[str, Any] | None = None) -> None:
+        self.learner = learner.eval()
+        self.config = config
+        self.preprocessing = preprocessing
+        self.source = source
+        self.tokenizer = tokenizer
+        self.num_classes = num_classes        # a pretrain run's classifier width (to rebuild)
+        self.out_of_scope = out_of_scope
+        self.class_names: list[str] = []
+        self.task: dict[str, Tensor] = {}
+        self.support_x: Tensor | None = None
+        self.support: Examples | None = None
+        self.steps: int | None = None
+
+    # ------------------------------------------------------------------ from a run
+    @classmethod
+    def from_run(cls, run_dir: str | Path, data_root: str | None = None) -> "FewShotClassifier":
+        """The newest valid checkpoint of an episodic (``attnmeta train``) or pretrain run
+        (``kind: pretrain``: prototypes over its encoder, by ``eval.distance``)."""
+        from attnmeta.runs.build import dataset_entry
+
+        path = Path(run_dir)
+        kind = run_kind(path)
+        tokenizer, num_classes = None, None
+        if kind == "supervised":
+            from attnmeta.runs.supervised import load_run
+
+            run = load_run(path, data_root)
+            config, learner, record, tokenizer = run.config, run.learner, run.record, run.tokenizer
+        elif kind == "pretrain":
+            from attnmeta.runs.pretrain import load_pretrain_run
+
+            config, learner, record = load_pretrain_run(path, data_root)
+            num_classes = int(record["inputs"]["num_classes"])
+        else:
+            raise CheckpointError(f"run {path} is a {kind} run: expected an episodic or "
+                                  "pretrain run of classes (attnmeta train configs/...)")
+        entry = dataset_entry(config)
+        preprocessing = Preprocessing(
+            "text" if entry.text else "image", image_size=config.data.image_size,
+            channels=_channels(config), max_length=config.data.max_length,
+            inverted=entry.inverted)
+        checkpoint = Path(record["path"])
+        source = _Source(str(path.resolve()), str(checkpoint.resolve()),
+                         str(record.get("record_sha256", "")), int(record["step"]))
+        return cls(learner, config, preprocessing, source, tokenizer, num_classes,
+                   _out_of_scope_threshold(checkpoint.parent.parent) if entry.text else None)
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, support: Any, steps: int | None = None, progress: Progress | None = None,
+            step_progress: Progress | None = None) -> "FewShotClassifier":
+        """Adapt to ``support``: a folder ``DIR/<class>/<files>``, a CSV (``text,label``;
+        ``image,label`` for image paths), or ``(item, label)`` pairs. ``steps``: inner
+        gradient steps (MAML, Reptile; default the run's ``learner.eval_steps``).
+        ``progress(done, total)``: called as the support examples are read;
+        ``step_progress(done, steps)`` after each inner step of a gradient learner."""
+        if steps is not None and steps < 0:
+            raise InputError(f"steps={steps}: expected 0 or more inner steps")
+        examples = read_support(support, self.preprocessing.modality)
+        class_names = sorted(set(examples.labels))
+        if self.learner.needs_head:
+            width = self.config.data.train.n_way
+            if len(class_names) != width:
+                raise InputError(f"the support set has {len(class_names)} classes, but the "
+                                 f"{self.learner.display_name} run's head has {width} "
+                                 f"outputs: expected {width} classes (a learner without a "
+                                 "head, e.g. protonet or feat, takes any number)")
+        support_x = self._inputs(examples.items, progress)
+        index = {name: i for i, name in enumerate(class_names)}
+        support_y = torch.tensor([index[label] for label in examples.labels], dtype=torch.int64)
+        self.task = {name: tensor.detach().clone().contiguous() for name, tensor in
+                     self.learner.fit_task(support_x, support_y, steps, step_progress).items()}
+        self.class_names, self.support_x, self.support, self.steps = (
+            class_names, support_x, examples, steps)
+        return self
+
+    def _inputs(self, items: Sequence[Any], progress: Progress | None = None) -> Tensor:
+        if self.preprocessing.modality == "image":
+            return images_to_tensor(items, self.preprocessing, progress)
+        bad = [i for i, item in enumerate(items) if not isinstance(item, str) or not item.strip()]
+        if bad:
+            raise InputError(f"example {bad[0]} is {type(items[bad[0]]).__name__} "
+                             f"{items[bad[0]]!r:.40}: expected a non-empty sentence (the model "
+                             "reads text)")
+        return self.tokenizer.encode_batch(list(items), self.preprocessing.max_length)
+
+    def _check_fitted(self) -> None:
+        if not self.class_names:
+            raise InputError("the classifier is not fitted: call fit(support) first (or "
+                             "attnmeta adapt)")
+
+    def query_inputs(self, queries: Any, progress: Progress | None = None
+                     ) -> tuple[Tensor, Examples]:
+        """Model inputs ``[Q, ...]`` for ``queries``: any form :func:`read_queries` takes, a
+        path or sentence alone, one image tensor ``[C, H, W]`` or a batch ``[Q, C, H, W]``
+        (resized and converted like files), or token ids ``[Q, L]`` (used as they are)."""
+        self._check_fitted()
+        if isinstance(queries, Tensor):
+            batch = queries[None] if queries.dim() == self.support_x.dim() - 1 else queries
+            if batch.dim() != self.support_x.dim():
+                raise InputError(f"query tensor of shape {list(queries.shape)}: expected "
+                                 f"{list(self.support_x.shape[1:])} or a batch of them")
+            if self.preprocessing.modality == "image":
+                batch = images_to_tensor(list(batch), self.preprocessing)
+            names = [f"query {i}" for i in range(len(batch))]
+            return batch, Examples(list(batch), names, [])
+        sources = [queries] if isinstance(queries, (str, Path)) else list(queries)
+        examples = read_queries(sources, self.preprocessing.modality)
+        return self._inputs(examples.items, progress), examples
+
+    def logits(self, queries: Any, progress: Progress | None = None) -> tuple[Tensor, Examples]:
+        """Raw scores ``[Q, N]`` of the fitted classes for ``queries`` (see
+        :meth:`query_inputs`), and the queries as read. All queries go through the model
+        in one batch, as an episode's queries do."""
+        query_x, examples = self.query_inputs(queries, progress)
+        return self.learner.predict_fitted(self.task, query_x), examples
+
+    def predict_proba(self, queries: Any) -> Tensor:
+        """Probabilities ``[Q, N]`` over :attr:`class_names` (softmax of the scores)."""
+        return torch.softmax(self.logits(queries)[0].float(), dim=-1)
+
+    def predict(self, queries: Any, reject_below: float | None = None
+                ) -> list[str | None]:
+        """The class name of each query; ``None`` where the top probability is under
+        ``reject_below`` (or, for text with :attr:`out_of_scope`, where the query's score is
+        under the threshold chosen on meta-val)."""
+        logits, _ = self.logits(queries)
+        return [None if rejected else self.class_names[int(i)] for i, rejected in
+                zip(logits.argmax(-1), self.rejected(logits, reject_below))]
+
+    def rejected(self, logits: Tensor, reject_below: float | None = None) -> list[bool]:
+        """Which queries of ``logits [Q, N]`` are answered "none of these classes"."""
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        if reject_below is not None:
+            if not 0.0 <= reject_below <= 1.0:
+                raise InputError(f"reject_below={reject_below}: expected a probability in "
+                                 "[0, 1]")
+            return (probabilities.max(-1).values < reject_below).tolist()
+        if self.out_of_scope is None:
+            return [False] * len(logits)
+        scores = (probabilities.max(-1).values if self.out_of_scope["score"] == "max_softmax"
+                  else logits.float().max(-1).values)
+        return (scores < self.out_of_scope["threshold"]).tolist()
+
+    def explain(self, query: Any) -> Explanation:
+        """The attention behind the prediction for one ``query``: the same weights the
+        learner computed when it predicted it (see :class:`Explanation`)."""
+        query_x, examples = self.query_inputs(query)
+        if len(query_x) != 1:
+            raise InputError(f"explain takes one query: {str(query)!r:.60} holds "
+                             f"{len(query_x)}")
+        probabilities = torch.softmax(self.learner.predict_fitted(self.task, query_x)[0].float(),
+                                      dim=-1)
+        maps = {name: value.detach() for name, value in
+                self.learner.explain_fitted(self.task, query_x).items()}
+        weights = maps["query_support"][0] if "query_support" in maps else None
+        return Explanation(examples.names[0], self.class_names[int(probabilities.argmax())],
+                           probabilities, list(self.class_names), maps, weights, query_x[0],
+                           self.support_x, list(self.support.names), list(self.support.labels))
+
+    def to_module(self) -> FittedModule:
+        """The fitted classifier as one module, inputs ``[Q, ...]`` -> probabilities."""
+        self._check_fitted()
+        return FittedModule(self.learner, self.task)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the fitted classifier to ``folder`` (new or empty; a folder already holding
+        a saved classifier only with ``overwrite``): ``model.safetensors`` (the learner's
+        weights, the fitted task, the support inputs), ``model.json`` (class names,
+        preprocessing, config, the run and checkpoint it came from with its sha256, the
+        tensors' sha256), and the run's ``tokenizer.json`` for text."""
+        self._check_fitted()
+        folder = Path(folder)
+        claim_model_folder(folder, overwrite)
+        tensors = {f"learner/{k}": v.detach().contiguous().clone()
+                   for k, v in self.learner.state_dict().items()}
+        tensors.update({f"task/{k}": v for k, v in self.task.items()})
+        tensors["support/x"] = self.support_x.contiguous()
+        blob = save(tensors)
+        atomic_write_bytes(folder / WEIGHTS, blob)
+        if self.tokenizer is not None:
+            atomic_write_bytes(folder / TOKENIZER, self.tokenizer.to_json().encode())
+        record = {
+            "format": FORMAT, "learner": self.learner.display_name,
+            "class_names": self.class_names, "preprocessing": self.preprocessing.to_dict(),
+            "support": {"names": self.support.names, "labels": self.support.labels},
+            "steps": self.steps, "source": self.source.__dict__,
+            "config": config_to_dict(self.config), "num_classes": self.num_classes,
+            "out_of_scope": self.out_of_scope, "weights_sha256": file_digest(folder / WEIGHTS),
+        }
+        atomic_write_bytes(folder / RECORD, json.dumps(record, indent=1).encode())
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "FewShotClassifier":
+        """A classifier written by :meth:`save` (its weights checked against the sha256
+        its record holds)."""
+        from attnmeta.runs.build import build_classifier, build_learner
+
+        folder = Path(folder)
+        record = read_model_record(folder)
+        if file_digest(folder / WEIGHTS) != record["weights_sha256"]:
+            raise CheckpointError(f"model {folder}: {WEIGHTS} does not match the sha256 in "
+                                  f"{RECORD} (edited or damaged): expected the files "
+                                  "attnmeta adapt wrote")
+        try:
+            tensors = load_file(folder / WEIGHTS)
+        except Exception as error:  # SafetensorError, OSError: name the file
+            raise CheckpointError(f"model {folder}: cannot read {WEIGHTS} ({error}): "
+                                  "expected the file attnmeta adapt wrote") from None
+        config = config_from_dict(record["config"])
+        if config.kind == "pretrain":
+            learner = build_classifier(config, int(record["num_classes"]))
+        else:
+            learner = build_learner(config)
+        learner.load_state_dict({k[len("learner/"):]: v for k, v in tensors.items()
+                                 if k.startswith("learner/")})
+        tokenizer = None
+        if (folder / TOKENIZER).is_file():
+            from attnmeta.tokenizer import TextTokenizer
+
+            tokenizer = TextTokenizer.load(folder / TOKENIZER)
+        model = cls(learner, config, Preprocessing.from_dict(record["preprocessing"]),
+                    _Source(**record["source"]), tokenizer, record.get("num_classes"),
+                    record.get("out_of_scope"))
+        model.class_names = list(record["class_names"])
+        model.task = {k[len("task/"):]: v for k, v in tensors.items() if k.startswith("task/")}
+        model.support_x = tensors["support/x"]
+        model.support = Examples(list(record["support"]["names"]),
+                                 list(record["support"]["names"]),
+                                 list(record["support"]["labels"]))
+        model.steps = record.get("steps")
+        return model
+
+
+# ----------------------------------------------------------------------- helpers
+def _channels(config: Any) -> int:
+    """Colour channels the run's model reads (``data.channels``)."""
+    from attnmeta.runs.build import image_channels
+
+    return image_channels(config)
+
+
+def _out_of_scope_threshold(run_dir: Path) -> dict[str, Any] | None:
+    """The score and threshold of the run's out-of-scope evaluation (``attnmeta eval
+    --oos``: chosen on meta-val), the newest if there are several; None if it has none."""
+    found = sorted(run_dir.glob("eval_*oos*.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(found):
+        try:
+            result = json.loads(path.read_text())
+            threshold = float(result["threshold"])
+            if result["score"] in ("max_softmax", "max_logit") and math.isfinite(threshold):
+                return {"score": result["score"], "threshold": threshold, "from": path.name}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None

@@ -1,0 +1,322 @@
+"""A person's own examples read as a model reads them: support sets (a folder of classes, a
+``text,label`` CSV, or ``(item, label)`` pairs) and queries (images, folders of images,
+sentence files, strings), each checked with a one-line message naming what is wrong.
+
+A model reads one modality (:class:`Preprocessing`): images of ``channels`` colour channels
+resized to ``image_size``, in [0, 1] (a backbone's own normalisation is inside the model,
+so an exported graph starts from these same tensors), or sentences cut to ``max_length``
+tokens by the run's tokenizer.
+
+The file is over 300 lines because every form of input a person may hand over (folders,
+CSVs, pairs, files, strings, tensors) is read here, each with its own one-line refusal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from attnmeta.tasks.image_folder import IMAGE_SUFFIXES, _changes_colour, _read_image
+
+__all__ = ["InputError", "Preprocessing", "Examples", "read_support", "read_queries",
+           "read_csv_rows", "image_tensor", "images_to_tensor", "Progress", "MAX_IMAGE_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+# An upload or a file larger than this is refused before it is decoded (a photo from a
+# phone is 2-10 MB; PIL's own decompression-bomb check still applies to what passes).
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+TEXT_SUFFIXES = {".txt", ".csv"}
+
+
+class InputError(ValueError):
+    """A support set or query that cannot be used, with the reason in one line."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw examples become model inputs: ``modality`` "image" (``[C, S, S]`` float32 in
+    [0, 1], ``channels`` C, ``image_size`` S; ``inverted``: 1 - pixel, as the run's data set
+    was read, e.g. Omniglot's dark strokes made bright) or "text" (``max_length`` token
+    ids). Image tensors given directly are taken as model inputs already."""
+
+    modality: Literal["image", "text"]
+    image_size: int = 28
+    channels: int = 1
+    max_length: int = 48
+    inverted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Preprocessing":
+        return cls(**values)
+
+
+@dataclass
+class Examples:
+    """Raw examples and, for a support set, their class names: ``items`` (image paths or
+    ``[C, H, W]`` tensors, or sentences), ``names`` (how reports name each item: a path or
+    the sentence), ``labels`` (class names; empty for queries)."""
+
+    items: list[Any]
+    names: list[str]
+    labels: list[str]
+
+
+def _is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV file with a header holding ``columns``, as (line number, row). An
+    empty file, a missing column, a row of the wrong width or an empty cell is an
+    :class:`InputError` naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"CSV file {path} is not UTF-8 text: expected a UTF-8 CSV with "
+                         f"columns {','.join(columns)}") from None
+    except OSError as error:
+        raise InputError(f"cannot read CSV file {path}: {error.strerror or error}") from None
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise InputError(f"CSV file {path} is empty: expected a header line "
+                             f"'{','.join(columns)}' and one row per example")
+        header = [cell.strip().lower() for cell in header]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise InputError(f"CSV file {path} line 1: header {','.join(header)!r} lacks "
+                             f"column {missing[0]!r}: expected columns {','.join(columns)}")
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if not row or not any(cell.strip() for cell in row):
+                continue  # blank lines are allowed
+            if len(row) != len(header):
+                raise InputError(f"CSV file {path} line {line}: {len(row)} fields, expected "
+                                 f"{len(header)} ({','.join(header)}); quote a text that "
+                                 "holds a comma")
+            values = dict(zip(header, (cell.strip() for cell in row)))
+            empty = [c for c in columns if not values[c]]
+            if empty:
+                raise InputError(f"CSV file {path} line {line}: column {empty[0]!r} is "
+                                 "empty: expected a value")
+            rows.append((line, values))
+    except csv.Error as error:
+        raise InputError(f"CSV file {path} line {reader.line_num}: {error}") from None
+    if not rows:
+        raise InputError(f"CSV file {path} has a header but no rows: expected one row per "
+                         "example")
+    return rows
+
+
+def _support_folder(folder: Path, modality: str) -> Examples:
+    if modality == "text":
+        raise InputError(f"support {folder} is a folder, but the model reads text: expected "
+                         "a CSV file with columns text,label")
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise InputError(f"support folder {folder} has no class sub-folders: expected "
+                         f"{folder}/<class>/<images>")
+    items, labels = [], []
+    for class_dir in class_dirs:
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and _is_image_path(p))
+        if not files:
+            raise InputError(f"class {class_dir.name!r} ({class_dir}) has no usable example: "
+                             f"expected image files ending in {', '.join(sorted(IMAGE_SUFFIXES))}")
+        items += files
+        labels += [class_dir.name] * len(files)
+    return Examples(items, [str(p) for p in items], labels)
+
+
+def read_support(source: Any, modality: str) -> Examples:
+    """A support set from ``source``: a folder ``DIR/<class>/<files>`` (images), a CSV with
+    columns ``text,label`` (sentences; ``image,label`` for image paths relative to the
+    CSV), or an iterable of ``(item, label)`` pairs (item: an image path or ``[C, H, W]``
+    tensor, or a sentence). At least two classes, each with an example."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            examples = _support_folder(path, modality)
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            column = "text" if modality == "text" else "image"
+            rows = read_csv_rows(path, (column, "label"))
+            items: list[Any] = [row[column] if modality == "text" else path.parent / row[column]
+                                for _, row in rows]
+            examples = Examples(items, [str(i) for i in items], [row["label"] for _, row in rows])
+        elif path.exists():
+            raise InputError(f"support {path} is neither a folder nor a .csv file: expected "
+                             "DIR/<class>/<files> or a CSV with columns "
+                             + ("text,label" if modality == "text" else "image,label"))
+        else:
+            raise InputError(f"support {path} does not exist: expected a folder of classes "
+                             "or a CSV file")
+    else:
+        pairs = list(source)
+        for index, pair in enumerate(pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise InputError(f"support item {index} is {type(pair).__name__}: expected an "
+                                 "(item, label) pair")
+        items = [item for item, _ in pairs]
+        examples = Examples(items, [_name(item, i) for i, item in enumerate(items)],
+                            [str(label) for _, label in pairs])
+    classes = sorted(set(examples.labels))
+    if len(classes) < 2:
+        found = f"one class ({classes[0]!r})" if classes else "no examples"
+        raise InputError(f"the support set has {found}: expected at least 2 classes, each "
+                         "with at least one example")
+    return examples
+
+
+def _name(item: Any, index: int) -> str:
+    if isinstance(item, (str, Path)):
+        return str(item)
+    return f"item {index}"
+
+
+def read_queries(sources: Iterable[Any], modality: str) -> Examples:
+    """Queries from ``sources``: for images, image files, folders (searched recursively)
+    and ``[C, H, W]`` tensors; for text, sentences (strings that name no file), ``.txt``
+    files (a sentence a line) and ``.csv`` files (column ``text``). A source of the other
+    modality is an :class:`InputError`."""
+    items: list[Any] = []
+    for source in sources:
+        if isinstance(source, Tensor):
+            if modality == "text":
+                raise InputError("query is a tensor (an image?), but the model reads text: "
+                                 "expected sentences")
+            items.append(source)
+            continue
+        path = Path(source) if isinstance(source, (str, Path)) else None
+        exists = path is not None and _exists(path)
+        if modality == "text":
+            if exists and path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
+                items += _sentences(path)
+            elif exists and (path.is_dir() or _is_image_path(path)):
+                raise InputError(f"query {path} is {'a folder' if path.is_dir() else 'an image'}"
+                                 ", but the model reads text: expected sentences, or a .txt "
+                                 "or .csv file of them")
+            elif isinstance(source, str) and source.strip():
+                items.append(source.strip())
+            else:
+                raise InputError(f"query {source!r}: expected a sentence, or a .txt or .csv file")
+            continue
+        if path is None:
+            raise InputError(f"query of type {type(source).__name__}: expected an image path, "
+                             "a folder of images or a [C, H, W] tensor")
+        if not exists:
+            raise InputError(f"query {path} does not exist: expected an image file or a folder "
+                             "of images")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image_path(p))
+            if not found:
+                raise InputError(f"query folder {path} holds no images: expected files ending "
+                                 f"in {', '.join(sorted(IMAGE_SUFFIXES))}")
+            items += found
+        elif path.suffix.lower() in TEXT_SUFFIXES:
+            raise InputError(f"query {path} is a text file, but the model reads images: "
+                             "expected an image file or a folder of images")
+        else:
+            items.append(path)
+    if not items:
+        raise InputError("no queries: expected at least one")
+    return Examples(items, [_name(item, i) for i, item in enumerate(items)], [])
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a sentence too long to be a file name
+        return False
+
+
+def _sentences(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        return [row["text"] for _, row in read_csv_rows(path, ("text",))]
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        raise InputError(f"query file {path} is not UTF-8 text: expected a sentence a line") \
+            from None
+    sentences = [line for line in lines if line]
+    if not sentences:
+        raise InputError(f"query file {path} is empty: expected a sentence a line")
+    return sentences
+
+
+# ------------------------------------------------------------------- to model inputs
+def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str | None]:
+    """One image as ``[C, S, S]`` float32 in [0, 1], and the PIL mode it was stored in when
+    that changes its colour (None otherwise)."""
+    size, channels = preprocessing.image_size, preprocessing.channels
+    if isinstance(item, Tensor):
+        image = item.detach().to(torch.float32)
+        if image.dim() == 2:
+            image = image[None]
+        if image.dim() != 3 or image.shape[0] not in (1, 3):
+            raise InputError(f"image tensor of shape {list(item.shape)}: expected [C, H, W] "
+                             "with C = 1 or 3, values in [0, 1]")
+        changed = None
+        if image.shape[0] != channels:
+            changed = "L" if image.shape[0] == 1 else "RGB"
+            image = image.mean(0, keepdim=True) if channels == 1 else image.expand(3, -1, -1)
+        if image.shape[1:] != (size, size):
+            image = F.interpolate(image[None], size=(size, size), mode="bilinear",
+                                  antialias=True, align_corners=False)[0]
+        return image.clamp(0, 1).contiguous(), changed
+    if isinstance(item, Image.Image):
+        buffer = io.BytesIO()
+        item.save(buffer, format="PNG")
+        item = buffer
+    path = item if isinstance(item, io.BytesIO) else Path(item)
+    if isinstance(path, Path):
+        if not path.is_file():
+            raise InputError(f"image {path} does not exist: expected an image file")
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise InputError(f"image {path} is {path.stat().st_size / 2**20:.0f} MB: expected "
+                             f"at most {MAX_IMAGE_BYTES // 2**20} MB")
+    try:
+        array, mode = _read_image(path, size, channels)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if preprocessing.inverted:
+        array = 1.0 - array
+    return torch.from_numpy(np.ascontiguousarray(array)), (mode if _changes_colour(mode, channels)
+                                                           else None)
+
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def images_to_tensor(items: Sequence[Any], preprocessing: Preprocessing,
+                     progress: Progress | None = None) -> Tensor:
+    """``[n, C, S, S]`` for ``items``; one note says how many had their colour converted
+    (the model reads ``channels`` channels). ``progress(done, total)`` is called as images
+    are read."""
+    tensors, converted = [], 0
+    for done, item in enumerate(items, 1):
+        tensor, changed = image_tensor(item, preprocessing)
+        tensors.append(tensor)
+        converted += changed is not None
+        if progress is not None and (done % 16 == 0 or done == len(items)):
+            progress(done, len(items))
+    if converted:
+        target = "grey" if preprocessing.channels == 1 else "RGB"
+        logger.warning("converted %d of %d image%s to %s: the model reads %d channel%s",
+                       converted, len(items), "" if len(items) == 1 else "s", target,
+                       preprocessing.channels, "" if preprocessing.channels == 1 else "s")
+    return torch.stack(tensors)

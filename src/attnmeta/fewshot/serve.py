@@ -1,0 +1,300 @@
+"""``attnmeta serve MODEL_DIR|RUN_DIR``: a web page (and JSON endpoints) to adapt a trained
+model to a person's own classes and classify queries, with each prediction's attention.
+
+Why FastAPI + uvicorn, not Gradio: three small packages (FastAPI, uvicorn, python-multipart);
+JSON endpoints that scripts call, documented here; one static page of ours, with stable
+element ids a browser test drives; no network traffic (Gradio is a large install whose
+apps send usage analytics to api.gradio.app unless ``GRADIO_ANALYTICS_ENABLED=False``).
+
+Endpoints (errors: HTTP 400 ``{"error": "<one line>"}``; 409 while another job runs):
+
+- ``GET /``: the page.
+- ``GET /api/model``: ``{"modality": "image"|"text", "learner", "target", "fitted",
+  "classes", "examples", "needs_classes" (a head's width, or null), "limits"}``.
+- ``POST /api/adapt``: images: multipart, repeated ``files`` with a parallel repeated
+  ``labels`` (class names); text: JSON ``{"examples": [{"text", "label"}], "steps"}`` or
+  multipart ``file`` (a CSV with columns ``text,label``). Optional ``steps`` (inner steps
+  of MAML / Reptile). Answers ``{"classes": [...], "examples": n}``.
+- ``POST /api/predict``: images: multipart ``files``; text: JSON ``{"texts": [...]}``.
+  Optional ``top_k`` (3), ``reject_below`` (a probability), ``explain`` (true: a PNG per
+  query, base64). Answers ``{"predictions": [{"input", "label" (null if rejected),
+  "probability", "top_k": [[class, p], ...], "explanation_png"?}]}``, the record
+  ``attnmeta predict --json`` prints (:mod:`attnmeta.fewshot.records`).
+- ``GET /api/progress``: the current or last job, ``{"stage", "done", "total", "running"}``
+  (``total`` 0: no count, e.g. while the support set is embedded).
+
+Adapt and predict run one at a time in a worker thread, so the page can poll progress
+(printed in the terminal too).
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import sys
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from attnmeta.checkpoint import CheckpointError
+from attnmeta.fewshot import uploads
+from attnmeta.fewshot.classifier import FewShotClassifier
+from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError
+from attnmeta.fewshot.model_folder import MODEL_MARKER
+from attnmeta.fewshot.records import prediction_records
+from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
+
+__all__ = ["create_app", "run_server", "bind", "load_target"]
+
+
+class Busy(Exception):
+    """Another adapt or predict is running."""
+
+
+class JobProgress:
+    """The current long job's stage and count, for ``GET /api/progress`` and the terminal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state: dict[str, Any] = {"stage": "idle", "done": 0, "total": 0, "running": False}
+
+    def start(self, stage: str, total: int = 0) -> None:
+        self.update(0, total, stage, running=True)
+
+    def update(self, done: int, total: int, stage: str | None = None,
+               running: bool = True) -> None:
+        with self._lock:
+            self.state = {"stage": stage or self.state["stage"], "done": done, "total": total,
+                          "running": running}
+        count = f" {done}/{total}" if total else ""
+        print(f"attnmeta serve: {self.state['stage']}{count}", file=sys.stderr, flush=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.state)
+
+
+def load_target(target: Path, data_root: str | None = None) -> FewShotClassifier:
+    """A saved model folder (``.attnmeta-model``, already fitted) or a run folder."""
+    if (target / MODEL_MARKER).is_file():
+        return FewShotClassifier.load(target)
+    return FewShotClassifier.from_run(target, data_root)
+
+
+async def _body(request: Request, max_files: int) -> tuple[dict[str, Any], dict[str, list]]:
+    """The request's fields and file lists: JSON (fields only) or multipart, refusing more
+    than ``max_files`` files while the upload is read (before any is decoded)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError as error:
+            raise InputError(f"the request body is not valid JSON ({error})") from None
+        if not isinstance(body, dict):
+            raise InputError("the JSON body is not an object: expected {...}")
+        return body, {}
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_files * (MAX_IMAGE_BYTES + 2**16):
+        raise InputError(f"the upload is {int(declared) / 2**30:.1f} GB: expected at most "
+                         f"{max_files} files of at most {MAX_IMAGE_BYTES // 2**20} MB")
+    try:
+        form = await request.form(max_files=max_files, max_fields=max_files + 20)
+    except HTTPException as error:  # Starlette's "Too many files. Maximum number ..."
+        raise InputError(f"the upload was refused ({str(error.detail).rstrip('.')}): "
+                         f"expected at most {max_files} files in one request") from None
+    fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+    lists: dict[str, list] = {}
+    for key, value in form.multi_items():
+        lists.setdefault(key, []).append(value)
+    return fields, lists
+
+
+def create_app(target: Path, keep: Path | None = None, data_root: str | None = None) -> FastAPI:
+    """The app serving ``target`` (a saved model folder or a run folder); uploads go to a
+    temporary folder removed at shutdown, or into ``keep``."""
+    target = Path(target)
+    model = load_target(target, data_root)
+    modality = model.preprocessing.modality
+    store = uploads.UploadStore(keep)
+    progress = JobProgress()
+    job_lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.close()
+
+    # no /docs: FastAPI's API pages load their scripts from a CDN (this module documents it)
+    app = FastAPI(title="attnmeta serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.uploads, app.state.model, app.state.progress = store.root, model, progress
+
+    @app.exception_handler(InputError)
+    @app.exception_handler(CheckpointError)
+    async def one_line_error(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error).splitlines()[0]}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def busy(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=409)
+
+    @contextmanager
+    def exclusive() -> Iterator[None]:
+        if not job_lock.acquire(blocking=False):
+            raise Busy(f"busy: {progress.snapshot()['stage']} is still running; try again "
+                       "when it ends (GET /api/progress)")
+        try:
+            yield
+        finally:
+            job_lock.release()
+
+    def describe() -> dict[str, Any]:
+        return {"modality": modality, "learner": model.learner.display_name,
+                "target": str(target), "fitted": bool(model.class_names),
+                "classes": list(model.class_names),
+                "examples": len(model.support.labels) if model.support else 0,
+                "needs_classes": model.config.data.train.n_way if model.learner.needs_head
+                else None,
+                "limits": {"support_files": uploads.MAX_SUPPORT_FILES,
+                           "query_files": uploads.MAX_QUERY_FILES,
+                           "file_bytes": MAX_IMAGE_BYTES, "suffixes": sorted(IMAGE_SUFFIXES),
+                           "text_chars": uploads.MAX_TEXT_CHARS}}
+
+    def fit(pairs: list[tuple[Any, str]], steps: int | None) -> None:
+        def reading(done: int, total: int) -> None:
+            progress.update(done, total, "reading support images")
+            if done == total:  # what is left is the learner's own fitting (no count)
+                progress.update(0, 0, f"fitting {model.learner.display_name} to the support set")
+
+        stepping = (lambda done, total:  # MAML / Reptile count their inner steps
+                    progress.update(done, total, f"{model.learner.display_name}: inner steps"))
+        progress.start(f"adapting to {len(pairs)} examples")
+        fitted = False
+        try:
+            model.fit(pairs, steps=steps, progress=reading, step_progress=stepping)
+            fitted = True
+        finally:
+            progress.update(len(pairs), len(pairs), "adapted" if fitted else "adapt failed",
+                            running=False)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(files("attnmeta.fewshot").joinpath("static/index.html").read_text(
+            encoding="utf-8"))
+
+    @app.get("/api/model")
+    def model_info() -> dict[str, Any]:
+        return describe()
+
+    @app.get("/api/progress")
+    def job_progress() -> dict[str, Any]:
+        return progress.snapshot()
+
+    @app.post("/api/adapt")
+    async def adapt(request: Request) -> dict[str, Any]:
+        with exclusive():
+            fields, lists = await _body(request, uploads.MAX_SUPPORT_FILES)
+            folder = store.new_folder("adapt")
+            if modality == "image":
+                pairs = uploads.image_support(lists.get("files", []), lists.get("labels", []),
+                                              folder)
+            else:
+                pairs = uploads.text_support(fields.get("examples"), lists.get("file", []),
+                                             folder)
+            steps = uploads.number(fields.get("steps"), int, "steps")
+            await run_in_threadpool(fit, pairs, steps)
+        return {"classes": list(model.class_names), "examples": len(pairs)}
+
+    def predict_job(batch: Any, singles: list[Path], names: list[str], top_k: int | None,
+                    reject_below: float | None) -> list[dict[str, Any]]:
+        """Records for the queries ``batch`` (one model call); with an attention picture
+        for each of ``singles`` (the same queries one by one) where it is not empty."""
+        progress.start(f"predicting {len(names)} quer{'y' if len(names) == 1 else 'ies'}",
+                       len(names))
+        done_ok = False
+        try:
+            logits, _ = model.logits(batch, progress=lambda done, total: progress.update(
+                done, total, "reading queries"))
+            records = prediction_records(model, logits, names, top_k, reject_below)
+            if singles:
+                from attnmeta.viz.explain import explanation_png
+
+                for done, (query, record) in enumerate(zip(singles, records), 1):
+                    explanation = model.explain(query)
+                    explanation.query_name = record["input"]
+                    record["explanation_png"] = base64.b64encode(
+                        explanation_png(explanation)).decode("ascii")
+                    progress.update(done, len(names), "drawing attention pictures")
+            done_ok = True
+            return records
+        finally:
+            progress.update(len(names), len(names), "predicted" if done_ok else "predict failed",
+                            running=False)
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        with exclusive():
+            if not model.class_names:
+                raise InputError("no classes yet: adapt first (the Adapt button, or POST "
+                                 "/api/adapt with a support set)")
+            fields, lists = await _body(request, uploads.MAX_QUERY_FILES)
+            folder = store.new_folder("predict")
+            explain = uploads.flag(fields.get("explain", False))
+            if modality == "image":
+                names, batch = uploads.image_queries(lists.get("files", []), folder)
+                singles = batch if explain else []
+            else:
+                names, batch, singles = uploads.text_queries(fields.get("texts"), folder,
+                                                             explain)
+            top_k = uploads.number(fields.get("top_k"), int, "top_k")  # None: min(3, classes)
+            reject_below = uploads.number(fields.get("reject_below"), float, "reject_below")
+            records = await run_in_threadpool(predict_job, batch, singles, names, top_k,
+                                              reject_below)
+        return {"predictions": records}
+
+    return app
+
+
+def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A listening-ready socket on ``host:port`` (port 0: a free one), or one line saying
+    why not (a port in use, a host that is not this machine)."""
+    sock = None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        if sock is not None:
+            sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror or error} "
+                         "(another --port, or a --host of this machine)") from None
+    return sock
+
+
+def run_server(target: Path, host: str = "127.0.0.1", port: int = 8000,
+               keep: Path | None = None, data_root: str | None = None) -> None:
+    """Serve ``target`` until Ctrl+C; prints the URL. Binds to this machine only unless
+    ``host`` says otherwise (e.g. 0.0.0.0: every network it is on)."""
+    import uvicorn
+
+    sock = bind(host, port)  # first: a port in use fails before the model loads
+    try:
+        app = create_app(target, keep, data_root)
+    except BaseException:
+        sock.close()
+        raise
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"attnmeta serve: {target} ({app.state.model.learner.display_name}, "
+          f"{app.state.model.preprocessing.modality}) at "
+          f"http://{shown_host}:{sock.getsockname()[1]}/  (Ctrl+C stops; uploads "
+          f"{'kept in ' + str(keep) if keep else 'are removed then'})", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -1,0 +1,160 @@
+"""One query beside the support set it was classified against, with the attention the
+model used drawn on it: the picture behind ``attnmeta explain`` and the web page.
+
+- Attention over the support set (Matching Networks, the in-context learner): each support
+  example is framed in a colour, and labelled with the weight, of its attention.
+- Patch attention (MAML / Reptile over a vision transformer): a heat map over the query.
+- FEAT's prototype-to-prototype attention: a class x class matrix.
+- Every model: the query's probabilities over the fitted classes.
+
+The weights drawn are the arguments, unchanged (the caller passes what the model computed).
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files and web responses only
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+__all__ = ["plot_explanation", "figure_png", "explanation_png"]
+
+MAX_SUPPORT_SHOWN = 40
+
+
+def _image(ax, image: Tensor) -> None:
+    pixels = image.detach().float().cpu()
+    ax.imshow(pixels.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray",
+              vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_explanation(query: Tensor | str, support: Tensor | list[str], support_labels: list[str],
+                     class_names: list[str], probabilities: Tensor,
+                     maps: dict[str, Tensor], title: str) -> Figure:
+    """The figure: ``query`` (an image ``[C, H, W]`` or a sentence), ``support`` (images
+    ``[S, C, H, W]`` or sentences) with their class names ``support_labels``, the query's
+    ``probabilities [N]`` over ``class_names``, and ``maps`` as the learner returned them
+    for this one query (``query_support [1, S]``, ``patch_attention [1, g, g]``,
+    ``prototypes [H, N, N]``)."""
+    if isinstance(query, str):
+        return _plot_text(query, support, support_labels, class_names, probabilities, maps,
+                          title)
+    weights = maps["query_support"][0] if "query_support" in maps else None
+    shown = list(range(min(len(support_labels), MAX_SUPPORT_SHOWN)))
+    if weights is not None:  # the most attended first, where not all can be shown
+        shown = sorted(range(len(support_labels)), key=lambda i: -float(weights[i]))[
+            :MAX_SUPPORT_SHOWN]
+    extra = 1 if "prototypes" in maps else 0
+    columns = 6
+    support_rows = -(-len(shown) // columns)
+    figure = plt.figure(figsize=(11, 3.2 + 1.6 * support_rows), constrained_layout=True)
+    grid = figure.add_gridspec(1 + max(1, support_rows), 2 + extra + columns)
+    figure.suptitle(title)
+
+    ax = figure.add_subplot(grid[0, 0:2])
+    _image(ax, query)
+    if "patch_attention" in maps:
+        patches = maps["patch_attention"][0].detach().float().cpu()
+        height, width = query.shape[-2:]
+        ax.imshow(patches.numpy(), cmap="inferno", alpha=0.5,
+                  extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        ax.set_title("query + patch attention", fontsize=9)
+    else:
+        ax.set_title("query", fontsize=9)
+
+    ax = figure.add_subplot(grid[0, 2 + extra:])
+    order = probabilities.detach().float().cpu()
+    ax.barh(range(len(class_names)), order.numpy(), color="tab:blue")
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+
+    if extra:
+        ax = figure.add_subplot(grid[0, 2])
+        matrix = maps["prototypes"].detach().float().cpu().mean(0)
+        ax.imshow(matrix.numpy(), cmap="viridis", vmin=0)
+        ax.set_title("prototype attention", fontsize=9)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=6)
+
+    peak = float(weights.max()) if weights is not None else 1.0
+    cmap = plt.get_cmap("viridis")
+    for slot, i in enumerate(shown):
+        ax = figure.add_subplot(grid[1 + slot // columns, 2 + extra + slot % columns])
+        _image(ax, support[i])
+        label = support_labels[i]
+        if weights is not None:
+            weight = float(weights[i])
+            for side in ax.spines.values():
+                side.set_edgecolor(cmap(weight / peak if peak > 0 else 0.0))
+                side.set_linewidth(4)
+            label = f"{label}\n{weight:.2f}"
+        ax.set_title(label, fontsize=7)
+    if weights is None:
+        ax = figure.add_subplot(grid[1, 0:2])
+        ax.axis("off")
+        note = ("the prototypes attend to one\nanother (matrix above); the\nquery is compared "
+                "with the\nadapted prototypes" if "prototypes" in maps else
+                "this model has no attention\nover the support set:\nit compares the "
+                "query\nwith class prototypes")
+        ax.text(0.0, 0.5, note, fontsize=8, va="center")
+    return figure
+
+
+def figure_png(figure: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (and closed)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def explanation_png(explanation) -> bytes:
+    """PNG of a :class:`attnmeta.fewshot.Explanation` (read by its fields, so this module
+    needs nothing from :mod:`attnmeta.fewshot`): sentences are drawn for a text model."""
+    text = explanation.query.dtype.is_floating_point is False
+    query = explanation.query_name if text else explanation.query
+    support = explanation.support_names if text else explanation.support_x
+    probability = float(explanation.probabilities.max())
+    figure = plot_explanation(query, support, explanation.support_labels,
+                              explanation.class_names, explanation.probabilities,
+                              explanation.maps, f"{explanation.query_name}: "
+                              f"{explanation.label} ({probability:.0%})")
+    return figure_png(figure)
+
+
+def _plot_text(query: str, support: list[str], support_labels: list[str],
+               class_names: list[str], probabilities: Tensor, maps: dict[str, Tensor],
+               title: str) -> Figure:
+    """:func:`plot_explanation` for sentences: the support sentences listed (by attention
+    where the model has it, with the weight), the probabilities as bars."""
+    weights = maps["query_support"][0] if "query_support" in maps else None
+    order = list(range(len(support)))
+    if weights is not None:
+        order.sort(key=lambda i: -float(weights[i]))
+    order = order[:MAX_SUPPORT_SHOWN]
+    lines = [(f"{float(weights[i]):.2f}  " if weights is not None else "")
+             + f"[{support_labels[i]}] {support[i][:80]}" for i in order]
+    height = 1.6 + 0.22 * (len(lines) + 3)
+    figure, (text_ax, bars_ax) = plt.subplots(1, 2, figsize=(12, max(3.0, height)),
+                                              gridspec_kw={"width_ratios": [3, 1]})
+    figure.suptitle(title)
+    text_ax.axis("off")
+    heading = "support, by attention" if weights is not None else "support"
+    text_ax.text(0.0, 1.0, f"query: {query}\n\n{heading}:\n" + "\n".join(lines), va="top",
+                 fontsize=8, family="monospace", transform=text_ax.transAxes)
+    bars_ax.barh(range(len(class_names)), probabilities.detach().float().cpu().numpy())
+    bars_ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    bars_ax.invert_yaxis()
+    bars_ax.set_xlim(0, 1)
+    bars_ax.set_xlabel("probability")
+    figure.tight_layout()
+    return figure
