@@ -65,9 +65,9 @@ def markdown(rows: list[dict]) -> str:
              "1234). The runs were trained with `OMP_NUM_THREADS=1 ATTNMETA_DATA=../shared/data`, "
              "two such jobs sharing the 2 cores. Published: the best Conv-4-scale figure as the "
              "results issue reads it (not re-checked here).", "",
-             "| run | learner | setting | accuracy % | published | train min | steps | episodes "
-             "(queries per class) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| run | learner | setting | accuracy % | published | reached? | train min | steps | "
+             "episodes (queries per class) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         within = row.get("within", "none")
         paper, who = PUBLISHED[(row["n_way"], row["k_shot"], within)]
@@ -75,10 +75,13 @@ def markdown(rows: list[dict]) -> str:
             paper, who = "—", "the Vinyals figures do not apply"
         setting = f"{row['n_way']}w{row['k_shot']}s" + ("" if within == "none"
                                                          else f" within {within}")
+        reached = ("—" if paper == "—" else "yes" if row["accuracy"] >= paper
+                   else f"not in {row['train_minutes']:.0f} min")
         lines.append(f"| {row['run']} | {row['learner']} | {setting} | "
-                     f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} ({who}) | "
+                     f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} ({who}) | {reached} | "
                      f"{row['train_minutes']:.1f} | {row['step']} | {row['episodes']} "
                      f"({row.get('q_query', 15)}) |")
+    lines += ["", "![validation accuracy against training minutes](pretrain_curves.png)"]
     commands = sorted({row["command"] for row in rows} | {row["trained_by"] for row in rows})
     lines += ["", "Commands:", ""] + [f"- `{c}`" for c in commands if c]
     lines += ["", f"Machine: {'; '.join(sorted({row['machine'] for row in rows}))}."]
@@ -93,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     path = args.out / "pretrain.json"
-    rows = {(r["run"], r["n_way"], r["k_shot"], r.get("within", "none")): r
+    # keyed by the checkpoint's step too: a run trained longer adds rows, keeping the earlier
+    rows = {(r["run"], r["step"], r["n_way"], r["k_shot"], r.get("within", "none")): r
             for r in (json.loads(path.read_text()) if path.is_file() else [])}
     for run_dir in args.runs:
         record = read_checkpoint_record(resolve_checkpoint(run_dir))
@@ -104,7 +108,7 @@ def main() -> None:
             if name in LEARNERS and LEARNERS[name].cls.needs_head and trained["n_way"] != n_way:
                 continue  # a head of n_way outputs takes only its own setting
             result = evaluate(run_dir, n_way, k_shot, within, args.episodes, command)
-            rows[(run_dir.name, n_way, k_shot, within)] = {
+            rows[(run_dir.name, result["step"], n_way, k_shot, within)] = {
                 "run": run_dir.name, "learner": result["learner"], "n_way": n_way,
                 "k_shot": k_shot, "within": within, "protocol": "lake" if lake else "vinyals",
                 "q_query": result["q_query"], "accuracy": 100 * result["accuracy"],
@@ -112,14 +116,51 @@ def main() -> None:
                 "episode_seed": result["episode_seed"], "step": result["step"],
                 "train_minutes": train_minutes(run_dir), "command": command,
                 "trained_by": record.get("command", ""), "machine": describe_machine(),
+                "run_dir": str(run_dir),
                 "published": PUBLISHED[(n_way, k_shot, within)][0]}
             print(f"{run_dir.name} {n_way}w{k_shot}s {within}: {100 * result['accuracy']:.2f} ± "
                   f"{100 * result['ci95']:.2f}", flush=True)
-    ordered = sorted(rows.values(), key=lambda r: (r["run"], r["n_way"], r["k_shot"],
+    ordered = sorted(rows.values(), key=lambda r: (r["run"], r["step"], r["n_way"], r["k_shot"],
                                                    r.get("within", "none")))
     atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
     atomic_write_bytes(args.out / "pretrain.md", markdown(ordered).encode())
-    print(f"wrote {path} and {args.out / 'pretrain.md'}")
+    plot_curves(sorted({Path(r.get("run_dir") or f"runs/{r['run']}") for r in ordered}),
+                args.out / "pretrain_curves.png")
+    print(f"wrote {path}, {args.out / 'pretrain.md'} and {args.out / 'pretrain_curves.png'}")
+
+
+def plot_curves(run_dirs: list[Path], out: Path) -> None:
+    """Validation accuracy (``train.eval_every``) against training minutes, one line a run
+    (its ``model.init`` run's minutes added), and the published 20-way 1-shot figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.2))
+    for run_dir in run_dirs:
+        log = run_dir / "log.jsonl"
+        if not log.is_file():
+            continue
+        record = read_checkpoint_record(resolve_checkpoint(run_dir))
+        init = (record.get("config", {}).get("model") or {}).get("init")
+        offset = train_minutes(Path(init)) if init else 0.0
+        points = [json.loads(line) for line in log.read_text().splitlines()]
+        points = [(offset + e["elapsed_s"] / 60, 100 * e["val_accuracy"]) for e in points
+                  if "val_accuracy" in e]
+        if points:
+            shape = record["config"]["data"]["test"]
+            ax.plot(*zip(*points), marker=".", label=f"{run_dir.name} (val {shape['n_way']}w"
+                                                     f"{shape['k_shot']}s)")
+    ax.axhline(PUBLISHED[(20, 1, "none")][0], color="grey", linestyle="--",
+               label="20w1s published (VERSA, test)")
+    ax.set_xlabel("training minutes on this CPU (pretraining included)")
+    ax.set_ylabel("validation accuracy %")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -65,12 +65,15 @@ def main() -> None:
               help="Multiply every learner's training steps (e.g. 0.01 for a smoke run).")
 @click.option("--test-tasks", type=click.IntRange(min=2), default=600, show_default=True,
               help="Held-out tasks per setting (mean ± 95% CI over them).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Torch intra-op threads (0: one, what these small models run fastest on, "
+                   "and what stays fast when other work shares the machine).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(out_dir: Path, steps_scale: float, test_tasks: int, progress: bool) -> None:
+def demo(out_dir: Path, steps_scale: float, test_tasks: int, threads: int, progress: bool) -> None:
     """Meta-train on sinusoids (no download) and compare MAML with attention learners."""
     from attnmeta.runs.demo import SinusoidDemoConfig, run_sinusoid_demo
 
-    config = SinusoidDemoConfig(test_tasks=test_tasks)
+    config = SinusoidDemoConfig(test_tasks=test_tasks, threads=threads)
     config.steps = {name: max(1, round(n * steps_scale)) for name, n in config.steps.items()}
     try:
         run_sinusoid_demo(config, out_dir, invoked_command(), progress=progress)
@@ -94,13 +97,21 @@ DATA_ROOT_HELP = ("Folder holding the data sets (default: $ATTNMETA_DATA, else "
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--eval/--no-eval", "run_eval", default=True, show_default=True,
               help="Evaluate the final checkpoint on the test episodes.")
+@click.option("--threads", default=None, metavar="N|auto",
+              help="Torch intra-op threads (sets train.threads); auto: the cores no other "
+                   "process is using now (measured), at least 1.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
-          data_root: str | None, resume: bool, run_eval: bool, progress: bool) -> None:
+          data_root: str | None, resume: bool, run_eval: bool, threads: str | None,
+          progress: bool) -> None:
     """Meta-train from a YAML CONFIG, with key=value OVERRIDES (e.g. train.steps=100)."""
     try:
         from attnmeta.runs.config import load_config
 
+        if threads is not None:
+            from attnmeta.runs.lifecycle import thread_count
+
+            overrides += (f"train.threads={thread_count(threads)}",)
         config = load_config(config_path, overrides)
         out_dir = out_dir or Path("runs") / config.name
         TRAIN_BY_KIND[config.kind](config, out_dir, data_root, resume, run_eval, progress)

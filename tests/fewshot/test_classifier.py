@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attnmeta.checkpoint import CheckpointError
-from attnmeta.fewshot import FewShotClassifier, InputError
+from attnmeta.fewshot import FewShotClassifier, InputError, ModelError
 from attnmeta.fewshot.inputs import read_csv_rows
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.supervised import load_split, train_run
@@ -212,10 +211,10 @@ def test_incomplete_or_foreign_model_folders_are_refused(tmp_path, images):
     with pytest.raises(InputError, match="not empty and holds no adapted model"):
         model.save(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    with pytest.raises(CheckpointError, match="is not an adapted model"):
+    with pytest.raises(ModelError, match="is not an adapted model"):
         FewShotClassifier.load(tmp_path / "mine")
     (saved / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="is incomplete .no model.safetensors"):
+    with pytest.raises(ModelError, match="is incomplete .no model.safetensors"):
         FewShotClassifier.load(saved)
 
 

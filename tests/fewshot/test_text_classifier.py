@@ -118,3 +118,17 @@ def test_text_onnx_export_over_token_ids(tmp_path, text_run):
     query_x, _ = model.query_inputs(["book me a table for two", "how do i reset my pin", "hi"])
     torch.testing.assert_close(onnx_probabilities(tmp_path / "text.onnx", query_x),
                                model.predict_proba(query_x), rtol=0, atol=1e-5)
+
+
+def test_text_explanation_holds_the_querys_token_attention(tmp_path, text_run):
+    from attnmeta.viz.explain import explanation_png
+
+    support, _ = intent_csv(tmp_path / "support.csv")
+    model = FewShotClassifier.from_run(text_run).fit(support)
+    explanation = model.explain("please book a table for two tonight")
+    tokens = explanation.query_tokens
+    assert tokens and explanation.maps["query_tokens"].shape == (1, len(tokens), len(tokens))
+    torch.testing.assert_close(explanation.maps["query_tokens"][0].sum(-1),
+                               torch.ones(len(tokens)))  # each token's attention: a distribution
+    assert explanation.support_weights is not None  # matching: attention over the support set
+    assert explanation_png(explanation)[:8] == b"\x89PNG\r\n\x1a\n"

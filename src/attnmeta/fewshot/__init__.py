@@ -2,6 +2,7 @@
 predictions, explanations, saved folder and ONNX export (:class:`FewShotClassifier`)."""
 
 from attnmeta.fewshot.classifier import Explanation, FewShotClassifier, FittedModule
-from attnmeta.fewshot.inputs import InputError, Preprocessing
+from attnmeta.fewshot.inputs import InputError, ModelError, Preprocessing
 
-__all__ = ["FewShotClassifier", "Explanation", "FittedModule", "InputError", "Preprocessing"]
+__all__ = ["FewShotClassifier", "Explanation", "FittedModule", "InputError", "ModelError",
+           "Preprocessing"]

@@ -25,8 +25,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from attnmeta.checkpoint import CheckpointError
-from attnmeta.fewshot.inputs import (Examples, InputError, Preprocessing, Progress,
+from attnmeta.fewshot.inputs import (Examples, InputError, ModelError, Preprocessing, Progress,
                                      images_to_tensor, read_queries, read_support)
 from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, claim_model_folder,
                                            read_model_record)
@@ -46,7 +45,9 @@ class Explanation:
     ``{}`` for a learner without attention) and ``support_weights [S]`` — the query's
     attention over the support examples where the model has it (Matching Networks, the
     in-context learner), else None. ``query`` / ``support_x`` are the model inputs
-    (images ``[C, H, W]`` / ``[S, C, H, W]``, or token ids) for drawing."""
+    (images ``[C, H, W]`` / ``[S, C, H, W]``, or token ids) for drawing. For a text model
+    whose encoder attends over tokens, ``maps["query_tokens"]`` ``[1, L, L]`` is the last
+    block's attention among the query's ``query_tokens`` (heads averaged)."""
 
     query_name: str
     label: str
@@ -58,6 +59,7 @@ class Explanation:
     support_x: Tensor
     support_names: list[str]
     support_labels: list[str]
+    query_tokens: list[str] | None = None
 
 
 class FittedModule(nn.Module):
@@ -139,7 +141,7 @@ class FewShotClassifier:
             config, learner, record = load_pretrain_run(path, data_root)
             num_classes = int(record["inputs"]["num_classes"])
         else:
-            raise CheckpointError(f"run {path} is a {kind} run: expected an episodic or "
+            raise ModelError(f"run {path} is a {kind} run: expected an episodic or "
                                   "pretrain run of classes (attnmeta train configs/...)")
         entry = dataset_entry(config)
         preprocessing = Preprocessing(
@@ -260,9 +262,27 @@ class FewShotClassifier:
         maps = {name: value.detach() for name, value in
                 self.learner.explain_fitted(self.task, query_x).items()}
         weights = maps["query_support"][0] if "query_support" in maps else None
+        tokens = None
+        if self.preprocessing.modality == "text" and (found := self._token_attention(query_x)):
+            maps["query_tokens"], tokens = found
         return Explanation(examples.names[0], self.class_names[int(probabilities.argmax())],
                            probabilities, list(self.class_names), maps, weights, query_x[0],
-                           self.support_x, list(self.support.names), list(self.support.labels))
+                           self.support_x, list(self.support.names), list(self.support.labels),
+                           tokens)
+
+    def _token_attention(self, query_x: Tensor) -> tuple[Tensor, list[str]] | None:
+        """The text encoder's last-block attention among one query's tokens ``[1, L, L]``
+        and the tokens, where the encoder has attention (None otherwise: wordllama with
+        depth 0, a frozen encoder, a learner without a text encoder)."""
+        from attnmeta.viz.text import learner_encoder, sentence_states
+
+        try:
+            encoder = learner_encoder(self.learner)
+            with torch.no_grad():
+                _, attention = sentence_states(encoder, query_x[0])
+        except ValueError:
+            return None
+        return attention[None], self.tokenizer.token_strings(query_x[0].tolist())
 
     def to_module(self) -> FittedModule:
         """The fitted classifier as one module, inputs ``[Q, ...]`` -> probabilities."""
@@ -307,13 +327,13 @@ class FewShotClassifier:
         folder = Path(folder)
         record = read_model_record(folder)
         if file_digest(folder / WEIGHTS) != record["weights_sha256"]:
-            raise CheckpointError(f"model {folder}: {WEIGHTS} does not match the sha256 in "
+            raise ModelError(f"model {folder}: {WEIGHTS} does not match the sha256 in "
                                   f"{RECORD} (edited or damaged): expected the files "
                                   "attnmeta adapt wrote")
         try:
             tensors = load_file(folder / WEIGHTS)
         except Exception as error:  # SafetensorError, OSError: name the file
-            raise CheckpointError(f"model {folder}: cannot read {WEIGHTS} ({error}): "
+            raise ModelError(f"model {folder}: cannot read {WEIGHTS} ({error}): "
                                   "expected the file attnmeta adapt wrote") from None
         config = config_from_dict(record["config"])
         if config.kind == "pretrain":

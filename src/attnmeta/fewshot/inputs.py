@@ -28,7 +28,7 @@ from torch import Tensor
 
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES, _changes_colour, _read_image
 
-__all__ = ["InputError", "Preprocessing", "Examples", "read_support", "read_queries",
+__all__ = ["InputError", "ModelError", "Preprocessing", "Examples", "read_support", "read_queries",
            "read_csv_rows", "image_tensor", "images_to_tensor", "Progress", "MAX_IMAGE_BYTES"]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ TEXT_SUFFIXES = {".txt", ".csv"}
 
 class InputError(ValueError):
     """A support set or query that cannot be used, with the reason in one line."""
+
+
+class ModelError(InputError):
+    """A saved model folder or a run that cannot be used as a classifier (one line)."""
 
 
 @dataclass(frozen=True)

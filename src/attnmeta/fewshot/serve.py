@@ -43,7 +43,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from attnmeta.checkpoint import CheckpointError
 from attnmeta.fewshot import uploads
 from attnmeta.fewshot.classifier import FewShotClassifier
 from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError
@@ -138,7 +137,7 @@ def create_app(target: Path, keep: Path | None = None, data_root: str | None = N
     app.state.uploads, app.state.model, app.state.progress = store.root, model, progress
 
     @app.exception_handler(InputError)
-    @app.exception_handler(CheckpointError)
+    @app.exception_handler(ValueError)  # the runs layer's (CheckpointError, ConfigError)
     async def one_line_error(_: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": str(error).splitlines()[0]}, status_code=400)
 

@@ -33,6 +33,7 @@ from attnmeta.machine import describe_machine
 from attnmeta.models import MLP, AttentiveNP, MemoryAttentionRegressor
 from attnmeta.runs.folder import RunFolder
 from attnmeta.tasks import Episode, SinusoidTasks
+from attnmeta.threads import use_threads
 from attnmeta.train import meta_train
 
 __all__ = ["SinusoidDemoConfig", "run_sinusoid_demo", "PAPER_MSE"]
@@ -54,6 +55,7 @@ class SinusoidDemoConfig:
     eval_shots: tuple[int, ...] = (5, 10)
     eval_steps: tuple[int, ...] = (1, 10)
     test_tasks: int = 600
+    threads: int = 0       # torch intra-op threads; 0: one (attnmeta.threads: a small workload)
     test_query: int = 100
     inner_lr: float = 0.01
     outer_lr: float = 1e-3
@@ -165,6 +167,7 @@ def run_sinusoid_demo(config: SinusoidDemoConfig, out_dir: Path, command: str,
 
 
 def _run(config: SinusoidDemoConfig, out_dir: Path, command: str, progress: bool) -> dict:
+    use_threads(config.threads, "small")  # 2 x 40-unit MLPs: a second thread only waits
     torch.manual_seed(config.train_seed)
     learners = build_learners(config)
     train_seconds, results = {}, {}

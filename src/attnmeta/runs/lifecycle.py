@@ -26,11 +26,22 @@ from attnmeta.distributed import DistributedContext, any_rank, broadcast_paramet
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.config import config_from_dict, config_to_dict, flatten
 from attnmeta.runs.folder import RunError, RunFolder, RunLog
+from attnmeta.threads import choose_threads
 from attnmeta.train import meta_train
 
 __all__ = ["TrainingPlan", "train_in_folder", "set_threads"]
 
 logger = logging.getLogger(__name__)
+
+
+def thread_count(value: str) -> int:
+    """``attnmeta train --threads``: a count of at least 1, or ``auto``: the cores no other
+    process is using now (:func:`attnmeta.threads.choose_threads`)."""
+    if value == "auto":
+        return choose_threads(0, "large")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--threads {value!r}: expected a whole number of at least 1, or auto")
+    return int(value)
 
 
 def set_threads(threads: int) -> None:

@@ -37,15 +37,17 @@ def _image(ax, image: Tensor) -> None:
 
 def plot_explanation(query: Tensor | str, support: Tensor | list[str], support_labels: list[str],
                      class_names: list[str], probabilities: Tensor,
-                     maps: dict[str, Tensor], title: str) -> Figure:
+                     maps: dict[str, Tensor], title: str,
+                     query_tokens: list[str] | None = None) -> Figure:
     """The figure: ``query`` (an image ``[C, H, W]`` or a sentence), ``support`` (images
     ``[S, C, H, W]`` or sentences) with their class names ``support_labels``, the query's
     ``probabilities [N]`` over ``class_names``, and ``maps`` as the learner returned them
     for this one query (``query_support [1, S]``, ``patch_attention [1, g, g]``,
-    ``prototypes [H, N, N]``)."""
+    ``prototypes [H, N, N]``; for sentences ``query_tokens [1, L, L]`` over the
+    ``query_tokens`` strings)."""
     if isinstance(query, str):
         return _plot_text(query, support, support_labels, class_names, probabilities, maps,
-                          title)
+                          title, query_tokens)
     weights = maps["query_support"][0] if "query_support" in maps else None
     shown = list(range(min(len(support_labels), MAX_SUPPORT_SHOWN)))
     if weights is not None:  # the most attended first, where not all can be shown
@@ -127,13 +129,14 @@ def explanation_png(explanation) -> bytes:
     figure = plot_explanation(query, support, explanation.support_labels,
                               explanation.class_names, explanation.probabilities,
                               explanation.maps, f"{explanation.query_name}: "
-                              f"{explanation.label} ({probability:.0%})")
+                              f"{explanation.label} ({probability:.0%})",
+                              getattr(explanation, "query_tokens", None))
     return figure_png(figure)
 
 
 def _plot_text(query: str, support: list[str], support_labels: list[str],
                class_names: list[str], probabilities: Tensor, maps: dict[str, Tensor],
-               title: str) -> Figure:
+               title: str, query_tokens: list[str] | None = None) -> Figure:
     """:func:`plot_explanation` for sentences: the support sentences listed (by attention
     where the model has it, with the weight), the probabilities as bars."""
     weights = maps["query_support"][0] if "query_support" in maps else None
@@ -144,8 +147,23 @@ def _plot_text(query: str, support: list[str], support_labels: list[str],
     lines = [(f"{float(weights[i]):.2f}  " if weights is not None else "")
              + f"[{support_labels[i]}] {support[i][:80]}" for i in order]
     height = 1.6 + 0.22 * (len(lines) + 3)
-    figure, (text_ax, bars_ax) = plt.subplots(1, 2, figsize=(12, max(3.0, height)),
-                                              gridspec_kw={"width_ratios": [3, 1]})
+    tokens = query_tokens if "query_tokens" in maps else None
+    if tokens:
+        figure, axes = plt.subplots(2, 2, figsize=(12, max(3.0, height) + 2.4),
+                                    gridspec_kw={"width_ratios": [3, 1],
+                                                 "height_ratios": [1, max(1.0, height / 2.4)]})
+        (token_ax, spare), (text_ax, bars_ax) = axes
+        spare.axis("off")
+        # attention each token receives from the query's tokens (last block, heads averaged)
+        received = maps["query_tokens"][0].detach().float().cpu().mean(0)[:len(tokens)]
+        token_ax.bar(range(len(tokens)), received.numpy(), color="tab:orange")
+        token_ax.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=7)
+        token_ax.set_ylabel("attention", fontsize=8)
+        token_ax.set_title("the query's tokens: attention each receives (last block)",
+                           fontsize=9)
+    else:
+        figure, (text_ax, bars_ax) = plt.subplots(1, 2, figsize=(12, max(3.0, height)),
+                                                  gridspec_kw={"width_ratios": [3, 1]})
     figure.suptitle(title)
     text_ax.axis("off")
     heading = "support, by attention" if weights is not None else "support"

@@ -33,7 +33,7 @@ from attnmeta.tasks.text import LabelledTokens
 from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["TextAttention", "learner_encoder", "text_attention", "plot_text_attention",
-           "write_text_attention_maps"]
+           "write_text_attention_maps", "sentence_states"]
 
 
 def learner_encoder(learner: MetaLearner) -> nn.Module:
@@ -68,7 +68,7 @@ class TextAttention:
         self.support_attention, self.token_similarity = support_attention, token_similarity
 
 
-def _sentence_states(encoder: nn.Module, token_ids: Tensor) -> tuple[Tensor, Tensor]:
+def sentence_states(encoder: nn.Module, token_ids: Tensor) -> tuple[Tensor, Tensor]:
     """One sentence ``[L]`` -> its token states ``[L', D]`` and last-layer attention
     ``[L', L']`` (heads averaged), ``L'`` its own length."""
     states, keep, weights = encoder.token_states(token_ids[None], need_weights=True)
@@ -98,8 +98,8 @@ def text_attention(learner: MetaLearner, support_x: Tensor, support_y: Tensor,
             vectors = (states * weights).sum(1) / weights.sum(1)
             sentence_weights = F.cosine_similarity(vectors[:1], vectors[1:], dim=-1)
         best = int(sentence_weights.argmax())
-        query_states, query_attention = _sentence_states(encoder, query_x[query_index])
-        support_states, support_attention = _sentence_states(encoder, support_x[best])
+        query_states, query_attention = sentence_states(encoder, query_x[query_index])
+        support_states, support_attention = sentence_states(encoder, support_x[best])
         similarity = F.normalize(query_states, dim=-1) @ F.normalize(support_states, dim=-1).T
     return TextAttention(sentence_weights, own, query_attention, best, support_attention,
                          similarity)

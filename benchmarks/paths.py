@@ -1,0 +1,198 @@
+"""Throughput of the paths a CPU user's time goes to beyond MAML: pretraining, feature
+caching, attention heads on cached features, and a fitted classifier's fit and predict.
+
+    python benchmarks/paths.py [--threads N] [--repeats 5] [--out benchmarks/results]
+
+Every row is the best of ``--repeats`` timed runs after one warm-up, with random weights
+(speed does not depend on them) and Omniglot shapes (1 x 28 x 28, Conv4 64 channels) unless
+the row says otherwise. FLOPs are counted by ``torch.utils.flop_counter``; MFU is against
+the best of three measurements of the 3x3-convolution peak in the same process, whose
+spread is reported. Writes ``paths.json`` and ``paths.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from attnmeta.fewshot import FewShotClassifier, Preprocessing
+from attnmeta.fewshot.classifier import _Source
+from attnmeta.files import atomic_write_bytes
+from attnmeta.learners import FEAT, MatchingNet, InContextClassifier, ProtoNet, MAML
+from attnmeta.learners.classifier import ClassBatch, SupervisedClassifier
+from attnmeta.learners.frozen import FrozenFeatureLearner
+from attnmeta.machine import describe_machine
+from attnmeta.models import Conv4, FeatureHead, ResNet12
+from attnmeta.runs.config import config_from_dict
+from attnmeta.runs.features import embed_items
+from attnmeta.speed.harness import count_flops, measure_peak
+from attnmeta.tasks import Episode
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def pretraining_row(repeats: int, peak: float) -> dict:
+    """One Adam step of supervised pretraining: batch 256, 4400 classes (Vinyals train)."""
+    torch.manual_seed(0)
+    learner = SupervisedClassifier(Conv4(1, 0, 64, 28, "running"), 64, 4400)
+    optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
+    batch = ClassBatch(torch.rand(256, 1, 28, 28), torch.randint(0, 4400, (256,)))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        learner.training_step(batch).loss.backward()
+        optimizer.step()
+
+    flops = count_flops(lambda: learner.training_step(batch).loss.backward())
+    seconds = best_seconds(step, repeats)
+    return {"path": "pretraining step (Conv4, batch 256, 4400 classes, Adam)",
+            "rate": 256 / seconds, "unit": "images/s", "seconds": seconds,
+            "gflops": flops / seconds / 1e9, "mfu": flops / seconds / 1e9 / peak}
+
+
+def caching_row(repeats: int, peak: float) -> dict:
+    """Embedding a split once with a frozen encoder (what model.freeze caches)."""
+    torch.manual_seed(0)
+    encoder = Conv4(1, 0, 64, 28, "running").eval()
+    items = torch.rand(4096, 1, 28, 28)
+    with torch.no_grad():
+        flops = count_flops(lambda: encoder(items[:512])) * 8
+    seconds = best_seconds(lambda: embed_items(encoder, items, 512), repeats)
+    return {"path": "feature caching (frozen Conv4, 4096 images, batches of 512)",
+            "rate": 4096 / seconds, "unit": "images/s", "seconds": seconds,
+            "gflops": flops / seconds / 1e9, "mfu": flops / seconds / 1e9 / peak}
+
+
+def head_rows(repeats: int) -> list[dict]:
+    """One Adam step of an attention head on cached 64-d features: meta-batch 32 episodes
+    of 20-way 1-shot with 15 queries per class."""
+    rows = []
+    torch.manual_seed(0)
+    support_y = torch.arange(20).repeat(32, 1)
+    query_y = torch.arange(20).repeat_interleave(15).repeat(32, 1)
+    batch = Episode(torch.randn(32, 20, 64), support_y, torch.randn(32, 300, 64), query_y)
+    heads = {"FEAT": FEAT(FeatureHead(64, 0), 64),
+             "Matching Networks + FCE": MatchingNet(FeatureHead(64, 0), fce=True, feature_dim=64),
+             "in-context learner": InContextClassifier(FeatureHead(64, 0), 64, d_model=128)}
+    for name, learner in heads.items():
+        optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            learner.training_step(batch).loss.backward()
+            optimizer.step()
+
+        seconds = best_seconds(step, repeats)
+        rows.append({"path": f"{name} head on cached features (20w1s, 15 queries, meta-batch 32)",
+                     "rate": 32 / seconds, "unit": "episodes/s", "seconds": seconds})
+    return rows
+
+
+def _classifier(learner, image_size: int = 28, channels: int = 1) -> FewShotClassifier:
+    config = config_from_dict({"name": "speed", "data": {"dataset": "image_folder",
+                                                         "root": "/nonexistent",
+                                                         "image_size": image_size,
+                                                         "channels": channels}})
+    return FewShotClassifier(learner, config, Preprocessing("image", image_size, channels),
+                             _Source("-", "-", "-", 0))
+
+
+def product_rows(repeats: int) -> list[dict]:
+    """A fitted classifier (5-way 1-shot): fit, and predict one query from a tensor and from
+    a PNG file (decode, resize, predict), and a batch of 64 queries."""
+    torch.manual_seed(0)
+    models = {
+        "ProtoNet, Conv4 (running norm)": (_classifier(ProtoNet(
+            Conv4(1, 0, 64, 28, "running")).eval()), 28, 1),
+        "FEAT over a frozen Conv4": (_classifier(FrozenFeatureLearner(
+            Conv4(1, 0, 64, 28, "running"), FEAT(FeatureHead(64, 0), 64)).eval()), 28, 1),
+        "MAML, Conv4, 10 inner steps": (_classifier(MAML(
+            Conv4(1, 5, 64, 28, "batch"), 0.4, 1, eval_steps=10).eval()), 28, 1),
+        "ProtoNet, ResNet-12, 84 x 84 RGB": (_classifier(ProtoNet(
+            ResNet12(3, 0, 64, "running")).eval(), 84, 3), 84, 3),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (model, size, channels) in models.items():
+            support = [(torch.rand(channels, size, size), f"c{i}") for i in range(5)]
+            fit_seconds = best_seconds(lambda: model.fit(support), repeats)
+            png = Path(folder) / f"query{size}.png"
+            pixels = (np.random.default_rng(0).random((400, 300, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(png)
+            one = torch.rand(1, channels, size, size)
+            many = torch.rand(64, channels, size, size)
+            rows.append({"path": f"fit 5-way 1-shot: {name}", "rate": 1 / fit_seconds,
+                         "unit": "fits/s", "seconds": fit_seconds})
+            for label, queries, count in (("one query (tensor)", one, 1),
+                                          ("one query (a 400 x 300 PNG file)", [png], 1),
+                                          ("64 queries (tensor)", many, 64)):
+                seconds = best_seconds(lambda: model.predict_proba(queries), repeats)
+                rows.append({"path": f"predict {label}: {name}", "rate": count / seconds,
+                             "unit": "queries/s", "seconds": seconds,
+                             "ms_per_query": 1000 * seconds / count})
+    return rows
+
+
+def markdown(result: dict) -> str:
+    peak = result["peak"]
+    lines = [
+        "# Throughput of the pretraining, caching, head and product paths", "",
+        f"Command: `{result['command']}`  ", f"Machine: {result['machine']}  ",
+        f"Peak (3x3 convolution, best of {len(peak['conv3x3_runs'])} measurements): "
+        f"{peak['conv3x3_gflops']:.0f} GFLOP/s (runs: "
+        + ", ".join(f"{v:.0f}" for v in peak["conv3x3_runs"]) + "); best of "
+        f"{result['repeats']} timed runs per row, after one warm-up; random weights.", "",
+        "| path | rate | ms | GFLOP/s | MFU |", "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        ms = row.get("ms_per_query", 1000 * row["seconds"])
+        gflops = f"{row['gflops']:.0f}" if "gflops" in row else "—"
+        mfu = f"{100 * row['mfu']:.0f}%" if "mfu" in row else "—"
+        lines.append(f"| {row['path']} | {row['rate']:.1f} {row['unit']} | {ms:.2f} | "
+                     f"{gflops} | {mfu} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as set)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = [measure_peak()["conv3x3_gflops"] for _ in range(3)]
+    peak = max(runs)
+    rows = [pretraining_row(args.repeats, peak), caching_row(args.repeats, peak)]
+    rows += head_rows(args.repeats)
+    rows += product_rows(args.repeats)
+    result = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+              "machine": describe_machine(), "threads": torch.get_num_threads(),
+              "repeats": args.repeats,
+              "peak": {"conv3x3_gflops": peak, "conv3x3_runs": runs,
+                       "spread": (max(runs) - min(runs)) / peak}, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(args.out / "paths.json", json.dumps(result, indent=1).encode())
+    atomic_write_bytes(args.out / "paths.md", markdown(result).encode())
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
