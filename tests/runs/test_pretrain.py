@@ -180,6 +180,20 @@ def test_a_fine_tuned_run_starts_from_the_pretrained_encoder(tmp_path, data_root
                            init.state["features.0.0.weight"])  # fine-tuned: it moved
 
 
+def test_maml_over_a_vision_transformer_starts_from_a_pretrained_one(tmp_path, data_root):
+    """The ViT's head is ``encoder.head``: fresh in the MAML model, absent from the
+    pretrained encoder; every other weight comes from the pretrain run."""
+    pretrain = tiny_pretrain(data_root, steps=2)
+    pretrain.model.backbone, pretrain.model.patch_size, pretrain.model.depth = "vit", 4, 1
+    train_pretrain(pretrain, tmp_path / "vit", progress=False)
+    config = frozen_config(data_root, tmp_path / "vit", "maml", freeze=False)
+    config.model.backbone, config.model.patch_size, config.model.depth = "vit", 4, 1
+    init = load_init(str(tmp_path / "vit"))
+    own = build_learner(config, init.state).model.state_dict()
+    assert "encoder.head.weight" in own and "encoder.head.weight" not in init.state
+    assert all(torch.equal(own[k], v) for k, v in init.state.items())
+
+
 @pytest.mark.parametrize("learner, extra", [("feat", {}), ("matching", {"fce": True}),
                                             ("incontext", {}), ("fomaml", {})])
 def test_a_frozen_run_trains_its_head_on_cached_features(tmp_path, data_root, pretrained,

@@ -345,10 +345,14 @@ def build_learner(config: ExperimentConfig, encoder_state: dict | None = None,
 
 def load_encoder_state(model: nn.Module, state: dict | None, config: Any) -> nn.Module:
     """``model`` with the encoder weights ``state`` (of ``config.model.init``) loaded; its
-    fresh ``head.*`` is all it may have besides. A ConfigError names both when they differ."""
+    fresh head (``head.*``, ``encoder.head.*``) is all it may have besides. A ConfigError
+    names both when they differ."""
     if state is None:
         return model
-    if details := state_mismatch(model.state_dict(), state, free=("head.",)):
+    # the classification head is fresh: a module named "head" at any depth (Conv4's head,
+    # the vision transformer's encoder.head)
+    heads = tuple(f"{name}." for name, _ in model.named_modules() if name.split(".")[-1] == "head")
+    if details := state_mismatch(model.state_dict(), state, free=heads or ("head.",)):
         raise ConfigError(f"config key 'model.init' is {config.model.init!r}: its encoder does "
                           f"not fit the model of run {config.name!r} (model.backbone="
                           f"{config.model.backbone}, hidden={config.model.hidden}, norm="
