@@ -48,7 +48,19 @@ def method_label(config) -> str:
         label += " + FCE"
     if config.model.backbone != "conv4":
         label += f" ({BACKBONE_LABELS.get(config.model.backbone, config.model.backbone)})"
+    if config.model.init is not None:
+        label += ", pretrained" + (" + frozen" if config.model.freeze else "")
     return label
+
+
+def pretrain_minutes(config) -> float:
+    """Training minutes of the ``model.init`` run a config starts from (0 without one)."""
+    if config.model.init is None:
+        return 0.0
+    from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
+
+    return read_checkpoint_record(resolve_checkpoint(Path(config.model.init))).get(
+        "elapsed_s", 0.0) / 60
 
 
 def training_key(config) -> str:
@@ -77,8 +89,9 @@ def earlier_runs(runs: Path) -> dict[str, tuple[Path, dict]]:
 
 def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_root: str | None,
             command: str, trained_runs: dict[str, tuple[Path, dict]],
-            eval_episodes: int | None = None, tag: str = "", eval_only: bool = False) -> dict:
-    config = load_config(config_path, [f"train.max_minutes={minutes}"])
+            eval_episodes: int | None = None, tag: str = "", eval_only: bool = False,
+            overrides: tuple[str, ...] = ()) -> dict:
+    config = load_config(config_path, [f"train.max_minutes={minutes}", *overrides])
     if tag:
         config.name = f"{config.name}_{tag}"
     if data_root is not None:
@@ -100,7 +113,8 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
     log_path = run_dir / "log.jsonl"  # absent when the budget ended before the first log
     curve = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     # in-training evaluation reads train.eval_split (model selection), not eval.split
-    curve = [(e["elapsed_s"], e[f"{config.train.eval_split}_accuracy"]) for e in curve
+    offset = 60 * pretrain_minutes(config)  # the curve starts where pretraining ended
+    curve = [(offset + e["elapsed_s"], e[f"{config.train.eval_split}_accuracy"]) for e in curve
              if f"{config.train.eval_split}_accuracy" in e]
     # The papers' figures are for their Conv4 models; a variant has no published figure.
     variant = config.model.backbone != "conv4" or (config.learner.name == "matching"
@@ -115,7 +129,11 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         "train_seed": config.seed,
         "paper": figures.get((result["n_way"], result["k_shot"])), "paper_source": source,
         "steps": trained["steps"], "planned_steps": config.train.steps,
-        "train_minutes": trained["train_seconds"] / 60, "budget_minutes": minutes,
+        # pretraining included: the model.init run's minutes are part of this row's cost
+        "train_minutes": trained["train_seconds"] / 60 + pretrain_minutes(config),
+        "pretrain_minutes": pretrain_minutes(config), "budget_minutes": minutes,
+        "protocol": config.data.protocol + ("" if config.data.test.within == "none"
+                                            else f", within {config.data.test.within}"),
         "trained_in": run_dir.name, "curve": curve, "command": command, "machine": describe_machine(),
     }
 
@@ -212,6 +230,9 @@ def main() -> None:
     parser.add_argument("--eval-only", action="store_true",
                         help="train nothing: evaluate the run under --runs trained with the "
                              "same training section (e.g. 20-way rows of 5-way-trained models)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override for every row, e.g. "
+                        "train.workers=1 (recorded in the row's command)")
     parser.add_argument("--tag", default="",
                         help="suffix for row and run names, e.g. '3min' to add a shorter-budget "
                              "row beside an existing one")
@@ -222,7 +243,8 @@ def main() -> None:
     trained_runs: dict[str, tuple[Path, dict]] = {}
     for config_path in args.configs:
         row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root, command,
-                      trained_runs, args.eval_episodes, args.tag, args.eval_only)
+                      trained_runs, args.eval_episodes, args.tag, args.eval_only,
+                      tuple(args.overrides))
         # Re-read under a lock: several invocations may run side by side (one thread each).
         with open(args.out / ".omniglot.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

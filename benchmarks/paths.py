@@ -17,9 +17,7 @@ import json
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,18 +33,8 @@ from attnmeta.machine import describe_machine
 from attnmeta.models import Conv4, FeatureHead, ResNet12
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.features import embed_items
-from attnmeta.speed.harness import count_flops, measure_peak
+from attnmeta.speed.harness import best_seconds, count_flops, measure_peak
 from attnmeta.tasks import Episode
-
-
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def pretraining_row(repeats: int, peak: float) -> dict:

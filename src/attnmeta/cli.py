@@ -380,10 +380,16 @@ if __name__ == "__main__":
 
 # ----------------------------------------------------- a person's own examples
 def _progress_line(what: str, enabled: bool) -> Any:
-    """``progress(done, total)`` printing ``what done/total`` on stderr, or None."""
+    """``progress(done, total)`` printing ``what done/total`` on stderr at every tenth of
+    the way (and at the end), or None."""
     if not enabled:
         return None
-    return lambda done, total: click.echo(f"{what} {done}/{total}", err=True)
+
+    def report(done: int, total: int) -> None:
+        if done == total or (done * 10) // total != ((done - 1) * 10) // total:
+            click.echo(f"{what} {done}/{total}", err=True)
+
+    return report
 
 
 @main.command()

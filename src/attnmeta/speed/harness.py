@@ -38,7 +38,8 @@ from attnmeta.models import Conv4
 from attnmeta.tasks.episode import Episode
 from attnmeta.train import accumulate_meta_gradient
 
-__all__ = ["SpeedConfig", "omniglot_shaped_batch", "measure_peak", "run_speed", "write_report"]
+__all__ = ["SpeedConfig", "omniglot_shaped_batch", "measure_peak", "best_seconds", "count_flops",
+           "run_speed", "write_report"]
 
 
 # attnmeta as shipped (its Conv4, task-parallel workers); the same on one worker; and its
@@ -78,14 +79,19 @@ def omniglot_shaped_batch(tasks: int, n_way: int = 5, k_shot: int = 1, q_query: 
 
 
 # -- the machine's peak ----------------------------------------------------------------------
-def _best_rate(run: Callable[[], object], flops: float, repeats: int = 5) -> float:
+def best_seconds(run: Callable[[], object], repeats: int = 5) -> float:
+    """The fastest of ``repeats`` timed calls of ``run``, after one warm-up call."""
     run()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
-    return flops / best
+    return best
+
+
+def _best_rate(run: Callable[[], object], flops: float, repeats: int = 5) -> float:
+    return flops / best_seconds(run, repeats)
 
 
 def measure_peak(gemm_size: int = 4096, conv_batch: int = 256) -> dict[str, float]:
