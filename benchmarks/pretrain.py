@@ -41,8 +41,25 @@ def train_minutes(run_dir: Path) -> float:
     """The run's training minutes, plus its ``model.init`` run's (pretraining included)."""
     record = read_checkpoint_record(resolve_checkpoint(run_dir))
     minutes = record.get("elapsed_s", 0.0) / 60
+    # the checkpoint the run started from (recorded in its inputs), not the init run's
+    # newest: that run may have trained on since
+    init = (record.get("inputs") or {}).get("init_checkpoint")
+    if init:
+        return minutes + checkpoint_minutes(Path(init))
     init = (record.get("config", {}).get("model") or {}).get("init")
     return minutes + (train_minutes(Path(init)) if init else 0.0)
+
+
+def checkpoint_minutes(checkpoint: Path) -> float:
+    """Training minutes a checkpoint had reached (pretraining included); for one pruned
+    since, its run's log at that step."""
+    if checkpoint.is_file():
+        return train_minutes(checkpoint)
+    step = int(checkpoint.stem.split("_")[-1])
+    log = checkpoint.parent.parent / "log.jsonl"
+    elapsed = [e["elapsed_s"] for e in map(json.loads, log.read_text().splitlines())
+               if e.get("step", -1) <= step and "elapsed_s" in e]
+    return (elapsed[-1] if elapsed else 0.0) / 60
 
 
 def evaluate(run_dir: Path, n_way: int, k_shot: int, within: str, episodes: int,
@@ -143,8 +160,7 @@ def plot_curves(run_dirs: list[Path], out: Path) -> None:
         if not log.is_file():
             continue
         record = read_checkpoint_record(resolve_checkpoint(run_dir))
-        init = (record.get("config", {}).get("model") or {}).get("init")
-        offset = train_minutes(Path(init)) if init else 0.0
+        offset = train_minutes(run_dir) - record.get("elapsed_s", 0.0) / 60  # pretraining
         points = [json.loads(line) for line in log.read_text().splitlines()]
         points = [(offset + e["elapsed_s"] / 60, 100 * e["val_accuracy"]) for e in points
                   if "val_accuracy" in e]
