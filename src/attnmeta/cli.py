@@ -229,6 +229,13 @@ def download(dataset: str, data_root: str | None) -> None:
               show_default=True, help="With --oos: meta-val episodes that choose the threshold.")
 @click.option("--within-alphabet", is_flag=True, help="Omniglot, a run of data.protocol lake: "
               "each episode's classes from one alphabet (Lake et al. 2015).")
+@click.option("--finetune-steps", type=click.IntRange(min=1), default=None,
+              help="Test-time fine-tuning (P>M>F): Adam steps on each episode's support set "
+                   "before it is predicted (learners over embeddings).")
+@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              show_default=True, help="Adam's step size for --finetune-steps.")
+@click.option("--finetune-shift", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Pseudo-queries: the support images shifted by up to this many pixels.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def evaluate(checkpoint: Path, **options: Any) -> None:
     """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes.
@@ -252,7 +259,8 @@ def _refuse_options(options: dict[str, Any], names: tuple[str, ...], why: str) -
 def _evaluate_rl(checkpoint: Path, o: dict[str, Any]) -> None:
     from attnmeta.runs.rl import evaluate_rl_run, format_evaluation
 
-    _refuse_options(o, ("split", "n_way", "k_shot", "data_root", "oos", "within_alphabet"),
+    _refuse_options(o, ("split", "n_way", "k_shot", "data_root", "oos", "within_alphabet",
+                        "finetune_steps"),
                     "a meta-RL run (kind: rl) has no episodes of classes; expected only "
                     "--episodes and --seed")
     _report(evaluate_rl_run(checkpoint, o["episodes"], o["seed"], invoked_command(),
@@ -270,6 +278,7 @@ def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
         if within_alphabet:
             raise ValueError("--within-alphabet with --oos: expected one of them (intents "
                              "have no alphabets)")
+        _refuse_options(o, ("finetune_steps",), "with --oos: expected one of them")
         _report(evaluate_out_of_scope(checkpoint, episodes=o["episodes"], seed=o["seed"],
                                       threshold_episodes=o["threshold_episodes"],
                                       n_way=o["n_way"], k_shot=o["k_shot"],
@@ -281,7 +290,8 @@ def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
     _report(evaluate_checkpoint(checkpoint, episodes=o["episodes"], seed=o["seed"], split=split,
                                 data_root=o["data_root"], n_way=o["n_way"], k_shot=o["k_shot"],
                                 command=invoked_command(), progress=o["progress"], save=False,
-                                within="alphabet" if within_alphabet else None),
+                                within="alphabet" if within_alphabet else None,
+                                tuning=_tuning(o)),
             _accuracy_line)
 
 
@@ -294,8 +304,18 @@ def _evaluate_pretrain(checkpoint: Path, o: dict[str, Any]) -> None:
                                   split=o["split"], data_root=o["data_root"], n_way=o["n_way"],
                                   k_shot=o["k_shot"], command=invoked_command(),
                                   progress=o["progress"], save=False,
-                                  within="alphabet" if o["within_alphabet"] else None),
+                                  within="alphabet" if o["within_alphabet"] else None,
+                                  tuning=_tuning(o)),
             _accuracy_line)
+
+
+def _tuning(o: dict[str, Any]) -> Any:
+    """``--finetune-*`` as the evaluation's test-time fine-tuning (None without steps)."""
+    from attnmeta.runs.evaluation import FinetuneOptions
+
+    if o["finetune_steps"] is None:
+        return None
+    return FinetuneOptions(o["finetune_steps"], o["finetune_lr"], o["finetune_shift"])
 
 
 # The run kinds (attnmeta.runs.config.SCHEMAS) -> how `train` and `eval` handle each.

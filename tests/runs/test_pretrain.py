@@ -22,10 +22,10 @@ from attnmeta.runs.build import build_learner, make_episodes
 from attnmeta.runs.config import SCHEMAS, config_from_dict, config_to_dict, load_config
 from attnmeta.runs.features import cached_features, encoder_sha256, load_init
 from attnmeta.runs.folder import RunError
-from attnmeta.runs.pretrain import (class_batches, evaluate_pretrain_run, shift_images,
-                                    train_pretrain)
+from attnmeta.runs.pretrain import class_batches, evaluate_pretrain_run, train_pretrain
 from attnmeta.runs.supervised import evaluate_checkpoint, train_run
 from attnmeta.tasks import collate_episodes
+from attnmeta.tasks.augment import shift_images
 from attnmeta.tasks.image_folder import load_image_folder
 from support import make_image_folder, one_line_error, tiny_config, write_config
 

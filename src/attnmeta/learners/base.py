@@ -115,6 +115,13 @@ class MetaLearner(nn.Module):
             return {}
         return self.attention_maps(task["support_x"], task["support_y"], query_x)
 
+    def encoder_and_head(self) -> tuple[nn.Module, Callable[[Tensor, Tensor, Tensor], Tensor]] | None:
+        """``(encoder, head)`` of a learner that predicts from embeddings: ``encoder`` maps
+        inputs ``[n, ...]`` to ``[n, D]`` and ``head(support_z [T, S, D], support_y [T, S],
+        query_z [T, Q, D]) -> logits [T, Q, N]`` (what test-time fine-tuning tunes the
+        encoder through, :mod:`attnmeta.learners.finetune`); None for the others."""
+        return None
+
     def attention_map_names(self) -> tuple[str, ...]:
         """The keys :meth:`attention_maps` returns for this learner; ``()`` if it has none."""
         return ()
@@ -169,6 +176,9 @@ class EpisodeLearner(MetaLearner):
     def predict_batch(self, batch: Episode) -> Tensor:
         with torch.no_grad():
             return self.logits(batch.support_x, batch.support_y, batch.query_x)
+
+    def encoder_and_head(self) -> tuple[nn.Module, Callable[[Tensor, Tensor, Tensor], Tensor]]:
+        return self.encoder, self.logits_from_features
 
     def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
                                ) -> dict[str, Tensor]:

@@ -63,6 +63,13 @@ class FrozenFeatureLearner(MetaLearner):
         return self.learner.attention_maps(self.embed(support_x), support_y,
                                            self.embed(query_x), steps)
 
+    def encoder_and_head(self):
+        """The frozen encoder (tunable at test time all the same) and the inner learner's
+        logits over its features, where the inner learner reads embeddings."""
+        if self.learner.encoder_and_head() is None:
+            return None
+        return self.frozen_encoder, self.learner.logits
+
     # -- a task fitted once (attnmeta.fewshot): raw inputs in, the inner learner's state --
     def fit_task(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
                  on_step: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:

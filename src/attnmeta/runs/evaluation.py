@@ -6,6 +6,7 @@ saves. The episodic (:mod:`~attnmeta.runs.supervised`), pretrain and out-of-scop
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +21,25 @@ from attnmeta.runs.folder import RunError, write_result
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 __all__ = ["check_test_shape", "episode_accuracies", "requested_shape", "result_name",
-           "in_training_evaluation", "accuracy_result"]
+           "in_training_evaluation", "accuracy_result", "FinetuneOptions"]
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """``attnmeta eval --finetune-steps N``: P>M>F's test-time fine-tuning of the encoder on
+    each task's support set (:class:`~attnmeta.learners.finetune.SupportFinetuning`), its
+    pseudo-queries the support images shifted by up to ``shift`` pixels."""
+
+    steps: int
+    lr: float = 1e-3
+    shift: int = 2
+
+    def wrap(self, learner: MetaLearner, seed: int) -> MetaLearner:
+        """``learner`` fine-tuned this way before each task it predicts."""
+        from attnmeta.learners.finetune import SupportFinetuning
+        from attnmeta.tasks.augment import random_shifts
+
+        return SupportFinetuning(learner, self.steps, self.lr, random_shifts(self.shift), seed)
 
 
 def check_test_shape(learner: MetaLearner, config: Any, shape: EpisodeConfig) -> None:
@@ -64,10 +83,11 @@ def requested_shape(config: Any, n_way: int | None, k_shot: int | None, within: 
     return shape
 
 
-def result_name(split: str, shape: EpisodeConfig) -> str:
-    """``eval_<split>_<N>w<K>s[_within_<group>].json``."""
+def result_name(split: str, shape: EpisodeConfig, tuning: "FinetuneOptions | None" = None) -> str:
+    """``eval_<split>_<N>w<K>s[_within_<group>][_finetune<steps>].json``."""
     within = "" if shape.within == "none" else f"_within_{shape.within}"
-    return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}.json"
+    tuned = "" if tuning is None else f"_finetune{tuning.steps}"
+    return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}{tuned}.json"
 
 
 def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str,
@@ -83,11 +103,15 @@ def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str
 
 def accuracy_result(learner: MetaLearner, learner_name: str, data: LabelledSplit, split: str,
                     shape: EpisodeConfig, episodes: int, seed: int, record: dict[str, Any],
-                    command: str, save: bool, batch_size: int = 16, progress: bool = False
-                    ) -> dict[str, Any]:
+                    command: str, save: bool, batch_size: int = 16, progress: bool = False,
+                    tuning: FinetuneOptions | None = None) -> dict[str, Any]:
     """The result of ``attnmeta eval`` for any run kind: accuracy (mean ± 95% CI) over
     ``episodes`` seeded ``shape`` episodes of ``data`` (split ``split``), saved beside the
-    checkpoint ``record["path"]`` when ``save`` (``written_to``: None if that failed)."""
+    checkpoint ``record["path"]`` when ``save`` (``written_to``: None if that failed). With
+    ``tuning``, the learner is fine-tuned on each episode's support set first (``data``
+    then holds the raw inputs the encoder reads)."""
+    if tuning is not None:
+        learner, learner_name = tuning.wrap(learner, seed), f"{learner_name} + fine-tuning"
     check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
                         within=shape.within)
     summary = summarize(episode_accuracies(learner, data, shape, episodes, seed, batch_size,
@@ -99,7 +123,8 @@ def accuracy_result(learner: MetaLearner, learner_name: str, data: LabelledSplit
         "k_shot": shape.k_shot, "q_query": shape.q_query, "within": shape.within,
         "episodes": episodes,
         "episode_seed": seed, "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run_dir / result_name(split, shape)),
+        "result_path": str(run_dir / result_name(split, shape, tuning)),
+        "test_time_finetuning": None if tuning is None else asdict(tuning),
     }
     result["written_to"] = write_result(result) if save else None
     return result

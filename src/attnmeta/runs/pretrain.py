@@ -28,12 +28,14 @@ from attnmeta.runs.config import (ConfigError, PretrainConfig, config_to_dict)
 from attnmeta.runs.folder import read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
-from attnmeta.runs.evaluation import accuracy_result, in_training_evaluation, requested_shape
+from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, in_training_evaluation,
+                                      requested_shape)
 from attnmeta.runs.supervised import learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
+from attnmeta.tasks.augment import shift_images
 from attnmeta.tasks.augment import AUGMENTATIONS
 
-__all__ = ["KIND", "RESUMABLE", "shift_images", "class_batches", "train_pretrain",
+__all__ = ["KIND", "RESUMABLE", "class_batches", "train_pretrain",
            "load_pretrain_run", "evaluate_pretrain_run"]
 
 KIND = "pretrain"
@@ -43,20 +45,6 @@ RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.
              "train.grad_clip",
              "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers", "eval.")
 ORDER, SHIFTS, AUGMENT = 10, 11, 12  # seed streams (see attnmeta.runs.rl.stream_seed)
-
-
-def shift_images(images: Tensor, offsets: Tensor) -> Tensor:
-    """``images [B, C, H, W]`` moved by ``offsets [B, 2]`` (rows, columns) pixels each, the
-    uncovered border filled with zeros (Omniglot's background)."""
-    batch, _, height, width = images.shape
-    pad = int(offsets.abs().max()) if offsets.numel() else 0
-    if pad == 0:
-        return images
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    rows = torch.arange(height)[None] + pad - offsets[:, :1]          # [B, H]
-    cols = torch.arange(width)[None] + pad - offsets[:, 1:]           # [B, W]
-    picked = padded[torch.arange(batch)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    return picked.permute(0, 3, 1, 2).contiguous()                    # [B, H, W, C] -> BCHW
 
 
 def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
@@ -164,10 +152,11 @@ def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: i
                           split: str | None = None, data_root: str | None = None,
                           n_way: int | None = None, k_shot: int | None = None,
                           batch_size: int = 16, command: str = "", progress: bool = False,
-                          save: bool = True, within: str | None = None) -> dict[str, Any]:
+                          save: bool = True, within: str | None = None,
+                          tuning: FinetuneOptions | None = None) -> dict[str, Any]:
     """Accuracy (mean ± 95% CI) of prototypes (``eval.distance``) over the frozen encoder on
-    seeded test episodes, in the result format of the episodic kind (``within``: as
-    :func:`attnmeta.runs.supervised.evaluate_checkpoint`)."""
+    seeded test episodes, in the result format of the episodic kind (``within``, ``tuning``:
+    as :func:`attnmeta.runs.supervised.evaluate_checkpoint`)."""
     config, learner, record = load_pretrain_run(checkpoint, data_root)
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
@@ -175,4 +164,4 @@ def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: i
     shape = requested_shape(config, n_way, k_shot, within)
     return accuracy_result(learner, f"pretrain ({config.eval.distance} prototypes)",
                            load_split(config, split), split, shape, episodes, seed, record,
-                           command, save, batch_size, progress)
+                           command, save, batch_size, progress, tuning)

@@ -24,7 +24,8 @@ from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_s
                                  make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input
-from attnmeta.runs.evaluation import (accuracy_result, check_test_shape, in_training_evaluation, requested_shape)
+from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, check_test_shape,
+                                      in_training_evaluation, requested_shape)
 from attnmeta.runs.folder import RunError, read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
@@ -206,11 +207,13 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
                         split: str | None = None, data_root: str | None = None,
                         n_way: int | None = None, k_shot: int | None = None,
                         batch_size: int = 16, command: str = "", progress: bool = False,
-                        save: bool = True, within: str | None = None) -> dict[str, Any]:
+                        save: bool = True, within: str | None = None,
+                        tuning: FinetuneOptions | None = None) -> dict[str, Any]:
     """Accuracy (mean ± 95% CI) over a fixed, seeded set of test episodes. With ``save`` the
     result is also written to ``result["written_to"]`` (None if that failed: a warning).
     ``within='alphabet'``: each episode's classes from one alphabet (Lake et al. 2015; a run
-    of ``data.protocol: lake`` only); default ``data.test.within``."""
+    of ``data.protocol: lake`` only); default ``data.test.within``. ``tuning``: test-time
+    fine-tuning of the encoder on each support set (a frozen run's too: raw inputs then)."""
     run = load_run(checkpoint, data_root)
     config = run.config
     split = split or config.eval.split
@@ -218,8 +221,8 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
     seed = config.eval.seed if seed is None else seed
     shape = requested_shape(config, n_way, k_shot, within)
     check_test_shape(run.learner, config, shape)
-    data = run.learner_split(split)
+    data = run.learner_split(split) if tuning is None else run.split(split)
     return accuracy_result(run.learner, config.learner.name, data, split, shape, episodes,
-                           seed, run.record, command, save, batch_size, progress)
+                           seed, run.record, command, save, batch_size, progress, tuning)
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["AUGMENTATIONS", "horizontal_flip", "random_boxes", "resized_crop", "flip_crop",
-           "augment_seed", "AugmentedEpisodes"]
+           "augment_seed", "AugmentedEpisodes", "shift_images", "random_shifts"]
 
 CROP_SCALE = (0.8, 1.0)          # the box's share of the image's area
 CROP_RATIO = (3 / 4, 4 / 3)      # the box's width / height (torchvision's default)
@@ -80,6 +80,30 @@ def flip_crop(images: Tensor, generator: torch.Generator) -> Tensor:
 
 
 # data.augment -> the function; "none" is no wrapper at all
+def shift_images(images: Tensor, offsets: Tensor) -> Tensor:
+    """``images [B, C, H, W]`` moved by ``offsets [B, 2]`` (rows, columns) pixels each, the
+    uncovered border filled with zeros (Omniglot's background)."""
+    batch, _, height, width = images.shape
+    pad = int(offsets.abs().max()) if offsets.numel() else 0
+    if pad == 0:
+        return images
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = torch.arange(height)[None] + pad - offsets[:, :1]          # [B, H]
+    cols = torch.arange(width)[None] + pad - offsets[:, 1:]           # [B, W]
+    picked = padded[torch.arange(batch)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2).contiguous()                    # [B, H, W, C] -> BCHW
+
+
+def random_shifts(max_shift: int) -> Callable[[Tensor, torch.Generator], Tensor]:
+    """``(images [B, C, H, W], generator) -> images`` each moved by up to ``max_shift``
+    pixels in both directions (drawn from the generator)."""
+    def shift(images: Tensor, generator: torch.Generator) -> Tensor:
+        offsets = torch.randint(-max_shift, max_shift + 1, (images.shape[0], 2),
+                                generator=generator)
+        return shift_images(images, offsets)
+    return shift
+
+
 AUGMENTATIONS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {"flip_crop": flip_crop}
 
 
