@@ -63,6 +63,15 @@ def pretrain_minutes(config) -> float:
         "elapsed_s", 0.0) / 60
 
 
+def pretrain_command(config) -> str:
+    """The command that trained the ``model.init`` run ('' without one)."""
+    if config.model.init is None:
+        return ""
+    from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
+
+    return read_checkpoint_record(resolve_checkpoint(Path(config.model.init))).get("command", "")
+
+
 def training_key(config) -> str:
     """Rows whose configs differ only in test episodes share one trained model."""
     values = config_to_dict(config)
@@ -132,6 +141,7 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         # pretraining included: the model.init run's minutes are part of this row's cost
         "train_minutes": trained["train_seconds"] / 60 + pretrain_minutes(config),
         "pretrain_minutes": pretrain_minutes(config), "budget_minutes": minutes,
+        "pretrain_command": pretrain_command(config),
         "protocol": config.data.protocol + ("" if config.data.test.within == "none"
                                             else f", within {config.data.test.within}"),
         "trained_in": run_dir.name, "curve": curve, "command": command, "machine": describe_machine(),
@@ -150,6 +160,8 @@ def write_table(rows: list[dict], out: Path) -> None:
         "training, as in the paper; 'trained in' names the run); so do the 20-way rows of FEAT, "
         "the in-context learner and Matching Networks with FCE. Later rows ran with one thread "
         "per process (`OMP_NUM_THREADS=1`, see 'Machine') because other jobs shared the CPU. "
+        "A 'pretrained' row's train time includes its pretraining run's (that run's command "
+        "comes first). "
         "Rows with fewer than 1000 episodes say so: Reptile's 50 inner Adam steps per test "
         "episode did not fit 1000 episodes in the time. The tables at the end put methods "
         "trained for the same number of minutes side by side.",
@@ -164,7 +176,9 @@ def write_table(rows: list[dict], out: Path) -> None:
             f"| {row.get('method', row['learner'])} | {row['n_way']}-way {row['k_shot']}-shot | "
             f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} | {row['trained_in']} | "
             f"{row['steps']} ({row['planned_steps']}) | {row['train_minutes']:.1f} | "
-            f"{row['episodes']} ({row['episode_seed']}) | `{row['command']}` |")
+            f"{row['episodes']} ({row['episode_seed']}) | "
+            + (f"`{row['pretrain_command']}`, then " if row.get("pretrain_command") else "")
+            + f"`{row['command']}` |")
     lines += equal_budget_tables(rows)
     machines = sorted({row["machine"] for row in rows})
     lines += ["", f"Machine: {'; '.join(machines)}.", "",
