@@ -1,11 +1,11 @@
 """Meta-learners, one file each, over the shared :class:`MetaLearner` interface."""
 
-from attnmeta.learners.base import (EpisodeLearner, MetaLearner, StepOutput, class_count,
-                                    inner_sgd)
+from attnmeta.learners.base import EpisodeLearner, MetaLearner, StepOutput, class_count
 from attnmeta.learners.classifier import ClassBatch, SupervisedClassifier
 from attnmeta.learners.feat import FEAT
 from attnmeta.learners.frozen import FrozenFeatureLearner
 from attnmeta.learners.gradient import GradientLearner
+from attnmeta.learners.inner_loop import inner_sgd
 from attnmeta.learners.in_context import InContextClassifier, InContextLearner
 from attnmeta.learners.maml import MAML
 from attnmeta.learners.matching import MatchingNet

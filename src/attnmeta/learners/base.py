@@ -1,6 +1,6 @@
 """What every meta-learner shares: the step interface the one training loop calls, the
-capabilities a learner declares, and the functional inner loop (SGD on a parameter dict)
-that the gradient learners (:mod:`attnmeta.learners.gradient`) use."""
+capabilities a learner declares, and how a task is fitted once and predicted later. The
+functional inner loop the gradient learners use is :mod:`attnmeta.learners.inner_loop`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from typing import Callable, ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from attnmeta.norm import uses_batch_statistics
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "class_count", "inner_sgd",
-           "support_gradient", "query_metrics", "embed_episode"]
+__all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "Head", "class_count",
+           "query_metrics", "embed_episode"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+# (support_z [T, S, D], support_y [T, S], query_z [T, Q, D]) -> logits [T, Q, N]
+Head = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def class_count(labels: Tensor) -> int:
@@ -115,11 +116,9 @@ class MetaLearner(nn.Module):
             return {}
         return self.attention_maps(task["support_x"], task["support_y"], query_x)
 
-    def encoder_and_head(self) -> tuple[nn.Module, Callable[[Tensor, Tensor, Tensor], Tensor]] | None:
-        """``(encoder, head)`` of a learner that predicts from embeddings: ``encoder`` maps
-        inputs ``[n, ...]`` to ``[n, D]`` and ``head(support_z [T, S, D], support_y [T, S],
-        query_z [T, Q, D]) -> logits [T, Q, N]`` (what test-time fine-tuning tunes the
-        encoder through, :mod:`attnmeta.learners.finetune`); None for the others."""
+    def encoder_and_head(self) -> tuple[nn.Module, Head] | None:
+        """``(encoder [n, ...] -> [n, D], head)`` of a learner that predicts from embeddings
+        (see :data:`Head`; what :mod:`attnmeta.learners.finetune` tunes through), else None."""
         return None
 
     def attention_map_names(self) -> tuple[str, ...]:
@@ -177,7 +176,7 @@ class EpisodeLearner(MetaLearner):
         with torch.no_grad():
             return self.logits(batch.support_x, batch.support_y, batch.query_x)
 
-    def encoder_and_head(self) -> tuple[nn.Module, Callable[[Tensor, Tensor, Tensor], Tensor]]:
+    def encoder_and_head(self) -> tuple[nn.Module, Head]:
         return self.encoder, self.logits_from_features
 
     def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
@@ -231,73 +230,3 @@ def embed_episode(encoder: nn.Module, support_x: Tensor, query_x: Tensor) -> tup
     inputs = torch.cat([support_x, query_x], dim=1)
     z = encoder(inputs.flatten(0, 1)).reshape(*inputs.shape[:2], -1)
     return z[:, : support_x.shape[1]], z[:, support_x.shape[1]:]
-
-
-def support_gradient(model: nn.Module, frozen: Mapping[str, Tensor], support_x: Tensor,
-                     support_y: Tensor, loss_fn: LossFn, under_vmap: bool = True,
-                     create_graph: bool = True) -> Callable[[Params], Params]:
-    """``params -> d(support loss)/d(params)``, differentiable by an outer ``backward()``
-    (second order) when ``create_graph``. ``frozen`` holds the model's other parameters
-    and buffers, fed to ``functional_call`` unchanged.
-
-    ``under_vmap`` uses ``torch.func.grad``, which composes with ``torch.vmap``; otherwise
-    ``torch.autograd.grad``, which cannot run inside ``vmap`` but costs less per call:
-    measured on Conv4 with 5 support images, 5 inner steps × 32 tasks took ~4 ms per
-    step longer with ``torch.func.grad`` (MAML 25% slower first order, 10% second order).
-    """
-
-    def support_loss(adapted: Params) -> Tensor:
-        return loss_fn(functional_call(model, {**frozen, **adapted}, (support_x,)), support_y)
-
-    if under_vmap:
-        return torch.func.grad(support_loss)
-
-    def by_autograd(params: Params) -> Params:
-        with torch.enable_grad():
-            inputs = {name: p if p.requires_grad else p.detach().requires_grad_()
-                      for name, p in params.items()}
-            grads = torch.autograd.grad(support_loss(inputs), list(inputs.values()),
-                                        create_graph=create_graph)
-        return dict(zip(inputs, grads))
-
-    return by_autograd
-
-
-def inner_sgd(
-    model: nn.Module,
-    params: Params,
-    frozen: Mapping[str, Tensor],
-    support_x: Tensor,
-    support_y: Tensor,
-    loss_fn: LossFn,
-    lrs: Mapping[str, Tensor | float],
-    steps: int,
-    first_order: bool,
-    under_vmap: bool = True,
-    on_step: Callable[[int], None] | None = None,
-) -> Params:
-    """``steps`` of gradient descent on the support loss, as a pure function of ``params``.
-
-    ``params`` are the tensors being adapted, ``frozen`` the rest of the model (see
-    :func:`support_gradient`). The update is differentiable by an ordinary outer
-    ``backward()`` (second-order MAML); with ``under_vmap`` (the default) it also runs
-    under ``torch.vmap``. With ``first_order`` the inner gradients are detached (FOMAML).
-    ``on_step(k)`` is called after step ``k`` (progress of a long adaptation).
-    """
-    grad_fn = support_gradient(model, frozen, support_x, support_y, loss_fn, under_vmap,
-                               create_graph=not first_order)
-    for step in range(steps):
-        if first_order:
-            # The same values as detaching the gradient afterwards, but computed from
-            # detached inputs, so no graph is recorded for an outer backward that would
-            # never use it (5 first-order steps: ~20% faster on Conv4). Detached after
-            # too: ``frozen`` parameters (ANIL's body) may still carry a graph into it.
-            grads = grad_fn({name: p.detach() for name, p in params.items()})
-            grads = {name: g.detach() for name, g in grads.items()}
-        else:
-            grads = grad_fn(params)
-        params = {name: p - lrs[name] * grads[name] for name, p in params.items()}
-        if on_step is not None:
-            on_step(step + 1)
-    return params
-

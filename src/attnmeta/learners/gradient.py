@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from attnmeta import kernels
-from attnmeta.learners.base import MetaLearner, Params, inner_sgd
+from attnmeta.learners.base import MetaLearner, Params
+from attnmeta.learners.inner_loop import inner_sgd
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["GradientLearner", "Strategy"]

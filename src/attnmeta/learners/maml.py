@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from attnmeta import kernels
-from attnmeta.learners.base import Params, StepOutput, inner_sgd, query_metrics
+from attnmeta.learners.base import Params, StepOutput, query_metrics
 from attnmeta.learners.gradient import GradientLearner, Strategy
+from attnmeta.learners.inner_loop import inner_sgd
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["MAML"]

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnmeta.learners.base import Params, StepOutput, query_metrics, support_gradient
+from attnmeta.learners.base import Params, StepOutput, query_metrics
+from attnmeta.learners.inner_loop import support_gradient
 from attnmeta.learners.gradient import GradientLearner
 from attnmeta.tasks.episode import Episode
 

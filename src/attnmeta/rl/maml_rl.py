@@ -57,8 +57,9 @@ from torch import Tensor
 from torch.func import functional_call
 
 from attnmeta import kernels
-from attnmeta.learners.base import Params, StepOutput, inner_sgd
+from attnmeta.learners.base import Params, StepOutput
 from attnmeta.learners.gradient import GradientLearner
+from attnmeta.learners.inner_loop import inner_sgd
 from attnmeta.rl.advantages import PolicyGradientLoss, policy_gradient_data
 from attnmeta.rl.rollout import Trajectories, per_task_forward, sample_trajectories, shared_forward
 from attnmeta.rl.task_family import TaskFamily
