@@ -394,9 +394,6 @@ def bench_speed(repeats: int, meta_batch: int, threads: int, workers: int,
         fail(error)
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ----------------------------------------------------- a person's own examples
 def _progress_line(what: str, enabled: bool) -> Any:
@@ -464,7 +461,6 @@ def predict(model_dir: Path, queries: tuple[str, ...], as_json: bool, top_k: int
     import json
 
     from attnmeta.fewshot import FewShotClassifier
-
     from attnmeta.fewshot.records import checked_top_k, prediction_records
 
     try:
@@ -557,3 +553,7 @@ def serve(target: Path, host: str, port: int, keep: Path | None, data_root: str 
         run_server(target, host=host, port=port, keep=keep, data_root=data_root)
     except USER_ERRORS as error:
         fail(error)
+
+
+if __name__ == "__main__":
+    main()

@@ -121,3 +121,14 @@ def test_serve_refuses_a_folder_that_is_neither_run_nor_model(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     one_line_error(["serve", tmp_path / "mine", "--port", "0"], "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_python_dash_m_knows_every_command():
+    """``python -m attnmeta.cli`` (what torchrun and benchmarks/load.py run) registers every
+    command before it dispatches."""
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "attnmeta.cli", "--help"], check=True,
+                            capture_output=True, text=True).stdout
+    assert all(f"  {name} " in listed for name in main.commands), listed
