@@ -30,7 +30,7 @@ from attnmeta.tasks.episode import Episode, collate_episodes
 from attnmeta.tasks.sampler import FewShotEpisodes
 
 __all__ = ["OUT_OF_SCOPE", "SCORES", "OutOfScopeEpisodes", "QueryScores",
-           "max_softmax_scores", "choose_threshold", "choose_score", "out_of_scope_metrics",
+           "max_softmax_scores", "query_scores", "choose_threshold", "choose_score", "out_of_scope_metrics",
            "score_episodes"]
 
 OUT_OF_SCOPE = -1
@@ -70,6 +70,13 @@ class OutOfScopeEpisodes(Dataset):
                        torch.cat([episode.query_x, self.out_of_scope[picks]]),
                        torch.cat([episode.query_y,
                                   torch.full((self.oos_per_episode,), OUT_OF_SCOPE)]))
+
+
+def query_scores(logits: Tensor) -> dict[str, Tensor]:
+    """Every score of :data:`SCORES` for each query of ``logits [..., N]`` (``[...]``
+    each): the maximum softmax probability and the maximum logit."""
+    return {"max_softmax": max_softmax_scores(logits)[0],
+            "max_logit": logits.float().max(dim=-1).values}
 
 
 def max_softmax_scores(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,10 +153,9 @@ def score_episodes(learner: MetaLearner, episodes: Dataset, batch_size: int = 16
     try:
         for batch in loader:
             logits = learner.predict_batch(batch).float()
-            batch_scores, batch_predictions = max_softmax_scores(logits)
-            scores["max_softmax"].append(batch_scores.numpy())
-            scores["max_logit"].append(logits.max(dim=-1).values.numpy())
-            predictions.append(batch_predictions.numpy())
+            for name, values in query_scores(logits).items():
+                scores[name].append(values.numpy())
+            predictions.append(max_softmax_scores(logits)[1].numpy())
             labels.append(batch.query_y.numpy())
     finally:
         learner.train(was_training)

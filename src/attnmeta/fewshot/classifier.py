@@ -16,7 +16,6 @@ with the two small types it returns; the folder format is :mod:`.model_folder`.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,9 +32,9 @@ from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.config import config_from_dict, config_to_dict
 from attnmeta.runs.folder import run_kind
+from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
 
 __all__ = ["FewShotClassifier", "Explanation", "FittedModule"]
-
 
 
 @dataclass
@@ -125,7 +124,7 @@ class FewShotClassifier:
     def from_run(cls, run_dir: str | Path, data_root: str | None = None) -> "FewShotClassifier":
         """The newest valid checkpoint of an episodic (``attnmeta train``) or pretrain run
         (``kind: pretrain``: prototypes over its encoder, by ``eval.distance``)."""
-        from attnmeta.runs.build import dataset_entry
+        from attnmeta.runs.build import dataset_entry, image_channels
 
         path = Path(run_dir)
         kind = run_kind(path)
@@ -142,17 +141,17 @@ class FewShotClassifier:
             num_classes = int(record["inputs"]["num_classes"])
         else:
             raise ModelError(f"run {path} is a {kind} run: expected an episodic or "
-                                  "pretrain run of classes (attnmeta train configs/...)")
+                             "pretrain run of classes (attnmeta train configs/...)")
         entry = dataset_entry(config)
         preprocessing = Preprocessing(
             "text" if entry.text else "image", image_size=config.data.image_size,
-            channels=_channels(config), max_length=config.data.max_length,
+            channels=image_channels(config), max_length=config.data.max_length,
             inverted=entry.inverted)
         checkpoint = Path(record["path"])
         source = _Source(str(path.resolve()), str(checkpoint.resolve()),
                          str(record.get("record_sha256", "")), int(record["step"]))
         return cls(learner, config, preprocessing, source, tokenizer, num_classes,
-                   _out_of_scope_threshold(checkpoint.parent.parent) if entry.text else None)
+                   chosen_threshold(checkpoint.parent.parent) if entry.text else None)
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, support: Any, steps: int | None = None, progress: Progress | None = None,
@@ -246,9 +245,8 @@ class FewShotClassifier:
             return (probabilities.max(-1).values < reject_below).tolist()
         if self.out_of_scope is None:
             return [False] * len(logits)
-        scores = (probabilities.max(-1).values if self.out_of_scope["score"] == "max_softmax"
-                  else logits.float().max(-1).values)
-        return (scores < self.out_of_scope["threshold"]).tolist()
+        chosen = self.out_of_scope
+        return below_threshold(logits, chosen["score"], chosen["threshold"])
 
     def explain(self, query: Any) -> Explanation:
         """The attention behind the prediction for one ``query``: the same weights the
@@ -328,13 +326,13 @@ class FewShotClassifier:
         record = read_model_record(folder)
         if file_digest(folder / WEIGHTS) != record["weights_sha256"]:
             raise ModelError(f"model {folder}: {WEIGHTS} does not match the sha256 in "
-                                  f"{RECORD} (edited or damaged): expected the files "
-                                  "attnmeta adapt wrote")
+                             f"{RECORD} (edited or damaged): expected the files "
+                             "attnmeta adapt wrote")
         try:
             tensors = load_file(folder / WEIGHTS)
         except Exception as error:  # SafetensorError, OSError: name the file
             raise ModelError(f"model {folder}: cannot read {WEIGHTS} ({error}): "
-                                  "expected the file attnmeta adapt wrote") from None
+                             "expected the file attnmeta adapt wrote") from None
         config = config_from_dict(record["config"])
         if config.kind == "pretrain":
             learner = build_classifier(config, int(record["num_classes"]))
@@ -359,25 +357,3 @@ class FewShotClassifier:
         model.steps = record.get("steps")
         return model
 
-
-# ----------------------------------------------------------------------- helpers
-def _channels(config: Any) -> int:
-    """Colour channels the run's model reads (``data.channels``)."""
-    from attnmeta.runs.build import image_channels
-
-    return image_channels(config)
-
-
-def _out_of_scope_threshold(run_dir: Path) -> dict[str, Any] | None:
-    """The score and threshold of the run's out-of-scope evaluation (``attnmeta eval
-    --oos``: chosen on meta-val), the newest if there are several; None if it has none."""
-    found = sorted(run_dir.glob("eval_*oos*.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(found):
-        try:
-            result = json.loads(path.read_text())
-            threshold = float(result["threshold"])
-            if result["score"] in ("max_softmax", "max_logit") and math.isfinite(threshold):
-                return {"score": result["score"], "threshold": threshold, "from": path.name}
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None

@@ -48,25 +48,25 @@ def claim_model_folder(folder: Path, overwrite: bool) -> None:
 def read_model_record(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist: expected the --out "
-                              "folder of attnmeta adapt")
+                         "folder of attnmeta adapt")
     missing = [name for name in (MODEL_MARKER, RECORD, WEIGHTS) if not (folder / name).is_file()]
     if missing:
         what = ("is not an adapted model" if MODEL_MARKER in missing
                 else f"is incomplete (no {missing[0]})")
         raise ModelError(f"model folder {folder} {what}: expected the --out folder of "
-                              "attnmeta adapt")
+                         "attnmeta adapt")
     try:
         record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelError(f"model folder {folder}: {RECORD} is not valid JSON ({error}): "
-                              "expected the file attnmeta adapt wrote") from None
+                         "expected the file attnmeta adapt wrote") from None
     needed = ("format", "class_names", "preprocessing", "support", "source", "config",
               "weights_sha256")
     if not isinstance(record, dict) or any(key not in record for key in needed):
         lacking = next(k for k in needed if not isinstance(record, dict) or k not in record)
         raise ModelError(f"model folder {folder}: {RECORD} lacks {lacking!r}: expected "
-                              "the file attnmeta adapt wrote")
+                         "the file attnmeta adapt wrote")
     if record["format"] != FORMAT:
         raise ModelError(f"model folder {folder} is format {record['format']!r}: expected "
-                              f"format {FORMAT} (re-run attnmeta adapt)")
+                         f"format {FORMAT} (re-run attnmeta adapt)")
     return record

@@ -6,12 +6,16 @@ fixed for meta-test episodes with ``oos_test`` ones (:mod:`attnmeta.out_of_scope
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from attnmeta.evaluate import summarize
-from attnmeta.out_of_scope import (OutOfScopeEpisodes, QueryScores, choose_score,
-                                   out_of_scope_metrics, score_episodes)
+from attnmeta.out_of_scope import (SCORES, OutOfScopeEpisodes, QueryScores, choose_score,
+                                   out_of_scope_metrics, query_scores, score_episodes)
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
 from attnmeta.runs.folder import RunError, write_result
@@ -19,7 +23,7 @@ from attnmeta.runs.evaluation import check_test_shape
 from attnmeta.runs.supervised import load_run
 from attnmeta.tasks import check_episode_shape
 
-__all__ = ["evaluate_out_of_scope"]
+__all__ = ["evaluate_out_of_scope", "chosen_threshold", "below_threshold"]
 
 
 def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
@@ -77,3 +81,25 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     }
     result["written_to"] = write_result(result) if save else None
     return result
+
+
+def chosen_threshold(run_dir: Path) -> dict[str, Any] | None:
+    """The score and threshold an out-of-scope evaluation of the run chose on meta-val (its
+    ``eval_*oos*.json``, the newest if there are several), with the file's name; None if
+    the run has none."""
+    found = sorted(Path(run_dir).glob("eval_*oos*.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(found):
+        try:
+            result = json.loads(path.read_text())
+            threshold = float(result["threshold"])
+            if result["score"] in SCORES and math.isfinite(threshold):
+                return {"score": result["score"], "threshold": threshold, "from": path.name}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def below_threshold(logits: Tensor, score: str, threshold: float) -> list[bool]:
+    """Which queries of ``logits [Q, N]`` score (``score``, one of :data:`SCORES`) under
+    ``threshold``: the ones an out-of-scope evaluation would reject."""
+    return (query_scores(logits)[score] < threshold).tolist()
