@@ -57,6 +57,21 @@ def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **le
     })
 
 
+def tiny_text_config(dataset: str, learner: str = "protonet", steps: int = 4,
+                     backbone: str = "text_transformer") -> dict:
+    """A tiny text run's config values (needs the real data set, see REAL_DATA)."""
+    return {
+        "name": f"tiny-{dataset}-{learner}", "seed": 1,
+        "data": {"dataset": dataset, "max_length": 24, "vocab_size": 600,
+                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
+                 "test": {"n_way": 4, "k_shot": 1, "q_query": 3}},
+        "model": {"backbone": backbone, "hidden": 16, "depth": 1, "heads": 2},
+        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 1},
+        "train": {"steps": steps, "meta_batch": 2, "log_every": 2, "checkpoint_every": 2},
+        "eval": {"episodes": 8, "seed": 3},
+    }
+
+
 def one_line_error(args: list[str], *expected: str) -> str:
     """Run the CLI; assert it fails with a single line ``Error: ...`` holding ``expected``."""
     from click.testing import CliRunner

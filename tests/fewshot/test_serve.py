@@ -28,7 +28,7 @@ from attnmeta.fewshot.serve import bind, create_app
 from attnmeta.fewshot.uploads import KEEP_MARKER, MAX_QUERY_FILES, MAX_SUPPORT_FILES
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.supervised import train_run
-from support import REAL_DATA, make_image_folder, needs_real_data, tiny_config
+from support import REAL_DATA, make_image_folder, needs_real_data, tiny_config, tiny_text_config
 
 CLASSES = ["black", "stripes", "white"]
 
@@ -244,16 +244,7 @@ def test_a_text_model_adapts_on_sentences_and_never_reads_a_query_as_a_file(tmp_
                                                                           monkeypatch):
     monkeypatch.setenv("ATTNMETA_DATA", str(REAL_DATA))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = config_from_dict({
-        "name": "tiny-text", "seed": 1,
-        "data": {"dataset": "clinc150", "max_length": 24, "vocab_size": 600,
-                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
-                 "test": {"n_way": 3, "k_shot": 1, "q_query": 2}},
-        "model": {"backbone": "text_transformer", "hidden": 16, "depth": 1, "heads": 2},
-        "learner": {"name": "matching"},
-        "train": {"steps": 2, "meta_batch": 2, "log_every": 2, "checkpoint_every": 2,
-                  "eval_every": 0},
-        "eval": {"episodes": 8, "seed": 3}})
+    config = config_from_dict(tiny_text_config("clinc150", "matching", steps=2))
     train_run(config, tmp_path / "run", progress=False, will_evaluate=False)
     examples = [{"text": "what is my balance", "label": "balance"},
                 {"text": "how much money do i have", "label": "balance"},

@@ -19,7 +19,7 @@ from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.out_of_scope import evaluate_out_of_scope
 from attnmeta.runs.supervised import train_run
 from attnmeta.tasks.intents import load_intent_texts
-from support import REAL_DATA, needs_real_data
+from support import REAL_DATA, needs_real_data, tiny_text_config
 
 pytestmark = needs_real_data
 
@@ -29,16 +29,7 @@ def text_run(tmp_path_factory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("ATTNMETA_DATA", str(REAL_DATA))
     run = tmp_path_factory.mktemp("text") / "run"
-    config = config_from_dict({
-        "name": "tiny-clinc", "seed": 1,
-        "data": {"dataset": "clinc150", "max_length": 24, "vocab_size": 600,
-                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
-                 "test": {"n_way": 4, "k_shot": 1, "q_query": 3}},
-        "model": {"backbone": "text_transformer", "hidden": 16, "depth": 1, "heads": 2},
-        "learner": {"name": "matching"},
-        "train": {"steps": 2, "meta_batch": 2, "log_every": 1, "checkpoint_every": 2},
-        "eval": {"episodes": 8, "seed": 3},
-    })
+    config = config_from_dict(tiny_text_config("clinc150", "matching", steps=2))
     train_run(config, run, progress=False, will_evaluate=False)
     evaluate_out_of_scope(run, episodes=4, threshold_episodes=4)
     yield run

@@ -16,22 +16,7 @@ from attnmeta.runs.build import build_model, load_split
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.out_of_scope import evaluate_out_of_scope
 from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
-from support import REAL_DATA, needs_real_data
-
-
-
-def tiny_text_config(dataset: str, learner: str = "protonet", steps: int = 4,
-                     backbone: str = "text_transformer") -> dict:
-    return {
-        "name": f"tiny-{dataset}-{learner}", "seed": 1,
-        "data": {"dataset": dataset, "max_length": 24, "vocab_size": 600,
-                 "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
-                 "test": {"n_way": 4, "k_shot": 1, "q_query": 3}},
-        "model": {"backbone": backbone, "hidden": 16, "depth": 1, "heads": 2},
-        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 1},
-        "train": {"steps": steps, "meta_batch": 2, "log_every": 2, "checkpoint_every": 2},
-        "eval": {"episodes": 8, "seed": 3},
-    }
+from support import REAL_DATA, needs_real_data, tiny_text_config
 
 
 @pytest.fixture
