@@ -5,8 +5,8 @@ saves. The episodic (:mod:`~attnmeta.runs.supervised`), pretrain and out-of-scop
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
