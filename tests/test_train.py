@@ -162,3 +162,43 @@ def test_worker_threads_refuse_running_batch_norm_and_keep_grads_on_nan():
     with pytest.raises(NonFiniteLossError, match="meta-loss is nan at step 7"):
         accumulate_meta_gradient(learner, batch, backward_chunk=1, step=7, workers=2)
     assert all(p.grad is None for p in learner.parameters())
+
+
+def _protonet_gradient(precision: str, workers: int) -> torch.Tensor:
+    """ProtoNet over a batch-statistics Conv4 (float32): one batch's meta-gradient, flat."""
+    from attnmeta.learners import ProtoNet
+    from attnmeta.models import Conv4
+    from attnmeta.train import accumulate_meta_gradient
+
+    batch = conv_episode_batch()
+    batch = type(batch)(batch.support_x.float(), batch.support_y, batch.query_x.float(),
+                        batch.query_y)
+    torch.manual_seed(0)
+    learner = ProtoNet(Conv4(out_dim=0, hidden=8))
+    accumulate_meta_gradient(learner, batch, backward_chunk=1, step=0, workers=workers,
+                             precision=precision)
+    return torch.cat([p.grad.flatten() for p in learner.parameters()])
+
+
+def test_bfloat16_forwards_round_and_threads_enter_autocast_too():
+    """precision='bfloat16' autocasts the forward: the meta-gradient moves off float32's
+    (bfloat16 keeps 8 significant bits, and rounding makes max-pool ties) yet points the
+    same way; worker threads (autocast state is per thread) give the serial bfloat16
+    gradient, not the float32 one."""
+    reference = _protonet_gradient("float32", workers=1)
+    serial = _protonet_gradient("bfloat16", workers=1)
+    threaded = _protonet_gradient("bfloat16", workers=2)
+    off = ((serial - reference).norm() / reference.norm()).item()
+    assert off > 1e-3
+    assert F.cosine_similarity(serial, reference, dim=0) > 0.9
+    assert ((threaded - serial).norm() / reference.norm()).item() < 1e-5
+
+
+def test_an_unknown_precision_is_refused():
+    from attnmeta.learners import ProtoNet
+    from attnmeta.models import Conv4
+    from attnmeta.train import forward_precision
+
+    with pytest.raises(ValueError, match="precision='float16': expected one of float32, "
+                                         "bfloat16"):
+        forward_precision(ProtoNet(Conv4(out_dim=0, hidden=4)), "float16")

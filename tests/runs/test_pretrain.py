@@ -295,6 +295,7 @@ def pretrain_args(path: Path, out: Path, *extra: str) -> list[str]:
     ("train.backward_chunk=-1", "train.backward_chunk"), ("model.init=/x", "model.init"),
     ("model.freeze=true", "model.freeze"), ("train.meta_batch=2", "train.meta_batch"),
     ("data.dataset=clinc150", "data.dataset"), ("kind=pretrained", "'kind'"),
+    ("train.precision=float16", "train.precision"),
 ])
 def test_a_bad_pretrain_value_names_its_key(tmp_path, data_root, override, key):
     path = write_config(tmp_path / "p.yaml", tiny_pretrain(data_root))
@@ -323,6 +324,19 @@ def test_bad_init_and_freeze_values_are_refused_in_one_line(tmp_path, data_root,
     one_line_error(["eval", pretrained, "--oos"], "--oos", "pretrain run")
     one_line_error(["eval", pretrained, "--within-alphabet"], "within='alphabet'",
                    "data.protocol='lake'")
+
+
+def test_bfloat16_pretraining_keeps_float32_weights_and_maml_refuses_it(tmp_path, data_root):
+    out = tmp_path / "bf16"
+    result = train_pretrain(tiny_pretrain(data_root, steps=3, precision="bfloat16", eval_every=0),
+                            out, progress=False)
+    assert result["steps"] == 3
+    saved = weights(out)
+    assert saved and all(t.dtype == torch.float32 for t in saved.values() if t.is_floating_point())
+    path = write_config(tmp_path / "maml.yaml", tiny_config(data_root, "maml"))
+    one_line_error(pretrain_args(path, tmp_path / "maml", "train.precision=bfloat16"),
+                   "train.precision='bfloat16'", "expected 'float32' for maml")
+    assert not (tmp_path / "maml").exists()
 
 
 def test_any_pretrain_key_trains_or_fails_in_one_line(data_root):

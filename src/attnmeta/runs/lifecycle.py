@@ -69,6 +69,7 @@ class TrainingPlan:
     eval_every: int = 0
     backward_chunk: int = 0                     # see attnmeta.train.meta_train
     workers: int = 1
+    precision: str = "float32"                  # of the training forward passes
 
 
 def _resume_changes(saved: dict, current: dict, resumable: tuple[str, ...], where: Path
@@ -210,7 +211,7 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
                              description=description,
                              on_log=lambda step, m: run_log.write(step, elapsed_s(), m, "train"),
                              on_step_end=step_end, backward_chunk=plan.backward_chunk,
-                             workers=plan.workers)
+                             workers=plan.workers, precision=plan.precision)
     except _BudgetReached:
         pass
     finally:

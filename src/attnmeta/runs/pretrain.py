@@ -113,7 +113,8 @@ def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool,
         lambda start: class_batches(split, train.batch_size, train.shift, config.seed, start,
                                     train.steps, config.data.augment),
         train.steps, train, learning_rate=lambda step: learning_rate(config, step),
-        evaluate=evaluate, eval_every=train.eval_every, backward_chunk=train.backward_chunk)
+        evaluate=evaluate, eval_every=train.eval_every, backward_chunk=train.backward_chunk,
+        precision=train.precision)
 
 
 def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from attnmeta.train import PRECISIONS
+
 __all__ = ["setting", "Limits", "EpisodeConfig", "DataConfig", "ModelConfig", "LearnerConfig",
            "TrainConfig", "EvalConfig", "ExperimentConfig", "RLEnvConfig", "RLPolicyConfig",
            "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig", "RLConfig", "PretrainLearnerConfig",
@@ -174,6 +176,9 @@ class TrainConfig:
     # the split eval_every reads (model selection); eval.split is the final test, read once
     eval_split: str = setting("val", choices=("train", "val", "test"))
     max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
+    # bfloat16: the training forward under torch.autocast (weights, optimiser and evaluation
+    # stay float32); measured accuracy and speed: benchmarks/results/precision.md
+    precision: str = setting("float32", choices=PRECISIONS)
 
 
 @dataclass
@@ -349,6 +354,9 @@ class PretrainTrainConfig:
     eval_split: str = setting("val", choices=("train", "val", "test"))  # what eval_every reads
     eval_episodes: int = setting(200, at_least=2)
     max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
+    # bfloat16: the training forward under torch.autocast (weights, optimiser and evaluation
+    # stay float32); measured accuracy and speed: benchmarks/results/precision.md
+    precision: str = setting("float32", choices=PRECISIONS)
 
 
 @dataclass

@@ -109,6 +109,12 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
     # a resumed run's weights come from its checkpoint: model.pretrained_path is not read
     learner = build_learner(config, None if init is None else init.state,
                             pretrained=not resuming)
+    if config.train.precision != "float32" and learner.adapts_by_gradient:
+        # measured (benchmarks/results/precision.md): MAML's bfloat16 meta-gradient is 2-60%
+        # off the float32 one, for a 1.1-1.3x step on Omniglot-sized tasks
+        raise RunError(f"train.precision={config.train.precision!r}: expected 'float32' for "
+                       f"{config.learner.name}, which differentiates through gradient steps "
+                       "on the support set (bfloat16 rounding compounds through them)")
     optimizer = build_optimizer(config, learner)
     split = model_input(config, learner, split, run_dir)  # model.freeze: features, cached
     if config.train.eval_every:
@@ -138,7 +144,8 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
                         learning_rate=lambda step: learning_rate(config, step),
                         evaluate=evaluate if context.is_main else None,
                         eval_every=config.train.eval_every,
-                        backward_chunk=config.train.backward_chunk, workers=config.train.workers)
+                        backward_chunk=config.train.backward_chunk, workers=config.train.workers,
+                        precision=config.train.precision)
 
 
 def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
