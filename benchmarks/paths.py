@@ -6,8 +6,9 @@ caching, attention heads on cached features, and a fitted classifier's fit and p
 Every row is the best of ``--repeats`` timed runs after one warm-up, with random weights
 (speed does not depend on them) and Omniglot shapes (1 x 28 x 28, Conv4 64 channels) unless
 the row says otherwise. FLOPs are counted by ``torch.utils.flop_counter``; MFU is against
-the best of three measurements of the 3x3-convolution peak in the same process, whose
-spread is reported. Writes ``paths.json`` and ``paths.md``.
+the best of three fixed measurements of the 3x3-convolution / GEMM peak of the row's
+precision in the same process (:func:`attnmeta.speed.harness.stable_peak`), whose spread is
+reported. Writes ``paths.json`` and ``paths.md``.
 """
 
 from __future__ import annotations
@@ -33,27 +34,34 @@ from attnmeta.machine import describe_machine
 from attnmeta.models import Conv4, FeatureHead, ResNet12
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.features import embed_items
-from attnmeta.speed.harness import best_seconds, count_flops, measure_peak
+from attnmeta.speed.harness import best_seconds, count_flops, stable_peak
 from attnmeta.tasks import Episode
+from attnmeta.train import forward_precision
 
 
-def pretraining_row(repeats: int, peak: float) -> dict:
-    """One Adam step of supervised pretraining: batch 256, 4400 classes (Vinyals train)."""
+def pretraining_row(repeats: int, peak: float, precision: str = "float32") -> dict:
+    """One Adam step of supervised pretraining: batch 256, 4400 classes (Vinyals train),
+    its forward in ``precision`` (train.precision)."""
     torch.manual_seed(0)
     learner = SupervisedClassifier(Conv4(1, 0, 64, 28, "running"), 64, 4400)
     optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
     batch = ClassBatch(torch.rand(256, 1, 28, 28), torch.randint(0, 4400, (256,)))
 
+    def loss() -> torch.Tensor:
+        with forward_precision(learner, precision):
+            return learner.training_step(batch).loss
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        learner.training_step(batch).loss.backward()
+        loss().backward()
         optimizer.step()
 
-    flops = count_flops(lambda: learner.training_step(batch).loss.backward())
+    flops = count_flops(lambda: loss().backward())
     seconds = best_seconds(step, repeats)
-    return {"path": "pretraining step (Conv4, batch 256, 4400 classes, Adam)",
-            "rate": 256 / seconds, "unit": "images/s", "seconds": seconds,
-            "gflops": flops / seconds / 1e9, "mfu": flops / seconds / 1e9 / peak}
+    return {"path": f"pretraining step (Conv4, batch 256, 4400 classes, Adam), {precision}",
+            "precision": precision, "rate": 256 / seconds, "unit": "images/s",
+            "seconds": seconds, "gflops": flops / seconds / 1e9,
+            "mfu": flops / seconds / 1e9 / peak}
 
 
 def caching_row(repeats: int, peak: float) -> dict:
@@ -140,14 +148,16 @@ def product_rows(repeats: int) -> list[dict]:
 
 
 def markdown(result: dict) -> str:
-    peak = result["peak"]
     lines = [
         "# Throughput of the pretraining, caching, head and product paths", "",
         f"Command: `{result['command']}`  ", f"Machine: {result['machine']}  ",
-        f"Peak (3x3 convolution, best of {len(peak['conv3x3_runs'])} measurements): "
-        f"{peak['conv3x3_gflops']:.0f} GFLOP/s (runs: "
-        + ", ".join(f"{v:.0f}" for v in peak["conv3x3_runs"]) + "); best of "
-        f"{result['repeats']} timed runs per row, after one warm-up; random weights.", "",
+        *(f"Peak, {peak['dtype']} (the better of a 4096³ GEMM and a 3×3 64→64 convolution, "
+          f"best of {len(peak['runs'])} fixed measurements): {peak['peak_gflops']:.0f} GFLOP/s "
+          "(runs: " + ", ".join(f"{run['peak_gflops']:.0f}" for run in peak["runs"])
+          + f"; spread {peak['spread']:.0%}); MFU of a row is against its precision's peak.  "
+          for peak in result["peaks"].values()),
+        f"Best of {result['repeats']} timed runs per row, after one warm-up; random weights.",
+        "",
         "| path | rate | ms | GFLOP/s | MFU |", "|---|---|---|---|---|"]
     for row in result["rows"]:
         ms = row.get("ms_per_query", 1000 * row["seconds"])
@@ -166,16 +176,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = [measure_peak()["conv3x3_gflops"] for _ in range(3)]
-    peak = max(runs)
-    rows = [pretraining_row(args.repeats, peak), caching_row(args.repeats, peak)]
+    peaks = {"float32": stable_peak(3), "bfloat16": stable_peak(3, dtype=torch.bfloat16)}
+    peak = peaks["float32"]["peak_gflops"]
+    rows = [pretraining_row(args.repeats, peak),
+            pretraining_row(args.repeats, peaks["bfloat16"]["peak_gflops"], "bfloat16"),
+            caching_row(args.repeats, peak)]
     rows += head_rows(args.repeats)
     rows += product_rows(args.repeats)
     result = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
               "machine": describe_machine(), "threads": torch.get_num_threads(),
               "repeats": args.repeats,
-              "peak": {"conv3x3_gflops": peak, "conv3x3_runs": runs,
-                       "spread": (max(runs) - min(runs)) / peak}, "rows": rows}
+              "peaks": peaks, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out / "paths.json", json.dumps(result, indent=1).encode())
     atomic_write_bytes(args.out / "paths.md", markdown(result).encode())

@@ -10,7 +10,7 @@ import torch
 
 from attnmeta.speed.peers import PEERS, PeerUnavailable, reference_conv4
 from attnmeta.speed.harness import (ATTNMETA_VARIANTS, SpeedConfig, build_implementation, count_flops,
-                                  omniglot_shaped_batch, run_speed, write_report)
+                                  omniglot_shaped_batch, run_speed, stable_peak, write_report)
 from attnmeta.learners import MAML
 
 
@@ -59,17 +59,35 @@ def test_flop_count_of_a_convolution_is_the_closed_form():
 
 def test_a_small_run_writes_json_and_markdown(tmp_path):
     config = SpeedConfig(meta_batch=2, repeats=1, threads=1, workers=1,
-                         settings=[(1, False)], implementations=["attnmeta", "plain_loop"],
+                         settings=[(1, False)],
+                         implementations=["attnmeta", "attnmeta_bfloat16", "plain_loop"],
                          episode_settings=[(3, 1)], memory=True, gemm_size=128, conv_batch=2)
     results = run_speed(config, log=lambda line: None)
     path = write_report(results, "attnmeta bench speed --test", tmp_path)
     saved = json.loads((tmp_path / "speed.json").read_text())
     rows = {row["key"]: row for row in saved["maml"]}
-    assert set(rows) == {"attnmeta", "plain_loop"}
+    assert set(rows) == {"attnmeta", "attnmeta_bfloat16", "plain_loop"}
     assert rows["attnmeta"]["meta_gradient_rel_diff_vs_plain_loop"] < 1e-5
+    # bfloat16 forwards round: the row shows how far its meta-gradient is off
+    assert rows["attnmeta_bfloat16"]["meta_gradient_rel_diff_vs_plain_loop"] > 1e-4
+    # MFU against the best fixed measurement of each row's precision: 3 before + 2 after
+    peaks = saved["peaks"]
+    assert len(peaks["float32"]["runs"]) == 5 and len(peaks["bfloat16"]["runs"]) == 5
+    for row in saved["maml"]:
+        peak = peaks[row["precision"]]["peak_gflops"]
+        assert row["mfu"] == pytest.approx(row["gflops"] / peak)
     # 2 tasks of Conv4 on 28x28: at least the query forwards, 2 x 15 x 19.6 MFLOP.
     assert rows["plain_loop"]["gflop_per_meta_batch"] > 2 * 15 * 0.0196
     assert rows["attnmeta"]["peak_memory_mb"] > 0
     assert {row["learner"] for row in saved["episode_learners"]} == {"ProtoNets", "FEAT"}
     text = path.read_text()
     assert "attnmeta bench speed --test" in text and "plain autograd.grad loop" in text
+
+
+def test_the_stable_peak_is_the_best_measurement_and_reports_the_spread():
+    earlier = [{"peak_gflops": 100.0}, {"peak_gflops": 80.0}]
+    peak = stable_peak(1, gemm_size=64, conv_batch=1, earlier=earlier)
+    rates = [run["peak_gflops"] for run in peak["runs"]]
+    assert rates[:2] == [100.0, 80.0] and len(rates) == 3
+    assert peak["peak_gflops"] == max(rates)
+    assert peak["spread"] == pytest.approx((max(rates) - min(rates)) / max(rates))

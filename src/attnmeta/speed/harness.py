@@ -4,9 +4,11 @@ One process times every implementation on the same random Omniglot-shaped meta-b
 (Conv4, 28×28, 5-way 1-shot, 15 queries, meta-batch 32 by default), alternating
 implementations within each repeat so drift hits all alike; it first checks that each
 implementation's meta-gradient equals the plain autograd loop's from the same initial
-weights. FLOPs come from ``torch.utils.flop_counter`` over one meta-batch; the peak is
-measured in the same run (a large ``torch.mm`` and a 3×3 64→64 convolution); peak memory
-is the resident-set growth of a fresh subprocess running two steps of one implementation.
+weights. FLOPs come from ``torch.utils.flop_counter`` over one meta-batch; the peak is the
+best of several fixed measurements (a large ``torch.mm`` and a 3×3 64→64 convolution)
+before and after the run, reported with their spread, so that MFU does not swing with one
+low measurement; peak memory is the resident-set growth of a fresh subprocess running two
+steps of one implementation.
 
     attnmeta bench speed [--repeats 5] [--out benchmarks/results]
     python benchmarks/speed.py ...            (the same)
@@ -38,13 +40,16 @@ from attnmeta.models import Conv4
 from attnmeta.tasks.episode import Episode
 from attnmeta.train import accumulate_meta_gradient
 
-__all__ = ["SpeedConfig", "omniglot_shaped_batch", "measure_peak", "best_seconds", "count_flops",
-           "run_speed", "write_report"]
+__all__ = ["SpeedConfig", "omniglot_shaped_batch", "measure_peak", "stable_peak", "best_seconds",
+           "count_flops", "run_speed", "write_report"]
 
 
 # attnmeta as shipped (its Conv4, task-parallel workers); the same on one worker; and its
 # MAML machinery alone, over the peers' textbook Conv4 on one worker.
 ATTNMETA_VARIANTS = ("attnmeta", "attnmeta_1_worker", "attnmeta_stock_conv4")
+# The same on one worker with bfloat16 forwards: measured, not offered (train refuses
+# train.precision=bfloat16 for gradient learners; its meta-gradient is off, see grad diff).
+BFLOAT16_VARIANTS = ("attnmeta_bfloat16",)
 
 
 @dataclass
@@ -60,12 +65,13 @@ class SpeedConfig:
     threads: int = 2
     workers: int = 2                     # attnmeta's task-parallel worker threads
     implementations: list[str] = field(
-        default_factory=lambda: [*ATTNMETA_VARIANTS, *PEERS])
+        default_factory=lambda: [*ATTNMETA_VARIANTS, *BFLOAT16_VARIANTS, *PEERS])
     episode_settings: list[tuple[int, int]] = field(default_factory=lambda: [(5, 5), (20, 1)])
     memory: bool = True
     profile: bool = True                 # top operators of attnmeta's meta-gradient
     gemm_size: int = 4096                # the peak's square matrix product
     conv_batch: int = 256                # the peak's 3x3 64->64 convolution batch (28x28)
+    peak_measurements: tuple[int, int] = (3, 2)  # fixed peak measurements before, after
 
 
 def omniglot_shaped_batch(tasks: int, n_way: int = 5, k_shot: int = 1, q_query: int = 15,
@@ -94,14 +100,15 @@ def _best_rate(run: Callable[[], object], flops: float, repeats: int = 5) -> flo
     return flops / best_seconds(run, repeats)
 
 
-def measure_peak(gemm_size: int = 4096, conv_batch: int = 256) -> dict[str, float]:
-    """GFLOP/s of a ``gemm_size``³ float32 ``torch.mm`` (MKL) and of a 3×3 64→64
-    convolution on ``[conv_batch, 64, 28, 28]`` (oneDNN; the better of the contiguous and
-    channels-last layouts), best of 5, with the current thread setting."""
+def measure_peak(gemm_size: int = 4096, conv_batch: int = 256,
+                 dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """GFLOP/s of a ``gemm_size``³ ``torch.mm`` (MKL) and of a 3×3 64→64 convolution on
+    ``[conv_batch, 64, 28, 28]`` (oneDNN; the better of the contiguous and channels-last
+    layouts) in ``dtype``, best of 5, with the current thread setting."""
     generator = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(gemm_size, gemm_size, generator=generator) for _ in range(2))
-    x = torch.randn(conv_batch, 64, 28, 28, generator=generator)
-    conv = nn.Conv2d(64, 64, 3, padding=1)
+    a, b = (torch.randn(gemm_size, gemm_size, generator=generator).to(dtype) for _ in range(2))
+    x = torch.randn(conv_batch, 64, 28, 28, generator=generator).to(dtype)
+    conv = nn.Conv2d(64, 64, 3, padding=1).to(dtype)
     conv_flops = 2 * conv_batch * 64 * 64 * 9 * 28 * 28
     with torch.no_grad():
         gemm = _best_rate(lambda: a @ b, 2 * gemm_size ** 3)
@@ -115,6 +122,18 @@ def measure_peak(gemm_size: int = 4096, conv_batch: int = 256) -> dict[str, floa
             "peak_gflops": max(gemm, conv_rate) / 1e9}
 
 
+def stable_peak(measurements: int = 3, gemm_size: int = 4096, conv_batch: int = 256,
+                dtype: torch.dtype = torch.float32, earlier: list[dict] | None = None) -> dict:
+    """The best of ``measurements`` fixed :func:`measure_peak` calls (plus ``earlier`` ones'
+    runs, e.g. taken before a benchmark when these follow it): ``peak_gflops``, every
+    measurement under ``runs`` and their ``spread``, (best - worst) / best."""
+    runs = [*(earlier or []), *(measure_peak(gemm_size, conv_batch, dtype)
+                                for _ in range(measurements))]
+    rates = [run["peak_gflops"] for run in runs]
+    return {"dtype": str(dtype).removeprefix("torch."), "runs": runs,
+            "peak_gflops": max(rates), "spread": (max(rates) - min(rates)) / max(rates)}
+
+
 def count_flops(run: Callable[[], object]) -> float:
     """FLOPs of ``run()`` (forward and backward ops alike) by ``torch.utils.flop_counter``."""
     with FlopCounterMode(display=False) as counter:
@@ -124,11 +143,12 @@ def count_flops(run: Callable[[], object]) -> float:
 
 # -- implementations ---------------------------------------------------------------------------
 def attnmeta_maml(model: nn.Module, inner_lr: float, steps: int, first_order: bool,
-                  workers: int, name: str) -> MetaStep:
+                  workers: int, name: str, precision: str = "float32") -> MetaStep:
     learner = MAML(model, inner_lr, steps, first_order=first_order)
 
     def meta_gradient(batch: Episode, workers: int = workers) -> None:
-        accumulate_meta_gradient(learner, batch, backward_chunk=1, step=0, workers=workers)
+        accumulate_meta_gradient(learner, batch, backward_chunk=1, step=0, workers=workers,
+                                 precision=precision)
 
     return MetaStep(name, model, meta_gradient,
                     note=f"MAML loop, 1 task per backward, {workers} worker thread(s)",
@@ -138,7 +158,7 @@ def attnmeta_maml(model: nn.Module, inner_lr: float, steps: int, first_order: bo
 def build_implementation(key: str, config: SpeedConfig, steps: int, first_order: bool,
                          initial: list[torch.Tensor]) -> MetaStep:
     """A fresh model with the shared initial weights, wrapped by implementation ``key``."""
-    if key in ("attnmeta", "attnmeta_1_worker"):
+    if key in ("attnmeta", "attnmeta_1_worker", "attnmeta_bfloat16"):
         model: nn.Module = Conv4(in_channels=1, out_dim=config.n_way)
     else:
         model = reference_conv4(config.n_way)
@@ -151,12 +171,16 @@ def build_implementation(key: str, config: SpeedConfig, steps: int, first_order:
     if key == "attnmeta_1_worker":
         return attnmeta_maml(model, config.inner_lr, steps, first_order, 1,
                              "attnmeta MAML (its Conv4, 1 worker)")
+    if key == "attnmeta_bfloat16":
+        return attnmeta_maml(model, config.inner_lr, steps, first_order, 1,
+                             "attnmeta MAML (its Conv4, 1 worker, bfloat16 forward)",
+                             precision="bfloat16")
     if key == "attnmeta_stock_conv4":
         return attnmeta_maml(model, config.inner_lr, steps, first_order, 1,
                              "attnmeta MAML (textbook Conv4, 1 worker)")
     if key not in PEERS:
         raise ValueError(f"implementation {key!r}: expected one of "
-                         f"{[*ATTNMETA_VARIANTS, *PEERS]}")
+                         f"{[*ATTNMETA_VARIANTS, *BFLOAT16_VARIANTS, *PEERS]}")
     return PEERS[key](model, config.inner_lr, steps, first_order)
 
 
@@ -279,6 +303,7 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
     for key, step in implementations.items():
         summary = _summary(times[key])
         row = {**setting, "key": key, "implementation": step.name, "note": step.note,
+               "precision": "bfloat16" if key in BFLOAT16_VARIANTS else "float32",
                **summary, "meta_batches_per_s": 1 / summary["median_s"],
                "gflop_per_meta_batch": flops[key] / 1e9,
                "gflops": flops[key] / 1e9 / summary["median_s"],
@@ -293,6 +318,7 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
         profile = profile_meta_gradient(implementations["attnmeta"], batch)
         next(r for r in rows if r.get("key") == "attnmeta")["profile"] = profile
     timed = [r for r in rows if "median_s" in r]
+    # the peers run in float32: the ratio compares like with like only for float32 rows
     peer_rows = [r for r in timed if r["key"] in PEERS and r["key"] != "plain_loop"]
     fastest_peer = max(peer_rows, key=lambda r: r["meta_batches_per_s"], default=None)
     for row in timed:
@@ -343,31 +369,45 @@ def run_episode_learners(config: SpeedConfig,
 def run_speed(config: SpeedConfig, log: Callable[[str], None] = print) -> dict:
     """Every measurement of the harness, as one JSON-ready dict."""
     torch.set_num_threads(config.threads)
-    peak_before = measure_peak(config.gemm_size, config.conv_batch)
-    log(f"peak: GEMM {peak_before['gemm_gflops']:.0f} GFLOP/s, "
-        f"3x3 conv {peak_before['conv3x3_gflops']:.0f} GFLOP/s")
+    before, after = config.peak_measurements
+    peak_before = stable_peak(before, config.gemm_size, config.conv_batch)
+    log(f"peak: {peak_before['peak_gflops']:.0f} GFLOP/s, best of {before} (spread "
+        f"{peak_before['spread']:.0%})")
     maml_rows = []
     for steps, first_order in config.settings:
         log(f"MAML {steps} inner step(s), {'first' if first_order else 'second'} order:")
         maml_rows += run_maml_setting(config, steps, first_order, log)
     log("episode learners:")
     episode_rows = run_episode_learners(config, log)
-    peak_after = measure_peak(config.gemm_size, config.conv_batch)
-    results = {"config": asdict(config), "machine": machine_info(),
-               "peak_before": peak_before, "peak_after": peak_after,
+    peak = stable_peak(after, config.gemm_size, config.conv_batch, earlier=peak_before["runs"])
+    peaks = {"float32": peak}
+    if any(row.get("precision") == "bfloat16" for row in maml_rows):
+        peaks["bfloat16"] = stable_peak(before + after, config.gemm_size, config.conv_batch,
+                                        torch.bfloat16)
+    results = {"config": asdict(config), "machine": machine_info(), "peaks": peaks,
                "maml": maml_rows, "episode_learners": episode_rows}
     return with_peak_utilisation(results)
 
 
 def with_peak_utilisation(results: dict) -> dict:
-    """Set every row's MFU against the highest rate measured before or after the run (the
-    machine's speed drifts; the higher peak gives the lower, honest utilisation)."""
-    peak = max(results["peak_before"]["peak_gflops"], results["peak_after"]["peak_gflops"])
-    results["peak_gflops"] = peak
+    """Set every row's MFU against the best fixed peak measurement of its precision (the
+    machine's speed drifts; the best gives the lower, honest utilisation)."""
+    results["peak_gflops"] = results["peaks"]["float32"]["peak_gflops"]
     for row in [*results["maml"], *results["episode_learners"]]:
         if "gflops" in row:
-            row["mfu"] = row["gflops"] / peak
+            row["mfu"] = row["gflops"] / results["peaks"][row.get("precision", "float32")][
+                "peak_gflops"]
     return results
+
+
+def _peak_line(peak: dict, config: dict) -> str:
+    rates = ", ".join(f"{run['peak_gflops']:.0f}" for run in peak["runs"])
+    best = max(peak["runs"], key=lambda run: run["peak_gflops"])
+    return (f"Peak, {peak['dtype']}: {peak['peak_gflops']:.0f} GFLOP/s, the best of "
+            f"{len(peak['runs'])} fixed measurements ({rates}; spread "
+            f"{peak['spread']:.0%}); in the best, {config['gemm_size']}³ GEMM "
+            f"{best['gemm_gflops']:.0f}, 3×3 64→64 conv on {config['conv_batch']}×28×28 "
+            f"{best['conv3x3_gflops']:.0f} GFLOP/s.  ")
 
 
 def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed") -> Path:
@@ -376,7 +416,6 @@ def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     machine, config = results["machine"], results["config"]
-    peak = results["peak_before"]
     lines = [
         "# Speed: MAML meta-training side by side, MFU, ProtoNets/FEAT episodes per second", "",
         f"Command: `{command}`  ",
@@ -385,11 +424,10 @@ def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed"
         f"Workload: Conv4 on 28×28, {config['n_way']}-way {config['k_shot']}-shot, "
         f"{config['q_query']} queries, meta-batch {config['meta_batch']}, inner lr "
         f"{config['inner_lr']}, random images (seed 0); one step = meta-gradient + Adam.  ",
-        f"Peak measured in the same run: {config['gemm_size']}³ GEMM {peak['gemm_gflops']:.0f} GFLOP/s, "
-        f"3×3 64→64 conv on {config['conv_batch']}×28×28 {peak['conv3x3_gflops']:.0f} GFLOP/s (after the run: "
-        f"{results['peak_after']['gemm_gflops']:.0f} / "
-        f"{results['peak_after']['conv3x3_gflops']:.0f}); MFU = counted FLOPs / median time / "
-        f"the highest of these, {results['peak_gflops']:.0f} GFLOP/s.  ",
+        *(_peak_line(peak, config) for peak in results["peaks"].values()),
+        "float32's peak was measured before and after the timed rows. MFU = counted FLOPs / "
+        "median time / the peak of the row's precision (the "
+        "peers run in float32; × fastest peer compares float32 rows with them).  ",
         f"Median (min–max) of {config['repeats']} steps after a warm-up, implementations "
         "alternating within each repeat. \"grad diff\" = max relative difference of the "
         "meta-gradient from the plain loop's at the same initial weights (float32).", "",
