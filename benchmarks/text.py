@@ -11,6 +11,9 @@ CLINC150 rows also with out-of-scope queries (threshold chosen on meta-val). Row
 ``benchmarks/results/text.json`` (rows of earlier invocations are kept); ``text.md`` is
 rewritten from it. ``--attention RUN`` draws that run's token-level attention picture into
 ``text_attention.png``. A killed invocation resumes its rows with ``--resume``.
+``--untrained-baseline`` adds, for each WordLlama config (its run trained first), the
+zero-training row on the same test episodes: cosine prototypes over WordLlama's frozen,
+mean-pooled vectors, the baseline a pretrained-encoder row has to beat.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
             trained["command"] = command
         trained_runs[key] = (run_dir, trained)
     result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
-                                 k_shot=config.data.test.k_shot, command=command, progress=True)
+                                 k_shot=config.data.test.k_shot, command=command, progress=True,
+                                 data_root=data_root)
     row = {
         "name": config.name, "config": str(config_path), "dataset": config.data.dataset,
         "learner": config.learner.name, "n_way": result["n_way"], "k_shot": result["k_shot"],
@@ -95,12 +99,49 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
 
         found = evaluate_out_of_scope(run_dir, episodes=eval_episodes,
                                       n_way=config.data.test.n_way,
-                                      k_shot=config.data.test.k_shot, command=command)
+                                      k_shot=config.data.test.k_shot, command=command,
+                                      data_root=data_root)
         row["oos"] = {key: found[key] for key in (
             "score", "threshold", "threshold_episodes", "oos_per_episode", "episodes",
             "in_scope_accuracy", "in_scope_ci95", "oos_recall", "oos_recall_ci95",
             "val_in_scope_accuracy", "val_oos_recall")}
     return row
+
+
+def untrained_row(config_path: Path, runs: Path, data_root: str | None, command: str,
+                  eval_episodes: int | None) -> dict:
+    """The zero-training baseline of a WordLlama config: ProtoNets with cosine distances over
+    the untrained, frozen WordLlama encoder (depth 0), on the run's test episodes (the same
+    split, shape, seed and tokenizer)."""
+    from attnmeta.runs.build import build_learner, load_split
+    from attnmeta.runs.evaluation import episode_accuracies
+    from attnmeta.evaluate import summarize
+
+    config = load_config(config_path)
+    if data_root is not None:
+        config.data.root = data_root
+    if config.model.backbone != "wordllama":
+        raise SystemExit(f"--untrained-baseline: {config_path} does not use model.backbone="
+                         "wordllama")
+    tokenizer = load_run(runs / config.name, data_root).tokenizer
+    config.learner.name, config.learner.distance = "protonet", "cosine"
+    config.model.depth, config.model.tune_embeddings, config.model.normalize = 0, False, True
+    learner = build_learner(config)
+    test = config.data.test
+    episodes = eval_episodes or config.eval.episodes
+    summary = summarize(episode_accuracies(learner, load_split(config, config.eval.split,
+                                                               tokenizer),
+                                           test, episodes, config.eval.seed, progress=True))
+    return {
+        "name": f"wordllama_untrained_{config.data.dataset}_{test.n_way}w{test.k_shot}s",
+        "config": str(config_path), "dataset": config.data.dataset,
+        "learner": "protonet (cosine), untrained", "n_way": test.n_way, "k_shot": test.k_shot,
+        "q_query": test.q_query, "accuracy": 100 * summary.mean, "ci95": 100 * summary.ci95,
+        "episodes": episodes, "episode_seed": config.eval.seed, "train_seed": config.seed,
+        "steps": 0, "planned_steps": 0, "train_minutes": 0.0, "budget_minutes": 0.0,
+        "trained_in": "—", "command": command, "trained_by": command,
+        "machine": describe_machine(), "encoder": encoder_label(config),
+        "backbone": "wordllama"}
 
 
 PUBLISHED_NOTES = """\
@@ -236,6 +277,8 @@ def main() -> None:
                         help="draw text_attention.png from this run under --runs")
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate the runs already under --runs again, no training")
+    parser.add_argument("--untrained-baseline", action="store_true",
+                        help="also the zero-training row of each WordLlama config")
     parser.add_argument("--eval-episodes", type=int, default=None,
                         help="test episodes per row (default: the config's, 1000)")
     args = parser.parse_args()
@@ -256,6 +299,13 @@ def main() -> None:
         write_table(rows, args.out, published, attention)
         print(f"{row['name']}: {row['accuracy']:.2f} ± {row['ci95']:.2f}% after {row['steps']} "
               f"steps, {row['train_minutes']:.1f} min")
+        if args.untrained_baseline:
+            row = untrained_row(config_path, args.runs, args.data_root, command,
+                                args.eval_episodes)
+            rows = [r for r in rows if r["name"] != row["name"]] + [row]
+            results_path.write_text(json.dumps({"rows": rows, "attention": attention},
+                                               indent=1))
+            print(f"{row['name']}: {row['accuracy']:.2f} ± {row['ci95']:.2f}%")
     if args.attention:
         attention = draw_attention(args.runs / args.attention, args.out, command)
         results_path.write_text(json.dumps({"rows": rows, "attention": attention}, indent=1))
