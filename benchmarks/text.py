@@ -47,7 +47,13 @@ def encoder_label(config) -> str:
 def method(row: dict) -> str:
     """The learner, with the backbone when it is not the from-scratch transformer."""
     backbone = row.get("backbone", "text_transformer")
-    return row["learner"] if backbone == "text_transformer" else f"{row['learner']} + {backbone}"
+    if backbone == "text_transformer":
+        return row["learner"]
+    encoder = row.get("encoder", "")
+    tuned = " (embeddings fine-tuned)" if ", fine-tuned," in encoder else ""
+    depth = encoder.rsplit("depth=", 1)[-1] if "depth=" in encoder else "0"
+    blocks = "" if depth == "0" else f" + {depth} block{'s' if depth != '1' else ''}"
+    return f"{row['learner']} + {backbone}{tuned}{blocks}"
 
 
 def trained_record(run_dir: Path) -> dict:
@@ -193,7 +199,10 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
         "evaluate one trained model ('trained in'). Methods marked `+ wordllama` instead "
         "encode with WordLlama's pretrained 256-wide token embeddings (frozen, mean-pooled) "
         "and its Llama 2 tokenizer, from the `wordllama` wheel "
-        "(`configs/text/*wordllama*.yaml`).",
+        "(`configs/text/*wordllama*.yaml`); `(embeddings fine-tuned)` trains that table too, "
+        "`+ 1 block` adds a transformer block over the tokens that starts as the identity. "
+        "The `untrained` rows are the zero-training baseline on the same episodes: cosine "
+        "prototypes over WordLlama's unit-length vectors (`--untrained-baseline`).",
         "",
         "| data set | method | setting | accuracy (%) | trained in | train steps (of planned) "
         "| train time (min) | episodes (seed) | command (below) |",
