@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 "$python" -m pip download --quiet --no-deps --no-binary :all: learn2learn==0.2.0 -d "$work"
 tar -xzf "$work"/learn2learn-0.2.0.tar.gz -C "$work"
 for source in "$work"/learn2learn-0.2.0/learn2learn/data/*.pyx; do
-    "$python" -m cython -3 --quiet "$source"
+    "$python" -m cython -3 "$source" > /dev/null  # (Cython 3.3 has no --quiet)
 done
 "$python" -m pip install --quiet --no-deps --no-build-isolation "$work"/learn2learn-0.2.0
 "$python" -c "from attnmeta.speed.peers import learn2learn_maml; print('learn2learn ready')"
