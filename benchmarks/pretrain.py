@@ -94,7 +94,9 @@ def markdown(rows: list[dict]) -> str:
                                                          else f" within {within}")
         reached = ("—" if paper == "—" else "yes" if row["accuracy"] >= paper
                    else f"not in {row['train_minutes']:.0f} min")
-        lines.append(f"| {row['run']} | {row['learner']} | {setting} | "
+        precision = row.get("precision", "float32")
+        learner = row["learner"] + ("" if precision == "float32" else f", {precision} training")
+        lines.append(f"| {row['run']} | {learner} | {setting} | "
                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} ({who}) | {reached} | "
                      f"{row['train_minutes']:.1f} | {row['step']} | {row['episodes']} "
                      f"({row.get('q_query', 15)}) |")
@@ -114,8 +116,11 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     path = args.out / "pretrain.json"
     # keyed by the checkpoint's step too: a run trained longer adds rows, keeping the earlier
-    rows = {(r["run"], r["step"], r["n_way"], r["k_shot"], r.get("within", "none")): r
-            for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    def saved_rows() -> dict:
+        return {(r["run"], r["step"], r["n_way"], r["k_shot"], r.get("within", "none")): r
+                for r in (json.loads(path.read_text()) if path.is_file() else [])}
+
+    rows: dict = {}
     for run_dir in args.runs:
         record = read_checkpoint_record(resolve_checkpoint(run_dir))
         trained = (record.get("config") or {}).get("data", {}).get("train", {})
@@ -134,9 +139,12 @@ def main() -> None:
                 "train_minutes": train_minutes(run_dir), "command": command,
                 "trained_by": record.get("command", ""), "machine": describe_machine(),
                 "run_dir": str(run_dir),
+                "precision": record["config"].get("train", {}).get("precision", "float32"),
                 "published": PUBLISHED[(n_way, k_shot, within)][0]}
             print(f"{run_dir.name} {n_way}w{k_shot}s {within}: {100 * result['accuracy']:.2f} ± "
                   f"{100 * result['ci95']:.2f}", flush=True)
+    # read again: another invocation may have written rows while this one evaluated
+    rows = {**saved_rows(), **rows}
     ordered = sorted(rows.values(), key=lambda r: (r["run"], r["step"], r["n_way"], r["k_shot"],
                                                    r.get("within", "none")))
     atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
