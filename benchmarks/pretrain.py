@@ -116,10 +116,6 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     path = args.out / "pretrain.json"
     # keyed by the checkpoint's step too: a run trained longer adds rows, keeping the earlier
-    def saved_rows() -> dict:
-        return {(r["run"], r["step"], r["n_way"], r["k_shot"], r.get("within", "none")): r
-                for r in (json.loads(path.read_text()) if path.is_file() else [])}
-
     rows: dict = {}
     for run_dir in args.runs:
         record = read_checkpoint_record(resolve_checkpoint(run_dir))
@@ -143,8 +139,10 @@ def main() -> None:
                 "published": PUBLISHED[(n_way, k_shot, within)][0]}
             print(f"{run_dir.name} {n_way}w{k_shot}s {within}: {100 * result['accuracy']:.2f} ± "
                   f"{100 * result['ci95']:.2f}", flush=True)
-    # read again: another invocation may have written rows while this one evaluated
-    rows = {**saved_rows(), **rows}
+    # read only now: another invocation may have written rows while this one evaluated
+    saved = json.loads(path.read_text()) if path.is_file() else []
+    rows = {**{(r["run"], r["step"], r["n_way"], r["k_shot"], r.get("within", "none")): r
+               for r in saved}, **rows}
     ordered = sorted(rows.values(), key=lambda r: (r["run"], r["step"], r["n_way"], r["k_shot"],
                                                    r.get("within", "none")))
     atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())

@@ -119,9 +119,10 @@ def untrained_row(config_path: Path, runs: Path, data_root: str | None, command:
     """The zero-training baseline of a WordLlama config: ProtoNets with cosine distances over
     the untrained, frozen WordLlama encoder (depth 0), on the run's test episodes (the same
     split, shape, seed and tokenizer)."""
+    from attnmeta.evaluate import summarize
     from attnmeta.runs.build import build_learner, load_split
     from attnmeta.runs.evaluation import episode_accuracies
-    from attnmeta.evaluate import summarize
+    from attnmeta.runs.tokenizer import load_run_tokenizer
 
     config = load_config(config_path)
     if data_root is not None:
@@ -129,7 +130,7 @@ def untrained_row(config_path: Path, runs: Path, data_root: str | None, command:
     if config.model.backbone != "wordllama":
         raise SystemExit(f"--untrained-baseline: {config_path} does not use model.backbone="
                          "wordllama")
-    tokenizer = load_run(runs / config.name, data_root).tokenizer
+    tokenizer = load_run_tokenizer(runs / config.name)  # the trained run's, as its rows read
     config.learner.name, config.learner.distance = "protonet", "cosine"
     config.model.depth, config.model.tune_embeddings, config.model.normalize = 0, False, True
     learner = build_learner(config)

@@ -19,7 +19,8 @@ __all__ = ["meta_train", "NonFiniteLossError", "PRECISIONS", "forward_precision"
 
 # The precisions of a training forward pass. bfloat16 runs it under torch.autocast: matrix
 # products and convolutions in bfloat16 (AMX / AVX-512 BF16 kernels on CPUs that have them:
-# measured 1.9x for Conv4 pretraining here), weights, gradients and the optimiser in float32.
+# 1.8x for Conv4 pretraining here: benchmarks/results/paths.md), weights, gradients and the
+# optimiser in float32.
 PRECISIONS = ("float32", "bfloat16")
 
 

@@ -32,8 +32,7 @@ from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, in_train
                                       requested_shape)
 from attnmeta.runs.supervised import learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
-from attnmeta.tasks.augment import shift_images
-from attnmeta.tasks.augment import AUGMENTATIONS
+from attnmeta.tasks.augment import AUGMENTATIONS, random_shifts
 
 __all__ = ["KIND", "RESUMABLE", "class_batches", "train_pretrain",
            "load_pretrain_run", "evaluate_pretrain_run"]
@@ -71,8 +70,7 @@ def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
         x = items[index]
         if shift:
             generator = torch.Generator().manual_seed(stream_seed(seed, SHIFTS, step))
-            x = shift_images(x, torch.randint(-shift, shift + 1, (batch_size, 2),
-                                              generator=generator))
+            x = random_shifts(shift)(x, generator)
         if augment != "none":
             generator = torch.Generator().manual_seed(stream_seed(seed, AUGMENT, step))
             x = AUGMENTATIONS[augment](x, generator)

@@ -110,8 +110,8 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
     learner = build_learner(config, None if init is None else init.state,
                             pretrained=not resuming)
     if config.train.precision != "float32" and learner.adapts_by_gradient:
-        # measured (benchmarks/results/precision.md): MAML's bfloat16 meta-gradient is 2-60%
-        # off the float32 one, for a 1.1-1.3x step on Omniglot-sized tasks
+        # measured (benchmarks/results/speed.md): MAML's bfloat16 meta-gradient is 2.4-60%
+        # off the float32 one, for a 1.0-1.4x step on Omniglot-sized tasks
         raise RunError(f"train.precision={config.train.precision!r}: expected 'float32' for "
                        f"{config.learner.name}, which differentiates through gradient steps "
                        "on the support set (bfloat16 rounding compounds through them)")

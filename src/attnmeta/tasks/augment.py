@@ -79,7 +79,6 @@ def flip_crop(images: Tensor, generator: torch.Generator) -> Tensor:
     return resized_crop(horizontal_flip(images, flip), boxes)
 
 
-# data.augment -> the function; "none" is no wrapper at all
 def shift_images(images: Tensor, offsets: Tensor) -> Tensor:
     """``images [B, C, H, W]`` moved by ``offsets [B, 2]`` (rows, columns) pixels each, the
     uncovered border filled with zeros (Omniglot's background)."""
@@ -104,6 +103,7 @@ def random_shifts(max_shift: int) -> Callable[[Tensor, torch.Generator], Tensor]
     return shift
 
 
+# data.augment -> the function; "none" is no wrapper at all
 AUGMENTATIONS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {"flip_crop": flip_crop}
 
 
