@@ -150,7 +150,7 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
 
 def write_table(rows: list[dict], out: Path) -> None:
     lines = [
-        "# Omniglot few-shot classification (Vinyals split, 1200 training characters × 4 rotations)",
+        "# Omniglot few-shot classification (Vinyals split unless the protocol says Lake)",
         "",
         "Accuracy (%) ± 95% CI over seeded test episodes; training on this repository's CPU "
         "machine within the stated budget. Each row names the exact command that made it. "
@@ -164,18 +164,24 @@ def write_table(rows: list[dict], out: Path) -> None:
         "comes first). "
         "Rows with fewer than 1000 episodes say so: Reptile's 50 inner Adam steps per test "
         "episode did not fit 1000 episodes in the time. The tables at the end put methods "
-        "trained for the same number of minutes side by side.",
+        "trained for the same number of minutes side by side. Rows whose method names a run "
+        "in brackets come from `benchmarks/pretrain.py` (a pretraining run, or a learner "
+        "started from one): their 'paper' is the best published Conv-4-scale figure, and "
+        "they train on 1100 of Vinyals' 1200 training characters, the other 100 being the "
+        "validation split their curves read; the rows without brackets are older and "
+        "trained on all 1200 (their in-training evaluation read the test split).",
         "",
-        "| method | setting | ours | paper | trained in | train steps (of planned) | train time (min) | episodes (seed) | command |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | setting | protocol | ours | paper | trained in | train steps (of planned) | train time (min) | episodes (seed) | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: (r.get("method", r["learner"]), r["budget_minutes"],
                                            r["n_way"], r["k_shot"])):
         paper = f"{row['paper']:.2f} ({row['paper_source']})" if row["paper"] else "—"
         lines.append(
             f"| {row.get('method', row['learner'])} | {row['n_way']}-way {row['k_shot']}-shot | "
+            f"{row['protocol']} | "
             f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} | {row['trained_in']} | "
-            f"{row['steps']} ({row['planned_steps']}) | {row['train_minutes']:.1f} | "
+            f"{row['steps']} ({row['planned_steps'] or '—'}) | {row['train_minutes']:.1f} | "
             f"{row['episodes']} ({row['episode_seed']}) | "
             + (f"`{row['pretrain_command']}`, then " if row.get("pretrain_command") else "")
             + f"`{row['command']}` |")
@@ -231,6 +237,23 @@ def plot_curves(rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def record_rows(new_rows: list[dict], out: Path) -> list[dict]:
+    """Add ``new_rows`` to ``out/omniglot.json`` (replacing rows of the same ``name``) and
+    rewrite ``omniglot.md`` and ``omniglot_curves.png``; returns every row. Also how
+    ``benchmarks/pretrain.py`` records its rows, so the one file holds every Omniglot row."""
+    results_path = out / "omniglot.json"
+    # Re-read under a lock: several invocations may run side by side (one thread each).
+    with open(out / ".omniglot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
+        names = {row["name"] for row in new_rows}
+        rows = [r for r in rows if r["name"] not in names] + new_rows
+        atomic_write_bytes(results_path, json.dumps({"rows": rows}, indent=1).encode())
+        write_table(rows, out)
+        plot_curves(rows, out)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="+", type=Path)
@@ -253,20 +276,12 @@ def main() -> None:
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results_path = args.out / "omniglot.json"
     trained_runs: dict[str, tuple[Path, dict]] = {}
     for config_path in args.configs:
         row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root, command,
                       trained_runs, args.eval_episodes, args.tag, args.eval_only,
                       tuple(args.overrides))
-        # Re-read under a lock: several invocations may run side by side (one thread each).
-        with open(args.out / ".omniglot.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
-            rows = [r for r in rows if r["name"] != row["name"]] + [row]
-            atomic_write_bytes(results_path, json.dumps({"rows": rows}, indent=1).encode())
-            write_table(rows, args.out)
-            plot_curves(rows, args.out)
+        record_rows([row], args.out)
         print(f"{row['name']}: {row['accuracy']:.2f} ± {row['ci95']:.2f}% "
               f"(paper {row['paper']}) after {row['steps']} steps, {row['train_minutes']:.1f} min")
 

@@ -23,6 +23,7 @@ from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
 from attnmeta.runs.build import LEARNERS
 from attnmeta.runs.folder import run_kind
+from omniglot import record_rows  # benchmarks/ is on sys.path when this script runs
 
 SETTINGS = ((5, 1, "none"), (5, 5, "none"), (20, 1, "none"), (20, 5, "none"))
 # A run on Lake et al.'s protocol (background set only) takes their within-alphabet test,
@@ -60,6 +61,43 @@ def checkpoint_minutes(checkpoint: Path) -> float:
     elapsed = [e["elapsed_s"] for e in map(json.loads, log.read_text().splitlines())
                if e.get("step", -1) <= step and "elapsed_s" in e]
     return (elapsed[-1] if elapsed else 0.0) / 60
+
+
+def validation_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """``(seconds of training, pretraining included; validation accuracy)`` of each
+    ``train.eval_every`` evaluation in the run's log (empty without a log)."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return []
+    record = read_checkpoint_record(resolve_checkpoint(run_dir))
+    offset = 60 * train_minutes(run_dir) - record.get("elapsed_s", 0.0)  # pretraining
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    return [(offset + e["elapsed_s"], e["val_accuracy"]) for e in entries if "val_accuracy" in e]
+
+
+def omniglot_row(row: dict, planned_steps: int | None) -> dict:
+    """The row as a record of ``omniglot.json`` (the fields ``benchmarks/omniglot.py`` writes),
+    so that one file holds every Omniglot result."""
+    within = row.get("within", "none")
+    paper, who = PUBLISHED[(row["n_way"], row["k_shot"], within)]
+    protocol, precision = row.get("protocol", "vinyals"), row.get("precision", "float32")
+    if protocol == "lake" and within == "none":
+        paper, who = None, ""  # the Vinyals figures do not apply
+    method = row["learner"] + ("" if precision == "float32" else f", {precision} training")
+    method += f" [{row['run']}]" + ("" if within == "none" else f", within {within}")
+    setting = f"{row['n_way']}w{row['k_shot']}s" + ("" if within == "none" else f"_{within}")
+    return {
+        "name": f"{row['run']}_step{row['step']}_{setting}", "learner": row["learner"],
+        "method": method, "n_way": row["n_way"], "k_shot": row["k_shot"],
+        "protocol": protocol + ("" if within == "none" else f", within {within}"),
+        "accuracy": row["accuracy"], "ci95": row["ci95"], "episodes": row["episodes"],
+        "episode_seed": row["episode_seed"], "paper": paper, "paper_source": who,
+        "steps": row["step"], "planned_steps": planned_steps,
+        "train_minutes": row["train_minutes"], "budget_minutes": round(row["train_minutes"]),
+        "precision": precision, "trained_in": row["run"], "curve": row.get("curve", []),
+        "pretrain_command": row["trained_by"], "command": row["command"],
+        "machine": row["machine"],
+    }
 
 
 def evaluate(run_dir: Path, n_way: int, k_shot: int, within: str, episodes: int,
@@ -100,7 +138,9 @@ def markdown(rows: list[dict]) -> str:
                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} ({who}) | {reached} | "
                      f"{row['train_minutes']:.1f} | {row['step']} | {row['episodes']} "
                      f"({row.get('q_query', 15)}) |")
-    lines += ["", "![validation accuracy against training minutes](pretrain_curves.png)"]
+    lines += ["", "![validation accuracy against training minutes](pretrain_curves.png)", "",
+              "Curves of the runs made before the rows stored their curves (their run folders "
+              "are gone): [pretrain_curves_earlier_runs.png](pretrain_curves_earlier_runs.png)."]
     commands = sorted({row["command"] for row in rows} | {row["trained_by"] for row in rows})
     lines += ["", "Commands:", ""] + [f"- `{c}`" for c in commands if c]
     lines += ["", f"Machine: {'; '.join(sorted({row['machine'] for row in rows}))}."]
@@ -136,7 +176,9 @@ def main() -> None:
                 "trained_by": record.get("command", ""), "machine": describe_machine(),
                 "run_dir": str(run_dir),
                 "precision": record["config"].get("train", {}).get("precision", "float32"),
-                "published": PUBLISHED[(n_way, k_shot, within)][0]}
+                "published": PUBLISHED[(n_way, k_shot, within)][0],
+                "planned_steps": record["config"].get("train", {}).get("steps"),
+                "curve": validation_curve(run_dir)}
             print(f"{run_dir.name} {n_way}w{k_shot}s {within}: {100 * result['accuracy']:.2f} ± "
                   f"{100 * result['ci95']:.2f}", flush=True)
     # read only now: another invocation may have written rows while this one evaluated
@@ -147,37 +189,31 @@ def main() -> None:
                                                    r.get("within", "none")))
     atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
     atomic_write_bytes(args.out / "pretrain.md", markdown(ordered).encode())
-    plot_curves(sorted({Path(r.get("run_dir") or f"runs/{r['run']}") for r in ordered}),
-                args.out / "pretrain_curves.png")
-    print(f"wrote {path}, {args.out / 'pretrain.md'} and {args.out / 'pretrain_curves.png'}")
+    plot_curves(ordered, args.out / "pretrain_curves.png")
+    record_rows([omniglot_row(row, row.get("planned_steps")) for row in ordered],
+                args.out)
+    print(f"wrote {path}, {args.out / 'pretrain.md'}, {args.out / 'pretrain_curves.png'} and "
+          f"the rows into {args.out / 'omniglot.json'}")
 
 
-def plot_curves(run_dirs: list[Path], out: Path) -> None:
-    """Validation accuracy (``train.eval_every``) against training minutes, one line a run
-    (its ``model.init`` run's minutes added), and the published 20-way 1-shot figure."""
+def plot_curves(rows: list[dict], out: Path) -> None:
+    """Validation accuracy (``train.eval_every``) against training minutes, pretraining
+    included, one line a run (the curve its newest row stored), and the published 20-way
+    1-shot figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curves = {row["run"]: row for row in rows if row.get("curve")}  # rows are ordered by step
     figure, ax = plt.subplots(figsize=(7, 4.2))
-    for run_dir in run_dirs:
-        log = run_dir / "log.jsonl"
-        if not log.is_file():
-            continue
-        record = read_checkpoint_record(resolve_checkpoint(run_dir))
-        offset = train_minutes(run_dir) - record.get("elapsed_s", 0.0) / 60  # pretraining
-        points = [json.loads(line) for line in log.read_text().splitlines()]
-        points = [(offset + e["elapsed_s"] / 60, 100 * e["val_accuracy"]) for e in points
-                  if "val_accuracy" in e]
-        if points:
-            shape = record["config"]["data"]["test"]
-            ax.plot(*zip(*points), marker=".", label=f"{run_dir.name} (val {shape['n_way']}w"
-                                                     f"{shape['k_shot']}s)")
+    for run, row in sorted(curves.items()):
+        ax.plot([t / 60 for t, _ in row["curve"]], [100 * a for _, a in row["curve"]],
+                marker=".", label=f"{run} ({row.get('precision', 'float32')})")
     ax.axhline(PUBLISHED[(20, 1, "none")][0], color="grey", linestyle="--",
                label="20w1s published (VERSA, test)")
     ax.set_xlabel("training minutes on this CPU (pretraining included)")
-    ax.set_ylabel("validation accuracy %")
+    ax.set_ylabel("validation accuracy % (the run's own validation episodes)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     figure.tight_layout()

@@ -357,12 +357,15 @@ def bench() -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed meta-batches per implementation and setting (after one warm-up).")
 @click.option("--meta-batch", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--q-query", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Query examples per class (1 for 5-way 1-shot: MAML's own protocol).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="torch intra-op threads for every implementation.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="attnmeta's task-parallel worker threads.")
 @click.option("--only", "implementations", multiple=True,
               type=click.Choice(["attnmeta", "attnmeta_1_worker", "attnmeta_stock_conv4",
+                                 "attnmeta_compiled", "attnmeta_compiled_1_worker",
                                  "attnmeta_bfloat16",
                                  "plain_loop", "learn2learn", "higher", "torchopt"]),
               help="Time only these implementations (repeatable; default all).")
@@ -375,15 +378,15 @@ def bench() -> None:
               default=Path("benchmarks/results"), show_default=True)
 @click.option("--stem", default="speed", show_default=True,
               help="Results file names: STEM.json, STEM.md.")
-def bench_speed(repeats: int, meta_batch: int, threads: int, workers: int,
+def bench_speed(repeats: int, meta_batch: int, q_query: int, threads: int, workers: int,
                 implementations: tuple[str, ...], settings: tuple[str, ...], memory: bool,
                 out_dir: Path, stem: str) -> None:
     """MAML meta-training steps/s vs learn2learn, higher, torchopt and a plain loop;
     MFU against the measured peak; ProtoNets/FEAT episodes/s (writes speed.md/.json)."""
     from attnmeta.speed.harness import SpeedConfig, run_speed, write_report
 
-    config = SpeedConfig(repeats=repeats, meta_batch=meta_batch, threads=threads,
-                         workers=workers, memory=memory)
+    config = SpeedConfig(repeats=repeats, meta_batch=meta_batch, q_query=q_query,
+                         threads=threads, workers=workers, memory=memory)
     if implementations:
         config.implementations = list(implementations)
     if settings:

@@ -368,3 +368,18 @@ def test_a_run_is_read_back_only_as_its_own_kind(tmp_path):
     with pytest.raises(CheckpointError, match=r"is of a meta-RL run \(kind: rl\): expected a "
                                               r"supervised run \(episodic\)"):
         load_run(tmp_path / "rl")
+
+
+@pytest.mark.parametrize("learner, override, expected", [
+    ("reptile", "learner.strategy=compiled",
+     "config key 'learner.strategy' is 'compiled': expected one of ['loop', 'vmap'] for "
+     "learner 'reptile'"),
+    ("maml", "model.norm=running",
+     "config key 'learner.strategy' is 'compiled': expected a model without buffers"),
+])
+def test_a_compiled_strategy_it_cannot_take(tmp_path, data_root, learner, override, expected):
+    config = write_config(tmp_path / "c.yaml", tiny_config(data_root, learner,
+                                                           strategy="compiled"))
+    out = tmp_path / "run"
+    one_line_error(train_args(config, out, override), expected)
+    assert not out.exists()

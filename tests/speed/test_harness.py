@@ -60,14 +60,25 @@ def test_flop_count_of_a_convolution_is_the_closed_form():
 def test_a_small_run_writes_json_and_markdown(tmp_path):
     config = SpeedConfig(meta_batch=2, repeats=1, threads=1, workers=1,
                          settings=[(1, False)],
-                         implementations=["attnmeta", "attnmeta_bfloat16", "plain_loop"],
+                         implementations=["attnmeta", "attnmeta_bfloat16",
+                                          "attnmeta_compiled_1_worker", "plain_loop"],
                          episode_settings=[(3, 1)], memory=True, gemm_size=128, conv_batch=2)
     results = run_speed(config, log=lambda line: None)
     path = write_report(results, "attnmeta bench speed --test", tmp_path)
     saved = json.loads((tmp_path / "speed.json").read_text())
     rows = {row["key"]: row for row in saved["maml"]}
-    assert set(rows) == {"attnmeta", "attnmeta_bfloat16", "plain_loop"}
+    assert set(rows) == {"attnmeta", "attnmeta_bfloat16", "attnmeta_compiled_1_worker",
+                         "plain_loop"}
     assert rows["attnmeta"]["meta_gradient_rel_diff_vs_plain_loop"] < 1e-5
+    # the compiled meta-gradient: float32 round-off of other kernels (exact in float64:
+    # tests/learners/test_maml_compiled.py), ten times below bfloat16's; its FLOPs are the
+    # loop's, its compile time is reported apart
+    compiled = rows["attnmeta_compiled_1_worker"]
+    assert compiled["meta_gradient_rel_diff_vs_plain_loop"] < 1e-4
+    assert compiled["gflop_per_meta_batch"] == pytest.approx(
+        rows["attnmeta"]["gflop_per_meta_batch"])
+    assert compiled["compile_s"] >= 0 and compiled["peak_memory_mb"] > 0
+    assert "compile_s" not in rows["attnmeta"]
     # bfloat16 forwards round: the row shows how far its meta-gradient is off
     assert rows["attnmeta_bfloat16"]["meta_gradient_rel_diff_vs_plain_loop"] > 1e-4
     # MFU against the best fixed measurement of each row's precision: 3 before + 2 after
@@ -82,6 +93,7 @@ def test_a_small_run_writes_json_and_markdown(tmp_path):
     assert {row["learner"] for row in saved["episode_learners"]} == {"ProtoNets", "FEAT"}
     text = path.read_text()
     assert "attnmeta bench speed --test" in text and "plain autograd.grad loop" in text
+    assert "Compile time of the compiled rows" in text
 
 
 def test_the_stable_peak_is_the_best_measurement_and_reports_the_spread():

@@ -70,6 +70,8 @@ class MetaLearner(nn.Module):
             the test episodes must have the training ``n_way`` (MAML, Reptile). False: the
             backbone returns features and any ``n_way`` works.
         display_name: how figures and reports name the learner.
+        strategies: the ``learner.strategy`` values it takes (how a meta-batch's tasks run;
+            one way for learners without an inner loop, which read no strategy).
 
     A learner that can show where it looks overrides :meth:`attention_maps` (and
     :meth:`attention_map_names`).
@@ -78,6 +80,7 @@ class MetaLearner(nn.Module):
     adapts_by_gradient: ClassVar[bool] = False
     needs_head: ClassVar[bool] = False
     display_name: ClassVar[str] = "meta-learner"
+    strategies: ClassVar[tuple[str, ...]] = ("loop", "vmap")
 
     def training_step(self, batch: Episode) -> StepOutput:
         raise NotImplementedError

@@ -16,7 +16,7 @@ from attnmeta.tasks.episode import Episode
 
 __all__ = ["GradientLearner", "Strategy"]
 
-Strategy = Literal["loop", "vmap"]
+Strategy = Literal["loop", "vmap", "compiled"]
 
 
 class GradientLearner(MetaLearner):
@@ -47,7 +47,8 @@ class GradientLearner(MetaLearner):
         adapt_only: ANIL (Raghu et al., ICLR 2020): names (or name prefixes) of the
             parameters to adapt, e.g. ``["head."]``; the others stay at the meta-parameters.
         strategy: how several tasks' inner loops run: ``"loop"`` one task after another,
-            ``"vmap"`` all tasks at once with ``torch.vmap``.
+            ``"vmap"`` all tasks at once with ``torch.vmap``; a subclass may declare more in
+            ``strategies`` (MAML: ``"compiled"``). Evaluation runs ``"compiled"`` as ``"loop"``.
     """
 
     adapts_by_gradient: ClassVar[bool] = True
@@ -66,8 +67,9 @@ class GradientLearner(MetaLearner):
         strategy: Strategy = "loop",
     ) -> None:
         super().__init__()
-        if strategy not in ("loop", "vmap"):
-            raise ValueError(f"strategy={strategy!r}: expected 'loop' or 'vmap'")
+        if strategy not in self.strategies:
+            raise ValueError(f"strategy={strategy!r}: expected one of {list(self.strategies)} "
+                             f"for {type(self).__name__}")
         if inner_steps < 0:
             raise ValueError(f"inner_steps={inner_steps}: expected >= 0")
         if eval_steps is not None and eval_steps < 0:
@@ -154,7 +156,7 @@ class GradientLearner(MetaLearner):
         """Query predictions ``[T, Q, ...]`` of every task, each adapted on its own support
         set by ``steps`` (default ``eval_steps``)."""
         steps = self.eval_steps if steps is None else steps
-        if self.strategy == "loop":
+        if self.strategy != "vmap":
             return super().predict_batch(batch, steps=steps)
         per_task = torch.vmap(lambda sx, sy, qx: self.predict(sx, sy, qx, steps=steps))
         with kernels.differentiable(vmap=True):

@@ -40,13 +40,19 @@ class MAML(GradientLearner):
         adapt_only: ANIL (Raghu et al., ICLR 2020): names (or name prefixes) of the
             parameters to adapt, e.g. ``["head."]``; the others stay at the meta-parameters.
         strategy: how a meta-batch's inner loops run: ``"loop"`` one task after another,
-            ``"vmap"`` all tasks at once with ``torch.vmap``. Both give the same meta-gradient;
-            which is faster depends on the model (see ``benchmarks/maml_strategies.py``).
+            ``"vmap"`` all tasks at once with ``torch.vmap``, ``"compiled"`` one task after
+            another, each task's meta-gradient (inner loop, query loss and the gradient
+            through both: one ``torch.func.grad_and_value``) compiled by ``torch.compile``
+            once per shape. All give the same meta-gradient; which is faster depends on the
+            model (see ``benchmarks/maml_strategies.py`` and ``benchmarks/results/speed.md``).
+            ``"compiled"`` needs a model without buffers (batch norm with running statistics
+            would update them inside the compiled graph).
         eval_steps: inner steps of ``predict`` / ``predict_batch`` when given no ``steps``;
             default ``inner_steps``.
     """
 
     display_name: ClassVar[str] = "MAML"
+    strategies: ClassVar[tuple[str, ...]] = ("loop", "vmap", "compiled")
 
     def __init__(
         self,
@@ -64,20 +70,28 @@ class MAML(GradientLearner):
                          learn_inner_lr=learn_inner_lr, adapt_only=adapt_only,
                          strategy=strategy)
         self.first_order = first_order
+        if strategy == "compiled" and any(True for _ in model.buffers()):
+            raise ValueError("strategy='compiled': expected a model without buffers (batch "
+                             "norm with running statistics updates them in place); use "
+                             "batch statistics (norm='batch') or strategy='loop'")
+        self._compiled_task_gradient: Callable | None = None  # built on first use
 
     def _task_query(
         self, params: Params, frozen: dict[str, Tensor], lrs: dict[str, Tensor | float],
         support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """One task: adapt on the support set, return (query loss, query predictions)."""
+        # torch.func.grad where the task runs under vmap or compile (both trace it)
         adapted = inner_sgd(self.model, params, frozen, support_x, support_y, self.loss_fn,
                             lrs, self.inner_steps, self.first_order,
-                            under_vmap=self.strategy == "vmap")
+                            under_vmap=self.strategy != "loop")
         predictions = functional_call(self.model, {**frozen, **adapted}, (query_x,))
         return self.loss_fn(predictions, query_y), predictions
 
     def meta_loss_and_predictions(self, batch: Episode) -> tuple[Tensor, Tensor]:
         """Mean query loss after adaptation over the batch, and query predictions ``[T, ...]``."""
+        if self.strategy == "compiled":
+            return self._compiled_meta_loss(batch)
         params, frozen = self._split_params()
         lrs = self._step_sizes()
         vmap = self.strategy == "vmap"
@@ -96,6 +110,52 @@ class MAML(GradientLearner):
                 predictions.append(prediction)
             return torch.stack(losses).mean(), torch.stack(predictions)
 
+    # -- strategy "compiled" ----------------------------------------------------------------
+    def _task_loss_of(self, weights: dict[str, Tensor], support_x: Tensor, support_y: Tensor,
+                      query_x: Tensor, query_y: Tensor) -> tuple[Tensor, Tensor]:
+        """One task's (query loss, query predictions) as a function of ``weights`` (this
+        learner's named parameters: ``model.*`` and Meta-SGD's ``inner_lrs.*``)."""
+        model_weights = {n.removeprefix("model."): w for n, w in weights.items()
+                         if n.startswith("model.")}
+        adapted = set(self.adapted_names)
+        params = {n: w for n, w in model_weights.items() if n in adapted}
+        frozen = {n: w for n, w in model_weights.items() if n not in adapted}
+        if len(self.inner_lrs):
+            lrs: dict[str, Tensor | float] = {
+                n: weights["inner_lrs." + n.replace(".", "/")] for n in self.adapted_names}
+        else:
+            lrs = {n: self.inner_lr for n in self.adapted_names}
+        loss, predictions = self._task_query(params, frozen, lrs, support_x, support_y,
+                                             query_x, query_y)
+        return loss, predictions.detach()
+
+    def _compiled_meta_loss(self, batch: Episode) -> tuple[Tensor, Tensor]:
+        """The mean query loss, each task's meta-gradient computed by one compiled function
+        (``torch.compile`` over ``torch.func.grad_and_value``: dynamo traces through the
+        nested ``torch.func.grad`` of the inner loop, so the second-order graph is one
+        forward graph; AOT autograd's compiled backward is not twice differentiable). The
+        loss returned delivers those gradients on ``backward()``, so the training loop is
+        the same for every strategy."""
+        if self._compiled_task_gradient is None:
+            self._compiled_task_gradient = torch.compile(
+                torch.func.grad_and_value(self._task_loss_of, has_aux=True), dynamic=False)
+        named = dict(self.named_parameters())
+        weights = {n: w.detach() for n, w in named.items()}
+        total: dict[str, Tensor] = {}
+        losses, predictions = [], []
+        # under torch.func transforms: the layers' plain kernels (as for vmap)
+        with kernels.differentiable(vmap=True, double_backward=not self.first_order):
+            for t in range(batch.num_tasks):
+                task = batch.task(t)
+                grads, (loss, prediction) = self._compiled_task_gradient(
+                    weights, task.support_x, task.support_y, task.query_x, task.query_y)
+                total = grads if not total else {n: total[n] + g for n, g in grads.items()}
+                losses.append(loss.detach())
+                predictions.append(prediction)
+        mean_grads = [total[n] / batch.num_tasks for n in named]
+        loss = _KnownGradient.apply(torch.stack(losses).mean(), mean_grads, *named.values())
+        return loss, torch.stack(predictions)
+
     def meta_loss(self, batch: Episode) -> Tensor:
         """Mean query loss after adaptation; a scalar differentiable w.r.t. the meta-parameters."""
         return self.meta_loss_and_predictions(batch)[0]
@@ -103,3 +163,17 @@ class MAML(GradientLearner):
     def training_step(self, batch: Episode) -> StepOutput:
         loss, predictions = self.meta_loss_and_predictions(batch)
         return StepOutput(loss, query_metrics(loss, predictions, batch.query_y))
+
+
+class _KnownGradient(torch.autograd.Function):
+    """``value`` (a scalar) whose ``backward()`` delivers already computed ``grads`` to
+    ``inputs`` (scaled by the incoming gradient, so ``(loss * share).backward()`` works)."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, grads: list[Tensor], *inputs: Tensor) -> Tensor:
+        ctx.grads = grads
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        return (None, None, *(g * grad_output for g in ctx.grads))

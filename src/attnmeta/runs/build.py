@@ -288,6 +288,11 @@ def _matching(spec: LearnerConfig, model_config: ModelConfig, model: nn.Module) 
 
 
 def _maml(spec: LearnerConfig, model_config: ModelConfig, model: nn.Module) -> MetaLearner:
+    if spec.strategy == "compiled" and any(True for _ in model.buffers()):
+        raise ConfigError("config key 'learner.strategy' is 'compiled': expected a model "
+                          f"without buffers (model.norm is {model_config.norm!r}: batch norm "
+                          "with running statistics updates them in place); use model.norm: "
+                          "batch, or strategy: loop")
     return MAML(model, spec.inner_lr, spec.inner_steps, first_order=spec.name == "fomaml",
                 learn_inner_lr=spec.learn_inner_lr, adapt_only=spec.adapt_only,
                 strategy=spec.strategy, eval_steps=spec.eval_steps)
@@ -333,6 +338,10 @@ def build_learner(config: ExperimentConfig, encoder_state: dict | None = None,
     With ``model.freeze`` the backbone is frozen and the learner reads its features
     (:class:`FrozenFeatureLearner` over a :class:`FeatureHead`)."""
     entry = learner_entry(config)
+    if config.learner.strategy not in entry.cls.strategies:
+        raise ConfigError(f"config key 'learner.strategy' is {config.learner.strategy!r}: "
+                          f"expected one of {list(entry.cls.strategies)} for learner "
+                          f"{config.learner.name!r}")
     if not config.model.freeze:
         return entry.build(config.learner, config.model,
                            load_encoder_state(build_model(config, pretrained), encoder_state,

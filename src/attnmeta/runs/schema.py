@@ -141,7 +141,7 @@ class LearnerConfig:
     eval_steps: int = setting(3, at_least=0, at_most=10_000)
     learn_inner_lr: bool = False                  # Meta-SGD
     adapt_only: list[str] | None = None           # ANIL: parameter name prefixes to adapt
-    strategy: str = setting("loop", choices=("loop", "vmap"))
+    strategy: str = setting("loop", choices=("loop", "vmap", "compiled"))  # compiled: maml
     inner_optimizer: str = setting("sgd", choices=("sgd", "adam"))  # reptile
     distance: str = setting("sqeuclidean", choices=("sqeuclidean", "cosine"))  # protonet
     scale: float = setting(10.0, above=0.0)       # matching: cosine sharpening

@@ -50,6 +50,9 @@ ATTNMETA_VARIANTS = ("attnmeta", "attnmeta_1_worker", "attnmeta_stock_conv4")
 # The same on one worker with bfloat16 forwards: measured, not offered (train refuses
 # train.precision=bfloat16 for gradient learners; its meta-gradient is off, see grad diff).
 BFLOAT16_VARIANTS = ("attnmeta_bfloat16",)
+# MAML's strategy "compiled" (torch.compile over each task's meta-gradient), on the workers
+# and on one: its compile time is the first meta-batch's excess, reported apart.
+COMPILED_VARIANTS = ("attnmeta_compiled", "attnmeta_compiled_1_worker")
 
 
 @dataclass
@@ -65,7 +68,8 @@ class SpeedConfig:
     threads: int = 2
     workers: int = 2                     # attnmeta's task-parallel worker threads
     implementations: list[str] = field(
-        default_factory=lambda: [*ATTNMETA_VARIANTS, *BFLOAT16_VARIANTS, *PEERS])
+        default_factory=lambda: [*ATTNMETA_VARIANTS, *COMPILED_VARIANTS, *BFLOAT16_VARIANTS,
+                                 *PEERS])
     episode_settings: list[tuple[int, int]] = field(default_factory=lambda: [(5, 5), (20, 1)])
     memory: bool = True
     profile: bool = True                 # top operators of attnmeta's meta-gradient
@@ -143,22 +147,29 @@ def count_flops(run: Callable[[], object]) -> float:
 
 # -- implementations ---------------------------------------------------------------------------
 def attnmeta_maml(model: nn.Module, inner_lr: float, steps: int, first_order: bool,
-                  workers: int, name: str, precision: str = "float32") -> MetaStep:
-    learner = MAML(model, inner_lr, steps, first_order=first_order)
+                  workers: int, name: str, precision: str = "float32",
+                  strategy: str = "loop") -> MetaStep:
+    learner = MAML(model, inner_lr, steps, first_order=first_order, strategy=strategy)
 
-    def meta_gradient(batch: Episode, workers: int = workers) -> None:
+    def meta_gradient(batch: Episode, workers: int = workers, learner: MAML = learner) -> None:
         accumulate_meta_gradient(learner, batch, backward_chunk=1, step=0, workers=workers,
                                  precision=precision)
 
+    serial = lambda batch: meta_gradient(batch, workers=1)  # noqa: E731
+    if strategy == "compiled":
+        # FLOPs are counted by dispatch, which compiled kernels bypass: the loop over the same
+        # model does the same arithmetic
+        loop = MAML(model, inner_lr, steps, first_order=first_order)
+        serial = lambda batch: meta_gradient(batch, workers=1, learner=loop)  # noqa: E731
     return MetaStep(name, model, meta_gradient,
-                    note=f"MAML loop, 1 task per backward, {workers} worker thread(s)",
-                    serial_meta_gradient=lambda batch: meta_gradient(batch, workers=1))
+                    note=f"MAML {strategy}, 1 task per backward, {workers} worker thread(s)",
+                    serial_meta_gradient=serial, compiles=strategy == "compiled")
 
 
 def build_implementation(key: str, config: SpeedConfig, steps: int, first_order: bool,
                          initial: list[torch.Tensor]) -> MetaStep:
     """A fresh model with the shared initial weights, wrapped by implementation ``key``."""
-    if key in ("attnmeta", "attnmeta_1_worker", "attnmeta_bfloat16"):
+    if key in ("attnmeta", "attnmeta_1_worker", "attnmeta_bfloat16", *COMPILED_VARIANTS):
         model: nn.Module = Conv4(in_channels=1, out_dim=config.n_way)
     else:
         model = reference_conv4(config.n_way)
@@ -175,12 +186,17 @@ def build_implementation(key: str, config: SpeedConfig, steps: int, first_order:
         return attnmeta_maml(model, config.inner_lr, steps, first_order, 1,
                              "attnmeta MAML (its Conv4, 1 worker, bfloat16 forward)",
                              precision="bfloat16")
+    if key in COMPILED_VARIANTS:
+        workers = config.workers if key == "attnmeta_compiled" else 1
+        return attnmeta_maml(model, config.inner_lr, steps, first_order, workers,
+                             f"attnmeta MAML compiled (its Conv4, {workers} worker"
+                             f"{'s' if workers > 1 else ''})", strategy="compiled")
     if key == "attnmeta_stock_conv4":
         return attnmeta_maml(model, config.inner_lr, steps, first_order, 1,
                              "attnmeta MAML (textbook Conv4, 1 worker)")
     if key not in PEERS:
         raise ValueError(f"implementation {key!r}: expected one of "
-                         f"{[*ATTNMETA_VARIANTS, *BFLOAT16_VARIANTS, *PEERS]}")
+                         f"{[*ATTNMETA_VARIANTS, *COMPILED_VARIANTS, *BFLOAT16_VARIANTS, *PEERS]}")
     return PEERS[key](model, config.inner_lr, steps, first_order)
 
 
@@ -243,6 +259,8 @@ def _memory_probe_main(request: str) -> None:
     step = build_implementation(spec["key"], config, spec["steps"], spec["first_order"],
                                 _initial_weights(config.n_way))
     optimizer = torch.optim.Adam(step.model.parameters(), 1e-3)
+    if step.compiles:  # compilation's own memory is not the steps'
+        step.meta_gradient(batch)
     # Not getrusage's ru_maxrss: Linux carries it across fork + exec from the parent (this
     # harness, holding every implementation). VmHWM belongs to this process's memory map;
     # writing 5 to clear_refs resets it to the current size, so the peak is the steps'.
@@ -292,8 +310,11 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
             rows.append({**setting, "key": key, "implementation": key, "skipped": str(reason)})
     reference_key = "plain_loop" if "plain_loop" in implementations else next(iter(implementations))
     reference = _meta_gradient(implementations[reference_key], batch)
-    checks = {key: _relative_difference(_meta_gradient(step, batch), reference)
-              for key, step in implementations.items()}
+    checks, first_call_s = {}, {}
+    for key, step in implementations.items():  # the first call compiles, where one does
+        start = time.perf_counter()
+        checks[key] = _relative_difference(_meta_gradient(step, batch), reference)
+        first_call_s[key] = time.perf_counter() - start
     flops = {key: count_flops(lambda step=step: step.on_one_thread(batch))
              for key, step in implementations.items()}
     optimizers = {key: torch.optim.Adam(step.model.parameters(), 1e-3)
@@ -308,6 +329,8 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
                "gflop_per_meta_batch": flops[key] / 1e9,
                "gflops": flops[key] / 1e9 / summary["median_s"],
                "meta_gradient_rel_diff_vs_plain_loop": checks[key]}
+        if step.compiles:
+            row["compile_s"] = max(first_call_s[key] - summary["median_s"], 0.0)
         if config.memory:
             row["peak_memory_mb"] = memory_probe(key, config, steps, first_order)
         rows.append(row)
@@ -449,6 +472,14 @@ def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed"
             f"{row['gflop_per_meta_batch']:.0f} | {row['gflops']:.0f} | {row['mfu']:.1%} | "
             f"{'' if memory is None else f'{memory:.0f}'} | "
             f"{row['meta_gradient_rel_diff_vs_plain_loop']:.1e} |")
+    compiled = [row for row in results["maml"] if "compile_s" in row]
+    if compiled:
+        lines += ["", "Compile time of the compiled rows (their first meta-batch less the "
+                  "median; inductor's cache, `/tmp/torchinductor_$USER` by default, makes a "
+                  "later process's much shorter): " + "; ".join(
+                      f"{row['inner_steps']} step(s) {row['order']} order, "
+                      f"{row['implementation']}: {row['compile_s']:.0f} s" for row in compiled)
+                  + "."]
     for row in results["maml"]:
         if row.get("profile"):
             lines += ["", f"Where attnmeta's time goes ({row['inner_steps']} inner step(s), "

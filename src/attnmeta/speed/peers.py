@@ -54,6 +54,7 @@ class MetaStep:
     meta_gradient: Callable[[Episode], None]
     note: str = ""
     serial_meta_gradient: Callable[[Episode], None] | None = None
+    compiles: bool = False  # the first call compiles (timed apart; memory measured after it)
 
     def on_one_thread(self, batch: Episode) -> None:
         (self.serial_meta_gradient or self.meta_gradient)(batch)
