@@ -11,7 +11,7 @@ from attnmeta.learners import MAML
 from attnmeta.models import Conv4
 from attnmeta.train import accumulate_meta_gradient
 
-from tests.learners.test_maml import (assert_all_close, image_batch, learner_meta_gradient,
+from test_maml import (assert_all_close, image_batch, learner_meta_gradient,
                                       make_conv, make_mlp, reference_meta_gradient,
                                       regression_batch)
 
