@@ -50,6 +50,8 @@ def method_label(config) -> str:
         label += f" ({BACKBONE_LABELS.get(config.model.backbone, config.model.backbone)})"
     if config.model.init is not None:
         label += ", pretrained" + (" + frozen" if config.model.freeze else "")
+    if config.learner.strategy == "compiled":
+        label += ", compiled"
     return label
 
 

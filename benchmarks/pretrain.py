@@ -213,7 +213,7 @@ def plot_curves(rows: list[dict], out: Path) -> None:
     ax.axhline(PUBLISHED[(20, 1, "none")][0], color="grey", linestyle="--",
                label="20w1s published (VERSA, test)")
     ax.set_xlabel("training minutes on this CPU (pretraining included)")
-    ax.set_ylabel("validation accuracy % (the run's own validation episodes)")
+    ax.set_ylabel("validation accuracy % (val split)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     figure.tight_layout()

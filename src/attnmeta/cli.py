@@ -365,7 +365,7 @@ def bench() -> None:
               help="attnmeta's task-parallel worker threads.")
 @click.option("--only", "implementations", multiple=True,
               type=click.Choice(["attnmeta", "attnmeta_1_worker", "attnmeta_stock_conv4",
-                                 "attnmeta_compiled", "attnmeta_compiled_1_worker",
+                                 "attnmeta_compiled_1_worker",
                                  "attnmeta_bfloat16",
                                  "plain_loop", "learn2learn", "higher", "torchopt"]),
               help="Time only these implementations (repeatable; default all).")

@@ -376,6 +376,7 @@ def test_a_run_is_read_back_only_as_its_own_kind(tmp_path):
      "learner 'reptile'"),
     ("maml", "model.norm=running",
      "config key 'learner.strategy' is 'compiled': expected a model without buffers"),
+    ("maml", "train.workers=2", "train.workers=2: expected 1 with learner.strategy: compiled"),
 ])
 def test_a_compiled_strategy_it_cannot_take(tmp_path, data_root, learner, override, expected):
     config = write_config(tmp_path / "c.yaml", tiny_config(data_root, learner,

@@ -46,7 +46,8 @@ class MAML(GradientLearner):
             once per shape. All give the same meta-gradient; which is faster depends on the
             model (see ``benchmarks/maml_strategies.py`` and ``benchmarks/results/speed.md``).
             ``"compiled"`` needs a model without buffers (batch norm with running statistics
-            would update them inside the compiled graph).
+            would update them inside the compiled graph), and runs best on one worker
+            (``train.workers`` copies the learner per meta-batch: each copy compiles again).
         eval_steps: inner steps of ``predict`` / ``predict_batch`` when given no ``steps``;
             default ``inner_steps``.
     """
@@ -137,6 +138,9 @@ class MAML(GradientLearner):
         loss returned delivers those gradients on ``backward()``, so the training loop is
         the same for every strategy."""
         if self._compiled_task_gradient is None:
+            # Every compiled learner's graphs share one code object (torch.func's wrapper),
+            # whose cache holds 8 graphs by default: past it dynamo silently runs eager.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self._compiled_task_gradient = torch.compile(
                 torch.func.grad_and_value(self._task_loss_of, has_aux=True), dynamic=False)
         named = dict(self.named_parameters())

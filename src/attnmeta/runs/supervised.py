@@ -115,6 +115,12 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
         raise RunError(f"train.precision={config.train.precision!r}: expected 'float32' for "
                        f"{config.learner.name}, which differentiates through gradient steps "
                        "on the support set (bfloat16 rounding compounds through them)")
+    if config.learner.strategy == "compiled" and config.train.workers > 1:
+        # each meta-batch's per-thread copies of the learner would compile again: measured
+        # slower than one worker (benchmarks/results/speed.md)
+        raise RunError(f"train.workers={config.train.workers}: expected 1 with "
+                       "learner.strategy: compiled (the per-thread copies of the learner "
+                       "would each compile again)")
     optimizer = build_optimizer(config, learner)
     split = model_input(config, learner, split, run_dir)  # model.freeze: features, cached
     if config.train.eval_every:
