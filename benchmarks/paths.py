@@ -62,7 +62,7 @@ def pretraining_row(repeats: int, peak: float, precision: str = "float32",
 
     flops = count_flops(lambda: loss().backward())  # before compiling: kernels bypass dispatch
     path = f"pretraining step (Conv4, batch 256, 4400 classes, Adam), {precision}"
-    first_s = 0.0
+    compiling: dict = {}
     if compiled:
         learner.encoder.compile()
         start = time.perf_counter()
@@ -70,11 +70,11 @@ def pretraining_row(repeats: int, peak: float, precision: str = "float32",
         first_s = time.perf_counter() - start
     seconds = best_seconds(step, repeats)
     if compiled:
-        path += f", encoder under torch.compile (compiled in {first_s - seconds:.0f} s)"
+        compiling = {"compile_s": first_s - seconds}
+        path += f", encoder under torch.compile (compiled in {compiling['compile_s']:.0f} s)"
     return {"path": path, "precision": precision, "rate": 256 / seconds, "unit": "images/s",
             "seconds": seconds, "gflops": flops / seconds / 1e9,
-            "mfu": flops / seconds / 1e9 / peak, "compiled": compiled,
-            **({"compile_s": first_s - seconds} if compiled else {})}
+            "mfu": flops / seconds / 1e9 / peak, "compiled": compiled, **compiling}
 
 
 def caching_row(repeats: int, peak: float) -> dict:

@@ -63,27 +63,38 @@ def checkpoint_minutes(checkpoint: Path) -> float:
     return (elapsed[-1] if elapsed else 0.0) / 60
 
 
-def validation_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """``(seconds of training, pretraining included; validation accuracy)`` of each
-    ``train.eval_every`` evaluation in the run's log (empty without a log)."""
+def validation_curve(run_dir: Path, offset_s: float) -> list[tuple[float, float]]:
+    """``(seconds of training, ``offset_s`` of pretraining added; validation accuracy)`` of
+    each ``train.eval_every`` evaluation in the run's log (empty without a log)."""
     log = run_dir / "log.jsonl"
     if not log.is_file():
         return []
-    record = read_checkpoint_record(resolve_checkpoint(run_dir))
-    offset = 60 * train_minutes(run_dir) - record.get("elapsed_s", 0.0)  # pretraining
     entries = [json.loads(line) for line in log.read_text().splitlines()]
-    return [(offset + e["elapsed_s"], e["val_accuracy"]) for e in entries if "val_accuracy" in e]
+    return [(offset_s + e["elapsed_s"], e["val_accuracy"]) for e in entries
+            if "val_accuracy" in e]
 
 
-def omniglot_row(row: dict, planned_steps: int | None) -> dict:
+def published(row: dict) -> tuple[float | None, str]:
+    """The published figure for the row's setting and who reported it; ``None`` where none
+    applies (a Lake-protocol run on random-class episodes)."""
+    within = row.get("within", "none")
+    if row.get("protocol") == "lake" and within == "none":
+        return None, "the Vinyals figures do not apply"
+    return PUBLISHED[(row["n_way"], row["k_shot"], within)]
+
+
+def learner_label(row: dict) -> str:
+    precision = row.get("precision", "float32")
+    return row["learner"] + ("" if precision == "float32" else f", {precision} training")
+
+
+def omniglot_row(row: dict) -> dict:
     """The row as a record of ``omniglot.json`` (the fields ``benchmarks/omniglot.py`` writes),
     so that one file holds every Omniglot result."""
     within = row.get("within", "none")
-    paper, who = PUBLISHED[(row["n_way"], row["k_shot"], within)]
+    paper, who = published(row)
     protocol, precision = row.get("protocol", "vinyals"), row.get("precision", "float32")
-    if protocol == "lake" and within == "none":
-        paper, who = None, ""  # the Vinyals figures do not apply
-    method = row["learner"] + ("" if precision == "float32" else f", {precision} training")
+    method = learner_label(row)
     method += f" [{row['run']}]" + ("" if within == "none" else f", within {within}")
     setting = f"{row['n_way']}w{row['k_shot']}s" + ("" if within == "none" else f"_{within}")
     return {
@@ -91,8 +102,9 @@ def omniglot_row(row: dict, planned_steps: int | None) -> dict:
         "method": method, "n_way": row["n_way"], "k_shot": row["k_shot"],
         "protocol": protocol + ("" if within == "none" else f", within {within}"),
         "accuracy": row["accuracy"], "ci95": row["ci95"], "episodes": row["episodes"],
-        "episode_seed": row["episode_seed"], "paper": paper, "paper_source": who,
-        "steps": row["step"], "planned_steps": planned_steps,
+        "episode_seed": row["episode_seed"], "paper": paper,
+        "paper_source": who if paper is not None else "",
+        "steps": row["step"], "planned_steps": row.get("planned_steps"),
         "train_minutes": row["train_minutes"], "budget_minutes": round(row["train_minutes"]),
         "precision": precision, "trained_in": row["run"], "curve": row.get("curve", []),
         "pretrain_command": row["trained_by"], "command": row["command"],
@@ -125,16 +137,13 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         within = row.get("within", "none")
-        paper, who = PUBLISHED[(row["n_way"], row["k_shot"], within)]
-        if row.get("protocol") == "lake" and within == "none":
-            paper, who = "—", "the Vinyals figures do not apply"
+        paper, who = published(row)
+        paper = "—" if paper is None else paper
         setting = f"{row['n_way']}w{row['k_shot']}s" + ("" if within == "none"
                                                          else f" within {within}")
         reached = ("—" if paper == "—" else "yes" if row["accuracy"] >= paper
                    else f"not in {row['train_minutes']:.0f} min")
-        precision = row.get("precision", "float32")
-        learner = row["learner"] + ("" if precision == "float32" else f", {precision} training")
-        lines.append(f"| {row['run']} | {learner} | {setting} | "
+        lines.append(f"| {row['run']} | {learner_label(row)} | {setting} | "
                      f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {paper} ({who}) | {reached} | "
                      f"{row['train_minutes']:.1f} | {row['step']} | {row['episodes']} "
                      f"({row.get('q_query', 15)}) |")
@@ -161,6 +170,8 @@ def main() -> None:
         record = read_checkpoint_record(resolve_checkpoint(run_dir))
         trained = (record.get("config") or {}).get("data", {}).get("train", {})
         lake = record["config"].get("data", {}).get("protocol") == "lake"
+        minutes = train_minutes(run_dir)  # pretraining included, as the curve's offset
+        curve = validation_curve(run_dir, 60 * minutes - record.get("elapsed_s", 0.0))
         for n_way, k_shot, within in LAKE_SETTINGS if lake else SETTINGS:
             name = record["config"].get("learner", {}).get("name")
             if name in LEARNERS and LEARNERS[name].cls.needs_head and trained["n_way"] != n_way:
@@ -172,13 +183,13 @@ def main() -> None:
                 "q_query": result["q_query"], "accuracy": 100 * result["accuracy"],
                 "ci95": 100 * result["ci95"], "episodes": result["episodes"],
                 "episode_seed": result["episode_seed"], "step": result["step"],
-                "train_minutes": train_minutes(run_dir), "command": command,
+                "train_minutes": minutes, "command": command,
                 "trained_by": record.get("command", ""), "machine": describe_machine(),
                 "run_dir": str(run_dir),
                 "precision": record["config"].get("train", {}).get("precision", "float32"),
                 "published": PUBLISHED[(n_way, k_shot, within)][0],
                 "planned_steps": record["config"].get("train", {}).get("steps"),
-                "curve": validation_curve(run_dir)}
+                "curve": curve}
             print(f"{run_dir.name} {n_way}w{k_shot}s {within}: {100 * result['accuracy']:.2f} ± "
                   f"{100 * result['ci95']:.2f}", flush=True)
     # read only now: another invocation may have written rows while this one evaluated
@@ -190,8 +201,7 @@ def main() -> None:
     atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
     atomic_write_bytes(args.out / "pretrain.md", markdown(ordered).encode())
     plot_curves(ordered, args.out / "pretrain_curves.png")
-    record_rows([omniglot_row(row, row.get("planned_steps")) for row in ordered],
-                args.out)
+    record_rows([omniglot_row(row) for row in ordered], args.out)
     print(f"wrote {path}, {args.out / 'pretrain.md'}, {args.out / 'pretrain_curves.png'} and "
           f"the rows into {args.out / 'omniglot.json'}")
 
