@@ -14,11 +14,17 @@ rewritten from it. ``--attention RUN`` draws that run's token-level attention pi
 ``--untrained-baseline`` adds, for each WordLlama config (its run trained first), the
 zero-training row on the same test episodes: cosine prototypes over WordLlama's frozen,
 mean-pooled vectors, the baseline a pretrained-encoder row has to beat.
+Pretrain configs (``kind: pretrain``, ``configs/text/pretrain_*.yaml``) train one classifier
+over the training intents and are evaluated as cosine prototypes over the encoder;
+``--shapes 5w1s 5w5s 10w5s`` evaluates every config's model on each of those test episode
+shapes (one row each), and their rows keep the run's validation curve, drawn in
+``text_pretrain_curves.png``. ``--set KEY=VALUE`` and ``--tag`` as in ``omniglot.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shlex
@@ -29,9 +35,17 @@ from pathlib import Path
 
 from attnmeta.machine import describe_machine
 from attnmeta.checkpoint import latest_checkpoint
-from attnmeta.runs.config import load_config
+from attnmeta.runs.config import EpisodeConfig, load_config
+from attnmeta.runs.pretrain import evaluate_pretrain_run, train_pretrain
 from attnmeta.runs.supervised import evaluate_checkpoint, load_run, train_run
 from omniglot import training_key  # benchmarks/ is on sys.path when this script runs
+from pretrain import validation_curve
+
+# how each run kind trains and is evaluated (the same keyword arguments)
+KINDS = {"supervised": (train_run, evaluate_checkpoint),
+         "pretrain": (train_pretrain, evaluate_pretrain_run)}
+PRETRAINED = "pretrain (cosine prototypes)"  # the learner named in a pretrain run's rows
+TEST_SHAPE_OF_CURVES = "5-way 1-shot"  # what configs/text/pretrain_*.yaml evaluate in training
 
 
 
@@ -40,7 +54,8 @@ def encoder_label(config) -> str:
     model = config.model
     if model.backbone == "wordllama":
         return (f"wordllama l2_supercat 256-d, pretrained, "
-                f"{'fine-tuned' if model.tune_embeddings else 'frozen'}, depth={model.depth}")
+                f"{'fine-tuned' if model.tune_embeddings else 'frozen'}"
+                f"{', linear map' if model.project else ''}, depth={model.depth}")
     return f"{model.backbone} d={model.hidden} depth={model.depth}, from scratch"
 
 
@@ -51,9 +66,10 @@ def method(row: dict) -> str:
         return row["learner"]
     encoder = row.get("encoder", "")
     tuned = " (embeddings fine-tuned)" if ", fine-tuned," in encoder else ""
+    mapped = " + linear map" if ", linear map," in encoder else ""
     depth = encoder.rsplit("depth=", 1)[-1] if "depth=" in encoder else "0"
     blocks = "" if depth == "0" else f" + {depth} block{'s' if depth != '1' else ''}"
-    return f"{row['learner']} + {backbone}{tuned}{blocks}"
+    return f"{row['learner']} + {backbone}{tuned}{mapped}{blocks}"
 
 
 def trained_record(run_dir: Path) -> dict:
@@ -67,12 +83,28 @@ def trained_record(run_dir: Path) -> dict:
             "budget_minutes": record["config"]["train"]["max_minutes"]}
 
 
-def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_root: str | None,
-            command: str, trained_runs: dict[str, tuple[Path, dict]], eval_episodes: int | None,
-            oos: bool, eval_only: bool = False) -> dict:
-    config = load_config(config_path, [f"train.max_minutes={minutes}"])
+def shaped_config(config_path: Path, shape: str | None, minutes: float, tag: str,
+                  overrides: tuple[str, ...], data_root: str | None):
+    """The config of one row: ``--set`` applied, tested on ``shape`` ('10w5s'; None: the
+    config's own), named with the tag, and the shape when it is not the config's own."""
+    config = load_config(config_path, [f"train.max_minutes={minutes}", *overrides])
+    if tag:
+        config.name = f"{config.name}_{tag}"
     if data_root is not None:
         config.data.root = data_root
+    if shape is not None:
+        n_way, k_shot = (int(part) for part in shape.rstrip("s").split("w"))
+        test = config.data.test
+        if (n_way, k_shot) != (test.n_way, test.k_shot):
+            config.data.test = EpisodeConfig(n_way, k_shot, test.q_query, test.within)
+            config.name = f"{config.name}_{shape}"
+    return config
+
+
+def run_row(config, config_path: Path, minutes: float, runs: Path, resume: bool,
+            data_root: str | None, command: str, trained_runs: dict[str, tuple[Path, dict]],
+            eval_episodes: int | None, oos: bool, eval_only: bool = False) -> dict:
+    train, evaluate = KINDS[config.kind]
     key = training_key(config)
     if key in trained_runs:
         run_dir, trained = trained_runs[key]
@@ -81,15 +113,17 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         if eval_only:
             trained = trained_record(run_dir)
         else:
-            trained = train_run(config, run_dir, resume=resume, progress=True, command=command)
+            trained = train(config, run_dir, resume=resume, progress=True, command=command)
             trained["command"] = command
         trained_runs[key] = (run_dir, trained)
-    result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
-                                 k_shot=config.data.test.k_shot, command=command, progress=True,
-                                 data_root=data_root)
+    result = evaluate(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
+                      k_shot=config.data.test.k_shot, command=command, progress=True,
+                      data_root=data_root)
+    pretrained = config.kind == "pretrain"
     row = {
         "name": config.name, "config": str(config_path), "dataset": config.data.dataset,
-        "learner": config.learner.name, "n_way": result["n_way"], "k_shot": result["k_shot"],
+        "learner": PRETRAINED if pretrained else config.learner.name,
+        "n_way": result["n_way"], "k_shot": result["k_shot"],
         "q_query": result["q_query"],
         "accuracy": 100 * result["accuracy"], "ci95": 100 * result["ci95"],
         "episodes": result["episodes"], "episode_seed": result["episode_seed"],
@@ -100,6 +134,9 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
         "machine": describe_machine(), "encoder": encoder_label(config),
         "backbone": config.model.backbone,
     }
+    if pretrained:  # (training seconds, validation accuracy) of each train.eval_every
+        row["curve"] = [(0.0, untrained_validation(run_dir, data_root)),
+                        *validation_curve(run_dir, 0.0)]
     if oos and config.data.dataset == "clinc150":
         from attnmeta.runs.out_of_scope import evaluate_out_of_scope
 
@@ -114,26 +151,50 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
     return row
 
 
-def untrained_row(config_path: Path, runs: Path, data_root: str | None, command: str,
-                  eval_episodes: int | None) -> dict:
-    """The zero-training baseline of a WordLlama config: ProtoNets with cosine distances over
-    the untrained, frozen WordLlama encoder (depth 0), on the run's test episodes (the same
-    split, shape, seed and tokenizer)."""
+def untrained_encoder(config):
+    """WordLlama's plain unit-length vectors (depth 0, frozen, no map) for ``config``."""
+    from attnmeta.runs.build import build_backbone
+
+    model = config.model
+    model.depth, model.tune_embeddings, model.normalize, model.project = 0, False, True, False
+    return build_backbone(config, 0)
+
+
+def untrained_validation(run_dir: Path, data_root: str | None) -> float:
+    """What the run's ``train.eval_every`` evaluation would have read before its first step
+    (an imprinted classifier over an identity map: WordLlama's cosine prototypes)."""
     from attnmeta.evaluate import summarize
-    from attnmeta.runs.build import build_learner, load_split
+    from attnmeta.learners import ProtoNet
+    from attnmeta.runs.build import load_split
+    from attnmeta.runs.evaluation import episode_accuracies
+    from attnmeta.runs.folder import read_run
+    from attnmeta.runs.tokenizer import load_run_tokenizer
+
+    config = read_run(run_dir, "pretrain")[2]
+    if data_root is not None:
+        config.data.root = data_root
+    split = load_split(config, config.train.eval_split, load_run_tokenizer(run_dir))
+    learner = ProtoNet(untrained_encoder(config), "cosine")
+    return summarize(episode_accuracies(learner, split, config.data.test,
+                                        config.train.eval_episodes, config.eval.seed)).mean
+
+
+def untrained_row(config, config_path: Path, trained_in: Path, data_root: str | None,
+                  command: str, eval_episodes: int | None) -> dict:
+    """The zero-training baseline of a WordLlama config: ProtoNets with cosine distances over
+    the untrained, frozen WordLlama encoder (depth 0), on the test episodes of the run in
+    ``trained_in`` (the same split, shape, seed and tokenizer)."""
+    from attnmeta.evaluate import summarize
+    from attnmeta.learners import ProtoNet
+    from attnmeta.runs.build import load_split
     from attnmeta.runs.evaluation import episode_accuracies
     from attnmeta.runs.tokenizer import load_run_tokenizer
 
-    config = load_config(config_path)
-    if data_root is not None:
-        config.data.root = data_root
     if config.model.backbone != "wordllama":
         raise SystemExit(f"--untrained-baseline: {config_path} does not use model.backbone="
                          "wordllama")
-    tokenizer = load_run_tokenizer(runs / config.name)  # the trained run's, as its rows read
-    config.learner.name, config.learner.distance = "protonet", "cosine"
-    config.model.depth, config.model.tune_embeddings, config.model.normalize = 0, False, True
-    learner = build_learner(config)
+    tokenizer = load_run_tokenizer(trained_in)  # the trained run's, as its rows read
+    learner = ProtoNet(untrained_encoder(config), "cosine")
     test = config.data.test
     episodes = eval_episodes or config.eval.episodes
     summary = summarize(episode_accuracies(learner, load_split(config, config.eval.split,
@@ -174,6 +235,11 @@ def command_labels(rows: list[dict]) -> dict[str, str]:
     return labels
 
 
+def minutes(value: float) -> str:
+    """Training minutes as the table shows them: seconds-long runs keep two decimals."""
+    return f"{value:.1f}" if value >= 0.1 or value == 0 else f"{value:.2f}"
+
+
 def commands(row: dict, labels: dict[str, str]) -> str:
     """The row's command label; the training command's too when another one trained it."""
     trained_by = row.get("trained_by", row["command"])
@@ -203,7 +269,14 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
         "(`configs/text/*wordllama*.yaml`); `(embeddings fine-tuned)` trains that table too, "
         "`+ 1 block` adds a transformer block over the tokens that starts as the identity. "
         "The `untrained` rows are the zero-training baseline on the same episodes: cosine "
-        "prototypes over WordLlama's unit-length vectors (`--untrained-baseline`).",
+        "prototypes over WordLlama's unit-length vectors (`--untrained-baseline`). The "
+        "`pretrain (cosine prototypes) + wordllama + linear map` rows come from one pretrain "
+        "run per data set (`kind: pretrain`, `configs/text/pretrain_wordllama_*.yaml`): a "
+        "256 x 256 linear map over WordLlama's frozen unit vectors, started at the identity, "
+        "trained for one epoch as a cosine classifier over all training intents (imprinted "
+        "start), then tested as cosine prototypes over the mapped vectors; `feat + "
+        "wordllama + linear map` trains FEAT's head on the cached features of that frozen "
+        "encoder (its train time is FEAT's: the pretraining before it took 3-5 s).",
         "",
         "| data set | method | setting | accuracy (%) | trained in | train steps (of planned) "
         "| train time (min) | episodes (seed) | command (below) |",
@@ -219,7 +292,7 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
         lines.append(
             f"| {row['dataset']} | {method(row)} | {row['n_way']}-way {row['k_shot']}-shot | "
             f"{row['accuracy']:.2f} ± {row['ci95']:.2f} | {row['trained_in']} | "
-            f"{row['steps']} ({row['planned_steps']}) | {row['train_minutes']:.1f} | "
+            f"{row['steps']} ({row['planned_steps']}) | {minutes(row['train_minutes'])} | "
             f"{row['episodes']} ({row['episode_seed']}) | {commands(row, labels)} |")
     with_oos = [row for row in ranked if "oos" in row]
     if with_oos:
@@ -248,10 +321,49 @@ def write_table(rows: list[dict], out: Path, published: str, attention: str | No
     lines += ["", "Commands (run from the repository root):", ""]
     lines += [f"- {label}: `{command}`" for command, label in labels.items()]
     lines += ["", f"Machine: {'; '.join(machines)}.", "", published]
+    if plot_pretrain_curves(rows, out / "text_pretrain_curves.png"):
+        lines += ["## Pretraining over the training intents: validation against time", "",
+                  "Each pretrain run evaluates cosine prototypes on the validation intents "
+                  "every 20 steps (300 episodes, 5-way 1-shot; the point at 0 s is the "
+                  "untrained start, WordLlama's own vectors). The `4epochs` runs train the "
+                  "same config four times as long: the steps the configs keep (one epoch) "
+                  "were chosen on these validation curves, never on the test intents.", "",
+                  "![validation accuracy against training seconds](text_pretrain_curves.png)",
+                  ""]
     if attention:
         lines += ["## Token-level attention", "", attention, "",
                   "![token-level attention of a CLINC150 query](text_attention.png)", ""]
     (out / "text.md").write_text("\n".join(lines))
+
+
+def plot_pretrain_curves(rows: list[dict], out: Path) -> bool:
+    """Validation accuracy (``train.eval_every`` episodes of the val intents; the point at
+    0 s is the untrained start) against training seconds, one line a pretrain run; False
+    when no row holds a curve."""
+    curves = {row["trained_in"]: row for row in rows if row.get("curve")}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, dataset in zip(axes, ("clinc150", "banking77")):
+        for run, row in sorted(curves.items()):
+            if row["dataset"] == dataset:
+                ax.plot([t for t, _ in row["curve"]], [100 * a for _, a in row["curve"]],
+                        marker=".", label=f"{run} ({row['planned_steps']} steps)")
+        ax.set_title(f"{dataset}: val intents, {TEST_SHAPE_OF_CURVES}")
+        ax.set_xlabel("training seconds on this CPU (1 thread)")
+        ax.set_ylabel("validation accuracy %")
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return True
 
 
 def draw_attention(run_dir: Path, out: Path, command: str) -> str:
@@ -291,6 +403,13 @@ def main() -> None:
                         help="also the zero-training row of each WordLlama config")
     parser.add_argument("--eval-episodes", type=int, default=None,
                         help="test episodes per row (default: the config's, 1000)")
+    parser.add_argument("--shapes", nargs="+", default=[None], metavar="NwKs",
+                        help="test episode shapes of every config's model, e.g. 5w1s 10w5s "
+                             "(default: each config's data.test)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override for every row (recorded "
+                        "in the row's command)")
+    parser.add_argument("--tag", default="", help="suffix for row and run names")
     args = parser.parse_args()
     threads = os.environ.get("OMP_NUM_THREADS")
     command = (f"OMP_NUM_THREADS={threads} " if threads else "") + "python " + " ".join(
@@ -301,17 +420,20 @@ def main() -> None:
     rows, attention = saved.get("rows", []), saved.get("attention")
     published = PUBLISHED_NOTES.format(published=PUBLISHED_TABLE)
     trained_runs: dict[str, tuple[Path, dict]] = {}
-    for config_path in args.configs:
-        row = run_row(config_path, args.minutes, args.runs, args.resume, args.data_root,
-                      command, trained_runs, args.eval_episodes, args.oos, args.eval_only)
+    for config_path, shape in ((c, s) for c in args.configs for s in args.shapes):
+        config = shaped_config(config_path, shape, args.minutes, args.tag,
+                               tuple(args.overrides), args.data_root)
+        row = run_row(copy.deepcopy(config), config_path, args.minutes, args.runs,
+                      args.resume, args.data_root, command, trained_runs, args.eval_episodes,
+                      args.oos, args.eval_only)
         rows = [r for r in rows if r["name"] != row["name"]] + [row]
         results_path.write_text(json.dumps({"rows": rows, "attention": attention}, indent=1))
         write_table(rows, args.out, published, attention)
         print(f"{row['name']}: {row['accuracy']:.2f} ± {row['ci95']:.2f}% after {row['steps']} "
               f"steps, {row['train_minutes']:.1f} min")
         if args.untrained_baseline:
-            row = untrained_row(config_path, args.runs, args.data_root, command,
-                                args.eval_episodes)
+            row = untrained_row(config, config_path, args.runs / row["trained_in"],
+                                args.data_root, command, args.eval_episodes)
             rows = [r for r in rows if r["name"] != row["name"]] + [row]
             results_path.write_text(json.dumps({"rows": rows, "attention": attention},
                                                indent=1))

@@ -267,23 +267,28 @@ def _evaluate_rl(checkpoint: Path, o: dict[str, Any]) -> None:
                             o["progress"], save=False), format_evaluation)
 
 
+def _evaluate_out_of_scope(checkpoint: Path, o: dict[str, Any]) -> None:
+    """``eval --oos`` of an episodic or pretrain run of CLINC150."""
+    from attnmeta.runs.out_of_scope import evaluate_out_of_scope
+
+    if o["split"] not in (None, "test"):
+        raise ValueError(f"--split {o['split']} with --oos: expected test (the threshold "
+                         "is chosen on val)")
+    if o["within_alphabet"]:
+        raise ValueError("--within-alphabet with --oos: expected one of them (intents "
+                         "have no alphabets)")
+    _refuse_options(o, ("finetune_steps",), "with --oos: expected one of them")
+    _report(evaluate_out_of_scope(checkpoint, episodes=o["episodes"], seed=o["seed"],
+                                  threshold_episodes=o["threshold_episodes"],
+                                  n_way=o["n_way"], k_shot=o["k_shot"],
+                                  data_root=o["data_root"], command=invoked_command(),
+                                  save=False), _oos_line)
+
+
 def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
     split, within_alphabet = o["split"], o["within_alphabet"]
     if o["oos"]:
-        from attnmeta.runs.out_of_scope import evaluate_out_of_scope
-
-        if split not in (None, "test"):
-            raise ValueError(f"--split {split} with --oos: expected test (the threshold "
-                             "is chosen on val)")
-        if within_alphabet:
-            raise ValueError("--within-alphabet with --oos: expected one of them (intents "
-                             "have no alphabets)")
-        _refuse_options(o, ("finetune_steps",), "with --oos: expected one of them")
-        _report(evaluate_out_of_scope(checkpoint, episodes=o["episodes"], seed=o["seed"],
-                                      threshold_episodes=o["threshold_episodes"],
-                                      n_way=o["n_way"], k_shot=o["k_shot"],
-                                      data_root=o["data_root"], command=invoked_command(),
-                                      save=False), _oos_line)
+        _evaluate_out_of_scope(checkpoint, o)
         return
     from attnmeta.runs.supervised import evaluate_checkpoint
 
@@ -298,8 +303,9 @@ def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
 def _evaluate_pretrain(checkpoint: Path, o: dict[str, Any]) -> None:
     from attnmeta.runs.pretrain import evaluate_pretrain_run
 
-    _refuse_options(o, ("oos",), "a pretrain run (kind: pretrain) has no out-of-scope "
-                    "queries; expected no --oos")
+    if o["oos"]:
+        _evaluate_out_of_scope(checkpoint, o)
+        return
     _report(evaluate_pretrain_run(checkpoint, episodes=o["episodes"], seed=o["seed"],
                                   split=o["split"], data_root=o["data_root"], n_way=o["n_way"],
                                   k_shot=o["k_shot"], command=invoked_command(),

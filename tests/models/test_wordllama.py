@@ -123,3 +123,17 @@ def test_bad_arguments_are_one_line_errors():
         WordLlamaEncoder(torch.randn(10, 8), depth=1, n_heads=3)
     with pytest.raises(ValueError, match=r"depth=-1"):
         WordLlamaEncoder(torch.randn(10, 8), depth=-1)
+
+
+def test_the_projection_starts_as_the_identity_and_trains(tokenizer):
+    ids = tokenizer.encode_batch(SENTENCES, 24)
+    plain, projected = wordllama_encoder(normalize=True), wordllama_encoder(normalize=True,
+                                                                            project=True)
+    assert torch.equal(projected(ids), plain(ids))  # eye @ v + 0 is v, bit for bit
+    trained = {name for name, p in projected.named_parameters() if p.requires_grad}
+    assert trained == {"projection.weight", "projection.bias"}
+    target = torch.randn(len(SENTENCES), WORDLLAMA_DIM)
+    (projected(ids) - target).pow(2).sum().backward()
+    torch.testing.assert_close(  # d/dW |Wv + b - t|^2 = 2 (v - t) v^T at W = I, b = 0
+        projected.projection.weight.grad, 2 * (plain(ids) - target).T @ plain(ids),
+        rtol=1e-5, atol=1e-5)

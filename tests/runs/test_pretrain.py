@@ -294,7 +294,7 @@ def pretrain_args(path: Path, out: Path, *extra: str) -> list[str]:
     ("train.weight_decay=-1", "train.weight_decay"), ("train.steps=0", "train.steps"),
     ("train.backward_chunk=-1", "train.backward_chunk"), ("model.init=/x", "model.init"),
     ("model.freeze=true", "model.freeze"), ("train.meta_batch=2", "train.meta_batch"),
-    ("data.dataset=clinc150", "data.dataset"), ("kind=pretrained", "'kind'"),
+    ("data.dataset=nothing", "data.dataset"), ("kind=pretrained", "'kind'"),
     ("train.precision=float16", "train.precision"),
 ])
 def test_a_bad_pretrain_value_names_its_key(tmp_path, data_root, override, key):
@@ -321,7 +321,8 @@ def test_bad_init_and_freeze_values_are_refused_in_one_line(tmp_path, data_root,
     one_line_error(pretrain_args(path, out, "model.init=3"), "model.init", "a string")
     one_line_error(pretrain_args(path, out, "learner.name=protonet"), "no trainable")
     assert not out.exists()
-    one_line_error(["eval", pretrained, "--oos"], "--oos", "pretrain run")
+    one_line_error(["eval", pretrained, "--oos"], "--oos needs out-of-scope utterances",
+                   "'image_folder' has none")
     one_line_error(["eval", pretrained, "--within-alphabet"], "within='alphabet'",
                    "data.protocol='lake'")
 

@@ -107,20 +107,30 @@ def test_hf_backbone_trains_from_scratch_through_the_same_run(tmp_path, real_dat
 
 def takes_a_training_step(config, vocab_size: int) -> None:
     """One training step of ``config``'s learner on random token ids: a finite loss and a
-    gradient that reaches the parameters."""
+    gradient that reaches the parameters (a pretrain run's classifier on a class batch; a
+    frozen encoder's head on the features of the ids)."""
     import torch
 
-    from attnmeta.runs.build import build_learner
+    from attnmeta.learners import ClassBatch
+    from attnmeta.runs.build import build_classifier, build_learner
     from attnmeta.tasks.episode import Episode
 
     torch.manual_seed(0)
-    model = build_learner(config)
-    shape = config.data.train
-    support = torch.randint(1, vocab_size, (1, shape.n_way * shape.k_shot, 10))
-    query = torch.randint(1, vocab_size, (1, shape.n_way * 2, 10))
-    query[..., 6:] = 0  # padded
-    batch = Episode(support, torch.arange(shape.n_way).repeat_interleave(shape.k_shot)[None],
-                    query, torch.arange(shape.n_way).repeat_interleave(2)[None])
+    if config.kind == "pretrain":
+        model = build_classifier(config, 4)
+        ids = torch.randint(1, vocab_size, (12, 10))
+        ids[6:, 6:] = 0  # padded
+        batch = ClassBatch(ids, torch.arange(12) % 4)
+    else:
+        model = build_learner(config)
+        shape = config.data.train
+        support = torch.randint(1, vocab_size, (shape.n_way * shape.k_shot, 10))
+        query = torch.randint(1, vocab_size, (shape.n_way * 2, 10))
+        query[..., 6:] = 0  # padded
+        if config.model.freeze:  # its batches hold the frozen encoder's features
+            support, query = model.embed(support), model.embed(query)
+        batch = Episode(support[None], torch.arange(shape.n_way).repeat_interleave(
+            shape.k_shot)[None], query[None], torch.arange(shape.n_way).repeat_interleave(2)[None])
     output = model.training_step(batch)
     output.loss.backward()
     assert torch.isfinite(output.loss)

@@ -137,7 +137,7 @@ class FewShotClassifier:
         elif kind == "pretrain":
             from attnmeta.runs.pretrain import load_pretrain_run
 
-            config, learner, record = load_pretrain_run(path, data_root)
+            config, learner, record, tokenizer = load_pretrain_run(path, data_root)
             num_classes = int(record["inputs"]["num_classes"])
         else:
             raise ModelError(f"run {path} is a {kind} run: expected an episodic or "

@@ -52,6 +52,21 @@ class CosineClassifier(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.scale * F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).T
 
+    @torch.no_grad()
+    def imprint(self, features: Tensor, labels: Tensor) -> None:
+        """Each class weight := the mean of its examples' unit-length ``features [n, D]``
+        (``labels [n]`` in ``0 .. num_classes-1``, every class present): imprinted weights
+        (Qi, Brown & Lowe, CVPR 2018), so the classifier starts as cosine prototypes."""
+        num_classes = self.weight.shape[0]
+        counts = torch.bincount(labels, minlength=num_classes)
+        if labels.shape[0] != features.shape[0] or counts.shape[0] != num_classes \
+                or bool((counts == 0).any()):
+            raise ValueError(f"labels of {counts.shape[0]} classes ({int((counts == 0).sum())} "
+                             f"without examples) for {features.shape[0]} features: expected "
+                             f"every one of the {num_classes} classes, once per feature")
+        sums = torch.zeros_like(self.weight).index_add_(0, labels, F.normalize(features, dim=-1))
+        self.weight.copy_(sums / counts[:, None])
+
 
 class SupervisedClassifier(EpisodeLearner):
     """``encoder`` trained as a ``num_classes``-way classifier (``training_step`` takes a

@@ -21,6 +21,9 @@ is read again from the wheel) unless ``tune_embeddings`` (``model.tune_embedding
 measured here, WordLlama's vectors compare far better by angle than by distance (untrained
 ProtoNets on CLINC150 5-way 1-shot, 300 episodes: 90.5% cosine, 73.2% squared distance), so
 learners that use squared distances (FEAT, MAML's head) should get unit vectors.
+``project`` (``model.project``) adds a learned ``256 x 256`` linear map of the (normalised)
+sentence vector that starts as the identity, so training begins at WordLlama's own vectors:
+what a pretrain run over the training intents adapts (``configs/text/pretrain_*.yaml``).
 """
 
 from __future__ import annotations
@@ -101,12 +104,14 @@ class WordLlamaEncoder(nn.Module):
         pad_id: the padding id (never attended to, never pooled).
         tune_embeddings: train the embeddings too (else a frozen, unsaved buffer).
         normalize: divide each sentence vector by its length (before the head).
+        project: a linear map of the sentence vector, started at the identity (after
+            ``normalize``, before the head).
     """
 
     def __init__(self, embeddings: Tensor, out_dim: int = 0, depth: int = 0, n_heads: int = 4,
                  max_length: int = 48, pad_id: int = 0, mlp_ratio: float = 2.0,
                  dropout: float = 0.0, tune_embeddings: bool = False,
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, project: bool = False) -> None:
         super().__init__()
         if embeddings.dim() != 2:
             raise ValueError(f"embeddings of shape {tuple(embeddings.shape)}: expected "
@@ -134,6 +139,10 @@ class WordLlamaEncoder(nn.Module):
                 nn.init.zeros_(last.bias)
         if depth:
             self.position_embedding = nn.Parameter(torch.zeros(1, max_length, dim))
+        self.projection = nn.Linear(dim, dim) if project else nn.Identity()
+        if project:  # the identity: an untrained encoder still gives WordLlama's vectors
+            nn.init.eye_(self.projection.weight)
+            nn.init.zeros_(self.projection.bias)
         self.head = nn.Linear(dim, out_dim) if out_dim else nn.Identity()
 
     def token_states(self, token_ids: Tensor, need_weights: bool = False
@@ -167,16 +176,16 @@ class WordLlamaEncoder(nn.Module):
         pooled = masked_mean(states, keep)
         if self.normalize:  # as WordLlama: v / |v|
             pooled = pooled / torch.linalg.vector_norm(pooled, dim=-1, keepdim=True)
-        out = self.head(pooled)
+        out = self.head(self.projection(pooled))
         return (out, weights) if need_weights else out
 
 
 def wordllama_encoder(out_dim: int = 0, depth: int = 0, n_heads: int = 4, max_length: int = 48,
                       dropout: float = 0.0, tune_embeddings: bool = False,
-                      normalize: bool = False) -> WordLlamaEncoder:
+                      normalize: bool = False, project: bool = False) -> WordLlamaEncoder:
     """:class:`WordLlamaEncoder` over the installed wheel's embeddings (padding id 0, that of
     :func:`wordllama_tokenizer`)."""
     pad_id = 0
     return WordLlamaEncoder(wordllama_embeddings(), out_dim, depth, n_heads, max_length,
                             pad_id=pad_id, dropout=dropout, tune_embeddings=tune_embeddings,
-                            normalize=normalize)
+                            normalize=normalize, project=project)

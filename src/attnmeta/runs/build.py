@@ -218,7 +218,8 @@ def _hf(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module
 
 def _wordllama(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module:
     return wordllama_encoder(out_dim, model.depth, model.heads, config.data.max_length,
-                             model.dropout, model.tune_embeddings, model.normalize)
+                             model.dropout, model.tune_embeddings, model.normalize,
+                             model.project)
 
 
 # Text backbones: factory(model_config, config, out_dim) for the data sets of text.

@@ -32,7 +32,7 @@ from attnmeta.runs.config import ConfigError
 from attnmeta.tasks import LabelledSplit
 
 __all__ = ["FeatureSplit", "InitEncoder", "encoder_sha256", "split_fingerprint", "embed_items",
-           "cached_features", "load_init", "model_input"]
+           "cached_features", "load_init", "model_input", "model_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +162,12 @@ def model_input(config: Any, learner: nn.Module, split: LabelledSplit, run_dir: 
         return split
     return cached_features(learner.frozen_encoder, split,
                            None if run_dir is None else Path(run_dir) / "features")
+
+
+def model_items(config: Any, learner: nn.Module, items: Tensor) -> Tensor:
+    """What the learner reads of raw ``items [M, ...]`` from outside the splits (CLINC150's
+    out-of-scope utterances): the items, or with ``model.freeze`` their features ``[M, D]``
+    by the learner's frozen encoder (not cached)."""
+    if not config.model.freeze:
+        return items
+    return embed_items(learner.frozen_encoder, items).flatten(1)

@@ -1,4 +1,5 @@
-"""``attnmeta eval RUN --oos``: out-of-scope detection for a trained CLINC150 run.
+"""``attnmeta eval RUN --oos``: out-of-scope detection for a trained CLINC150 run (episodic,
+or a pretrain run's prototypes over its encoder).
 
 The score and threshold are chosen on meta-val episodes with ``oos_val`` utterances, then
 fixed for meta-test episodes with ``oos_test`` ones (:mod:`attnmeta.out_of_scope`).
@@ -18,9 +19,9 @@ from attnmeta.out_of_scope import (SCORES, OutOfScopeEpisodes, QueryScores, choo
                                    out_of_scope_metrics, query_scores, score_episodes)
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
-from attnmeta.runs.folder import RunError, write_result
+from attnmeta.runs.folder import RunError, run_kind, write_result
 from attnmeta.runs.evaluation import check_test_shape
-from attnmeta.runs.supervised import load_run
+from attnmeta.runs.supervised import LoadedRun, load_run
 from attnmeta.tasks import check_episode_shape
 
 __all__ = ["evaluate_out_of_scope", "chosen_threshold", "below_threshold"]
@@ -37,7 +38,7 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     writes ``eval_test_oos_<N>w<K>s.json`` beside the run's other results."""
     from attnmeta.tasks.intents import load_out_of_scope_tokens
 
-    run = load_run(checkpoint, data_root)
+    run = _load_classes_run(Path(checkpoint), data_root)
     config = run.config
     if config.data.dataset != "clinc150":
         raise RunError(f"--oos needs out-of-scope utterances: data.dataset="
@@ -50,11 +51,11 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     oos_per_episode = oos_per_episode or shape.q_query
 
     def scored(split: str, count: int) -> QueryScores:
-        data = run.split(split)
+        data = run.learner_split(split)  # features of a frozen encoder for model.freeze
         check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--oos {split}")
         in_scope = make_episodes(data, shape, count, seed)
-        out_of_scope = load_out_of_scope_tokens(config.data.dataset, config.data.root, split,
-                                                run.tokenizer, config.data.max_length)
+        out_of_scope = run.learner_items(load_out_of_scope_tokens(
+            config.data.dataset, config.data.root, split, run.tokenizer, config.data.max_length))
         return score_episodes(run.learner, OutOfScopeEpisodes(in_scope, out_of_scope,
                                                               oos_per_episode, seed),
                               batch_size)
@@ -69,7 +70,8 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     in_scope, recall = (summarize(test_metrics[k]) for k in ("in_scope_accuracy", "oos_recall"))
     result = {
         "command": command, "checkpoint": run.record["path"], "step": run.record["step"],
-        "learner": config.learner.name, "split": "test", "n_way": shape.n_way,
+        "learner": "pretrain" if config.kind == "pretrain" else config.learner.name,
+        "split": "test", "n_way": shape.n_way,
         "k_shot": shape.k_shot, "q_query": shape.q_query, "oos_per_episode": oos_per_episode,
         "episodes": episodes, "episode_seed": seed, "score": score,
         "threshold": threshold, "threshold_episodes": threshold_episodes,
@@ -81,6 +83,16 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     }
     result["written_to"] = write_result(result) if save else None
     return result
+
+
+def _load_classes_run(checkpoint: Path, data_root: str | None) -> LoadedRun:
+    """An episodic run, or a pretrain run (its prototypes over the encoder), read back."""
+    if run_kind(checkpoint) == "pretrain":
+        from attnmeta.runs.pretrain import load_pretrain_run
+
+        config, learner, record, tokenizer = load_pretrain_run(checkpoint, data_root)
+        return LoadedRun(config, learner, record, tokenizer)
+    return load_run(checkpoint, data_root)
 
 
 def chosen_threshold(run_dir: Path) -> dict[str, Any] | None:

@@ -10,6 +10,13 @@ resume, time budget, ``train.eval_every``. The batch of step ``s`` depends only 
 and their random shifts (up to ``train.shift`` pixels, zero-filled) and ``data.augment``'s
 flips and crops come from generators seeded by ``(seed, s)``, so a killed run resumes bit
 for bit.
+
+Text data sets pretrain the same way over their training intents (no shifts, no
+augmentation), the run's tokenizer saved in its folder as the episodic kind does
+(:mod:`attnmeta.runs.tokenizer`); ``configs/text/pretrain_wordllama_*.yaml`` adapt a linear
+map over frozen WordLlama vectors. ``learner.init: imprinted`` starts the cosine classifier
+at the class means of the untrained encoder's features (Qi et al., CVPR 2018), so the first
+steps refine a classifier that already works instead of undoing a random one.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from attnmeta.distributed import DistributedContext
 from attnmeta.learners import ClassBatch, SupervisedClassifier
 from attnmeta.runs.build import build_classifier, build_optimizer, is_text, load_split
 from attnmeta.runs.config import (ConfigError, PretrainConfig, config_to_dict)
+from attnmeta.runs.features import embed_items
 from attnmeta.runs.folder import read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
@@ -33,6 +41,7 @@ from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, in_train
 from attnmeta.runs.supervised import learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
 from attnmeta.tasks.augment import AUGMENTATIONS, random_shifts
+from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["KIND", "RESUMABLE", "class_batches", "train_pretrain",
            "load_pretrain_run", "evaluate_pretrain_run"]
@@ -77,30 +86,41 @@ def class_batches(split: LabelledSplit, batch_size: int, shift: int, seed: int,
         yield ClassBatch(x, labels[index])
 
 
-def _train_split(config: PretrainConfig) -> LabelledSplit:
+def _train_split(config: PretrainConfig, tokenizer: TextTokenizer | None) -> LabelledSplit:
     if is_text(config):
-        raise ConfigError(f"config key 'data.dataset' is {config.data.dataset!r}, a text data "
-                          "set: expected an image data set for a pretrain run")
-    split = load_split(config, "train")
+        for key, value, default in (("train.shift", config.train.shift, 0),
+                                    ("data.augment", config.data.augment, "none")):
+            if value != default:
+                raise ConfigError(f"config key '{key}' is {value!r}: expected {default!r} for "
+                                  f"the text data set {config.data.dataset!r} (images only)")
+    split = load_split(config, "train", tokenizer)
     if len(split.class_names) < 2:
         raise ConfigError(f"data.dataset={config.data.dataset!r}: the train split has "
                           f"{len(split.class_names)} class: expected at least 2 to classify")
     return split
 
 
-def _plan(config: PretrainConfig, split: LabelledSplit, will_evaluate: bool,
-          resuming: bool) -> TrainingPlan:
+def _plan(config: PretrainConfig, run_dir: Path, split: LabelledSplit,
+          tokenizer: TextTokenizer | None, will_evaluate: bool, resuming: bool) -> TrainingPlan:
     test, train = config.data.test, config.train
+    if tokenizer is not None:  # text: a resumed run reads its examples with its own tokenizer
+        from attnmeta.runs.tokenizer import run_tokenizer
+
+        saved = run_tokenizer(config, run_dir, resuming, save=True, made=tokenizer)
+        split = split if saved is tokenizer else _train_split(config, saved)
+        tokenizer = saved
     if will_evaluate:  # the data first: nothing is built for a bad shape
-        check_episode_shape(load_split(config, config.eval.split), test.n_way, test.k_shot,
-                            test.q_query, "data.test")
+        check_episode_shape(load_split(config, config.eval.split, tokenizer), test.n_way,
+                            test.k_shot, test.q_query, "data.test")
     if train.eval_every:  # model selection: train.eval_split
-        eval_split = load_split(config, train.eval_split)
+        eval_split = load_split(config, train.eval_split, tokenizer)
         check_episode_shape(eval_split, test.n_way, test.k_shot, test.q_query,
                             f"data.test (train.eval_split={train.eval_split!r})")
     torch.manual_seed(config.seed)
     # a resumed run's weights come from its checkpoint: model.pretrained_path is not read
     learner = build_classifier(config, len(split.class_names), pretrained=not resuming)
+    if config.learner.init == "imprinted" and not resuming:  # a resumed run has its weights
+        learner.classifier.imprint(embed_items(learner.encoder, split.items), split.labels)
     evaluate = None
     if train.eval_every:
         evaluate = in_training_evaluation(learner, eval_split, train.eval_split, test,
@@ -121,9 +141,16 @@ def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
     """Pretrain as configured, checkpointing into ``run_dir``; resumable after a kill with
     the same weights. ``will_evaluate``: the test split is loaded and checked first."""
     set_threads(config.train.threads)
-    split = _train_split(config)  # before the folder is claimed: its class count is an input
+    tokenizer = None
+    if is_text(config):
+        from attnmeta.runs.tokenizer import make_tokenizer
+
+        tokenizer = make_tokenizer(config)
+    # before the folder is claimed: its class count is an input
+    split = _train_split(config, tokenizer)
     return train_in_folder(Path(run_dir), KIND, config_to_dict(config),
-                           lambda resuming: _plan(config, split, will_evaluate, resuming),
+                           lambda resuming: _plan(config, Path(run_dir), split, tokenizer,
+                                                  will_evaluate, resuming),
                            RESUMABLE,
                            DistributedContext(), resume=resume, progress=progress,
                            command=command, description=config.name, on_step_end=on_step_end,
@@ -131,8 +158,10 @@ def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
 
 
 def load_pretrain_run(path: Path, data_root: str | None = None
-                      ) -> tuple[PretrainConfig, SupervisedClassifier, dict[str, Any]]:
-    """(config, learner with the checkpoint's weights, checkpoint record) of a pretrain run."""
+                      ) -> tuple[PretrainConfig, SupervisedClassifier, dict[str, Any],
+                                 TextTokenizer | None]:
+    """(config, learner with the checkpoint's weights, checkpoint record, the run's
+    tokenizer for text, else None) of a pretrain run."""
     json_path, record, config = read_run(path, KIND)
     classes = (record.get("inputs") or {}).get("num_classes")
     if not isinstance(classes, int):
@@ -140,11 +169,16 @@ def load_pretrain_run(path: Path, data_root: str | None = None
                               "expected the record a pretrain run writes")
     if data_root is not None:
         config.data.root = data_root
+    tokenizer = None
+    if is_text(config):
+        from attnmeta.runs.tokenizer import load_run_tokenizer
+
+        tokenizer = load_run_tokenizer(json_path.parent.parent)
     learner = build_classifier(config, classes)
     record = load_checkpoint(json_path, learner)
     record["path"] = str(json_path)
     learner.eval()
-    return config, learner, record
+    return config, learner, record, tokenizer
 
 
 def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
@@ -156,11 +190,12 @@ def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: i
     """Accuracy (mean ± 95% CI) of prototypes (``eval.distance``) over the frozen encoder on
     seeded test episodes, in the result format of the episodic kind (``within``, ``tuning``:
     as :func:`attnmeta.runs.supervised.evaluate_checkpoint`)."""
-    config, learner, record = load_pretrain_run(checkpoint, data_root)
+    config, learner, record, tokenizer = load_pretrain_run(checkpoint, data_root)
     split = split or config.eval.split
     episodes = episodes or config.eval.episodes
     seed = config.eval.seed if seed is None else seed
     shape = requested_shape(config, n_way, k_shot, within)
     return accuracy_result(learner, f"pretrain ({config.eval.distance} prototypes)",
-                           load_split(config, split), split, shape, episodes, seed, record,
+                           load_split(config, split, tokenizer), split, shape, episodes, seed,
+                           record,
                            command, save, batch_size, progress, tuning)

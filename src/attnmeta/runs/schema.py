@@ -114,6 +114,9 @@ class DataConfig:
     workers: int = setting(0, at_least=0, at_most=64)  # DataLoader processes
 
 
+NORM_BACKBONES = ("conv4", "resnet12")  # the backbones whose normalisation model.norm sets
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "conv4"                       # a name of attnmeta.runs.build's backbones
@@ -127,6 +130,7 @@ class ModelConfig:
     hf_path: str | None = None                    # hf: local transformers folder (None: tiny BERT)
     tune_embeddings: bool = False                 # wordllama: train its embeddings (else frozen)
     normalize: bool = False                       # wordllama: unit-length sentence vectors
+    project: bool = False                         # wordllama: + a linear map, starts as identity
     timm_name: str | None = setting(None, pattern=PLAIN_NAME)  # timm: e.g. resnet18 (no hub:)
     pretrained_path: str | None = None            # a local weights file to start the backbone from
     init: str | None = None                       # a pretrain run folder: start from its encoder
@@ -219,12 +223,16 @@ class ExperimentConfig:
              "with a learner other than 'incontext', which reads model.depth too)"),
             (model.backbone != "wordllama" or model.depth == 0 or 256 % model.heads == 0,
              "model.heads", model.heads, "a divisor of 256, wordllama's width"),
+            (model.backbone == "wordllama" or not model.project, "model.project",
+             model.project, "false unless model.backbone='wordllama' (the map of its "
+             "sentence vectors)"),
             (model.backbone != "wordllama" or model.hf_path is None, "model.hf_path",
              model.hf_path, "unset for model.backbone='wordllama' (its embeddings and "
              "tokenizer come from the wordllama wheel)"),
             (not model.freeze or model.init is not None, "model.freeze", model.freeze,
              "false without model.init (the pretrain run whose encoder to freeze)"),
-            (not model.freeze or model.norm == "running", "model.norm", model.norm,
+            (not model.freeze or model.norm == "running"
+             or model.backbone not in NORM_BACKBONES, "model.norm", model.norm,
              "'running' with model.freeze: true (frozen features must not depend on the "
              "batch they are computed in)"),
             (model.backbone != "timm" or model.timm_name is not None, "model.timm_name",
@@ -332,6 +340,9 @@ class RLConfig:
 class PretrainLearnerConfig:
     classifier: str = setting("linear", choices=("linear", "cosine"))  # cosine: Baseline++
     scale: float = setting(10.0, above=0.0, at_most=1e4)  # cosine classifier's logit scale
+    # imprinted: each class weight starts as the class mean of the untrained encoder's
+    # features (Qi, Brown & Lowe, "Low-Shot Learning with Imprinted Weights", CVPR 2018)
+    init: str = setting("random", choices=("random", "imprinted"))
 
 
 @dataclass
@@ -389,5 +400,8 @@ class PretrainConfig:
              "null for a pretrain run (it trains its encoder from scratch)"),
             (self.train.shift < data.image_size, "train.shift", self.train.shift,
              f"less than data.image_size ({data.image_size})"),
+            (self.learner.init == "random" or self.learner.classifier == "cosine",
+             "learner.init", self.learner.init, "'random' unless learner.classifier='cosine' "
+             "(imprinting sets a cosine classifier's class weights)"),
         )
         return shared + [(key, value, expected) for ok, key, value, expected in rules if not ok]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from attnmeta.checkpoint import (load_checkpoint)
@@ -23,7 +24,7 @@ from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_split,
                                  make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
-from attnmeta.runs.features import InitEncoder, load_init, model_input
+from attnmeta.runs.features import InitEncoder, load_init, model_input, model_items
 from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, check_test_shape,
                                       in_training_evaluation, requested_shape)
 from attnmeta.runs.folder import RunError, read_run
@@ -197,6 +198,10 @@ class LoadedRun:
     def learner_split(self, name: str) -> LabelledSplit:
         """Split ``name`` as the learner reads it (frozen features for ``model.freeze``)."""
         return model_input(self.config, self.learner, self.split(name), self.run_dir)
+
+    def learner_items(self, items: Tensor) -> Tensor:
+        """Raw ``items`` from outside the splits as the learner reads them."""
+        return model_items(self.config, self.learner, items)
 
 
 def load_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:

@@ -6,7 +6,8 @@ Hugging Face model (``model.backbone: hf`` with ``model.hf_path``) or WordLlama'
 (``model.backbone: wordllama``, from its installed wheel), and saves it as
 ``<run>/tokenizer.json`` (atomically) before the first training step. A resumed run and
 ``attnmeta eval`` / ``viz`` load that file, so the ids a checkpoint was trained on never
-change, whatever the installed ``tokenizers`` version would train today.
+change, whatever the installed ``tokenizers`` version would train today. A run started from a
+text pretrain run (``model.init``) takes that run's tokenizer: its encoder knows those ids.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
-    """A fresh tokenizer for ``config``: the pretrained model's, or BPE with at most
-    ``data.vocab_size`` ids trained on the meta-train sentences."""
+    """A fresh tokenizer for ``config``: that of the pretrain run ``model.init``, the
+    pretrained model's, or BPE with at most ``data.vocab_size`` ids trained on the
+    meta-train sentences."""
+    if config.model.init and (Path(config.model.init) / TOKENIZER_FILE).is_file():
+        return TextTokenizer.load(Path(config.model.init) / TOKENIZER_FILE)
     if config.model.backbone == "hf" and config.model.hf_path:
         return tokenizer_from_pretrained(config.model.hf_path)
     if config.model.backbone == "wordllama":  # data.vocab_size is not read: it has 32,000
@@ -37,10 +41,11 @@ def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
     return tokenizer
 
 
-def run_tokenizer(config: ExperimentConfig, run_dir: Path, resuming: bool, save: bool
-                  ) -> TextTokenizer:
+def run_tokenizer(config: ExperimentConfig, run_dir: Path, resuming: bool, save: bool,
+                  made: TextTokenizer | None = None) -> TextTokenizer:
     """The tokenizer of the run in ``run_dir``: loaded from its ``tokenizer.json`` when
-    ``resuming``, else made by :func:`make_tokenizer` and written there if ``save``."""
+    ``resuming``, else ``made`` (or one made by :func:`make_tokenizer`), written there if
+    ``save``."""
     path = Path(run_dir) / TOKENIZER_FILE
     if resuming:
         if not path.is_file():
@@ -49,7 +54,7 @@ def run_tokenizer(config: ExperimentConfig, run_dir: Path, resuming: bool, save:
                                     "one the checkpoint was trained with; expected the saved "
                                     "tokenizer.json (or start a new --out folder)")
         return TextTokenizer.load(path)
-    tokenizer = make_tokenizer(config)
+    tokenizer = made or make_tokenizer(config)
     if save:
         tokenizer.save(path)
     return tokenizer
