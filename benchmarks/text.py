@@ -152,9 +152,11 @@ def run_row(config, config_path: Path, minutes: float, runs: Path, resume: bool,
 
 
 def untrained_encoder(config):
-    """WordLlama's plain unit-length vectors (depth 0, frozen, no map) for ``config``."""
+    """WordLlama's plain unit-length vectors (depth 0, frozen, no map) for ``config`` (a copy
+    of it is changed, not ``config``)."""
     from attnmeta.runs.build import build_backbone
 
+    config = copy.deepcopy(config)
     model = config.model
     model.depth, model.tune_embeddings, model.normalize, model.project = 0, False, True, False
     return build_backbone(config, 0)
@@ -163,20 +165,21 @@ def untrained_encoder(config):
 def untrained_validation(run_dir: Path, data_root: str | None) -> float:
     """What the run's ``train.eval_every`` evaluation would have read before its first step
     (an imprinted classifier over an identity map: WordLlama's cosine prototypes)."""
-    from attnmeta.evaluate import summarize
     from attnmeta.learners import ProtoNet
     from attnmeta.runs.build import load_split
-    from attnmeta.runs.evaluation import episode_accuracies
+    from attnmeta.runs.evaluation import in_training_evaluation
     from attnmeta.runs.folder import read_run
     from attnmeta.runs.tokenizer import load_run_tokenizer
 
     config = read_run(run_dir, "pretrain")[2]
     if data_root is not None:
         config.data.root = data_root
-    split = load_split(config, config.train.eval_split, load_run_tokenizer(run_dir))
-    learner = ProtoNet(untrained_encoder(config), "cosine")
-    return summarize(episode_accuracies(learner, split, config.data.test,
-                                        config.train.eval_episodes, config.eval.seed)).mean
+    name = config.train.eval_split
+    split = load_split(config, name, load_run_tokenizer(run_dir))
+    evaluate = in_training_evaluation(ProtoNet(untrained_encoder(config), "cosine"), split,
+                                      name, config.data.test, config.train.eval_episodes,
+                                      config.eval.seed)  # what the run logs at eval_every
+    return evaluate()[f"{name}_accuracy"]
 
 
 def untrained_row(config, config_path: Path, trained_in: Path, data_root: str | None,
