@@ -44,6 +44,8 @@ BACKBONE_LABELS = {"vit": "ViT"}
 def method_label(config) -> str:
     """The learner, with its backbone and options where they differ from the papers'."""
     label = config.learner.name
+    if config.learner.head_init == "prototypes":  # Proto-MAML
+        label = f"proto-{label}"
     if config.learner.name == "matching" and config.learner.fce:
         label += " + FCE"
     if config.model.backbone != "conv4":

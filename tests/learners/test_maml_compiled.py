@@ -64,3 +64,17 @@ def test_compiled_in_the_training_loop_equals_the_loop_with_metrics():
 def test_compiled_refuses_running_statistics():
     with pytest.raises(ValueError, match="strategy='compiled': expected a model without buffers"):
         MAML(Conv4(1, 3, hidden=4, image_size=16, norm="running"), 0.1, strategy="compiled")
+
+
+def test_compiled_proto_maml_matches_its_reference():
+    """Proto-MAML's prototype head under the compiled meta-gradient: the hand-written
+    reference of test_proto_maml.py (the head's own meta-gradient is zero: it is replaced)."""
+    from test_proto_maml import (classification_batch, make_classifier_mlp,
+                                 reference_proto_maml_gradient)
+
+    model, batch = make_classifier_mlp(), classification_batch()
+    learner = MAML(model, 0.3, inner_steps=2, prototype_head="head", strategy="compiled")
+    learner.zero_grad()
+    learner.meta_loss(batch).backward()
+    actual = [p.grad for p in model.parameters()]
+    assert_all_close(actual, reference_proto_maml_gradient(model, batch, 0.3, 2))

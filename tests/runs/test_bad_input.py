@@ -384,3 +384,18 @@ def test_a_compiled_strategy_it_cannot_take(tmp_path, data_root, learner, overri
     out = tmp_path / "run"
     one_line_error(train_args(config, out, override), expected)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("learner, fields, expected", [
+    ("protonet", {"head_init": "prototypes"},
+     "config key 'learner.head_init' is 'prototypes': expected one of ['meta'] for learner "
+     "'protonet'"),
+    ("maml", {"head_init": "prototypes", "adapt_only": ["features."]},
+     "config key 'learner.adapt_only' is ['features.']: expected it to include the head "
+     "'head' that learner.head_init: prototypes sets"),
+])
+def test_a_head_init_it_cannot_take(tmp_path, data_root, learner, fields, expected):
+    config = write_config(tmp_path / "c.yaml", tiny_config(data_root, learner, **fields))
+    out = tmp_path / "run"
+    one_line_error(train_args(config, out), expected)
+    assert not out.exists()

@@ -72,6 +72,9 @@ class MetaLearner(nn.Module):
         display_name: how figures and reports name the learner.
         strategies: the ``learner.strategy`` values it takes (how a meta-batch's tasks run;
             one way for learners without an inner loop, which read no strategy).
+        head_inits: the ``learner.head_init`` values it takes: ``"meta"`` (its head, if any,
+            starts each task at the meta-learned weights) or also ``"prototypes"``
+            (Proto-MAML: MAML's head starts at the support set's prototypes).
 
     A learner that can show where it looks overrides :meth:`attention_maps` (and
     :meth:`attention_map_names`).
@@ -81,6 +84,7 @@ class MetaLearner(nn.Module):
     needs_head: ClassVar[bool] = False
     display_name: ClassVar[str] = "meta-learner"
     strategies: ClassVar[tuple[str, ...]] = ("loop", "vmap")
+    head_inits: ClassVar[tuple[str, ...]] = ("meta",)
 
     def training_step(self, batch: Episode) -> StepOutput:
         raise NotImplementedError

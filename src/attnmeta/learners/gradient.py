@@ -126,6 +126,12 @@ class GradientLearner(MetaLearner):
                          lrs, steps, first_order=True, under_vmap=self.strategy == "vmap",
                          on_step=on_step)
 
+    def _task_start(self, params: Params, frozen: dict[str, Tensor], support_x: Tensor,
+                    support_y: Tensor) -> Params:
+        """The adapted parameters a task's inner loop starts from (given the support set):
+        the meta-parameters themselves here; MAML's Proto-MAML option sets its head."""
+        return params
+
     # -- evaluation ------------------------------------------------------------------------
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
               on_step: Callable[[int], None] | None = None) -> Params:
@@ -138,6 +144,8 @@ class GradientLearner(MetaLearner):
         params = {n: p.detach() for n, p in params.items()}
         frozen = {n: t.detach() for n, t in frozen.items()}
         steps = self.inner_steps if steps is None else steps
+        with torch.no_grad():
+            params = self._task_start(params, frozen, support_x, support_y)
         return {**frozen, **self._descend(params, frozen, support_x, support_y, steps, on_step)}
 
     def forward_with(self, params: Params, x: Tensor) -> Tensor:

@@ -50,10 +50,20 @@ class MAML(GradientLearner):
             (``train.workers`` copies the learner per meta-batch: each copy compiles again).
         eval_steps: inner steps of ``predict`` / ``predict_batch`` when given no ``steps``;
             default ``inner_steps``.
+        prototype_head: Proto-MAML (Triantafillou et al., ICLR 2020, "Meta-Dataset", Sec. 3):
+            the name of the model's last linear layer (``"head"``; ``"encoder.head"`` in the
+            vision transformer), whose ``[n_way, d]`` weight and ``[n_way]`` bias each task's
+            inner loop starts at ``2 c_k`` and ``-|c_k|^2`` instead of the meta-learned
+            values, ``c_k`` the mean feature (the layer's input) of class ``k``'s support
+            examples: the first logits are then ProtoNet's squared-Euclidean ones up to a
+            per-query constant, so a pretrained encoder starts each task where prototypes
+            are instead of at a random head. The initialisation is differentiable (the
+            meta-gradient reaches the encoder through it, as in the paper).
     """
 
     display_name: ClassVar[str] = "MAML"
     strategies: ClassVar[tuple[str, ...]] = ("loop", "vmap", "compiled")
+    head_inits: ClassVar[tuple[str, ...]] = ("meta", "prototypes")
 
     def __init__(
         self,
@@ -66,11 +76,24 @@ class MAML(GradientLearner):
         adapt_only: Sequence[str] | None = None,
         strategy: Strategy = "loop",
         eval_steps: int | None = None,
+        prototype_head: str | None = None,
     ) -> None:
         super().__init__(model, inner_lr, inner_steps, loss_fn, eval_steps=eval_steps,
                          learn_inner_lr=learn_inner_lr, adapt_only=adapt_only,
                          strategy=strategy)
         self.first_order = first_order
+        self.prototype_head = prototype_head
+        if prototype_head is not None:
+            head = dict(model.named_modules()).get(prototype_head)
+            if not isinstance(head, nn.Linear) or head.bias is None:
+                raise ValueError(f"prototype_head={prototype_head!r}: expected the name of the "
+                                 "model's last nn.Linear (with a bias)")
+            missing = [n for n in (f"{prototype_head}.weight", f"{prototype_head}.bias")
+                       if n not in self.adapted_names]
+            if missing:
+                raise ValueError(f"prototype_head={prototype_head!r}: {missing} not adapted "
+                                 f"(adapt_only={list(adapt_only or [])}): expected the head "
+                                 "among the adapted parameters")
         if strategy == "compiled" and any(True for _ in model.buffers()):
             raise ValueError("strategy='compiled': expected a model without buffers (batch "
                              "norm with running statistics updates them in place); use "
@@ -82,10 +105,14 @@ class MAML(GradientLearner):
         support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """One task: adapt on the support set, return (query loss, query predictions)."""
-        # torch.func.grad where the task runs under vmap or compile (both trace it)
+        params = self._task_start(params, frozen, support_x, support_y)
+        # torch.func.grad where the task runs under vmap or compile (both trace it), and for
+        # Proto-MAML: its head is a function of the body's weights, and the inner gradient
+        # is the partial one, the head held as a variable of its own; autograd.grad would
+        # also follow the path from the body through the prototypes into the head
+        by_func = self.strategy != "loop" or self.prototype_head is not None
         adapted = inner_sgd(self.model, params, frozen, support_x, support_y, self.loss_fn,
-                            lrs, self.inner_steps, self.first_order,
-                            under_vmap=self.strategy != "loop")
+                            lrs, self.inner_steps, self.first_order, under_vmap=by_func)
         predictions = functional_call(self.model, {**frozen, **adapted}, (query_x,))
         return self.loss_fn(predictions, query_y), predictions
 
@@ -110,6 +137,27 @@ class MAML(GradientLearner):
                 losses.append(loss)
                 predictions.append(prediction)
             return torch.stack(losses).mean(), torch.stack(predictions)
+
+    def _task_start(self, params: Params, frozen: dict[str, Tensor], support_x: Tensor,
+                    support_y: Tensor) -> Params:
+        """The adapted parameters a task's inner loop starts from: the meta-parameters, with
+        Proto-MAML's head set from the support prototypes (``prototype_head``)."""
+        if self.prototype_head is None:
+            return params
+        weight, bias = f"{self.prototype_head}.weight", f"{self.prototype_head}.bias"
+        n_way, width = params[weight].shape
+        # The head's input, by the same forward with the head as the identity map (x I + 0
+        # is x exactly), so no backbone needs a second, feature-only forward.
+        as_identity = {weight: torch.eye(width, dtype=params[weight].dtype,
+                                         device=params[weight].device),
+                       bias: params[bias].new_zeros(width)}
+        features = functional_call(self.model, {**frozen, **params, **as_identity},
+                                   (support_x,))
+        # [S, n_way] one-hot without F.one_hot, which has no vmap rule
+        one_hot = (support_y[:, None] == torch.arange(n_way, device=support_y.device)
+                   ).to(features.dtype)
+        prototypes = (one_hot.T @ features) / one_hot.sum(0).clamp(min=1)[:, None]
+        return {**params, weight: 2 * prototypes, bias: -(prototypes ** 2).sum(-1)}
 
     # -- strategy "compiled" ----------------------------------------------------------------
     def _task_loss_of(self, weights: dict[str, Tensor], support_x: Tensor, support_y: Tensor,

@@ -294,9 +294,27 @@ def _maml(spec: LearnerConfig, model_config: ModelConfig, model: nn.Module) -> M
                           f"without buffers (model.norm is {model_config.norm!r}: batch norm "
                           "with running statistics updates them in place); use model.norm: "
                           "batch, or strategy: loop")
+    head = _linear_head(model) if spec.head_init == "prototypes" else None
+    if head is not None and spec.adapt_only is not None and not any(
+            f"{head}.weight".startswith(prefix) for prefix in spec.adapt_only):
+        raise ConfigError(f"config key 'learner.adapt_only' is {spec.adapt_only}: expected "
+                          f"it to include the head {head!r} that learner.head_init: "
+                          "prototypes sets")
     return MAML(model, spec.inner_lr, spec.inner_steps, first_order=spec.name == "fomaml",
                 learn_inner_lr=spec.learn_inner_lr, adapt_only=spec.adapt_only,
-                strategy=spec.strategy, eval_steps=spec.eval_steps)
+                strategy=spec.strategy, eval_steps=spec.eval_steps, prototype_head=head)
+
+
+def _linear_head(model: nn.Module) -> str:
+    """The name of the model's classification head: its one ``nn.Linear`` named ``head`` at
+    any depth (Conv4's ``head``, the vision transformer's ``encoder.head``), the naming
+    :func:`load_encoder_state` relies on too."""
+    heads = [name for name, module in model.named_modules()
+             if name.split(".")[-1] == "head" and isinstance(module, nn.Linear)]
+    if len(heads) != 1:
+        raise ConfigError("config key 'learner.head_init' is 'prototypes': expected a backbone "
+                          f"with one linear layer named 'head', found {heads or 'none'}")
+    return heads[0]
 
 
 @dataclass(frozen=True)
@@ -342,6 +360,10 @@ def build_learner(config: ExperimentConfig, encoder_state: dict | None = None,
     if config.learner.strategy not in entry.cls.strategies:
         raise ConfigError(f"config key 'learner.strategy' is {config.learner.strategy!r}: "
                           f"expected one of {list(entry.cls.strategies)} for learner "
+                          f"{config.learner.name!r}")
+    if config.learner.head_init not in entry.cls.head_inits:
+        raise ConfigError(f"config key 'learner.head_init' is {config.learner.head_init!r}: "
+                          f"expected one of {list(entry.cls.head_inits)} for learner "
                           f"{config.learner.name!r}")
     if not config.model.freeze:
         return entry.build(config.learner, config.model,

@@ -146,6 +146,9 @@ class LearnerConfig:
     learn_inner_lr: bool = False                  # Meta-SGD
     adapt_only: list[str] | None = None           # ANIL: parameter name prefixes to adapt
     strategy: str = setting("loop", choices=("loop", "vmap", "compiled"))  # compiled: maml
+    # maml: each task's head starts at the meta-learned weights or at the support
+    # prototypes (Proto-MAML, Triantafillou et al. ICLR 2020)
+    head_init: str = setting("meta", choices=("meta", "prototypes"))
     inner_optimizer: str = setting("sgd", choices=("sgd", "adam"))  # reptile
     distance: str = setting("sqeuclidean", choices=("sqeuclidean", "cosine"))  # protonet
     scale: float = setting(10.0, above=0.0)       # matching: cosine sharpening
