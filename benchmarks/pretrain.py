@@ -2,6 +2,7 @@
 four Omniglot settings, beside the best published Conv-4 figures.
 
     python benchmarks/pretrain.py runs/pretrain_conv4 runs/feat_frozen_20w1s [--episodes 1000]
+        [--data-root ../shared/data]
 
 Each run is evaluated (``attnmeta eval`` with ``--n-way/--k-shot``) on seeded test
 episodes of every setting it can take; the rows go to ``benchmarks/results/pretrain.json``
@@ -118,13 +119,13 @@ def omniglot_row(row: dict) -> dict:
 
 
 def evaluate(run_dir: Path, n_way: int, k_shot: int, within: str, episodes: int,
-             command: str) -> dict:
+             command: str, data_root: str | None = None) -> dict:
     if run_kind(run_dir) == "pretrain":
         from attnmeta.runs.pretrain import evaluate_pretrain_run as evaluate_run
     else:
         from attnmeta.runs.supervised import evaluate_checkpoint as evaluate_run
     return evaluate_run(run_dir, episodes=episodes, n_way=n_way, k_shot=k_shot,
-                        command=command, save=False, within=within)
+                        command=command, save=False, within=within, data_root=data_root)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -166,6 +167,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding omniglot/ (default: $ATTNMETA_DATA, as the runs)")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     path = args.out / "pretrain.json"
@@ -181,7 +184,8 @@ def main() -> None:
             name = record["config"].get("learner", {}).get("name")
             if name in LEARNERS and LEARNERS[name].cls.needs_head and trained["n_way"] != n_way:
                 continue  # a head of n_way outputs takes only its own setting
-            result = evaluate(run_dir, n_way, k_shot, within, args.episodes, command)
+            result = evaluate(run_dir, n_way, k_shot, within, args.episodes, command,
+                              args.data_root)
             rows[(run_dir.name, result["step"], n_way, k_shot, within)] = {
                 "run": run_dir.name, "learner": result["learner"], "n_way": n_way,
                 "k_shot": k_shot, "within": within, "protocol": "lake" if lake else "vinyals",
