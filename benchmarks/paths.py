@@ -115,13 +115,14 @@ def head_rows(repeats: int) -> list[dict]:
     return rows
 
 
-def _classifier(learner, image_size: int = 28, channels: int = 1) -> FewShotClassifier:
+def _classifier(learner, image_size: int = 28, channels: int = 1,
+                precision: str = "float32") -> FewShotClassifier:
     config = config_from_dict({"name": "speed", "data": {"dataset": "image_folder",
                                                          "root": "/nonexistent",
                                                          "image_size": image_size,
                                                          "channels": channels}})
     return FewShotClassifier(learner, config, Preprocessing("image", image_size, channels),
-                             _Source("-", "-", "-", 0))
+                             _Source("-", "-", "-", 0), precision=precision)
 
 
 def product_rows(repeats: int) -> list[dict]:
@@ -137,6 +138,11 @@ def product_rows(repeats: int) -> list[dict]:
             Conv4(1, 5, 64, 28, "batch"), 0.4, 1, eval_steps=10).eval()), 28, 1),
         "ProtoNet, ResNet-12, 84 x 84 RGB": (_classifier(ProtoNet(
             ResNet12(3, 0, 64, "running")).eval(), 84, 3), 84, 3),
+        # attnmeta adapt --precision bfloat16 (accuracy: inference_precision.md)
+        "ProtoNet, Conv4 (running norm), bfloat16": (_classifier(ProtoNet(
+            Conv4(1, 0, 64, 28, "running")).eval(), precision="bfloat16"), 28, 1),
+        "ProtoNet, ResNet-12, 84 x 84 RGB, bfloat16": (_classifier(ProtoNet(
+            ResNet12(3, 0, 64, "running")).eval(), 84, 3, "bfloat16"), 84, 3),
     }
     rows = []
     with tempfile.TemporaryDirectory() as folder:

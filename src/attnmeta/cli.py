@@ -429,17 +429,21 @@ def _progress_line(what: str, enabled: bool) -> Any:
 @click.option("--steps", type=click.IntRange(min=0), default=None,
               help="Inner gradient steps (MAML, Reptile; default the run's learner.eval_steps).")
 @click.option("--force", is_flag=True, help="Replace an adapted model already in --out.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
+              show_default=True,
+              help="Of the model's forward passes when it adapts and predicts: bfloat16 is "
+                   "about 2x faster on CPUs with AMX / AVX-512 BF16 (not for MAML, Reptile).")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def adapt(run_dir: Path, support: Path, out_dir: Path, steps: int | None, force: bool,
-          data_root: str | None, progress: bool) -> None:
+          precision: str, data_root: str | None, progress: bool) -> None:
     """Fit a trained run (RUN_DIR) to the few labelled examples in --support."""
     from attnmeta.fewshot import FewShotClassifier
     from attnmeta.fewshot.model_folder import check_model_folder
 
     try:
         check_model_folder(out_dir, overwrite=force)  # before any work
-        model = FewShotClassifier.from_run(run_dir, data_root)
+        model = FewShotClassifier.from_run(run_dir, data_root, precision)
         model.fit(support, steps, progress=_progress_line("read", progress),
                   step_progress=_progress_line("inner step", progress))
         model.save(out_dir, overwrite=force)

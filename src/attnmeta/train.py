@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, ContextManager, Iterable
+from typing import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
 
 from attnmeta.distributed import any_rank, average_gradients
-from attnmeta.learners.base import MetaLearner
+from attnmeta.learners.base import PRECISIONS, MetaLearner, forward_precision
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["meta_train", "NonFiniteLossError", "PRECISIONS", "forward_precision"]
-
-# The precisions of a training forward pass. bfloat16 runs it under torch.autocast: matrix
-# products and convolutions in bfloat16 (AMX / AVX-512 BF16 kernels on CPUs that have them:
-# 1.8x for Conv4 pretraining here: benchmarks/results/paths.md), weights, gradients and the
-# optimiser in float32.
-PRECISIONS = ("float32", "bfloat16")
-
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the meta-loss, or a parameter or buffer after a step, becomes NaN or
     infinite. A loss is checked before the step (the parameters are left untouched); the
     parameters after it, before any checkpoint of that step is written, so the run's last
     checkpoint stays the last finite one."""
-
-
-def forward_precision(learner: MetaLearner, precision: str = "float32") -> ContextManager:
-    """The context a training forward runs in: nothing for float32, ``torch.autocast`` to
-    bfloat16 on the learner's device for bfloat16. Autocast state is per thread: worker
-    threads enter it themselves. Backward runs outside it, as autocast asks."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "float32":
-        return contextlib.nullcontext()
-    device = next((p.device.type for p in learner.parameters()), "cpu")
-    return torch.autocast(device, dtype=torch.bfloat16)
 
 
 def accumulate_meta_gradient(learner: MetaLearner, batch: Episode, backward_chunk: int,

@@ -236,3 +236,43 @@ def test_colour_resnet12_run_with_normalisation_fits_predicts_and_exports(tmp_pa
     from attnmeta.fewshot.export import export_onnx
 
     assert export_onnx(model, tmp_path / "m.onnx")["max_abs_difference"] < 1e-5
+
+
+@pytest.mark.parametrize("learner,fields,norm", [("protonet", {}, "running"),
+                                                 ("feat", {}, "running")])
+def test_bfloat16_predictions_run_in_bfloat16_close_to_float32_and_are_kept(
+        tmp_path, images, learner, fields, norm):
+    run = trained_run(tmp_path, images, learner, fields, norm)
+    full, episode = episode_of(run)
+    half = FewShotClassifier.from_run(run, precision="bfloat16")
+    support = list(zip(episode.support_x, [f"c{int(y)}" for y in episode.support_y]))
+    full.fit(support)
+    half.fit(support)
+    # the convolutions really ran in bfloat16: their outputs are bfloat16 tensors
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.append(output.dtype)
+        if isinstance(module, torch.nn.Conv2d) else None)
+    try:
+        logits, _ = half.logits(episode.query_x)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    expected, _ = full.logits(episode.query_x)
+    assert logits.dtype == torch.float32 and not torch.equal(logits, expected)
+    # the support embeddings it keeps: bfloat16's 8-bit significand rounds each op by at
+    # most 2^-8 (0.4%); through the few layers of the tiny Conv4 they stay within 2%
+    kept, reference = half.task["support_z"].float(), full.task["support_z"]
+    assert 0 < (kept - reference).norm() <= 0.02 * reference.norm()
+    loaded = FewShotClassifier.load(half.save(tmp_path / "model"))
+    assert loaded.precision == "bfloat16"
+    assert torch.equal(loaded.logits(episode.query_x)[0], logits)
+
+
+def test_bfloat16_is_refused_for_gradient_learners_and_unknown_precisions(tmp_path, images):
+    run = trained_run(tmp_path, images, "maml", {}, "batch")
+    with pytest.raises(InputError, match=r"precision='bfloat16': expected 'float32' for MAML"):
+        FewShotClassifier.from_run(run, precision="bfloat16")
+    with pytest.raises(InputError, match=r"precision='float16': expected one of float32, "
+                                         r"bfloat16"):
+        FewShotClassifier.from_run(run, precision="float16")

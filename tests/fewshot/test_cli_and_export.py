@@ -96,6 +96,21 @@ def test_command_line_bad_input_is_one_line(tmp_path, images):
     one_line_error(["predict", model_dir, oversized], "too large")
 
 
+def test_adapt_in_bfloat16_keeps_the_precision_and_refuses_it_for_maml(tmp_path, images):
+    run = trained(tmp_path, images, "protonet")
+    model_dir = tmp_path / "model"
+    invoke("adapt", run, "--support", images / "test", "--out", model_dir, "--precision",
+           "bfloat16", "--no-progress")
+    assert json.loads((model_dir / "model.json").read_text())["precision"] == "bfloat16"
+    query = next((images / "val" / "class_00").glob("*.png"))
+    label = json.loads(invoke("predict", model_dir, query, "--json"))["label"]
+    assert label == FewShotClassifier.load(model_dir).predict([query])[0]
+    maml = trained(tmp_path, images, "maml", "batch")
+    one_line_error(["adapt", maml, "--support", images / "test", "--out", tmp_path / "m2",
+                    "--precision", "bfloat16"], "precision='bfloat16': expected 'float32' for MAML")
+    assert not (tmp_path / "m2").exists()
+
+
 ONNX_LEARNERS = [("protonet", "running", {}), ("protonet", "batch", {}), ("maml", "batch", {}),
                  ("matching", "running", {"fce": True}), ("feat", "running", {}),
                  ("incontext", "batch", {}), ("reptile", "batch", {})]

@@ -30,6 +30,7 @@ from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, c
                                            read_model_record)
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
+from attnmeta.learners.base import PRECISIONS, forward_precision
 from attnmeta.runs.config import config_from_dict, config_to_dict
 from attnmeta.runs.folder import run_kind
 from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
@@ -101,11 +102,24 @@ class FewShotClassifier:
         out_of_scope: for a text run whose folder holds an out-of-scope evaluation, the
             score ("max_softmax" or "max_logit") and threshold chosen on meta-val; queries
             below it are rejected by :meth:`predict` (``None`` as the label).
+        precision: of the forward passes of :meth:`fit` and the predictions: "float32", or
+            "bfloat16" (``torch.autocast``, :func:`attnmeta.learners.base.forward_precision`; about
+            2x faster on a CPU with AMX / AVX-512 BF16, emulated and slower on one without;
+            accuracy against float32 on the same episodes:
+            ``benchmarks/results/inference_precision.md``). Learners that adapt by gradient
+            steps refuse bfloat16, as their training does. ONNX export is float32.
     """
 
     def __init__(self, learner: MetaLearner, config: Any, preprocessing: Preprocessing,
                  source: _Source, tokenizer: Any = None, num_classes: int | None = None,
-                 out_of_scope: dict[str, Any] | None = None) -> None:
+                 out_of_scope: dict[str, Any] | None = None, precision: str = "float32") -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if precision != "float32" and learner.adapts_by_gradient:
+            raise InputError(f"precision={precision!r}: expected 'float32' for "
+                             f"{learner.display_name}, which adapts by gradient steps (its "
+                             "training refuses bfloat16 too)")
+        self.precision = precision
         self.learner = learner.eval()
         self.config = config
         self.preprocessing = preprocessing
@@ -121,9 +135,11 @@ class FewShotClassifier:
 
     # ------------------------------------------------------------------ from a run
     @classmethod
-    def from_run(cls, run_dir: str | Path, data_root: str | None = None) -> "FewShotClassifier":
+    def from_run(cls, run_dir: str | Path, data_root: str | None = None,
+                 precision: str = "float32") -> "FewShotClassifier":
         """The newest valid checkpoint of an episodic (``attnmeta train``) or pretrain run
-        (``kind: pretrain``: prototypes over its encoder, by ``eval.distance``)."""
+        (``kind: pretrain``: prototypes over its encoder, by ``eval.distance``), predicting
+        in ``precision``."""
         from attnmeta.runs.build import dataset_entry, image_channels
 
         path = Path(run_dir)
@@ -151,7 +167,8 @@ class FewShotClassifier:
         source = _Source(str(path.resolve()), str(checkpoint.resolve()),
                          str(record.get("record_sha256", "")), int(record["step"]))
         return cls(learner, config, preprocessing, source, tokenizer, num_classes,
-                   chosen_threshold(checkpoint.parent.parent) if entry.text else None)
+                   chosen_threshold(checkpoint.parent.parent) if entry.text else None,
+                   precision)
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, support: Any, steps: int | None = None, progress: Progress | None = None,
@@ -175,8 +192,10 @@ class FewShotClassifier:
         support_x = self._inputs(examples.items, progress)
         index = {name: i for i, name in enumerate(class_names)}
         support_y = torch.tensor([index[label] for label in examples.labels], dtype=torch.int64)
+        with forward_precision(self.learner, self.precision):
+            fitted = self.learner.fit_task(support_x, support_y, steps, step_progress)
         self.task = {name: tensor.detach().clone().contiguous() for name, tensor in
-                     self.learner.fit_task(support_x, support_y, steps, step_progress).items()}
+                     fitted.items()}
         self.class_names, self.support_x, self.support, self.steps = (
             class_names, support_x, examples, steps)
         return self
@@ -220,7 +239,8 @@ class FewShotClassifier:
         :meth:`query_inputs`), and the queries as read. All queries go through the model
         in one batch, as an episode's queries do."""
         query_x, examples = self.query_inputs(queries, progress)
-        return self.learner.predict_fitted(self.task, query_x), examples
+        with forward_precision(self.learner, self.precision):
+            return self.learner.predict_fitted(self.task, query_x).float(), examples
 
     def predict_proba(self, queries: Any) -> Tensor:
         """Probabilities ``[Q, N]`` over :attr:`class_names` (softmax of the scores)."""
@@ -255,10 +275,11 @@ class FewShotClassifier:
         if len(query_x) != 1:
             raise InputError(f"explain takes one query: {str(query)!r:.60} holds "
                              f"{len(query_x)}")
-        probabilities = torch.softmax(self.learner.predict_fitted(self.task, query_x)[0].float(),
-                                      dim=-1)
-        maps = {name: value.detach() for name, value in
-                self.learner.explain_fitted(self.task, query_x).items()}
+        with forward_precision(self.learner, self.precision):
+            logits = self.learner.predict_fitted(self.task, query_x)[0]
+            maps = {name: value.detach().float() for name, value in
+                    self.learner.explain_fitted(self.task, query_x).items()}
+        probabilities = torch.softmax(logits.float(), dim=-1)
         weights = maps["query_support"][0] if "query_support" in maps else None
         tokens = None
         if self.preprocessing.modality == "text" and (found := self._token_attention(query_x)):
@@ -311,7 +332,8 @@ class FewShotClassifier:
             "support": {"names": self.support.names, "labels": self.support.labels},
             "steps": self.steps, "source": self.source.__dict__,
             "config": config_to_dict(self.config), "num_classes": self.num_classes,
-            "out_of_scope": self.out_of_scope, "weights_sha256": file_digest(folder / WEIGHTS),
+            "out_of_scope": self.out_of_scope, "precision": self.precision,
+            "weights_sha256": file_digest(folder / WEIGHTS),
         }
         atomic_write_bytes(folder / RECORD, json.dumps(record, indent=1).encode())
         return folder
@@ -347,7 +369,7 @@ class FewShotClassifier:
             tokenizer = TextTokenizer.load(folder / TOKENIZER)
         model = cls(learner, config, Preprocessing.from_dict(record["preprocessing"]),
                     _Source(**record["source"]), tokenizer, record.get("num_classes"),
-                    record.get("out_of_scope"))
+                    record.get("out_of_scope"), record.get("precision", "float32"))
         model.class_names = list(record["class_names"])
         model.task = {k[len("task/"):]: v for k, v in tensors.items() if k.startswith("task/")}
         model.support_x = tensors["support/x"]

@@ -4,8 +4,9 @@ functional inner loop the gradient learners use is :mod:`attnmeta.learners.inner
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping
+from typing import Callable, ClassVar, ContextManager, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -15,12 +16,32 @@ from attnmeta.norm import uses_batch_statistics
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "Head", "class_count",
-           "query_metrics", "embed_episode"]
+           "query_metrics", "embed_episode", "PRECISIONS", "forward_precision"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 # (support_z [T, S, D], support_y [T, S], query_z [T, Q, D]) -> logits [T, Q, N]
 Head = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+# The precisions of a learner's forward passes, in training (train.precision) and in a
+# fitted classifier (attnmeta adapt --precision). bfloat16 runs them under torch.autocast:
+# matrix products and convolutions in bfloat16 (AMX / AVX-512 BF16 kernels on CPUs that have
+# them: 1.8x for Conv4 pretraining here, benchmarks/results/paths.md), weights, gradients
+# and the optimiser in float32.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def forward_precision(learner: nn.Module, precision: str = "float32") -> ContextManager:
+    """The context a learner's forward runs in: nothing for float32, ``torch.autocast`` to
+    bfloat16 on the learner's device for bfloat16. Autocast state is per thread: worker
+    threads enter it themselves. A training backward runs outside it, as autocast asks."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    device = next((p.device.type for p in learner.parameters()), "cpu")
+    return torch.autocast(device, dtype=torch.bfloat16)
 
 
 def class_count(labels: Tensor) -> int:
