@@ -78,18 +78,27 @@ def main() -> None:
                          "bfloat16": 100 * a16, "bfloat16_ci95": 100 * c16,
                          "difference": 100 * difference, "difference_ci95": 100 * difference_ci,
                          "episodes_changed": int(np.sum(full != half)),
-                         "overlap": abs(a16 - a32) <= c16 + c32})
+                         "overlap": bool(abs(a16 - a32) <= c16 + c32)})
             print(f"{run_dir.name} {n_way}w{k_shot}s: float32 {100 * a32:.2f} ± {100 * c32:.2f}, "
                   f"bfloat16 {100 * a16:.2f} ± {100 * c16:.2f}", flush=True)
-    result = {"command": command, "machine": describe_machine(), "rows": rows}
-    atomic_write_bytes(args.out / "inference_precision.json",
-                       json.dumps(result, indent=1).encode())
+    # rows of earlier invocations (other runs) are kept, keyed by run and setting; read only
+    # now, as another invocation may have written meanwhile
+    path = args.out / "inference_precision.json"
+    saved = json.loads(path.read_text())["rows"] if path.is_file() else []
+    for row in rows:
+        row.update(command=command, machine=describe_machine())
+    merged = {(r["run"], r["n_way"], r["k_shot"]): r for r in saved + rows}
+    result = {"rows": [merged[key] for key in sorted(merged)]}
+    atomic_write_bytes(path, json.dumps(result, indent=1).encode())
     atomic_write_bytes(args.out / "inference_precision.md", markdown(result).encode())
 
 
 def markdown(result: dict) -> str:
+    commands = sorted({row["command"] for row in result["rows"]})
+    machines = sorted({row["machine"] for row in result["rows"]})
     lines = ["# bfloat16 inference against float32 (same runs, same test episodes)", "",
-             f"Command: `{result['command']}`  ", f"Machine: {result['machine']}  ",
+             *(f"Command: `{command}`  " for command in commands),
+             f"Machine: {'; '.join(machines)}  ",
              "Forward passes under `torch.autocast(dtype=torch.bfloat16)` "
              "(`attnmeta.learners.base.forward_precision`, what a fitted classifier with "
              "`precision: bfloat16` predicts in); accuracy % ± 95% CI over the episodes; the "

@@ -264,6 +264,18 @@ def test_bfloat16_predictions_run_in_bfloat16_close_to_float32_and_are_kept(
     # most 2^-8 (0.4%); through the few layers of the tiny Conv4 they stay within 2%
     kept, reference = half.task["support_z"].float(), full.task["support_z"]
     assert 0 < (kept - reference).norm() <= 0.02 * reference.norm()
+    # the bfloat16 weights it holds give autocast's numbers over the float32 learner exactly
+    from attnmeta.learners.base import forward_precision
+
+    with forward_precision(half.learner, "bfloat16"):
+        refit = half.learner.fit_task(episode.support_x, episode.support_y)
+        again = half.learner.predict_fitted(refit, episode.query_x)
+    assert all(torch.equal(refit[name], half.task[name]) for name in refit)
+    assert torch.equal(again.float(), logits)
+    assert next(half.learner.parameters()).dtype == torch.float32  # what save() writes
+    explanation = half.explain(episode.query_x[0])
+    assert explanation.label == half.predict(episode.query_x[:1])[0]
+    assert explanation.probabilities.dtype == torch.float32
     loaded = FewShotClassifier.load(half.save(tmp_path / "model"))
     assert loaded.precision == "bfloat16"
     assert torch.equal(loaded.logits(episode.query_x)[0], logits)

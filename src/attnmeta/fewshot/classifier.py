@@ -30,7 +30,7 @@ from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, c
                                            read_model_record)
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
-from attnmeta.learners.base import PRECISIONS, forward_precision
+from attnmeta.learners.base import PRECISIONS, bfloat16_weights, forward_precision
 from attnmeta.runs.config import config_from_dict, config_to_dict
 from attnmeta.runs.folder import run_kind
 from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
@@ -121,6 +121,10 @@ class FewShotClassifier:
                              "training refuses bfloat16 too)")
         self.precision = precision
         self.learner = learner.eval()
+        # what fit and predict run: the learner itself, or in bfloat16 a copy holding the
+        # weights autocast would cast on every call (same numbers, tested); the learner
+        # itself keeps float32 weights, which save() writes
+        self._forward = learner if precision == "float32" else bfloat16_weights(learner).eval()
         self.config = config
         self.preprocessing = preprocessing
         self.source = source
@@ -193,7 +197,7 @@ class FewShotClassifier:
         index = {name: i for i, name in enumerate(class_names)}
         support_y = torch.tensor([index[label] for label in examples.labels], dtype=torch.int64)
         with forward_precision(self.learner, self.precision):
-            fitted = self.learner.fit_task(support_x, support_y, steps, step_progress)
+            fitted = self._forward.fit_task(support_x, support_y, steps, step_progress)
         self.task = {name: tensor.detach().clone().contiguous() for name, tensor in
                      fitted.items()}
         self.class_names, self.support_x, self.support, self.steps = (
@@ -240,7 +244,7 @@ class FewShotClassifier:
         in one batch, as an episode's queries do."""
         query_x, examples = self.query_inputs(queries, progress)
         with forward_precision(self.learner, self.precision):
-            return self.learner.predict_fitted(self.task, query_x).float(), examples
+            return self._forward.predict_fitted(self.task, query_x).float(), examples
 
     def predict_proba(self, queries: Any) -> Tensor:
         """Probabilities ``[Q, N]`` over :attr:`class_names` (softmax of the scores)."""
@@ -276,9 +280,9 @@ class FewShotClassifier:
             raise InputError(f"explain takes one query: {str(query)!r:.60} holds "
                              f"{len(query_x)}")
         with forward_precision(self.learner, self.precision):
-            logits = self.learner.predict_fitted(self.task, query_x)[0]
+            logits = self._forward.predict_fitted(self.task, query_x)[0]
             maps = {name: value.detach().float() for name, value in
-                    self.learner.explain_fitted(self.task, query_x).items()}
+                    self._forward.explain_fitted(self.task, query_x).items()}
         probabilities = torch.softmax(logits.float(), dim=-1)
         weights = maps["query_support"][0] if "query_support" in maps else None
         tokens = None
