@@ -431,8 +431,8 @@ def _progress_line(what: str, enabled: bool) -> Any:
 @click.option("--force", is_flag=True, help="Replace an adapted model already in --out.")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True,
-              help="Of the model's forward passes when it adapts and predicts: bfloat16 is "
-                   "about 2x faster on CPUs with AMX / AVX-512 BF16 (not for MAML, Reptile).")
+              help="Of the model's forward passes when it adapts and predicts: bfloat16 pays "
+                   "on CPUs with AMX for large convolutions (not for MAML, Reptile).")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def adapt(run_dir: Path, support: Path, out_dir: Path, steps: int | None, force: bool,

@@ -103,8 +103,9 @@ class FewShotClassifier:
             score ("max_softmax" or "max_logit") and threshold chosen on meta-val; queries
             below it are rejected by :meth:`predict` (``None`` as the label).
         precision: of the forward passes of :meth:`fit` and the predictions: "float32", or
-            "bfloat16" (``torch.autocast``, :func:`attnmeta.learners.base.forward_precision`; about
-            2x faster on a CPU with AMX / AVX-512 BF16, emulated and slower on one without;
+            "bfloat16" (``torch.autocast``, :func:`attnmeta.learners.base.forward_precision`;
+            1.9x for a ResNet-12 at 84x84 on a CPU with AMX, slower for small models and on
+            CPUs without bfloat16 instructions: ``benchmarks/results/paths.md``;
             accuracy against float32 on the same episodes:
             ``benchmarks/results/inference_precision.md``). Learners that adapt by gradient
             steps refuse bfloat16, as their training does. ONNX export is float32.
