@@ -5,6 +5,7 @@ functional inner loop the gradient learners use is :mod:`attnmeta.learners.inner
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, ContextManager, Mapping
 
@@ -52,8 +53,6 @@ def bfloat16_weights(learner: nn.Module) -> nn.Module:
     block), so casting them once gives the same numbers without the copy each call (5 ms
     a query for ResNet-12's 12.4M weights). Normalisation layers keep float32, as autocast
     runs them."""
-    import copy
-
     half = copy.deepcopy(learner)
     for module in half.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):

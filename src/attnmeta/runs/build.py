@@ -305,12 +305,17 @@ def _maml(spec: LearnerConfig, model_config: ModelConfig, model: nn.Module) -> M
                 strategy=spec.strategy, eval_steps=spec.eval_steps, prototype_head=head)
 
 
+def _head_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's classification heads by name: modules named ``head`` at any depth
+    (Conv4's ``head``, the vision transformer's ``encoder.head``)."""
+    return {name: module for name, module in model.named_modules()
+            if name.split(".")[-1] == "head"}
+
+
 def _linear_head(model: nn.Module) -> str:
-    """The name of the model's classification head: its one ``nn.Linear`` named ``head`` at
-    any depth (Conv4's ``head``, the vision transformer's ``encoder.head``), the naming
-    :func:`load_encoder_state` relies on too."""
-    heads = [name for name, module in model.named_modules()
-             if name.split(".")[-1] == "head" and isinstance(module, nn.Linear)]
+    """The name of the model's one linear :func:`_head_modules` entry (what Proto-MAML sets)."""
+    heads = [name for name, module in _head_modules(model).items()
+             if isinstance(module, nn.Linear)]
     if len(heads) != 1:
         raise ConfigError("config key 'learner.head_init' is 'prototypes': expected a backbone "
                           f"with one linear layer named 'head', found {heads or 'none'}")
@@ -381,9 +386,8 @@ def load_encoder_state(model: nn.Module, state: dict | None, config: Any) -> nn.
     names both when they differ."""
     if state is None:
         return model
-    # the classification head is fresh: a module named "head" at any depth (Conv4's head,
-    # the vision transformer's encoder.head)
-    heads = tuple(f"{name}." for name, _ in model.named_modules() if name.split(".")[-1] == "head")
+    # the classification head is fresh
+    heads = tuple(f"{name}." for name in _head_modules(model))
     if details := state_mismatch(model.state_dict(), state, free=heads or ("head.",)):
         raise ConfigError(f"config key 'model.init' is {config.model.init!r}: its encoder does "
                           f"not fit the model of run {config.name!r} (model.backbone="
