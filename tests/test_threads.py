@@ -25,12 +25,25 @@ def test_large_workloads_get_the_cores_left_free(monkeypatch):
     assert threads.choose_threads(0, "large") == 8
 
 
-def test_busy_elsewhere_reads_the_share_of_busy_jiffies(monkeypatch):
-    readings = iter([(1000, 4000), (1100, 4200)])  # 100 of 200 jiffies busy: half the CPU
-    monkeypatch.setattr(threads, "_cpu_jiffies", lambda: next(readings))
+def test_busy_elsewhere_reads_the_share_of_busy_jiffies_less_its_own(monkeypatch):
+    # 100 of 200 jiffies busy on 2 cores: 1.0 core; this process used 0.02 CPU s of 0.1 s:
+    # 0.2 of a core is its own, so 0.8 is someone else's. Readings are injected (no clock).
+    readings = iter([(1000, 4000, 3.00, 50.0), (1100, 4200, 3.02, 50.1)])
+    monkeypatch.setattr(threads, "_reading", lambda: next(readings))
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    # this process sleeps while sampling, so nearly all of that is someone else's
-    assert threads.busy_elsewhere(0.05) == pytest.approx(1.0, abs=0.1)
+    assert threads.busy_elsewhere(0.0) == pytest.approx(0.8)
+
+
+def test_busy_elsewhere_is_never_negative_and_zero_without_a_reading(monkeypatch):
+    readings = iter([(1000, 4000, 3.0, 50.0), (1010, 4200, 3.1, 50.1)])  # own > busy
+    monkeypatch.setattr(threads, "_reading", lambda: next(readings))
+    assert threads.busy_elsewhere(0.0) == 0.0
+
+    def unreadable():
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(threads, "_reading", unreadable)
+    assert threads.busy_elsewhere(0.0) == 0.0
 
 
 def test_use_threads_sets_torchs_count():

@@ -45,15 +45,19 @@ def _cpu_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
+def _reading() -> tuple[int, int, float, float]:
+    """(busy jiffies, total jiffies, this process's CPU seconds, monotonic seconds) now."""
+    busy, total = _cpu_jiffies()
+    return busy, total, sum(os.times()[:2]), time.monotonic()
+
+
 def busy_elsewhere(sample_seconds: float = 0.25) -> float:
     """Cores' worth of CPU that other processes used over the last ``sample_seconds``
     (0.0 where ``/proc/stat`` cannot be read)."""
     try:
-        busy_before, total_before = _cpu_jiffies()
-        own_before, clock_before = sum(os.times()[:2]), time.monotonic()
+        busy_before, total_before, own_before, clock_before = _reading()
         time.sleep(sample_seconds)
-        busy_after, total_after = _cpu_jiffies()
-        own_after, clock_after = sum(os.times()[:2]), time.monotonic()
+        busy_after, total_after, own_after, clock_after = _reading()
     except (OSError, ValueError, IndexError):
         return 0.0
     if total_after <= total_before:
