@@ -184,14 +184,21 @@ def test_bfloat16_forwards_round_and_threads_enter_autocast_too():
     """precision='bfloat16' autocasts the forward: the meta-gradient moves off float32's
     (bfloat16 keeps 8 significant bits, and rounding makes max-pool ties) yet points the
     same way; worker threads (autocast state is per thread) give the serial bfloat16
-    gradient, not the float32 one."""
-    reference = _protonet_gradient("float32", workers=1)
-    serial = _protonet_gradient("bfloat16", workers=1)
-    threaded = _protonet_gradient("bfloat16", workers=2)
+    gradient, not the float32 one. The serial one runs on one intra-op thread, as each worker
+    does: in bfloat16 two threads' reductions round differently (measured 1.3e-5 relative on
+    an AMD EPYC, against 3e-9 on one thread each)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = _protonet_gradient("float32", workers=1)
+        serial = _protonet_gradient("bfloat16", workers=1)
+        threaded = _protonet_gradient("bfloat16", workers=2)
+    finally:
+        torch.set_num_threads(threads)
     off = ((serial - reference).norm() / reference.norm()).item()
     assert off > 1e-3
     assert F.cosine_similarity(serial, reference, dim=0) > 0.9
-    assert ((threaded - serial).norm() / reference.norm()).item() < 1e-5
+    assert ((threaded - serial).norm() / reference.norm()).item() < 1e-6
 
 
 def test_an_unknown_precision_is_refused():

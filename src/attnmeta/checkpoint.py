@@ -31,7 +31,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from torch import nn
 
 from attnmeta.files import atomic_write, file_digest, remove_stale_temporaries, write_synced
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_record",
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_record", "checkpoint_name",
            "find_latest_checkpoint", "latest_checkpoint", "resolve_checkpoint",
            "CheckpointError"]
 
@@ -120,11 +120,20 @@ def _checkpoint_jsons(folder: Path) -> list[tuple[int, Path]]:
     return sorted((int(match.group(1)), p) for match, p in found if match)
 
 
-def _prune(folder: Path, step: int, keep: int) -> None:
-    """Keep the newest ``keep`` checkpoints up to ``step``. Newer ones are left alone: they
-    are damaged leftovers this run skipped (and will overwrite or outgrow), not history."""
-    older = [path for saved_step, path in _checkpoint_jsons(folder) if saved_step <= step]
-    for old in older[:-keep] if keep > 0 else []:
+def checkpoint_name(step: int) -> str:
+    """The file name of step ``step``'s checkpoint record: ``step_0000500.json``."""
+    return f"step_{step:07d}.json"
+
+
+def _prune(folder: Path, step: int, keep: int, protect: Collection[int] = ()) -> None:
+    """Keep the newest ``keep`` checkpoints up to ``step``, and those of the steps in
+    ``protect`` (a selected model). Newer ones are left alone: they are damaged leftovers
+    this run skipped (and will overwrite or outgrow), not history."""
+    older = [(saved_step, path) for saved_step, path in _checkpoint_jsons(folder)
+             if saved_step <= step]
+    for saved_step, old in older[:-keep] if keep > 0 else []:
+        if saved_step in protect:
+            continue
         try:  # the record first: without it the weights are invisible to every reader
             old.unlink(missing_ok=True)
             old.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -134,15 +143,17 @@ def _prune(folder: Path, step: int, keep: int) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, learner: nn.Module,
                     optimizer: torch.optim.Optimizer | None, config: dict[str, Any],
-                    keep: int = 2, extra: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint of ``step`` and keep only the newest ``keep``; returns its JSON path.
+                    keep: int = 2, extra: dict[str, Any] | None = None,
+                    protect: Collection[int] = ()) -> Path:
+    """Write the checkpoint of ``step`` and keep only the newest ``keep`` (and those of the
+    steps in ``protect``); returns its JSON path.
 
     Raises :class:`CheckpointError` if the files cannot be written (e.g. the disk is
     full); then nothing was pruned, no temporary file is left, and nothing was replaced
     unless the last rename failed (a re-saved step's pair then mismatches and is skipped).
     """
     folder = Path(run_dir) / "checkpoints"
-    stem = f"step_{step:07d}"
+    stem = Path(checkpoint_name(step)).stem
     weights_path, json_path = folder / f"{stem}.safetensors", folder / f"{stem}.json"
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in learner.state_dict().items()}
     optimizer_plain = None
@@ -176,7 +187,7 @@ def save_checkpoint(run_dir: Path, step: int, learner: nn.Module,
                 else "no checkpoint was written")
         raise CheckpointError(f"could not save checkpoint {json_path} ({_one_line(error)}): "
                               f"{kept}; expected a writable folder with free space") from None
-    _prune(folder, step, keep)
+    _prune(folder, step, keep, protect)
     return json_path
 
 

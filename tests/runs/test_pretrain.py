@@ -336,7 +336,7 @@ def test_bfloat16_pretraining_keeps_float32_weights_and_maml_refuses_it(tmp_path
     assert saved and all(t.dtype == torch.float32 for t in saved.values() if t.is_floating_point())
     path = write_config(tmp_path / "maml.yaml", tiny_config(data_root, "maml"))
     one_line_error(pretrain_args(path, tmp_path / "maml", "train.precision=bfloat16"),
-                   "train.precision='bfloat16'", "expected 'float32' for maml")
+                   "train.precision='bfloat16'", "expected 'float32' for MAML")
     assert not (tmp_path / "maml").exists()
 
 
@@ -365,3 +365,23 @@ def test_viz_of_a_frozen_run_draws_over_the_images(tmp_path, data_root, pretrain
     outcome = CliRunner().invoke(main, ["viz", str(out), "--out", str(tmp_path / "maps")])
     assert outcome.exit_code == 0, outcome.output
     assert (tmp_path / "maps" / "attention_query_support.png").is_file()
+
+
+def test_a_selecting_pretrain_run_hands_its_best_encoder_to_model_init(
+        tmp_path, data_root, monkeypatch):
+    import attnmeta.runs.pretrain as pretrain
+
+    accuracy = iter([.4, .7, .6, .5])  # evaluations at steps 1..4: step 2 is the best
+
+    def scripted(learner, split, name, *args):
+        return lambda: {f"{name}_accuracy": next(accuracy), f"{name}_ci95": 0.0}
+
+    monkeypatch.setattr(pretrain, "in_training_evaluation", scripted)
+    out = tmp_path / "run"
+    train_pretrain(tiny_pretrain(data_root, steps=4, eval_every=1, select="best",
+                                 keep_checkpoints=1), out, progress=False)
+    init = load_init(str(out))
+    assert Path(init.checkpoint).name == "step_0000002.json"
+    best = load_file(out / "checkpoints/step_0000002.safetensors")
+    assert all(torch.equal(v, best[f"model/encoder.{k}"]) for k, v in init.state.items())
+    assert evaluate_pretrain_run(out, episodes=4, save=False)["step"] == 2

@@ -30,7 +30,7 @@ from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, c
                                            read_model_record)
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
-from attnmeta.learners.base import PRECISIONS, bfloat16_weights, forward_precision
+from attnmeta.learners.base import bfloat16_weights, check_precision, forward_precision
 from attnmeta.runs.config import config_from_dict, config_to_dict
 from attnmeta.runs.folder import run_kind
 from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
@@ -114,12 +114,10 @@ class FewShotClassifier:
     def __init__(self, learner: MetaLearner, config: Any, preprocessing: Preprocessing,
                  source: _Source, tokenizer: Any = None, num_classes: int | None = None,
                  out_of_scope: dict[str, Any] | None = None, precision: str = "float32") -> None:
-        if precision not in PRECISIONS:
-            raise InputError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if precision != "float32" and learner.adapts_by_gradient:
-            raise InputError(f"precision={precision!r}: expected 'float32' for "
-                             f"{learner.display_name}, which adapts by gradient steps (its "
-                             "training refuses bfloat16 too)")
+        try:
+            check_precision(learner, precision)
+        except ValueError as error:
+            raise InputError(str(error)) from None
         self.precision = precision
         self.learner = learner.eval()
         # what fit and predict run: the learner itself, or in bfloat16 a copy holding the

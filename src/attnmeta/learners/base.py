@@ -18,7 +18,7 @@ from attnmeta.tasks.episode import Episode
 
 __all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "Head", "class_count",
            "query_metrics", "embed_episode", "PRECISIONS", "forward_precision",
-           "bfloat16_weights"]
+           "check_precision", "bfloat16_weights"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -44,6 +44,23 @@ def forward_precision(learner: nn.Module, precision: str = "float32") -> Context
         return contextlib.nullcontext()
     device = next((p.device.type for p in learner.parameters()), "cpu")
     return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def check_precision(learner: MetaLearner, precision: str, key: str = "precision") -> None:
+    """The one rule of which learners run in which precision, for training and prediction:
+    a name of :data:`PRECISIONS`, and float32 for learners that adapt by gradient steps.
+    Raises ``ValueError`` naming ``key`` (the config key or option the value came from).
+
+    Why float32 for those: measured (benchmarks/results/speed.md), MAML's bfloat16
+    meta-gradient is 2.4-60% off the float32 one, for a 1.0-1.4x step on Omniglot-sized
+    tasks; rounding compounds through the differentiated support-set steps."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{key}={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "float32" and learner.adapts_by_gradient:
+        raise ValueError(f"{key}={precision!r}: expected 'float32' for "
+                         f"{learner.display_name}, which adapts "
+                         "by gradient steps on the support set (bfloat16 rounding compounds "
+                         "through them)")
 
 
 def bfloat16_weights(learner: nn.Module) -> nn.Module:

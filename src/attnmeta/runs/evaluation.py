@@ -90,6 +90,11 @@ def result_name(split: str, shape: EpisodeConfig, tuning: "FinetuneOptions | Non
     return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}{tuned}.json"
 
 
+def accuracy_key(split: str) -> str:
+    """The logged scalar of an in-training evaluation of ``split`` (what selection ranks)."""
+    return f"{split}_accuracy"
+
+
 def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str,
                            shape: EpisodeConfig, episodes: int, seed: int
                            ) -> Callable[[], dict[str, float]]:
@@ -97,7 +102,7 @@ def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str
     the split ``name`` (``train.eval_split``), as the scalars to log."""
     def evaluate() -> dict[str, float]:
         summary = summarize(episode_accuracies(learner, split, shape, episodes, seed))
-        return {f"{name}_accuracy": summary.mean, f"{name}_ci95": summary.ci95}
+        return {accuracy_key(name): summary.mean, f"{name}_ci95": summary.ci95}
     return evaluate
 
 

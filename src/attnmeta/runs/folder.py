@@ -62,11 +62,22 @@ KIND_NAMES = {"supervised": "a supervised run (episodic)", "rl": "a meta-RL run 
 
 
 def read_run(path: Path, kind: str) -> tuple[Path, dict[str, Any], Any]:
-    """A run folder (its newest valid checkpoint) or a checkpoint file of a ``kind`` run:
-    (the checkpoint JSON, its record, its checked config). A run of another kind is a
-    CheckpointError naming both."""
+    """A run folder (its model: the checkpoint its newest valid one names as selected, with
+    ``train.select: best``, else that newest one) or a checkpoint file (as it is) of a
+    ``kind`` run: (the checkpoint JSON, its record, its checked config). A run of another
+    kind is a CheckpointError naming both."""
     json_path = resolve_checkpoint(Path(path))
     record = read_checkpoint_record(json_path)
+    selected = record.get("selected")
+    if Path(path).is_dir() and selected and selected["checkpoint"] != json_path.name:
+        chosen = json_path.with_name(selected["checkpoint"])
+        if not chosen.is_file():
+            raise CheckpointError(
+                f"run folder {path}: its selected checkpoint {chosen.name} (best "
+                f"{selected['metric']} {selected['value']:.4f} at step {selected['step']}, "
+                f"named by {json_path.name}) is missing: expected it in {json_path.parent} "
+                "(or pass a checkpoint file to read another)")
+        json_path, record = chosen, read_checkpoint_record(chosen)
     config = config_from_dict(record["config"])
     if config.kind != kind:
         raise CheckpointError(f"checkpoint {json_path} is of {KIND_NAMES[config.kind]}: "

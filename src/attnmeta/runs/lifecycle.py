@@ -7,11 +7,19 @@ change (recorded in the log when they do), builds the run's objects only then, s
 config, and runs the one training loop (:func:`attnmeta.train.meta_train`) with the
 learning-rate schedule, checkpoints on time, each evaluation after the checkpoint it
 follows (and never moving the training RNG), and the training-time budget.
+
+Model selection (``train.select: best``): an evaluation that beats every earlier one makes
+its step the selected one; that step is checkpointed (if it was not due anyway), kept from
+pruning, and named in every later checkpoint's record as ``"selected"``. An evaluation's
+step is checkpointed after it there (with what it selected), so a resumed run selects
+exactly what an unbroken one does. :func:`attnmeta.runs.folder.read_run` reads a
+run folder as its selected checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,8 +28,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from attnmeta.checkpoint import (find_latest_checkpoint, load_checkpoint, read_checkpoint_record,
-                                 save_checkpoint)
+from attnmeta.checkpoint import (checkpoint_name, find_latest_checkpoint, load_checkpoint,
+                                 read_checkpoint_record, save_checkpoint)
 from attnmeta.distributed import DistributedContext, any_rank, broadcast_parameters
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.config import config_from_dict, config_to_dict, flatten
@@ -67,6 +75,8 @@ class TrainingPlan:
     learning_rate: Callable[[int], float] | None = None  # step -> outer lr
     evaluate: Callable[[], dict[str, float]] | None = None  # scalars to log
     eval_every: int = 0
+    select_metric: str | None = None            # a scalar of evaluate() to maximise: the
+                                                # checkpoint where it peaked is the run's model
     backward_chunk: int = 0                     # see attnmeta.train.meta_train
     workers: int = 1
     precision: str = "float32"                  # of the training forward passes
@@ -154,9 +164,11 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
     plan = make_plan(existing is not None)
     train, learner, optimizer = plan.train, plan.learner, plan.optimizer
     start_step, elapsed = 0, 0.0
+    selection: dict[str, Any] = {}   # {"step", "checkpoint", "metric", "value"} of the best
     if existing is not None:
         record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
         start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
+        selection = dict(record.get("selected") or {})
         if start_step > plan.steps:
             raise RunError(f"cannot resume {folder.path} at step {start_step} with "
                            f"train.steps={plan.steps}: expected train.steps >= {start_step}")
@@ -182,20 +194,38 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
         save_checkpoint(folder.path, step, learner, optimizer, config,
                         keep=train.keep_checkpoints,
                         extra={"elapsed_s": elapsed_s(), "command": command,
-                               **({"inputs": inputs} if inputs else {})})
+                               **({"inputs": inputs} if inputs else {}),
+                               **({"selected": selection} if selection else {})},
+                        protect=(selection["step"],) if selection else ())
 
     def step_end(step: int) -> None:
         set_learning_rate(step)
         out_of_time = any_rank(budget_s > 0 and elapsed_s() >= budget_s)
-        if context.is_main and (step % train.checkpoint_every == 0 or step == plan.steps
-                                or out_of_time):
-            checkpoint(step)
-        if plan.evaluate is not None and plan.eval_every and step % plan.eval_every == 0:
+        due = context.is_main and (step % train.checkpoint_every == 0 or step == plan.steps
+                                   or out_of_time)
+        evaluating = (plan.evaluate is not None and plan.eval_every > 0
+                      and step % plan.eval_every == 0)
+        # selecting: the step's checkpoint waits for its evaluation, whose result it records
+        selecting = evaluating and plan.select_metric is not None
+        if due and not selecting:
+            checkpoint(step)  # before the evaluation: a failing one loses no training
+        if evaluating:
             began = time.perf_counter()
-            with torch.random.fork_rng(devices=[]):  # evaluation never moves training's RNG
-                scalars = plan.evaluate()
+            try:
+                with torch.random.fork_rng(devices=[]):  # never moves training's RNG
+                    scalars = plan.evaluate()
+            except BaseException:
+                if due and selecting:
+                    checkpoint(step)
+                raise
             clock["start"] += time.perf_counter() - began  # eval time is not training time
             run_log.write(step, elapsed_s(), scalars, "eval")
+            if selecting and scalars[plan.select_metric] > selection.get("value", -math.inf):
+                selection.update(step=step, checkpoint=checkpoint_name(step),
+                                 metric=plan.select_metric, value=scalars[plan.select_metric])
+                due = context.is_main  # the selected model must be on disk
+            if due and selecting:
+                checkpoint(step)
         if on_step_end is not None:
             on_step_end(step)
         if out_of_time and step < plan.steps:

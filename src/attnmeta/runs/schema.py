@@ -182,10 +182,19 @@ class TrainConfig:
     eval_episodes: int = setting(200, at_least=2)  # a CI needs two episodes
     # the split eval_every reads (model selection); eval.split is the final test, read once
     eval_split: str = setting("val", choices=("train", "val", "test"))
+    # the run's model: its last checkpoint, or the one of the best eval_split accuracy
+    select: str = setting("last", choices=("last", "best"))
     max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
     # bfloat16: the training forward under torch.autocast (weights, optimiser and evaluation
     # stay float32); measured accuracy and speed: benchmarks/results/precision.md
     precision: str = setting("float32", choices=PRECISIONS)
+
+
+def selection_rule(train: TrainConfig | PretrainTrainConfig) -> tuple[bool, str, Any, str]:
+    """``train.select: best`` needs the in-training evaluation that chooses the checkpoint."""
+    return (train.select == "last" or train.eval_every > 0, "train.select", train.select,
+            "'last' unless train.eval_every > 0 (the best checkpoint is the one whose "
+            "train.eval_split accuracy, evaluated every train.eval_every steps, is highest)")
 
 
 @dataclass
@@ -246,6 +255,7 @@ class ExperimentConfig:
             (data.augment == "none" or not model.freeze, "data.augment", data.augment,
              "'none' with model.freeze: true (the frozen features are computed once, from "
              "the images as they are)"),
+            selection_rule(self.train),
         )
         return [(key, value, expected) for ok, key, value, expected in rules if not ok]
 
@@ -367,6 +377,8 @@ class PretrainTrainConfig:
     eval_every: int = setting(0, at_least=0)      # evaluate every N steps (0 = never)
     eval_split: str = setting("val", choices=("train", "val", "test"))  # what eval_every reads
     eval_episodes: int = setting(200, at_least=2)
+    # the run's model: its last checkpoint, or the one of the best eval_split accuracy
+    select: str = setting("last", choices=("last", "best"))
     max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
     # bfloat16: the training forward under torch.autocast (weights, optimiser and evaluation
     # stay float32); measured accuracy and speed: benchmarks/results/precision.md
@@ -406,5 +418,6 @@ class PretrainConfig:
             (self.learner.init == "random" or self.learner.classifier == "cosine",
              "learner.init", self.learner.init, "'random' unless learner.classifier='cosine' "
              "(imprinting sets a cosine classifier's class weights)"),
+            selection_rule(self.train),
         )
         return shared + [(key, value, expected) for ok, key, value, expected in rules if not ok]

@@ -21,12 +21,13 @@ from torch.utils.data import DataLoader
 from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext, init_from_environment, shard_range
 from attnmeta.learners import MetaLearner
+from attnmeta.learners.base import check_precision
 from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_split,
                                  make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input, model_items
-from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, check_test_shape,
-                                      in_training_evaluation, requested_shape)
+from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_key, accuracy_result,
+                                      check_test_shape, in_training_evaluation, requested_shape)
 from attnmeta.runs.folder import RunError, read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
@@ -110,12 +111,10 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
     # a resumed run's weights come from its checkpoint: model.pretrained_path is not read
     learner = build_learner(config, None if init is None else init.state,
                             pretrained=not resuming)
-    if config.train.precision != "float32" and learner.adapts_by_gradient:
-        # measured (benchmarks/results/speed.md): MAML's bfloat16 meta-gradient is 2.4-60%
-        # off the float32 one, for a 1.0-1.4x step on Omniglot-sized tasks
-        raise RunError(f"train.precision={config.train.precision!r}: expected 'float32' for "
-                       f"{config.learner.name}, which differentiates through gradient steps "
-                       "on the support set (bfloat16 rounding compounds through them)")
+    try:
+        check_precision(learner, config.train.precision, "train.precision")
+    except ValueError as error:
+        raise RunError(str(error)) from None
     if config.learner.strategy == "compiled" and config.train.workers > 1:
         # each meta-batch's per-thread copies of the learner would compile again: measured
         # slower than one worker (benchmarks/results/speed.md)
@@ -151,6 +150,8 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
                         learning_rate=lambda step: learning_rate(config, step),
                         evaluate=evaluate if context.is_main else None,
                         eval_every=config.train.eval_every,
+                        select_metric=(accuracy_key(name) if config.train.select == "best"
+                                       else None),
                         backward_chunk=config.train.backward_chunk, workers=config.train.workers,
                         precision=config.train.precision)
 
