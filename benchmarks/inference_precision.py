@@ -28,7 +28,7 @@ from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
 from attnmeta.runs.evaluation import episode_accuracies, requested_shape
 from attnmeta.runs.folder import run_kind
-from attnmeta.learners.base import forward_precision
+from attnmeta.learners.precision import forward_precision
 
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 

@@ -192,6 +192,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as set)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--stem", default="paths",
+                        help="results file names: STEM.json, STEM.md (another machine's "
+                             "rows beside this one's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -210,8 +213,8 @@ def main() -> None:
               "repeats": args.repeats,
               "peaks": peaks, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out / "paths.json", json.dumps(result, indent=1).encode())
-    atomic_write_bytes(args.out / "paths.md", markdown(result).encode())
+    atomic_write_bytes(args.out / f"{args.stem}.json", json.dumps(result, indent=1).encode())
+    atomic_write_bytes(args.out / f"{args.stem}.md", markdown(result).encode())
     print(markdown(result))
 
 

@@ -72,3 +72,12 @@ def test_conv4_block_equals_the_textbook_order():
     ours_grad = torch.autograd.grad((ours * weights).sum(), x)[0]
     reference_grad = torch.autograd.grad((reference * weights).sum(), x)[0]
     torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_max_pool_keeps_a_channels_last_input_channels_last_with_the_same_values():
+    x = torch.randint(0, 3, (2, 4, 8, 8), generator=torch.Generator().manual_seed(0)).double()
+    last = x.contiguous(memory_format=torch.channels_last)
+    pooled = max_pool2d(last, 2)
+    assert pooled.is_contiguous(memory_format=torch.channels_last) and not pooled.is_contiguous()
+    assert torch.equal(pooled, F.max_pool2d(x, 2))
+    assert max_pool2d(x, 2).is_contiguous()  # NCHW in, NCHW out, as before

@@ -49,9 +49,13 @@ def max_pool2d(x: Tensor, kernel_size: int, stride: int | None = None) -> Tensor
     """``F.max_pool2d(x, kernel_size, stride)`` for ``x [N, C, H, W]``: same values, same
     gradient (first maximum wins ties, as in PyTorch), faster forward on the CPU. Where
     the enclosing code declared ``vmap`` (:func:`attnmeta.kernels.differentiable`; the
-    autograd function has no batching rule) it is ``F.max_pool2d`` itself."""
+    autograd function has no batching rule), and for a channels-last ``x`` (an inference
+    copy's activations, :func:`attnmeta.learners.precision.inference_copy`), it is
+    ``F.max_pool2d`` itself, layout kept."""
     stride = kernel_size if stride is None else stride
-    if x.dim() != 4 or x.device.type != "cpu" or not native_kernels_allowed():
+    if x.dim() != 4 or x.device.type != "cpu" or not native_kernels_allowed() \
+            or (x.is_contiguous(memory_format=torch.channels_last)
+                and not x.is_contiguous()):  # channels-last already: its kernel reads it
         return F.max_pool2d(x, kernel_size, stride)
     return _ChannelsLastMaxPool.apply(x, [kernel_size] * 2, [stride] * 2)[0]
 

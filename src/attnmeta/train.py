@@ -11,7 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from attnmeta.distributed import any_rank, average_gradients
-from attnmeta.learners.base import PRECISIONS, MetaLearner, forward_precision
+from attnmeta.learners.base import MetaLearner
+from attnmeta.learners.precision import PRECISIONS, forward_precision
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["meta_train", "NonFiniteLossError", "PRECISIONS", "forward_precision"]

@@ -30,7 +30,7 @@ from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, c
                                            read_model_record)
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
-from attnmeta.learners.base import bfloat16_weights, check_precision, forward_precision
+from attnmeta.learners.precision import check_precision, forward_precision, inference_copy
 from attnmeta.runs.config import config_from_dict, config_to_dict
 from attnmeta.runs.folder import run_kind
 from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
@@ -103,7 +103,7 @@ class FewShotClassifier:
             score ("max_softmax" or "max_logit") and threshold chosen on meta-val; queries
             below it are rejected by :meth:`predict` (``None`` as the label).
         precision: of the forward passes of :meth:`fit` and the predictions: "float32", or
-            "bfloat16" (``torch.autocast``, :func:`attnmeta.learners.base.forward_precision`;
+            "bfloat16" (``torch.autocast``, :func:`attnmeta.learners.precision.forward_precision`;
             1.9x for a ResNet-12 at 84x84 on a CPU with AMX, slower for small models and on
             CPUs without bfloat16 instructions: ``benchmarks/results/paths.md``;
             accuracy against float32 on the same episodes:
@@ -120,10 +120,10 @@ class FewShotClassifier:
             raise InputError(str(error)) from None
         self.precision = precision
         self.learner = learner.eval()
-        # what fit and predict run: the learner itself, or in bfloat16 a copy holding the
-        # weights autocast would cast on every call (same numbers, tested); the learner
-        # itself keeps float32 weights, which save() writes
-        self._forward = learner if precision == "float32" else bfloat16_weights(learner).eval()
+        # what fit, predict and explain run: a copy made for inference (batch norms folded,
+        # channels-last, bfloat16 weights held in bfloat16; the same function to round-off,
+        # tested); the learner itself keeps its float32 weights, which save() and export use
+        self._forward = inference_copy(self.learner, precision)
         self.config = config
         self.preprocessing = preprocessing
         self.source = source

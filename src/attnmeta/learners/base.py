@@ -4,10 +4,8 @@ functional inner loop the gradient learners use is :mod:`attnmeta.learners.inner
 
 from __future__ import annotations
 
-import contextlib
-import copy
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, ContextManager, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -17,64 +15,12 @@ from attnmeta.norm import uses_batch_statistics
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "Head", "class_count",
-           "query_metrics", "embed_episode", "PRECISIONS", "forward_precision",
-           "check_precision", "bfloat16_weights"]
+           "query_metrics", "embed_episode"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 # (support_z [T, S, D], support_y [T, S], query_z [T, Q, D]) -> logits [T, Q, N]
 Head = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-# The precisions of a learner's forward passes, in training (train.precision) and in a
-# fitted classifier (attnmeta adapt --precision). bfloat16 runs them under torch.autocast:
-# matrix products and convolutions in bfloat16 (AMX / AVX-512 BF16 kernels on CPUs that have
-# them: 1.8x for Conv4 pretraining here, benchmarks/results/paths.md), weights, gradients
-# and the optimiser in float32.
-PRECISIONS = ("float32", "bfloat16")
-
-
-def forward_precision(learner: nn.Module, precision: str = "float32") -> ContextManager:
-    """The context a learner's forward runs in: nothing for float32, ``torch.autocast`` to
-    bfloat16 on the learner's device for bfloat16. Autocast state is per thread: worker
-    threads enter it themselves. A training backward runs outside it, as autocast asks."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "float32":
-        return contextlib.nullcontext()
-    device = next((p.device.type for p in learner.parameters()), "cpu")
-    return torch.autocast(device, dtype=torch.bfloat16)
-
-
-def check_precision(learner: MetaLearner, precision: str, key: str = "precision") -> None:
-    """The one rule of which learners run in which precision, for training and prediction:
-    a name of :data:`PRECISIONS`, and float32 for learners that adapt by gradient steps.
-    Raises ``ValueError`` naming ``key`` (the config key or option the value came from).
-
-    Why float32 for those: measured (benchmarks/results/speed.md), MAML's bfloat16
-    meta-gradient is 2.4-60% off the float32 one, for a 1.0-1.4x step on Omniglot-sized
-    tasks; rounding compounds through the differentiated support-set steps."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"{key}={precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "float32" and learner.adapts_by_gradient:
-        raise ValueError(f"{key}={precision!r}: expected 'float32' for "
-                         f"{learner.display_name}, which adapts "
-                         "by gradient steps on the support set (bfloat16 rounding compounds "
-                         "through them)")
-
-
-def bfloat16_weights(learner: nn.Module) -> nn.Module:
-    """A copy of ``learner`` whose convolution and linear layers hold bfloat16 weights and
-    biases, for repeated inference under :func:`forward_precision` ("bfloat16"): autocast
-    casts exactly those to bfloat16 on every call (its cast cache lasts one autocast
-    block), so casting them once gives the same numbers without the copy each call (5 ms
-    a query for ResNet-12's 12.4M weights). Normalisation layers keep float32, as autocast
-    runs them."""
-    half = copy.deepcopy(learner)
-    for module in half.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            module.to(torch.bfloat16)
-    return half
 
 
 def class_count(labels: Tensor) -> int:

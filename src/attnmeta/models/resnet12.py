@@ -14,6 +14,8 @@ it then runs on a quarter of the elements (as :mod:`attnmeta.models.conv4` does)
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from attnmeta.norm import BatchStatNorm2d
@@ -42,6 +44,10 @@ def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
 class ResidualBlock(nn.Module):
     """``[N, C_in, H, W]`` -> ``[N, C_out, H // 2, W // 2]``: three conv-norm layers plus a
     1×1 conv-norm shortcut, LeakyReLU, 2×2 max-pool."""
+
+    # each norm directly follows its convolution: attnmeta.norm.fold_batch_norms may fold it
+    conv_norm_pairs: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("conv1", "norm1"), ("conv2", "norm2"), ("conv3", "norm3"))
 
     def __init__(self, in_channels: int, out_channels: int, norm: str = "batch") -> None:
         super().__init__()

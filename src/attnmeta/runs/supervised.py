@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext, init_from_environment, shard_range
 from attnmeta.learners import MetaLearner
-from attnmeta.learners.base import check_precision
+from attnmeta.learners.precision import check_precision
 from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_split,
                                  make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
