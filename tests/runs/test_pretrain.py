@@ -282,6 +282,50 @@ def test_the_feature_cache_is_keyed_by_encoder_weights_and_data(tmp_path, data_r
     assert torch.equal(again.items, changed.items)
 
 
+
+def test_features_another_run_cached_are_read_by_their_full_keys_and_copied(
+        tmp_path, data_root, monkeypatch):
+    import attnmeta.runs.features as features_module
+
+    torch.manual_seed(0)
+    encoder = Conv4(1, 0, 8, 16, "running").eval()
+    split = load_image_folder(data_root, "train", 16)
+    first = cached_features(encoder, split, tmp_path / "a" / "features")
+    embedded = []
+    real_embed = features_module.embed_items
+    monkeypatch.setattr(features_module, "embed_items",
+                        lambda *args, **kwargs: embedded.append(1) or real_embed(*args, **kwargs))
+    lent = cached_features(encoder, split, tmp_path / "b" / "features",
+                           also_read=[tmp_path / "a" / "features"])
+    assert not embedded and torch.equal(lent.items, first.items)
+    assert [p.name for p in (tmp_path / "b/features").glob("*.safetensors")] == \
+        [p.name for p in (tmp_path / "a/features").glob("*.safetensors")]
+    # the other run's file under this encoder's name but of other weights: not taken
+    [other] = (tmp_path / "a/features").glob("*.safetensors")
+    with torch.no_grad():
+        changed = Conv4(1, 0, 8, 16, "running").eval()
+        changed.features[0][0].weight.add_(0.5)
+    target = tmp_path / "c" / "features" / other.name.replace(
+        encoder_sha256(encoder)[:16], encoder_sha256(changed)[:16])
+    target.parent.mkdir(parents=True)
+    target.write_bytes(other.read_bytes())  # right name, wrong encoder_sha256 inside
+    fresh = cached_features(changed, split, tmp_path / "d" / "features",
+                            also_read=[target.parent])
+    assert embedded == [1] and not torch.equal(fresh.items, first.items)
+
+
+def test_a_frozen_run_reuses_the_features_of_a_run_beside_it(tmp_path, data_root, pretrained,
+                                                            monkeypatch):
+    import attnmeta.runs.features as features_module
+
+    config = frozen_config(data_root, pretrained, "matching", fce=True)
+    train_run(config, tmp_path / "first", progress=False)
+    monkeypatch.setattr(features_module, "embed_items", lambda *a, **k: pytest.fail("embedded"))
+    train_run(frozen_config(data_root, pretrained, "feat"), tmp_path / "second", progress=False)
+    first, second = (sorted(p.name for p in (tmp_path / run / "features").glob("*"))
+                     for run in ("first", "second"))
+    assert first == second and first
+
 # ------------------------------------------------------------------------ bad input
 def pretrain_args(path: Path, out: Path, *extra: str) -> list[str]:
     return [str(a) for a in ("train", path, *extra, "--out", out, "--no-progress")]
