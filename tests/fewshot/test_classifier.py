@@ -24,6 +24,8 @@ LEARNERS = [("protonet", {}, "running"), ("protonet", {}, "batch"), ("matching",
             ("matching", {"fce": True}, "running"), ("feat", {}, "running"),
             ("incontext", {}, "batch"), ("incontext", {"label_encoding": "elmes"}, "running"),
             ("maml", {}, "batch"), ("fomaml", {}, "batch"), ("reptile", {}, "batch")]
+# learners that predict on an inference copy (folded running norms) and take bfloat16
+INFERENCE_COPY_LEARNERS = [("protonet", {}, "running"), ("feat", {}, "running")]
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +242,7 @@ def test_colour_resnet12_run_with_normalisation_fits_predicts_and_exports(tmp_pa
     assert export_onnx(model, tmp_path / "m.onnx")["max_abs_difference"] < 1e-5
 
 
-@pytest.mark.parametrize("learner,fields,norm", [("protonet", {}, "running"),
-                                                 ("feat", {}, "running")])
+@pytest.mark.parametrize("learner,fields,norm", INFERENCE_COPY_LEARNERS)
 def test_bfloat16_predictions_run_in_bfloat16_close_to_float32_and_are_kept(
         tmp_path, images, learner, fields, norm):
     run = trained_run(tmp_path, images, learner, fields, norm)
@@ -300,8 +301,7 @@ def test_bfloat16_is_refused_for_gradient_learners_and_unknown_precisions(tmp_pa
         FewShotClassifier.from_run(run, precision="float16")
 
 
-@pytest.mark.parametrize("learner,fields,norm", [("protonet", {}, "running"),
-                                                 ("feat", {}, "running")])
+@pytest.mark.parametrize("learner,fields,norm", INFERENCE_COPY_LEARNERS)
 def test_predictions_run_on_a_folded_channels_last_copy_with_the_learners_numbers(
         tmp_path, images, learner, fields, norm):
     run = trained_run(tmp_path, images, learner, fields, norm)

@@ -26,12 +26,16 @@ __all__ = ["PRECISIONS", "forward_precision", "check_precision", "inference_copy
 PRECISIONS = ("float32", "bfloat16")
 
 
+def _check_name(precision: str, key: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"{key}={precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
 def forward_precision(learner: nn.Module, precision: str = "float32") -> ContextManager:
     """The context a learner's forward runs in: nothing for float32, ``torch.autocast`` to
     bfloat16 on the learner's device for bfloat16. Autocast state is per thread: worker
     threads enter it themselves. A training backward runs outside it, as autocast asks."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    _check_name(precision, "precision")
     if precision == "float32":
         return contextlib.nullcontext()
     device = next((p.device.type for p in learner.parameters()), "cpu")
@@ -46,8 +50,7 @@ def check_precision(learner: MetaLearner, precision: str, key: str = "precision"
     Why float32 for those: measured (benchmarks/results/speed.md), MAML's bfloat16
     meta-gradient is 2.4-60% off the float32 one, for a 1.0-1.4x step on Omniglot-sized
     tasks; rounding compounds through the differentiated support-set steps."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"{key}={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    _check_name(precision, key)
     if precision != "float32" and learner.adapts_by_gradient:
         raise ValueError(f"{key}={precision!r}: expected 'float32' for "
                          f"{learner.display_name}, which adapts "

@@ -95,6 +95,13 @@ def accuracy_key(split: str) -> str:
     return f"{split}_accuracy"
 
 
+def selection_metric(train: Any) -> str | None:
+    """What ``train.select`` ranks checkpoints by (the lifecycle's ``select_metric``), for
+    either run kind's train section: the ``train.eval_split`` accuracy for ``best``, nothing
+    for ``last``."""
+    return accuracy_key(train.eval_split) if train.select == "best" else None
+
+
 def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str,
                            shape: EpisodeConfig, episodes: int, seed: int
                            ) -> Callable[[], dict[str, float]]:

@@ -36,8 +36,8 @@ from attnmeta.runs.features import embed_items
 from attnmeta.runs.folder import read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
-from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_key, accuracy_result,
-                                      in_training_evaluation, requested_shape)
+from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, in_training_evaluation,
+                                      requested_shape, selection_metric)
 from attnmeta.runs.supervised import learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
 from attnmeta.tasks.augment import AUGMENTATIONS, random_shifts
@@ -132,7 +132,7 @@ def _plan(config: PretrainConfig, run_dir: Path, split: LabelledSplit,
                                     train.steps, config.data.augment),
         train.steps, train, learning_rate=lambda step: learning_rate(config, step),
         evaluate=evaluate, eval_every=train.eval_every,
-        select_metric=accuracy_key(train.eval_split) if train.select == "best" else None,
+        select_metric=selection_metric(train),
         backward_chunk=train.backward_chunk, precision=train.precision)
 
 

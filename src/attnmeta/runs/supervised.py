@@ -26,8 +26,9 @@ from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_s
                                  make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input, model_items
-from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_key, accuracy_result,
-                                      check_test_shape, in_training_evaluation, requested_shape)
+from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, check_test_shape,
+                                      in_training_evaluation, requested_shape,
+                                      selection_metric)
 from attnmeta.runs.folder import RunError, read_run
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
@@ -150,8 +151,7 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
                         learning_rate=lambda step: learning_rate(config, step),
                         evaluate=evaluate if context.is_main else None,
                         eval_every=config.train.eval_every,
-                        select_metric=(accuracy_key(name) if config.train.select == "best"
-                                       else None),
+                        select_metric=selection_metric(config.train),
                         backward_chunk=config.train.backward_chunk, workers=config.train.workers,
                         precision=config.train.precision)
 
