@@ -8,7 +8,7 @@ Each row runs ``attnmeta demo`` in a fresh process (wall time, set-up included) 
 thread setting: ``--threads 2`` (torch's default here, the old behaviour), the same with
 ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at barriers instead of spinning), and
 the default (``--threads 0``: one thread for these small models, attnmeta.threads). Run it
-on an otherwise quiet machine. Writes ``load.json`` and ``load.md``.
+on an otherwise quiet machine. Writes ``load.json`` and ``load.md`` (``--stem``: other names).
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=240.0,
                         help="stop a demo after this many seconds (its row then says '>')")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--stem", default="load",
+                        help="results file names: STEM.json, STEM.md (another machine's "
+                             "rows beside this one's)")
     args = parser.parse_args()
     rows = []
     for name, flags, env in SETTINGS:
@@ -92,9 +95,9 @@ def main() -> None:
              "| threads | quiet (s) | one core busy (s, slowdown) |", "|---|---|---|"]
     lines += [f"| {r['setting']} | {r['quiet_s']:.1f} | {shown(r)} |" for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out / "load.json", json.dumps(result, indent=1).encode())
-    atomic_write_bytes(args.out / "load.md", ("\n".join(lines) + "\n").encode())
-    print(f"wrote {args.out / 'load.md'}")
+    atomic_write_bytes(args.out / f"{args.stem}.json", json.dumps(result, indent=1).encode())
+    atomic_write_bytes(args.out / f"{args.stem}.md", ("\n".join(lines) + "\n").encode())
+    print(f"wrote {args.out / f'{args.stem}.md'}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Every row is the best of ``--repeats`` timed runs after one warm-up, with random
 the row says otherwise. FLOPs are counted by ``torch.utils.flop_counter``; MFU is against
 the best of three fixed measurements of the 3x3-convolution / GEMM peak of the row's
 precision in the same process (:func:`attnmeta.speed.harness.stable_peak`), whose spread is
-reported. Writes ``paths.json`` and ``paths.md``.
+reported. The float32 pretraining rows are profiled, with what their convolution kernels
+alone allow (:mod:`attnmeta.speed.bound`). Writes ``paths.json`` and ``paths.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from attnmeta.machine import describe_machine
 from attnmeta.models import Conv4, FeatureHead, ResNet12
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.features import embed_items
+from attnmeta.speed.bound import (ConvolutionBound, convolution_bound, convolution_flops,
+                                  describe_bound)
 from attnmeta.speed.harness import best_seconds, count_flops, stable_peak
 from attnmeta.tasks import Episode
 from attnmeta.train import forward_precision
@@ -60,7 +63,8 @@ def pretraining_row(repeats: int, peak: float, precision: str = "float32",
         loss().backward()
         optimizer.step()
 
-    flops = count_flops(lambda: loss().backward())  # before compiling: kernels bypass dispatch
+    # before compiling: kernels bypass dispatch
+    flops, conv_flops = convolution_flops(lambda: loss().backward())
     path = f"pretraining step (Conv4, batch 256, 4400 classes, Adam), {precision}"
     compiling: dict = {}
     if compiled:
@@ -72,6 +76,9 @@ def pretraining_row(repeats: int, peak: float, precision: str = "float32",
     if compiled:
         compiling = {"compile_s": first_s - seconds}
         path += f", encoder under torch.compile (compiled in {compiling['compile_s']:.0f} s)"
+    if precision == "float32":  # where the time goes, and what the convolutions allow
+        bound, operators = convolution_bound(step, (flops, conv_flops), top=8)
+        compiling.update(bound=bound.as_dict(), operators=operators)
     return {"path": path, "precision": precision, "rate": 256 / seconds, "unit": "images/s",
             "seconds": seconds, "gflops": flops / seconds / 1e9,
             "mfu": flops / seconds / 1e9 / peak, "compiled": compiled, **compiling}
@@ -184,6 +191,16 @@ def markdown(result: dict) -> str:
         mfu = f"{100 * row['mfu']:.0f}%" if "mfu" in row else "—"
         lines.append(f"| {row['path']} | {row['rate']:.1f} {row['unit']} | {ms:.2f} | "
                      f"{gflops} | {mfu} |")
+    for row in result["rows"]:
+        if row.get("operators"):
+            lines += ["", f"Where the time goes: {row['path']} (torch.profiler, self CPU time "
+                      "of one step):", "", "| operator | share | ms | calls |",
+                      "|---|---|---|---|"]
+            lines += [f"| `{op['op']}` | {op['share']:.1%} | {op['self_cpu_ms']:.0f} | "
+                      f"{op['calls']} |" for op in row["operators"]]
+            lines += ["", describe_bound(ConvolutionBound(**row["bound"]),
+                                         result["peaks"]["float32"]["peak_gflops"], 0.50,
+                                         timed_seconds=row["seconds"])]
     return "\n".join(lines) + "\n"
 
 

@@ -60,15 +60,16 @@ def test_flop_count_of_a_convolution_is_the_closed_form():
 def test_a_small_run_writes_json_and_markdown(tmp_path):
     config = SpeedConfig(meta_batch=2, repeats=1, threads=1, workers=1,
                          settings=[(1, False)],
-                         implementations=["attnmeta", "attnmeta_bfloat16",
+                         implementations=["attnmeta", "attnmeta_1_worker", "attnmeta_bfloat16",
                                           "attnmeta_compiled_1_worker", "plain_loop"],
                          episode_settings=[(3, 1)], memory=True, gemm_size=128, conv_batch=2)
     results = run_speed(config, log=lambda line: None)
+    (tmp_path / "paths.md").write_text("# Throughput\n\n| path | rate |\n|---|---|\n| p | 1 |\n")
     path = write_report(results, "attnmeta bench speed --test", tmp_path)
     saved = json.loads((tmp_path / "speed.json").read_text())
     rows = {row["key"]: row for row in saved["maml"]}
-    assert set(rows) == {"attnmeta", "attnmeta_bfloat16", "attnmeta_compiled_1_worker",
-                         "plain_loop"}
+    assert set(rows) == {"attnmeta", "attnmeta_1_worker", "attnmeta_bfloat16",
+                         "attnmeta_compiled_1_worker", "plain_loop"}
     assert rows["attnmeta"]["meta_gradient_rel_diff_vs_plain_loop"] < 1e-5
     # the compiled meta-gradient: float32 round-off of other kernels (exact in float64:
     # tests/learners/test_maml_compiled.py), ten times below bfloat16's; its FLOPs are the
@@ -94,6 +95,17 @@ def test_a_small_run_writes_json_and_markdown(tmp_path):
     text = path.read_text()
     assert "attnmeta bench speed --test" in text and "plain autograd.grad loop" in text
     assert "Compile time of the compiled rows" in text
+    # the profiled rows, compiled included, find their convolution kernels
+    assert "bound" not in rows["attnmeta"]  # its workers escape the profiler
+    for key in ("attnmeta_1_worker", "attnmeta_compiled_1_worker"):
+        bound = rows[key]["bound"]
+        assert 0 < bound["convolution_ms"] < bound["profiled_ms"], key
+        assert 0 < bound["convolution_flops"] < bound["flops"], key
+    assert text.count("Convolution kernels:") == 2
+    # the machine's paths table beside it is embedded, its title demoted; no load table
+    assert "## The paths beyond MAML (benchmarks/paths.py), from `paths.md`" in text
+    assert saved["related"] == {"paths": None}
+    assert "\n## Throughput\n" in text and "| p | 1 |" in text and "Under load" not in text
 
 
 def test_the_stable_peak_is_the_best_measurement_and_reports_the_spread():

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from attnmeta.speed.bound import (ConvolutionBound, convolution_bound, convolution_flops,
+                                   describe_bound)
 from attnmeta.speed.peers import PEERS, MetaStep, PeerUnavailable, reference_conv4
 from attnmeta.machine import machine_info
 from attnmeta.learners import FEAT, MAML, ProtoNet
@@ -54,6 +56,9 @@ BFLOAT16_VARIANTS = ("attnmeta_bfloat16",)
 # (the workers' per-meta-batch copies would compile again): its compile time is the first
 # meta-batch's excess, reported apart.
 COMPILED_VARIANTS = ("attnmeta_compiled_1_worker",)
+# Rows whose operators are profiled and bounded by their convolutions: those running on the
+# calling thread, the only one the profiler sees.
+PROFILED_VARIANTS = ("attnmeta_1_worker", *COMPILED_VARIANTS)
 
 
 @dataclass
@@ -73,7 +78,7 @@ class SpeedConfig:
                                  *PEERS])
     episode_settings: list[tuple[int, int]] = field(default_factory=lambda: [(5, 5), (20, 1)])
     memory: bool = True
-    profile: bool = True                 # top operators of attnmeta's meta-gradient
+    profile: bool = True                 # top operators and convolution bound of attnmeta's rows
     gemm_size: int = 4096                # the peak's square matrix product
     conv_batch: int = 256                # the peak's 3x3 64->64 convolution batch (28x28)
     peak_measurements: tuple[int, int] = (3, 2)  # fixed peak measurements before, after
@@ -273,20 +278,18 @@ def _memory_probe_main(request: str) -> None:
     print((_memory_kb("VmHWM") - baseline_kb) / 1024)
 
 
-def profile_meta_gradient(step: MetaStep, batch: Episode, top: int = 10) -> list[dict]:
+def profile_meta_gradient(step: MetaStep, batch: Episode, flops: float,
+                          top: int = 10) -> dict:
     """The ``top`` operators by self CPU time over one meta-gradient computed on the
-    calling thread (``torch.profiler``; worker threads would escape it)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    step.on_one_thread(batch)  # warm
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        step.on_one_thread(batch)
-    events = profiler.key_averages()
-    total = sum(event.self_cpu_time_total for event in events)
-    ranked = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:top]
-    return [{"op": event.key, "self_cpu_ms": event.self_cpu_time_total / 1e3,
-             "share": event.self_cpu_time_total / total, "calls": event.count}
-            for event in ranked]
+    calling thread (``torch.profiler``; worker threads would escape it), and what its
+    convolution kernels alone allow (:mod:`attnmeta.speed.bound`). A compiled step is
+    profiled as it runs (one worker: the calling thread); its FLOPs are the loop's."""
+    run = (lambda: step.meta_gradient(batch)) if step.compiles else (
+        lambda: step.on_one_thread(batch))
+    run()  # warm
+    _, conv_flops = convolution_flops(lambda: step.on_one_thread(batch))
+    bound, operators = convolution_bound(run, (flops, conv_flops), top)
+    return {"operators": operators, "bound": bound.as_dict()}
 
 
 def _summary(times: list[float]) -> dict[str, float]:
@@ -336,9 +339,11 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
         log(f"  {step.name:45s} {row['meta_batches_per_s']:.3f} meta-batches/s "
             f"(median of {len(times[key])}), {row['gflops']:.0f} GFLOP/s, "
             f"grad rel diff {checks[key]:.1e}")
-    if config.profile and "attnmeta" in implementations:
-        profile = profile_meta_gradient(implementations["attnmeta"], batch)
-        next(r for r in rows if r.get("key") == "attnmeta")["profile"] = profile
+    if config.profile:
+        for key in PROFILED_VARIANTS:
+            if key in implementations:
+                row = next(r for r in rows if r.get("key") == key)
+                row.update(profile_meta_gradient(implementations[key], batch, flops[key]))
     timed = [r for r in rows if "median_s" in r]
     # the peers run in float32: the ratio compares like with like only for float32 rows
     peer_rows = [r for r in timed if r["key"] in PEERS and r["key"] != "plain_loop"]
@@ -434,7 +439,9 @@ def _peak_line(peak: dict, config: dict) -> str:
 
 def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed") -> Path:
     """``<stem>.json`` and ``<stem>.md`` under ``out_dir``; returns the Markdown path."""
-    results = {**results, "command": command}
+    related = related_tables(out_dir, stem)
+    results = {**results, "command": command,
+               "related": {kind: data for kind, (_, _, data) in related.items()}}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     machine, config = results["machine"], results["config"]
@@ -482,21 +489,51 @@ def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed"
                       f"{row['implementation']}: {row['compile_s']:.0f} s" for row in compiled)
                   + "."]
     for row in results["maml"]:
-        if row.get("profile"):
-            lines += ["", f"Where attnmeta's time goes ({row['inner_steps']} inner step(s), "
-                      f"{row['order']} order; torch.profiler, self CPU time of one meta-batch):", "",
+        if row.get("operators"):
+            peer = None
+            if "ratio_to_fastest_peer" in row:
+                peer = (row["fastest_peer"], row["median_s"] * row["ratio_to_fastest_peer"])
+            lines += ["", f"Where the time goes: {row['implementation']}, {row['inner_steps']} "
+                      f"inner step(s), {row['order']} order (torch.profiler, self CPU time of "
+                      "one meta-batch on the calling thread):", "",
                       "| operator | share | ms | calls |", "|---|---|---|---|"]
             lines += [f"| `{op['op']}` | {op['share']:.1%} | {op['self_cpu_ms']:.0f} | {op['calls']} |"
-                      for op in row["profile"]]
+                      for op in row["operators"]]
+            lines += ["", describe_bound(ConvolutionBound(**row["bound"]),
+                                         results["peaks"]["float32"]["peak_gflops"], 0.40, peer,
+                                         timed_seconds=row["median_s"])]
     lines += ["", "| learner | episode | episodes/s | s per episode, median (min–max) | "
               "GFLOP / episode | GFLOP/s | MFU |", "|---|---|---|---|---|---|---|"]
     for row in results["episode_learners"]:
         lines.append(f"| {row['learner']} | {row['setting']} | {row['episodes_per_s']:.1f} | "
                      f"{row['median_s']:.3f} ({row['min_s']:.3f}–{row['max_s']:.3f}) | "
                      f"{row['gflop_per_episode']:.1f} | {row['gflops']:.0f} | {row['mfu']:.1%} |")
+    for title, related, _ in related.values():
+        lines += ["", f"## {title}", ""] + [
+            "#" + line if line.startswith("# ") else line for line in related.splitlines()]
     path = out_dir / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# The machine's other speed tables, written by their own benchmarks (run them first):
+# benchmarks/load.py (the load row) and benchmarks/paths.py (pretraining, caching, heads,
+# predict); speed_<machine> pairs with load_<machine> and paths_<machine>.
+RELATED_TABLES = {"load": "Under load (benchmarks/load.py)",
+                  "paths": "The paths beyond MAML (benchmarks/paths.py)"}
+
+
+def related_tables(out_dir: Path, stem: str) -> dict[str, tuple[str, str, dict | None]]:
+    """kind -> (title, Markdown, JSON or None) of this machine's load and paths tables
+    found beside ``stem``."""
+    found = {}
+    for kind, title in RELATED_TABLES.items():
+        path = out_dir / (kind + stem.removeprefix("speed") + ".md")
+        if stem.startswith("speed") and path.is_file():
+            data = path.with_suffix(".json")
+            found[kind] = (f"{title}, from `{path.name}`", path.read_text(),
+                           json.loads(data.read_text()) if data.is_file() else None)
+    return found
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--memory-probe":
