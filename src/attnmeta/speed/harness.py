@@ -438,7 +438,8 @@ def _peak_line(peak: dict, config: dict) -> str:
 
 
 def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed") -> Path:
-    """``<stem>.json`` and ``<stem>.md`` under ``out_dir``; returns the Markdown path."""
+    """``<stem>.json`` and ``<stem>.md`` under ``out_dir``, the machine's load and paths
+    tables found beside them embedded (:func:`related_tables`); returns the Markdown path."""
     related = related_tables(out_dir, stem)
     results = {**results, "command": command,
                "related": {kind: data for kind, (_, _, data) in related.items()}}
