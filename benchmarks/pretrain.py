@@ -58,15 +58,25 @@ def train_minutes(run_dir: Path) -> float:
 
 
 def checkpoint_minutes(checkpoint: Path) -> float:
-    """Training minutes a checkpoint had reached (pretraining included); for one pruned
-    since, its run's log at that step."""
+    """Training minutes a checkpoint had reached (pretraining included); for the one a
+    selecting run (``train.select: best``) chose, those of its run's newest checkpoint that
+    still selects it (choosing it took the training after it); for one pruned since, its
+    run's log at that step."""
     if checkpoint.is_file():
-        return train_minutes(checkpoint)
+        return train_minutes(newest_selecting(checkpoint))
     step = int(checkpoint.stem.split("_")[-1])
     log = checkpoint.parent.parent / "log.jsonl"
     elapsed = [e["elapsed_s"] for e in map(json.loads, log.read_text().splitlines())
                if e.get("step", -1) <= step and "elapsed_s" in e]
     return (elapsed[-1] if elapsed else 0.0) / 60
+
+
+def newest_selecting(checkpoint: Path) -> Path:
+    """The newest checkpoint beside ``checkpoint`` whose record selects it, else itself."""
+    selecting = [path for path in sorted(checkpoint.parent.glob("step_*.json"))
+                 if (read_checkpoint_record(path).get("selected") or {}).get("checkpoint")
+                 == checkpoint.name]
+    return selecting[-1] if selecting else checkpoint
 
 
 def validation_curve(run_dir: Path, offset_s: float) -> list[tuple[float, float]]:

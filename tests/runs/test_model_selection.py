@@ -166,6 +166,26 @@ def test_select_best_keeps_and_reads_the_checkpoint_of_the_best_evaluation(
                            load_file(run / "checkpoints/step_0000008.safetensors")[
                                "model/encoder.features.0.0.weight"])
     assert evaluate_checkpoint(run, episodes=4, save=False)["step"] == 4
+    # benchmarks/pretrain.py: a run started from the selected checkpoint counts the
+    # pretraining that chose it (to step 8), not only the minutes up to step 4
+    minutes = benchmark_module("pretrain", monkeypatch)
+    selected, newest = (run / "checkpoints" / name for name in checkpoint_names(run))
+    assert minutes.newest_selecting(selected) == newest
+    assert minutes.checkpoint_minutes(selected) == minutes.train_minutes(newest)
+    assert minutes.train_minutes(newest) > minutes.train_minutes(selected)
+
+
+def benchmark_module(name: str, monkeypatch):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package:
+    they import each other from their folder, put on sys.path as when they run)."""
+    import importlib.util
+    folder = Path(__file__).parents[2] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    path = folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_a_killed_selecting_run_resumes_to_the_same_selection(tmp_path, data_root, monkeypatch):
