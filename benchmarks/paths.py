@@ -37,7 +37,7 @@ from attnmeta.models import Conv4, FeatureHead, ResNet12
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.features import embed_items
 from attnmeta.speed.bound import (ConvolutionBound, convolution_bound, convolution_flops,
-                                  describe_bound)
+                                  describe_bound, operator_table)
 from attnmeta.speed.harness import best_seconds, count_flops, stable_peak
 from attnmeta.tasks import Episode
 from attnmeta.train import forward_precision
@@ -194,10 +194,7 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         if row.get("operators"):
             lines += ["", f"Where the time goes: {row['path']} (torch.profiler, self CPU time "
-                      "of one step):", "", "| operator | share | ms | calls |",
-                      "|---|---|---|---|"]
-            lines += [f"| `{op['op']}` | {op['share']:.1%} | {op['self_cpu_ms']:.0f} | "
-                      f"{op['calls']} |" for op in row["operators"]]
+                      "of one step):", "", *operator_table(row["operators"])]
             lines += ["", describe_bound(ConvolutionBound(**row["bound"]),
                                          result["peaks"]["float32"]["peak_gflops"], 0.50,
                                          timed_seconds=row["seconds"])]

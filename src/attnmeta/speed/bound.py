@@ -24,7 +24,7 @@ from typing import Callable
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["CONVOLUTION_KERNELS", "ConvolutionBound", "convolution_bound", "operator_times",
-           "convolution_flops"]
+           "operator_table", "convolution_flops", "describe_bound"]
 
 # Self CPU time of these operators is the convolution arithmetic (forward, both backward
 # products); inductor's CPU graphs call the same aten kernels for training convolutions.
@@ -56,6 +56,13 @@ def convolution_flops(run: Callable[[], object]) -> tuple[float, float]:
              for op, flops in counter.get_flop_counts().get("Global", {}).items()}
     convolution = sum(by_op.get(name, 0) for name in _CONVOLUTION_FLOP_OPS)
     return float(counter.get_total_flops()), float(convolution)
+
+
+def operator_table(operators: list[dict]) -> list[str]:
+    """The Markdown lines of a table of :func:`operator_times` rows."""
+    return ["| operator | share | ms | calls |", "|---|---|---|---|",
+            *(f"| `{op['op']}` | {op['share']:.1%} | {op['self_cpu_ms']:.0f} | {op['calls']} |"
+              for op in operators)]
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from attnmeta.speed.bound import (ConvolutionBound, convolution_bound, convolution_flops,
-                                   describe_bound)
+                                   describe_bound, operator_table)
 from attnmeta.speed.peers import PEERS, MetaStep, PeerUnavailable, reference_conv4
 from attnmeta.machine import machine_info
 from attnmeta.learners import FEAT, MAML, ProtoNet
@@ -146,9 +145,7 @@ def stable_peak(measurements: int = 3, gemm_size: int = 4096, conv_batch: int = 
 
 def count_flops(run: Callable[[], object]) -> float:
     """FLOPs of ``run()`` (forward and backward ops alike) by ``torch.utils.flop_counter``."""
-    with FlopCounterMode(display=False) as counter:
-        run()
-    return float(counter.get_total_flops())
+    return convolution_flops(run)[0]
 
 
 # -- implementations ---------------------------------------------------------------------------
@@ -278,17 +275,15 @@ def _memory_probe_main(request: str) -> None:
     print((_memory_kb("VmHWM") - baseline_kb) / 1024)
 
 
-def profile_meta_gradient(step: MetaStep, batch: Episode, flops: float,
+def profile_meta_gradient(step: MetaStep, batch: Episode, flops: tuple[float, float],
                           top: int = 10) -> dict:
-    """The ``top`` operators by self CPU time over one meta-gradient computed on the
-    calling thread (``torch.profiler``; worker threads would escape it), and what its
-    convolution kernels alone allow (:mod:`attnmeta.speed.bound`). A compiled step is
-    profiled as it runs (one worker: the calling thread); its FLOPs are the loop's."""
-    run = (lambda: step.meta_gradient(batch)) if step.compiles else (
-        lambda: step.on_one_thread(batch))
+    """The ``top`` operators by self CPU time over one meta-gradient of a step that runs on
+    the calling thread (``torch.profiler`` sees no other), and what its convolution kernels
+    alone allow (:mod:`attnmeta.speed.bound`); ``flops`` = (all, convolution), counted on
+    the loop (compiled kernels bypass the counter)."""
+    run = lambda: step.meta_gradient(batch)  # noqa: E731
     run()  # warm
-    _, conv_flops = convolution_flops(lambda: step.on_one_thread(batch))
-    bound, operators = convolution_bound(run, (flops, conv_flops), top)
+    bound, operators = convolution_bound(run, flops, top)
     return {"operators": operators, "bound": bound.as_dict()}
 
 
@@ -317,8 +312,10 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
         start = time.perf_counter()
         checks[key] = _relative_difference(_meta_gradient(step, batch), reference)
         first_call_s[key] = time.perf_counter() - start
-    flops = {key: count_flops(lambda step=step: step.on_one_thread(batch))
-             for key, step in implementations.items()}
+    # (all, convolution) FLOPs: the profiled rows' bound needs both
+    flop_split = {key: convolution_flops(lambda step=step: step.on_one_thread(batch))
+                  for key, step in implementations.items()}
+    flops = {key: split[0] for key, split in flop_split.items()}
     optimizers = {key: torch.optim.Adam(step.model.parameters(), 1e-3)
                   for key, step in implementations.items()}
     log(f"  timing {len(implementations)} implementations x {config.repeats} repeats")
@@ -343,7 +340,7 @@ def run_maml_setting(config: SpeedConfig, steps: int, first_order: bool,
         for key in PROFILED_VARIANTS:
             if key in implementations:
                 row = next(r for r in rows if r.get("key") == key)
-                row.update(profile_meta_gradient(implementations[key], batch, flops[key]))
+                row.update(profile_meta_gradient(implementations[key], batch, flop_split[key]))
     timed = [r for r in rows if "median_s" in r]
     # the peers run in float32: the ratio compares like with like only for float32 rows
     peer_rows = [r for r in timed if r["key"] in PEERS and r["key"] != "plain_loop"]
@@ -496,10 +493,7 @@ def write_report(results: dict, command: str, out_dir: Path, stem: str = "speed"
                 peer = (row["fastest_peer"], row["median_s"] * row["ratio_to_fastest_peer"])
             lines += ["", f"Where the time goes: {row['implementation']}, {row['inner_steps']} "
                       f"inner step(s), {row['order']} order (torch.profiler, self CPU time of "
-                      "one meta-batch on the calling thread):", "",
-                      "| operator | share | ms | calls |", "|---|---|---|---|"]
-            lines += [f"| `{op['op']}` | {op['share']:.1%} | {op['self_cpu_ms']:.0f} | {op['calls']} |"
-                      for op in row["operators"]]
+                      "one meta-batch on the calling thread):", "", *operator_table(row["operators"])]
             lines += ["", describe_bound(ConvolutionBound(**row["bound"]),
                                          results["peaks"]["float32"]["peak_gflops"], 0.40, peer,
                                          timed_seconds=row["median_s"])]
