@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attnmeta.evaluate import summarize
+from attnmeta.evaluate import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
 from attnmeta.runs.evaluation import episode_accuracies, requested_shape
-from attnmeta.runs.folder import run_kind
+from attnmeta.runs.pretrain import load_classes_run
 from attnmeta.learners.precision import forward_precision
 
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
@@ -35,15 +35,7 @@ SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 
 def load(run_dir: Path, data_root: str | None):
     """(config, learner, test split as the learner reads it) of a pretrain or episodic run."""
-    if run_kind(run_dir) == "pretrain":
-        from attnmeta.runs.build import load_split
-        from attnmeta.runs.pretrain import load_pretrain_run
-
-        config, learner, _, tokenizer = load_pretrain_run(run_dir, data_root)
-        return config, learner, load_split(config, config.eval.split, tokenizer)
-    from attnmeta.runs.supervised import load_run
-
-    run = load_run(run_dir, data_root)
+    run = load_classes_run(run_dir, data_root)
     if run.learner.adapts_by_gradient:
         raise SystemExit(f"{run_dir}: a {run.learner.display_name} run adapts by gradient "
                          "steps, which bfloat16 inference refuses")
@@ -51,7 +43,7 @@ def load(run_dir: Path, data_root: str | None):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--data-root", default=None)
@@ -69,7 +61,8 @@ def main() -> None:
                     per_precision[precision] = episode_accuracies(
                         learner, split, shape, args.episodes, config.eval.seed)
             full, half = per_precision["float32"], per_precision["bfloat16"]
-            low, high, paired = summarize(full), summarize(half), summarize(half - full)
+            low, high = summarize(full), summarize(half)
+            paired = paired_difference(half, full)
             a32, c32, a16, c16 = low.mean, low.ci95, high.mean, high.ci95
             difference, difference_ci = paired.mean, paired.ci95
             rows.append({"run": run_dir.name, "n_way": n_way, "k_shot": k_shot,

@@ -60,7 +60,7 @@ def shown(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps-scale", type=float, default=0.2)
     parser.add_argument("--test-tasks", type=int, default=100)
     parser.add_argument("--limit", type=float, default=240.0,

@@ -67,7 +67,7 @@ def time_steps(step_fn, parameters, repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--conv-tasks", type=int, default=8,
                         help="meta-batch for Conv4 (32 in the papers; fewer keeps this short)")

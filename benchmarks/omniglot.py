@@ -259,7 +259,7 @@ def record_rows(new_rows: list[dict], out: Path) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="+", type=Path)
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per row")
     parser.add_argument("--runs", type=Path, default=Path("runs/omniglot-bench"))

@@ -149,7 +149,7 @@ def speed_rows(results: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--float32-run", default="pretrain_conv4")
     parser.add_argument("--bfloat16-runs", nargs="+",
                         default=["pretrain_conv4_bf16", "pretrain_conv4_bf16_13min"])

@@ -192,7 +192,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(name for name, *_ in ROWS),
                         help="comma-separated row names")
     parser.add_argument("--minutes-scale", type=float, default=1.0,

@@ -387,7 +387,7 @@ def draw_attention(run_dir: Path, out: Path, command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="*", type=Path,
                         help="configs to run (none: only rewrite text.md from text.json)")
     parser.add_argument("--minutes", type=float, default=4.0,

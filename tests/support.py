@@ -96,3 +96,17 @@ def write_config(path: Path, config) -> Path:
 
     path.write_text(yaml.safe_dump(config_to_dict(config)))
     return path
+
+
+def benchmark_module(name: str, monkeypatch):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package:
+    they import each other from their folder, put on sys.path as when they run)."""
+    import importlib.util
+
+    folder = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    path = folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnmeta.evaluate import accuracy, mse, summarize
+from attnmeta.evaluate import accuracy, mse, paired_difference, summarize
 from attnmeta.learners import MAML
 from attnmeta.models import MLP
 from attnmeta.tasks import SinusoidTasks
@@ -79,6 +79,20 @@ def test_summary_is_mean_and_normal_interval():
     assert summary.n == 4
     with pytest.raises(ValueError, match="1 values: expected at least 2"):
         summarize([1.0])
+
+
+def test_paired_difference_is_the_interval_of_the_per_episode_differences():
+    # two methods right on 3 of 4 episodes each, failing on different ones: d = [1, 0, 0, -1]
+    first, second = np.array([1.0, 1.0, 1.0, 0.0]), np.array([0.0, 1.0, 1.0, 1.0])
+    paired = paired_difference(first, second)
+    assert paired.mean == pytest.approx(0.0)
+    assert paired.ci95 == pytest.approx(1.959964 * math.sqrt(2 / 3) / 2, rel=1e-6)
+    # failing on the same hard episode, a constant lead has a zero-width interval, although
+    # each method's own interval is wide
+    lead = paired_difference(np.array([1.0, 1.0, 0.5, 0.0]), np.array([0.9, 0.9, 0.4, -0.1]))
+    assert lead.mean == pytest.approx(0.1) and lead.ci95 == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"\(3,\) and \(4,\) values: expected one of each"):
+        paired_difference(np.zeros(3), np.zeros(4))
 
 
 def test_per_task_metrics():

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["Summary", "summarize", "per_task_metric", "accuracy", "mse"]
+__all__ = ["Summary", "summarize", "paired_difference", "per_task_metric", "accuracy", "mse"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,18 @@ def summarize(values: Iterable[float] | np.ndarray, confidence: float = 0.95) ->
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     std = float(array.std(ddof=1))
     return Summary(float(array.mean()), z * std / np.sqrt(array.size), int(array.size), std)
+
+
+def paired_difference(first: np.ndarray, second: np.ndarray, confidence: float = 0.95
+                      ) -> Summary:
+    """Mean ± CI of ``first - second``, two methods' values ``[E]`` on the same ``E``
+    episodes: the interval of the difference itself, narrower than the two intervals'
+    overlap suggests whenever the methods fail on the same hard episodes."""
+    first, second = np.asarray(first, float), np.asarray(second, float)
+    if first.shape != second.shape:
+        raise ValueError(f"{first.shape} and {second.shape} values: expected one of each "
+                         "per episode, on the same episodes")
+    return summarize(first - second, confidence)
 
 
 def accuracy(predictions: Tensor, targets: Tensor) -> Tensor:

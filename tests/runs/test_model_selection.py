@@ -19,7 +19,7 @@ from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict
 from attnmeta.runs.folder import read_run
 from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
 from attnmeta.tasks.data_root import DATA_ROOT_ENV_VAR
-from support import make_image_folder, one_line_error, tiny_config
+from support import benchmark_module, make_image_folder, one_line_error, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -173,19 +173,6 @@ def test_select_best_keeps_and_reads_the_checkpoint_of_the_best_evaluation(
     assert minutes.newest_selecting(selected) == newest
     assert minutes.checkpoint_minutes(selected) == minutes.train_minutes(newest)
     assert minutes.train_minutes(newest) > minutes.train_minutes(selected)
-
-
-def benchmark_module(name: str, monkeypatch):
-    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package:
-    they import each other from their folder, put on sys.path as when they run)."""
-    import importlib.util
-    folder = Path(__file__).parents[2] / "benchmarks"
-    monkeypatch.syspath_prepend(str(folder))
-    path = folder / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_killed_selecting_run_resumes_to_the_same_selection(tmp_path, data_root, monkeypatch):

@@ -27,7 +27,8 @@ from attnmeta.runs.supervised import evaluate_checkpoint, train_run
 from attnmeta.tasks import collate_episodes
 from attnmeta.tasks.augment import shift_images
 from attnmeta.tasks.image_folder import load_image_folder
-from support import make_image_folder, one_line_error, tiny_config, write_config
+from support import (benchmark_module, make_image_folder, one_line_error, tiny_config,
+                     write_config)
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "omniglot"
 
@@ -236,6 +237,27 @@ def test_a_resume_with_a_changed_init_is_refused(tmp_path, data_root):
     config.train.steps = 6
     with pytest.raises(RunError, match="other inputs.*init_checkpoint"):
         train_run(config, tmp_path / "run", resume=True, progress=False)
+
+
+def test_the_paired_benchmark_scores_two_runs_on_the_same_episodes(tmp_path, data_root,
+                                                                   pretrained, monkeypatch):
+    paired = benchmark_module("paired", monkeypatch)
+    frozen = tmp_path / "frozen"
+    train_run(frozen_config(data_root, pretrained, "feat", steps=3), frozen, progress=False)
+    (row,) = paired.compare(frozen, pretrained, 8, None, "cmd", settings=((3, 1, "none"),))
+    # each accuracy is the run's own evaluation on those seeded episodes (the naive reference)
+    alone = [evaluate(run, episodes=8, n_way=3, k_shot=1, seed=5, save=False)["accuracy"]
+             for evaluate, run in ((evaluate_checkpoint, frozen),
+                                   (evaluate_pretrain_run, pretrained))]
+    assert (row["first_accuracy"], row["second_accuracy"]) == pytest.approx(
+        [100 * a for a in alone], abs=1e-9)
+    assert row["difference"] == pytest.approx(row["first_accuracy"] - row["second_accuracy"])
+    assert row["first_minutes"] > row["second_minutes"]  # the frozen run counts its pretraining
+    # a run against itself: the same episodes, so every difference is 0 and so is its interval
+    (same,) = paired.compare(pretrained, pretrained, 8, None, "cmd",
+                             settings=((3, 1, "none"),))
+    assert (same["difference"], same["difference_ci95"]) == (0.0, 0.0)
+    assert same["verdict"].startswith("tie")
 
 
 # ------------------------------------------------------------------------ the cache

@@ -19,9 +19,8 @@ from attnmeta.out_of_scope import (SCORES, OutOfScopeEpisodes, QueryScores, choo
                                    out_of_scope_metrics, query_scores, score_episodes)
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
-from attnmeta.runs.folder import RunError, run_kind, write_result
+from attnmeta.runs.folder import RunError, write_result
 from attnmeta.runs.evaluation import check_test_shape
-from attnmeta.runs.supervised import LoadedRun, load_run
 from attnmeta.tasks import check_episode_shape
 
 __all__ = ["evaluate_out_of_scope", "chosen_threshold", "below_threshold"]
@@ -36,9 +35,10 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     """Choose the score and τ on meta-val OOS episodes, then report meta-test in-scope
     accuracy and OOS recall (mean ± 95% CI over ``episodes`` seeded episodes); with ``save``
     writes ``eval_test_oos_<N>w<K>s.json`` beside the run's other results."""
+    from attnmeta.runs.pretrain import load_classes_run
     from attnmeta.tasks.intents import load_out_of_scope_tokens
 
-    run = _load_classes_run(Path(checkpoint), data_root)
+    run = load_classes_run(Path(checkpoint), data_root)
     config = run.config
     if config.data.dataset != "clinc150":
         raise RunError(f"--oos needs out-of-scope utterances: data.dataset="
@@ -83,16 +83,6 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     }
     result["written_to"] = write_result(result) if save else None
     return result
-
-
-def _load_classes_run(checkpoint: Path, data_root: str | None) -> LoadedRun:
-    """An episodic run, or a pretrain run (its prototypes over the encoder), read back."""
-    if run_kind(checkpoint) == "pretrain":
-        from attnmeta.runs.pretrain import load_pretrain_run
-
-        config, learner, record, tokenizer = load_pretrain_run(checkpoint, data_root)
-        return LoadedRun(config, learner, record, tokenizer)
-    return load_run(checkpoint, data_root)
 
 
 def chosen_threshold(run_dir: Path) -> dict[str, Any] | None:

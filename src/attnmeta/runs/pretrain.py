@@ -33,18 +33,18 @@ from attnmeta.learners import ClassBatch, SupervisedClassifier
 from attnmeta.runs.build import build_classifier, build_optimizer, is_text, load_split
 from attnmeta.runs.config import (ConfigError, PretrainConfig, config_to_dict)
 from attnmeta.runs.features import embed_items
-from attnmeta.runs.folder import read_run
+from attnmeta.runs.folder import read_run, run_kind
 from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
 from attnmeta.runs.rl import stream_seed
 from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, in_training_evaluation,
                                       requested_shape, selection_metric)
-from attnmeta.runs.supervised import learning_rate
+from attnmeta.runs.supervised import LoadedRun, learning_rate, load_run
 from attnmeta.tasks import LabelledSplit, check_episode_shape
 from attnmeta.tasks.augment import AUGMENTATIONS, random_shifts
 from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["KIND", "RESUMABLE", "class_batches", "train_pretrain",
-           "load_pretrain_run", "evaluate_pretrain_run"]
+           "load_pretrain_run", "load_classes_run", "evaluate_pretrain_run"]
 
 KIND = "pretrain"
 RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.backward_chunk",
@@ -180,6 +180,15 @@ def load_pretrain_run(path: Path, data_root: str | None = None
     record["path"] = str(json_path)
     learner.eval()
     return config, learner, record, tokenizer
+
+
+def load_classes_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
+    """An episodic run, or a pretrain run (its prototypes over the encoder), read back: what
+    evaluates on episodes of classes whichever kind trained it."""
+    if run_kind(checkpoint) == KIND:
+        config, learner, record, tokenizer = load_pretrain_run(checkpoint, data_root)
+        return LoadedRun(config, learner, record, tokenizer)
+    return load_run(checkpoint, data_root)
 
 
 def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: int | None = None,

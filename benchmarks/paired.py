@@ -1,0 +1,186 @@
+"""Two trained runs on the same seeded Omniglot test episodes: each one's accuracy and the
+difference between them, paired by episode, with its own 95% CI — issue 13's "at equal total
+training time an attention fusion beats ProtoNet; say by how much, with CIs, on the same
+episodes".
+
+    python benchmarks/paired.py runs/incontext_frozen_20w1s runs/pretrain_conv4_bf16_equal \
+        [--episodes 1000] [--data-root ../shared/data] [--out benchmarks/results]
+
+Either run may be a pretrain run (prototypes over its frozen encoder) or an episodic one.
+Both read the same test split (checked: the same classes and labels, so the same seed draws
+the same episodes) in every setting both can take. Two methods tend to fail on the same hard
+episodes, so the difference's interval is narrower than the two accuracies' intervals would
+suggest: "ahead" below means that interval excludes zero. Training minutes include the
+pretraining a run started from. Rows of earlier invocations are kept (keyed by the two runs
+and the setting); writes ``paired.json``, ``paired.md`` and ``paired.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
+from attnmeta.evaluate import paired_difference, summarize
+from attnmeta.files import atomic_write_bytes
+from attnmeta.machine import describe_machine
+from attnmeta.runs.evaluation import episode_accuracies, requested_shape
+from attnmeta.runs.pretrain import load_classes_run
+from pretrain import LAKE_SETTINGS, PUBLISHED, SETTINGS, train_minutes  # benchmarks/ on sys.path
+
+
+def training_commands(checkpoint: Path) -> list[str]:
+    """The commands that trained ``checkpoint``'s run, its ``model.init`` run's first."""
+    record = read_checkpoint_record(checkpoint)
+    init = (record.get("inputs") or {}).get("init_checkpoint")
+    earlier = training_commands(Path(init)) if init and Path(init).is_file() else []
+    return earlier + [record.get("command", "")]
+
+
+def row_key(row: dict) -> tuple:
+    """What identifies a row across invocations: the two runs and the setting."""
+    return row["first"], row["second"], row["n_way"], row["k_shot"], row["within"]
+
+
+def verdict(row: dict) -> str:
+    """Which run is ahead: the paired interval excludes zero, or a tie."""
+    low = row["difference"] - row["difference_ci95"]
+    high = row["difference"] + row["difference_ci95"]
+    return ("first ahead" if low > 0 else "second ahead" if high < 0
+            else "tie (the interval holds 0)")
+
+
+def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | None,
+            command: str, settings: Sequence[tuple[int, int, str]] | None = None
+            ) -> list[dict]:
+    """One row per setting (``(n_way, k_shot, within)``; default the four Omniglot ones, or
+    Lake's for a run of that protocol) both runs take: accuracies on the same episodes and
+    their paired difference (first − second), in %."""
+    first, second = (load_classes_run(run_dir, data_root) for run_dir in (first_dir, second_dir))
+    split_name = first.config.eval.split
+    splits = [run.learner_split(split_name) for run in (first, second)]
+    if (not torch.equal(splits[0].labels, splits[1].labels)
+            or list(splits[0].class_names) != list(splits[1].class_names)):
+        raise SystemExit(f"Error: {first_dir} and {second_dir} read different {split_name} "
+                         "splits: expected the same data set, protocol and split, so that "
+                         "the same seed draws the same episodes")
+    seed = first.config.eval.seed
+    lake = first.config.data.protocol == "lake"
+    rows = []
+    for n_way, k_shot, within in settings or (LAKE_SETTINGS if lake else SETTINGS):
+        shape = requested_shape(first.config, n_way, k_shot, within)
+        if any(run.learner.needs_head and run.config.data.train.n_way != n_way
+               for run in (first, second)):
+            continue  # a head of n_way outputs takes only its own setting
+        values = [episode_accuracies(run.learner, split, shape, episodes, seed)
+                  for run, split in zip((first, second), splits)]
+        one, other = summarize(values[0]), summarize(values[1])
+        difference = paired_difference(values[0], values[1])
+        row = {"first": first_dir.name, "second": second_dir.name,
+               "first_learner": first.learner.display_name,
+               "second_learner": second.learner.display_name,
+               "first_step": first.record["step"], "second_step": second.record["step"],
+               "first_minutes": train_minutes(first_dir),
+               "second_minutes": train_minutes(second_dir),
+               "n_way": n_way, "k_shot": k_shot, "within": within, "q_query": shape.q_query,
+               "episodes": episodes, "episode_seed": seed,
+               "first_accuracy": 100 * one.mean, "first_ci95": 100 * one.ci95,
+               "second_accuracy": 100 * other.mean, "second_ci95": 100 * other.ci95,
+               "difference": 100 * difference.mean, "difference_ci95": 100 * difference.ci95,
+               "first_better_episodes": int(np.sum(values[0] > values[1])),
+               "second_better_episodes": int(np.sum(values[0] < values[1])),
+               "published": PUBLISHED.get((n_way, k_shot, within), (None,))[0],
+               "trained_by": {run_dir.name: training_commands(Path(run.record["path"]))
+                              for run_dir, run in ((first_dir, first), (second_dir, second))},
+               "command": command, "machine": describe_machine()}
+        row["verdict"] = verdict(row)
+        print(f"{n_way}w{k_shot}s {within}: {row['first_accuracy']:.2f} vs "
+              f"{row['second_accuracy']:.2f}, difference {row['difference']:+.2f} ± "
+              f"{row['difference_ci95']:.2f} ({row['verdict']})", flush=True)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["# Two runs on the same test episodes (paired differences)", "",
+             "Omniglot test episodes drawn by the same seed for both runs; accuracy % ± 95% CI "
+             "over the episodes; the difference is first − second, paired by episode, with "
+             "the 95% CI of that difference (normal approximation, as the accuracies). "
+             "\"ahead\": the difference's interval excludes 0. Training minutes include "
+             "pretraining.", "",
+             "| first (train min) | second (train min) | setting | first | second | "
+             "difference | episodes first / second better | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        setting = f"{row['n_way']}w{row['k_shot']}s" + (
+            "" if row["within"] == "none" else f" within {row['within']}")
+        lines.append(
+            f"| {row['first']} ({row['first_minutes']:.1f}) | {row['second']} "
+            f"({row['second_minutes']:.1f}) | {setting} | {row['first_accuracy']:.2f} ± "
+            f"{row['first_ci95']:.2f} | {row['second_accuracy']:.2f} ± {row['second_ci95']:.2f}"
+            f" | {row['difference']:+.2f} ± {row['difference_ci95']:.2f} | "
+            f"{row['first_better_episodes']} / {row['second_better_episodes']} of "
+            f"{row['episodes']} | {row['verdict']} |")
+    commands = sorted({row["command"] for row in rows})
+    trained = sorted({c for row in rows for cs in row["trained_by"].values() for c in cs if c})
+    machines = sorted({row["machine"] for row in rows})
+    lines += ["", "Commands:", "", *(f"- `{c}`" for c in commands), "", "Trained by:", "",
+              *(f"- `{c}`" for c in trained), "", f"Machine: {'; '.join(machines)}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    """The paired difference ± its 95% CI for each pair and setting, against zero."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['first']} − {r['second']}\n{r['n_way']}w{r['k_shot']}s"
+              + ("" if r["within"] == "none" else f" within {r['within']}") for r in rows]
+    figure, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.4))
+    positions = np.arange(len(rows))[::-1]
+    ax.errorbar([r["difference"] for r in rows], positions,
+                xerr=[r["difference_ci95"] for r in rows], fmt="o", capsize=4)
+    ax.axvline(0, color="grey", linestyle="--")
+    ax.set_yticks(positions, labels, fontsize=7)
+    ax.set_xlabel("accuracy difference, percentage points (paired 95% CI)")
+    ax.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding omniglot/ (default: $ATTNMETA_DATA, as the runs)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    for run_dir in (args.first, args.second):
+        resolve_checkpoint(run_dir)  # a missing or empty run fails before any evaluation
+    rows = compare(args.first, args.second, args.episodes, args.data_root, command)
+    # read only now: another invocation may have written rows while this one evaluated
+    path = args.out / "paired.json"
+    saved = json.loads(path.read_text()) if path.is_file() else []
+    merged = {row_key(r): r for r in saved + rows}
+    ordered = [merged[k] for k in sorted(merged)]
+    atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
+    atomic_write_bytes(args.out / "paired.md", markdown(ordered).encode())
+    plot(ordered, args.out / "paired.png")
+    print(f"wrote {path}, {args.out / 'paired.md'} and {args.out / 'paired.png'}")
+
+
+if __name__ == "__main__":
+    main()
