@@ -31,7 +31,7 @@ from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
 from attnmeta.evaluate import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
-from attnmeta.runs.evaluation import episode_accuracies, requested_shape
+from attnmeta.runs.evaluation import episode_accuracies, requested_shape, takes_n_way
 from attnmeta.runs.pretrain import load_classes_run
 from pretrain import LAKE_SETTINGS, PUBLISHED, SETTINGS, train_minutes  # benchmarks/ on sys.path
 
@@ -76,9 +76,8 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
     rows = []
     for n_way, k_shot, within in settings or (LAKE_SETTINGS if lake else SETTINGS):
         shape = requested_shape(first.config, n_way, k_shot, within)
-        if any(run.learner.needs_head and run.config.data.train.n_way != n_way
-               for run in (first, second)):
-            continue  # a head of n_way outputs takes only its own setting
+        if not all(takes_n_way(run.learner, run.config, n_way) for run in (first, second)):
+            continue
         values = [episode_accuracies(run.learner, split, shape, episodes, seed)
                   for run, split in zip((first, second), splits)]
         one, other = summarize(values[0]), summarize(values[1])

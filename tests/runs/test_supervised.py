@@ -15,7 +15,7 @@ from attnmeta.checkpoint import CheckpointError, load_checkpoint
 from attnmeta.cli import main
 from attnmeta.runs.build import build_learner
 from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, load_config
-from attnmeta.runs.supervised import RunError, evaluate_checkpoint, train_run
+from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
 from support import make_image_folder, one_line_error, tiny_config
 
 
@@ -162,6 +162,21 @@ def test_cli_train_eval_and_one_line_errors(tmp_path, data_root):
                     tmp_path / "z", "--no-progress"], "does not exist")
     one_line_error(["eval", tmp_path / "no-run"], "does not exist")
     one_line_error(["train", tmp_path / "nope.yaml"], "config file")
+
+
+def test_a_head_of_n_outputs_takes_only_its_training_n_way(tmp_path, data_root):
+    from attnmeta.runs.evaluation import takes_n_way
+
+    out = tmp_path / "maml"
+    train_run(tiny_config(data_root, "maml", steps=2), out, progress=False)
+    run = load_run(out)
+    assert takes_n_way(run.learner, run.config, 3) and not takes_n_way(run.learner, run.config, 4)
+    one_line_error(["eval", out, "--n-way", "4", "--no-progress"],
+                   "n_way=4 at test but the maml head has 3 outputs")
+    protonet = tmp_path / "protonet"
+    train_run(tiny_config(data_root, "protonet", steps=2), protonet, progress=False)
+    run = load_run(protonet)
+    assert takes_n_way(run.learner, run.config, 4)  # prototypes take any number of classes
 
 
 def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):

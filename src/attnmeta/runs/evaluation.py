@@ -20,8 +20,8 @@ from attnmeta.runs.config import EpisodeConfig
 from attnmeta.runs.folder import RunError, write_result
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
-__all__ = ["check_test_shape", "episode_accuracies", "requested_shape", "result_name",
-           "in_training_evaluation", "accuracy_result", "FinetuneOptions"]
+__all__ = ["takes_n_way", "check_test_shape", "episode_accuracies", "requested_shape",
+           "result_name", "in_training_evaluation", "accuracy_result", "FinetuneOptions"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,15 @@ class FinetuneOptions:
         return SupportFinetuning(learner, self.steps, self.lr, random_shifts(self.shift), seed)
 
 
+def takes_n_way(learner: MetaLearner, config: Any, n_way: int) -> bool:
+    """Whether the run's learner can classify ``n_way`` classes: any number, unless it has a
+    head of the training ``n_way`` outputs."""
+    return not learner.needs_head or n_way == config.data.train.n_way
+
+
 def check_test_shape(learner: MetaLearner, config: Any, shape: EpisodeConfig) -> None:
     """A learner with an ``n_way``-output head can only be tested on that many classes."""
-    if learner.needs_head and shape.n_way != config.data.train.n_way:
+    if not takes_n_way(learner, config, shape.n_way):
         raise RunError(f"n_way={shape.n_way} at test but the {config.learner.name} head has "
                        f"{config.data.train.n_way} outputs: expected the training n_way")
 
