@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
+from attnmeta.cli import USER_ERRORS
 from attnmeta.evaluate import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
@@ -62,13 +63,14 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
             ) -> list[dict]:
     """One row per setting (``(n_way, k_shot, within)``; default the four Omniglot ones, or
     Lake's for a run of that protocol) both runs take: accuracies on the same episodes and
-    their paired difference (first − second), in %."""
+    their paired difference (first − second), in %. ValueError if the two runs read
+    different test splits (the same seed would draw different episodes)."""
     first, second = (load_classes_run(run_dir, data_root) for run_dir in (first_dir, second_dir))
     split_name = first.config.eval.split
     splits = [run.learner_split(split_name) for run in (first, second)]
     if (not torch.equal(splits[0].labels, splits[1].labels)
             or list(splits[0].class_names) != list(splits[1].class_names)):
-        raise SystemExit(f"Error: {first_dir} and {second_dir} read different {split_name} "
+        raise ValueError(f"{first_dir} and {second_dir} read different {split_name} "
                          "splits: expected the same data set, protocol and split, so that "
                          "the same seed draws the same episodes")
     seed = first.config.eval.seed
@@ -166,9 +168,22 @@ def main() -> None:
                         help="folder holding omniglot/ (default: $ATTNMETA_DATA, as the runs)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    try:
+        evaluate_and_record(args, "python " + " ".join(shlex.quote(a) for a in sys.argv))
+    except USER_ERRORS as error:  # bad input: one line, never a traceback
+        raise SystemExit("Error: " + " ".join(str(error).split()))
+
+
+def evaluate_and_record(args: argparse.Namespace, command: str) -> None:
+    """Compare the two runs and merge the rows into ``paired.{json,md,png}`` under --out."""
+    # what would fail after the evaluations fails before them: the episodes, the runs, --out
+    if args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}: expected an integer >= 1")
     for run_dir in (args.first, args.second):
-        resolve_checkpoint(run_dir)  # a missing or empty run fails before any evaluation
+        resolve_checkpoint(run_dir)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file: expected a folder for the results")
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = compare(args.first, args.second, args.episodes, args.data_root, command)
     # read only now: another invocation may have written rows while this one evaluated
     path = args.out / "paired.json"

@@ -260,6 +260,36 @@ def test_the_paired_benchmark_scores_two_runs_on_the_same_episodes(tmp_path, dat
     assert same["verdict"].startswith("tie")
 
 
+def test_the_paired_benchmark_refuses_bad_input_in_one_line_before_evaluating(
+        tmp_path, data_root, pretrained, monkeypatch):
+    paired = benchmark_module("paired", monkeypatch)
+    out = tmp_path / "results"
+
+    def error_of(*args) -> str:
+        monkeypatch.setattr(sys, "argv", ["paired.py", *map(str, args), "--out", str(out)])
+        with pytest.raises(SystemExit) as exit_:
+            paired.main()
+        (line,) = str(exit_.value.code).splitlines()
+        assert line.startswith("Error: ")
+        return line
+
+    assert "--episodes 0: expected an integer >= 1" in error_of(pretrained, pretrained,
+                                                                 "--episodes", "0")
+    assert "--episodes -3" in error_of(pretrained, pretrained, "--episodes", "-3")
+    assert "does not exist" in error_of(pretrained, tmp_path / "no-run")
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.setattr(sys, "argv", ["paired.py", str(pretrained), str(pretrained),
+                                      "--out", str(tmp_path / "notes.txt")])
+    with pytest.raises(SystemExit, match="Error: --out .*notes.txt is a file: expected a folder"):
+        paired.main()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    other = tmp_path / "other"  # a pretraining on another image folder: other test classes
+    train_pretrain(tiny_pretrain(make_image_folder(tmp_path / "images", classes=7)), other,
+                   progress=False)
+    assert "read different test splits" in error_of(pretrained, other, "--episodes", "2")
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
 # ------------------------------------------------------------------------ the cache
 def test_protonet_on_cached_features_predicts_as_protonet_over_the_frozen_encoder(data_root):
     torch.manual_seed(0)
