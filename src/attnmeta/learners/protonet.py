@@ -32,21 +32,27 @@ class ProtoNet(EpisodeLearner):
     """Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017).
 
     Embeds support and query with ``encoder``; each class is the mean of its support
-    embeddings; logits are negative squared Euclidean distances to the prototypes.
+    embeddings; logits are negative squared Euclidean distances to the prototypes, or
+    cosines (``distance="cosine"``, Chen et al., ICLR 2019), divided by ``temperature``: it
+    leaves every prediction as it is and sets how sure the probabilities are (cosines lie in
+    [-1, 1], so at temperature 1 even a clear match gets a flat softmax).
     """
 
     display_name: ClassVar[str] = "Prototypical Networks"
 
     def __init__(self, encoder: nn.Module,
-                 distance: Literal["sqeuclidean", "cosine"] = "sqeuclidean") -> None:
+                 distance: Literal["sqeuclidean", "cosine"] = "sqeuclidean",
+                 temperature: float = 1.0) -> None:
         super().__init__()
         if distance not in ("sqeuclidean", "cosine"):
             raise ValueError(f"distance={distance!r}: expected 'sqeuclidean' or 'cosine'")
         self.encoder = encoder
         self.distance = distance
+        self.temperature = temperature
 
     def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
                              ) -> Tensor:
         """Query logits ``[T, Q, N]`` from embeddings ``[T, S, D]``, ``[T, Q, D]``."""
         n_way = class_count(support_y)
-        return prototype_logits(query_z, prototypes(support_z, support_y, n_way), self.distance)
+        return prototype_logits(query_z, prototypes(support_z, support_y, n_way),
+                                self.distance) / self.temperature

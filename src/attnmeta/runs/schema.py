@@ -161,7 +161,7 @@ class LearnerConfig:
     fce_steps: int = setting(5, at_least=1, at_most=100)
     heads: int = setting(1, at_least=1, at_most=64)      # feat: set-to-set heads
     dropout: float = setting(0.5, **PROBABILITY)         # feat / incontext
-    temperature: float = setting(1.0, above=0.0)         # feat
+    temperature: float = setting(1.0, above=0.0)         # feat; protonet: logits / it
     aux_temperature: float = setting(1.0, above=0.0)     # feat: regulariser's logits
     balance: float = setting(0.1, at_least=0.0)          # feat: weight of the regulariser
     # incontext: label vectors from each class's support (learned) or CAML's fixed ELMES

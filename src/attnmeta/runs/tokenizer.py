@@ -34,6 +34,10 @@ def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
         return tokenizer_from_pretrained(config.model.hf_path)
     if config.model.backbone == "wordllama":  # data.vocab_size is not read: it has 32,000
         return wordllama_tokenizer()
+    if config.model.backbone == "minilm":  # its WordPiece, cutting at data.max_length
+        from attnmeta.models.minilm import minilm_tokenizer
+
+        return minilm_tokenizer(config.data.max_length)
     tokenizer = train_tokenizer(meta_train_texts(config.data.dataset, config.data.root),
                                 config.data.vocab_size)
     if tokenizer.pad_id != 0:  # the text encoders are built with padding id 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections import Counter
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["LabelledImages", "load_image_folder", "load_image", "IMAGE_SUFFIXES"]
+__all__ = ["LabelledImages", "load_image_folder", "load_image", "IMAGE_SUFFIXES", "FITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,23 @@ class LabelledImages:
         return self.images
 
 
+# Geometry of a decoded image: how a picture of another shape becomes S x S
+FITS = ("resize", "crop", "pad")
+_FIT_HELP = ("'resize' (squash to S x S), 'crop' (shorter side to S, centre S x S kept) or "
+             "'pad' (longer side to S, padded with white)")
+# modes holding an alpha channel; a palette or a L/RGB image may also name a transparent
+# colour in image.info["transparency"]
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_WHITE = {"L": 255, "RGB": (255, 255, 255), "F": 1.0}
+
+
+def check_fit(fit: str) -> str:
+    """``fit`` itself if it is one of :data:`FITS`, else a ``ValueError`` naming it."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}: expected {_FIT_HELP}")
+    return fit
+
+
 def _changes_colour(mode: str, channels: int) -> bool:
     """Whether reading an image stored in PIL ``mode`` for a ``channels``-channel model
     drops its colour (colour -> grey) or invents channels (grey -> RGB)."""
@@ -44,14 +62,99 @@ def _changes_colour(mode: str, channels: int) -> bool:
     return grey if channels == 3 else not grey
 
 
-def _read_image(path: Path, image_size: int, channels: int) -> tuple[np.ndarray, str]:
-    """:func:`load_image`'s array, and the PIL mode the file was stored in (e.g. "RGB")."""
+def _high_bit_values(image: Image.Image) -> np.ndarray:
+    """A 16-bit or 32-bit grey image (``I;16*``, ``I``, ``F``) as float32 in [0, 1], scaled
+    by the range of the data's type, never clipped at 255: a 16-bit PNG pixel of 32768
+    reads 0.5. ``I`` holds any integer data: non-negative values within 0..65535 are taken
+    as unsigned 16-bit (what older PILs give for a 16-bit PNG), larger ones by the type's
+    positive range (0..2**31 - 1); data with negative values as signed 16-bit if it fits,
+    else as signed 32-bit. ``F`` within [0, 1] is kept, within [0, 255] or [0, 65535] is
+    taken as 8- or 16-bit values, else its own minimum and maximum map to 0 and 1. A pixel
+    of the colour ``image.info["transparency"]`` names reads white."""
+    raw = np.asarray(image)
+    values = raw.astype(np.float64)
+    if image.mode == "F":
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if raw.dtype.kind == "f":
+        if low >= 0 and high <= 1:
+            pass
+        elif low >= 0 and high <= 255:
+            values = values / 255.0
+        elif low >= 0 and high <= 65535:
+            values = values / 65535.0
+        else:
+            values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    elif low >= 0:  # unsigned: 16-bit if it fits, else the type's whole positive range
+        values = values / (65535.0 if high <= 65535 else float(np.iinfo(raw.dtype).max))
+    elif low >= -32768 and high <= 32767:
+        values = (values + 32768.0) / 65535.0
+    else:
+        values = (values + 2.0 ** 31) / (2.0 ** 32 - 1)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, (int, float)) and not isinstance(transparent, bool):
+        values[raw == transparent] = 1.0
+    return np.clip(values, 0.0, 1.0).astype(np.float32)
+
+
+def _opaque(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` as the ``L`` or ``RGB`` image a person sees (``channels`` 1 or 3), or as an
+    ``F`` image in [0, 1] for 16- and 32-bit grey. Transparent parts are white; a palette
+    image is read through its palette; CMYK, YCbCr and 1-bit images are converted."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_high_bit_values(image), mode="F")
+    if mode in ("P", "PA") or mode in _ALPHA_MODES or "transparency" in image.info:
+        grey = mode in _GREY_MODES
+        image = image.convert("LA" if grey else "RGBA")
+        base = "L" if grey else "RGB"
+        background = Image.new(base, image.size, _WHITE[base])
+        # paste with a mask blends: alpha * colour + (1 - alpha) * white
+        background.paste(image.convert(base), mask=image.getchannel("A"))
+        image = background
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _fit_square(image: Image.Image, size: int, fit: str) -> Image.Image:
+    """``image`` (``L``, ``RGB`` or ``F``) as ``size`` x ``size`` by ``fit`` (see FITS)."""
+    width, height = image.size
+    if fit == "resize":
+        return image.resize((size, size), Image.Resampling.LANCZOS)
+    if fit == "crop":
+        side = min(width, height)
+        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+        return image.resize((size, size), Image.Resampling.LANCZOS, box=box)
+    scale = size / max(width, height)
+    inner = (max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale))))
+    canvas = Image.new(image.mode, (size, size), _WHITE[image.mode])
+    canvas.paste(image.resize(inner, Image.Resampling.LANCZOS),
+                 ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return canvas
+
+
+def _read_image(path: Path | io.BytesIO, image_size: int, channels: int,
+                fit: str = "resize") -> tuple[np.ndarray, str]:
+    """:func:`load_image`'s array, and the PIL mode the file was stored in (e.g. "RGB").
+
+    The one place a file becomes pixels: its EXIF orientation is applied, transparency is
+    composited onto white, 16-bit data is scaled by value, and a large JPEG is decoded by
+    libjpeg at a reduced scale (still at least twice ``image_size`` on each side, as PIL's
+    own thumbnails do) before ``fit`` makes it ``image_size`` square.
+    """
+    check_fit(fit)
     try:
         with Image.open(path) as image:
             mode = image.mode
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
-            array = np.asarray(image, dtype=np.float32) / 255.0
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (2 * image_size, 2 * image_size))
+            ImageOps.exif_transpose(image, in_place=True)
+            picture = _fit_square(_opaque(image, channels), image_size, fit)
+            if picture.mode == "F":
+                array = np.clip(np.asarray(picture, dtype=np.float32), 0.0, 1.0)
+                if channels == 3:
+                    array = np.repeat(array[:, :, None], 3, axis=2)
+            else:
+                array = np.asarray(picture, dtype=np.float32) / 255.0
     except Image.DecompressionBombError as error:
         # PIL's message: "Image size (N pixels) exceeds limit of M pixels, could be ..."
         numbers = re.findall(r"\d+", str(error))
@@ -59,30 +162,37 @@ def _read_image(path: Path, image_size: int, channels: int) -> tuple[np.ndarray,
         raise ValueError(f"image {path} is too large: {size} PIL decodes safely (a possible "
                          f"decompression bomb); shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS "
                          f"if you trust the file") from None
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        # ValueError: a mode PIL cannot convert (e.g. LAB), or a corrupt EXIF block
         raise ValueError(f"cannot read image {path}: {error}") from None
     return (array[None] if channels == 1 else array.transpose(2, 0, 1)), mode
 
 
-def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """One image as ``[channels, image_size, image_size]`` float32 in [0, 1].
+def load_image(path: Path, image_size: int, channels: int, fit: str = "resize") -> np.ndarray:
+    """One image as ``[channels, image_size, image_size]`` float32 in [0, 1], read as a
+    person sees it (EXIF orientation, transparency on white, 16-bit by value), made square
+    by ``fit`` (one of :data:`FITS`: "resize" squashes, "crop" keeps the centre square,
+    "pad" keeps the whole picture on white).
 
     Raises ``ValueError`` naming the file if it is not a readable image, or is so large
-    that PIL refuses to decode it (``Image.DecompressionBombError``).
+    that PIL refuses to decode it (``Image.DecompressionBombError``), and for an unknown
+    ``fit``.
     """
-    return _read_image(path, image_size, channels)[0]
+    return _read_image(path, image_size, channels, fit)[0]
 
 
 def load_image_folder(root: str | Path, split: str | None = "train", image_size: int = 28,
-                      channels: int = 1) -> LabelledImages:
+                      channels: int = 1, *, fit: str = "resize") -> LabelledImages:
     """Read ``root/<split>/<class>/*`` (or ``root/<class>/*`` if ``split`` is None) as
     ``images [N, channels, image_size, image_size]`` float32 in [0, 1] and ``labels [N]``.
 
     Each sub-folder is a class; its name is the class name. Classes are sorted by name so
     the label of a class never depends on the file system's listing order. Images stored
     with other channels than the model reads (colour for a 1-channel model, grey for a
-    3-channel one) are converted, and one warning per split says how many.
+    3-channel one) are converted, and one warning per split says how many. ``fit`` makes
+    each image square as :func:`load_image` does.
     """
+    check_fit(fit)
     folder = Path(root) if split is None else Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -99,7 +209,7 @@ def load_image_folder(root: str | Path, split: str | None = "train", image_size:
             raise ValueError(f"class folder {class_dir} holds no images: expected files "
                              f"ending in {sorted(IMAGE_SUFFIXES)}")
         for path in files:
-            array, mode = _read_image(path, image_size, channels)
+            array, mode = _read_image(path, image_size, channels, fit)
             images.append(array)
             if _changes_colour(mode, channels):
                 converted[mode] += 1

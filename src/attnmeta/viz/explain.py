@@ -5,6 +5,9 @@ model used drawn on it: the picture behind ``attnmeta explain`` and the web page
   example is framed in a colour, and labelled with the weight, of its attention.
 - Patch attention (MAML / Reptile over a vision transformer): a heat map over the query.
 - FEAT's prototype-to-prototype attention: a class x class matrix.
+- A convolutional encoder's class similarity (a built-in encoder such as EfficientNet-Lite0):
+  for the likeliest classes, where in the query its features match the class's prototype,
+  as a heat map over the photo.
 - Every model: the query's probabilities over the fitted classes.
 
 The weights drawn are the arguments, unchanged (the caller passes what the model computed).
@@ -48,6 +51,9 @@ def plot_explanation(query: Tensor | str, support: Tensor | list[str], support_l
     if isinstance(query, str):
         return _plot_text(query, support, support_labels, class_names, probabilities, maps,
                           title, query_tokens)
+    if "class_similarity" in maps:
+        return _plot_similarity(query, support, support_labels, class_names, probabilities,
+                                maps["class_similarity"], title)
     weights = maps["query_support"][0] if "query_support" in maps else None
     shown = list(range(min(len(support_labels), MAX_SUPPORT_SHOWN)))
     if weights is not None:  # the most attended first, where not all can be shown
@@ -109,6 +115,57 @@ def plot_explanation(query: Tensor | str, support: Tensor | list[str], support_l
                 "query\nwith class prototypes")
         ax.text(0.0, 0.5, note, fontsize=8, va="center")
     return figure
+
+
+def _plot_similarity(query: Tensor, support: Tensor, support_labels: list[str],
+                     class_names: list[str], probabilities: Tensor, similarity: Tensor,
+                     title: str, classes_shown: int = 3) -> Figure:
+    """The query with, for each of its ``classes_shown`` likeliest classes, the map of
+    ``similarity [N, h, w]`` over it (bilinear, one colour scale for all, so the maps
+    compare) and that class's first support images; the probabilities as bars. Sized to be
+    read where it is shown: few panels, text of 10 points and more."""
+    import torch.nn.functional as F
+
+    order = probabilities.detach().float().cpu().argsort(descending=True)[:classes_shown]
+    height, width = query.shape[-2:]
+    maps = F.interpolate(similarity.detach().float().cpu()[None], size=(height, width),
+                         mode="bilinear", align_corners=False)[0]
+    low, high = float(maps[order].min()), float(maps[order].max())
+    thumbs = 3
+    figure = plt.figure(figsize=(10, 2.9 * len(order) + 0.6), constrained_layout=True)
+    grid = figure.add_gridspec(len(order), 2 + thumbs, width_ratios=[1.4, 1.4] + [1] * thumbs)
+    figure.suptitle(title, fontsize=14)
+    for row, c in enumerate(order.tolist()):
+        ax = figure.add_subplot(grid[row, 0])
+        _image(ax, query)
+        picture = ax.imshow(maps[c].numpy(), cmap="inferno", alpha=0.55, vmin=low, vmax=high,
+                            extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        ax.set_title(f"where it looks like\n{class_names[c]}", fontsize=11)
+        ax = figure.add_subplot(grid[row, 1])
+        if row:  # the probabilities once, beside the likeliest class
+            ax.axis("off")
+            ax.text(0.0, 0.5, f"{class_names[c][:24]}\n{float(probabilities[c]):.1%}",
+                    fontsize=11, va="center")
+        else:
+            _probability_bars(ax, probabilities, class_names, order, c)
+        examples = [i for i, label in enumerate(support_labels) if label == class_names[c]]
+        for slot, i in enumerate(examples[:thumbs]):
+            ax = figure.add_subplot(grid[row, 2 + slot])
+            _image(ax, support[i])
+            ax.set_title(f"{class_names[c][:16]}" if slot == 0 else "", fontsize=10)
+    figure.colorbar(picture, ax=figure.axes[0], shrink=0.8, label="cosine to the prototype")
+    return figure
+
+
+def _probability_bars(ax, probabilities: Tensor, class_names: list[str], order: Tensor,
+                      marked: int) -> None:
+    ax.barh(range(len(order)), probabilities.detach().float().cpu()[order].numpy(),
+            color=["tab:orange" if int(k) == marked else "tab:blue" for k in order])
+    ax.set_yticks(range(len(order)), [class_names[int(k)][:18] for k in order], fontsize=10)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.tick_params(axis="x", labelsize=9)
+    ax.set_title("probability", fontsize=11)
 
 
 def figure_png(figure: Figure, dpi: int = 110) -> bytes:
