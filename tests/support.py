@@ -110,3 +110,22 @@ def benchmark_module(name: str, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def make_photo_folder(root: Path) -> tuple[Path, Path]:
+    """Real colour photos (scikit-image's samples: a cat, a coffee cup, a rocket, an
+    astronaut): ``root/support/<class>/{photo,mirrored}.jpg`` and one held-out crop of each
+    in ``root/queries/<class>.jpg``; returns the two folders."""
+    from skimage import data
+
+    photos = {"cat": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket(),
+              "astronaut": data.astronaut()}
+    support, queries = root / "support", root / "queries"
+    queries.mkdir(parents=True)
+    for name, pixels in photos.items():
+        (support / name).mkdir(parents=True)
+        Image.fromarray(pixels).save(support / name / "photo.jpg")
+        Image.fromarray(np.ascontiguousarray(pixels[:, ::-1])).save(support / name / "mirrored.jpg")
+        height, width = pixels.shape[:2]
+        Image.fromarray(pixels[height // 8:, width // 8:]).save(queries / f"{name}.jpg")
+    return support, queries
