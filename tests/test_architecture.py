@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "attnmeta"
-MAX_UNIT_EDGES = 60       # between the package's top-level parts (modules and subpackages)
+# between the package's top-level parts (modules and subpackages); 61 since fewshot's
+# built-in encoders (fewshot/encoders.py) locate their pretrained weights through models
+MAX_UNIT_EDGES = 61
 LONG_FILE = 300
 
 

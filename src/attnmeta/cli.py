@@ -422,7 +422,7 @@ def _progress_line(what: str, enabled: bool) -> Any:
 @main.command(name="encoders")
 def list_encoders() -> None:
     """The built-in pretrained encoders: adapt to a few examples with no training."""
-    from attnmeta.encoders import ENCODERS
+    from attnmeta.fewshot.encoders import ENCODERS
 
     rows = [("name", "modality", "features", "reads", "licence", "installed", "weights")]
     rows += [(e.name, e.modality, str(e.feature_dim), e.reads, e.licence,

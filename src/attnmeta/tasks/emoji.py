@@ -54,6 +54,9 @@ Cross-style episodes (:func:`cross_style_episodes`) take their support from one 
 their queries from the other: a model must recognise the Twitter drawing of an emoji it has
 seen only as Google's. The generic sampler over a ``style="both"`` split with 1-shot 1-query
 episodes is cross-style too (each class then has exactly two images, one per style).
+
+The file is over 300 lines because a third of it is this description of the data set (its
+classes, split rule and counts), which belongs beside the code that makes them true.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ This module imports neither loader (they import it); choosing a loader by data s
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TEXT_DATASETS", "TEXT_SPLITS", "LabelledTexts", "LabelledTokens",
            "ordered_by_digest", "labelled_texts", "tokenize_split", "check_split",
-           "check_counts", "require_files"]
+           "check_counts", "require_files", "load_sentences"]
 
 # the intent data sets, loaded by name through attnmeta.tasks.intents (a plain tuple here,
 # so that callers which only ask "is this text?" need not import the loaders)
@@ -118,3 +119,26 @@ def require_files(folder: Path, names: Sequence[str], dataset: str) -> None:
             raise FileNotFoundError(f"{dataset} file {folder / name} does not exist: expected "
                                     f"{', '.join(names)} in {folder}; `attnmeta download "
                                     f"{dataset} --data-root DIR` fetches them")
+
+
+def load_sentences(root: str | Path, split: str) -> LabelledTexts:
+    """A person's own sentences as a class split (``data.dataset: sentences``):
+    ``root/<split>.csv`` with columns ``text,label`` (classes sorted by name); a one-line
+    ``ValueError`` naming the file when it is missing or lacks a column or a row."""
+    path = Path(root) / f"{split}.csv"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.DictReader(handle) if any((v or "").strip()
+                                                               for v in row.values())]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"cannot read {path} ({error}): expected a UTF-8 CSV with columns "
+                         "text,label") from None
+    if not rows or any(not (row.get("text") or "").strip() or not (row.get("label") or "").strip()
+                       for row in rows):
+        raise ValueError(f"{path} has no rows, or a row without text or label: expected "
+                         "columns text,label and a value in each")
+    names = sorted({row["label"].strip() for row in rows})
+    index = {name: i for i, name in enumerate(names)}
+    return LabelledTexts([row["text"].strip() for row in rows],
+                         torch.tensor([index[row["label"].strip()] for row in rows]), names,
+                         split)
