@@ -71,7 +71,9 @@ def test_fitted_predictions_equal_the_learners_predict_on_the_episode(tmp_path, 
     assert torch.equal(loaded.logits(episode.query_x)[0], logits)
     record = json.loads((saved / "model.json").read_text())
     assert record["class_names"] == ["c0", "c1", "c2"]
-    assert record["source"]["checkpoint_sha256"] and Path(record["source"]["run"]) == run.resolve()
+    source = record["source"]
+    assert source["kind"] == "run" and source["weights_sha256"]
+    assert Path(source["name"]) == run.resolve() and record["format"] == 2
 
     explanation = model.explain(episode.query_x[0])
     assert explanation.label == model.predict(episode.query_x[:1])[0]

@@ -206,3 +206,12 @@ def test_efficientnet_lite0_is_a_backbone_of_runs(tmp_path, learner):
         stem = next(k for k in trained_state if k.endswith("_conv_stem.weight"))
         torch.testing.assert_close(trained_state[stem],
                                    efficientnet_lite0().state_dict()["_conv_stem.weight"])
+
+
+def test_a_format_1_record_reads_as_a_run_source():
+    from attnmeta.fewshot.model_folder import ClassifierSource
+
+    old = {"run": "/runs/a", "checkpoint": "/runs/a/step_4.json", "checkpoint_sha256": "ab",
+           "step": 4}
+    assert ClassifierSource.from_record(old) == ClassifierSource(
+        "run", "/runs/a", "/runs/a/step_4.json", "ab", 4)

@@ -265,3 +265,25 @@ def test_large_jpeg_decodes_through_draft_close_to_the_full_decode(tmp_path, mon
         assert array.shape == (channels, 64, 64)
         assert np.abs(array - old_read(path, 64, channels)).mean() < 0.05
     assert scales and max(scales) == 8  # libjpeg decoded at 1/8: 500 x 375 >= 2 x 64
+
+
+# ------------------------------------------------------------------------ PIL images handed in
+def test_pil_images_handed_in_are_read_like_files_and_left_as_they_were(tmp_path):
+    grey = Preprocessing("image", image_size=20, channels=1)
+    # EXIF orientation 6 (left edge to the top), opened by the caller from a JPEG
+    pixels = np.full((20, 40), 255, dtype=np.uint8)
+    pixels[:, :20] = 0
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rotated.jpg") as photo:
+        tensor, _ = image_tensor(photo, grey)
+        assert photo.size == (40, 20)  # the caller's image is not turned in place
+    assert tensor[0, :6].mean() < 0.1 and tensor[0, -6:].mean() > 0.9
+    # modes a PNG cannot hold: CMYK red, and 16-bit values held as 32-bit "I" (older PILs)
+    red, _ = image_tensor(Image.new("CMYK", (8, 8), (0, 255, 255, 0)),
+                          Preprocessing("image", image_size=8, channels=3))
+    torch.testing.assert_close(red[:, 4, 4], torch.tensor([1.0, 0.0, 0.0]))
+    half = Image.fromarray(np.full((8, 8), 32768, dtype=np.int32))
+    assert half.mode == "I"
+    assert image_tensor(half, grey)[0].mean().item() == pytest.approx(0.5, abs=TOL)

@@ -316,11 +316,8 @@ def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str |
         if image.shape[1:] != (size, size):
             image = _fit_tensor(image, size, preprocessing)
         return image.clamp(0, 1).contiguous(), changed
-    if isinstance(item, Image.Image):
-        buffer = io.BytesIO()
-        item.save(buffer, format="PNG")
-        item = buffer
-    path = item if isinstance(item, io.BytesIO) else Path(item)
+    # a PIL image is read as it is (any mode, its EXIF orientation kept), not re-encoded
+    path = item if isinstance(item, (io.BytesIO, Image.Image)) else Path(item)
     if isinstance(path, Path):
         if not path.is_file():
             raise InputError(f"image {path} does not exist: expected an image file")

@@ -132,29 +132,37 @@ def _fit_square(image: Image.Image, size: int, fit: str) -> Image.Image:
     return canvas
 
 
-def _read_image(path: Path | io.BytesIO, image_size: int, channels: int,
+def _pixels(image: Image.Image, image_size: int, channels: int, fit: str) -> np.ndarray:
+    """An upright ``image`` as ``[image_size, image_size(, 3)]`` float32 in [0, 1]."""
+    picture = _fit_square(_opaque(image, channels), image_size, fit)
+    if picture.mode != "F":
+        return np.asarray(picture, dtype=np.float32) / 255.0
+    array = np.clip(np.asarray(picture, dtype=np.float32), 0.0, 1.0)
+    return np.repeat(array[:, :, None], 3, axis=2) if channels == 3 else array
+
+
+def _read_image(path: Path | io.BytesIO | Image.Image, image_size: int, channels: int,
                 fit: str = "resize") -> tuple[np.ndarray, str]:
     """:func:`load_image`'s array, and the PIL mode the file was stored in (e.g. "RGB").
 
     The one place a file becomes pixels: its EXIF orientation is applied, transparency is
     composited onto white, 16-bit data is scaled by value, and a large JPEG is decoded by
     libjpeg at a reduced scale (still at least twice ``image_size`` on each side, as PIL's
-    own thumbnails do) before ``fit`` makes it ``image_size`` square.
+    own thumbnails do) before ``fit`` makes it ``image_size`` square. ``path`` may also be
+    a PIL image already open, read the same way and left as it was.
     """
     check_fit(fit)
     try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if image.format in ("JPEG", "MPO"):
-                image.draft("RGB", (2 * image_size, 2 * image_size))
-            ImageOps.exif_transpose(image, in_place=True)
-            picture = _fit_square(_opaque(image, channels), image_size, fit)
-            if picture.mode == "F":
-                array = np.clip(np.asarray(picture, dtype=np.float32), 0.0, 1.0)
-                if channels == 3:
-                    array = np.repeat(array[:, :, None], 3, axis=2)
-            else:
-                array = np.asarray(picture, dtype=np.float32) / 255.0
+        if isinstance(path, Image.Image):
+            mode = path.mode
+            array = _pixels(ImageOps.exif_transpose(path), image_size, channels, fit)  # a copy
+        else:
+            with Image.open(path) as image:
+                mode = image.mode
+                if image.format in ("JPEG", "MPO"):
+                    image.draft("RGB", (2 * image_size, 2 * image_size))
+                ImageOps.exif_transpose(image, in_place=True)
+                array = _pixels(image, image_size, channels, fit)
     except Image.DecompressionBombError as error:
         # PIL's message: "Image size (N pixels) exceeds limit of M pixels, could be ..."
         numbers = re.findall(r"\d+", str(error))
