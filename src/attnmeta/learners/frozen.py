@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 from attnmeta.learners.base import MetaLearner, StepOutput
 
-__all__ = ["FrozenFeatureLearner"]
+__all__ = ["FrozenFeatureLearner", "EMBED_BATCH"]
+
+EMBED_BATCH = 8  # inputs embedded at a time (see FrozenFeatureLearner.embed)
 
 
 class FrozenFeatureLearner(MetaLearner):
@@ -40,9 +42,13 @@ class FrozenFeatureLearner(MetaLearner):
         return self
 
     def embed(self, x: Tensor) -> Tensor:
-        """Features ``[n, D]`` of inputs ``x [n, ...]`` (no gradient)."""
+        """Features ``[n, D]`` of inputs ``x [n, ...]`` (no gradient), :data:`EMBED_BATCH`
+        inputs at a time: the frozen encoder is in eval mode, so each input's features do
+        not depend on the others, and a support set of hundreds of photos neither holds all
+        their activations at once nor runs at the slow large-batch speed of depthwise
+        convolutions (``benchmarks/results/encoder_speed.md``)."""
         with torch.no_grad():
-            return self.frozen_encoder(x)
+            return torch.cat([self.frozen_encoder(chunk) for chunk in x.split(EMBED_BATCH)])
 
     def training_step(self, batch) -> StepOutput:
         return self.learner.training_step(batch)
