@@ -200,7 +200,8 @@ def _oos_line(result: dict) -> str:
 @click.option("--data-root", default=None,
               help="Where to put it (default: $ATTNMETA_DATA, else ~/.cache/attnmeta/data).")
 def download(dataset: str, data_root: str | None) -> None:
-    """Fetch a DATASET (omniglot, clinc150, banking77) from its upstream source, checking
+    """Fetch a DATASET (omniglot, clinc150, banking77, emoji, medmnist, breastmnist,
+    retinamnist) from its upstream source, checking
     its published checksums (files already there are checked too, and never overwritten)."""
     try:
         from attnmeta.runs.build import download_dataset

@@ -163,3 +163,15 @@ def test_missing_file_and_bad_arguments(tmp_path):
         load_medmnist("pathmnist", tmp_path, "test")
     with pytest.raises(ValueError, match="split='dev'"):
         load_medmnist("breastmnist", tmp_path, "dev")
+
+
+def test_download_medmnist_names_both_sets(tmp_path, monkeypatch):
+    """``attnmeta download medmnist`` fetches BreastMNIST and RetinaMNIST (the group name)."""
+    from attnmeta.runs import build
+
+    fetched = []
+    monkeypatch.setitem(build.DOWNLOAD_GROUPS, "medmnist",
+                        lambda root: fetched.append(root) or tmp_path)
+    assert build.download_dataset("medmnist", str(tmp_path)) == tmp_path and fetched
+    with pytest.raises(ValueError, match="'medmnist'"):
+        build.download_dataset("medmnistt", str(tmp_path))

@@ -39,7 +39,8 @@ from attnmeta.tasks.splits import class_groups
 from attnmeta.tasks.banking77 import download_banking77
 from attnmeta.tasks.clinc150 import download_clinc150
 from attnmeta.tasks.emoji import download_emoji
-from attnmeta.tasks.medmnist import download_breastmnist, download_retinamnist
+from attnmeta.tasks.medmnist import (download_breastmnist, download_medmnist,
+                                     download_retinamnist)
 from attnmeta.tasks.omniglot import download_omniglot
 
 if TYPE_CHECKING:
@@ -145,13 +146,19 @@ DATASETS: dict[str, DatasetEntry] = {
 }
 
 
+# names that fetch several data sets at once (attnmeta download medmnist)
+DOWNLOAD_GROUPS: dict[str, Callable[[str | None], object]] = {"medmnist": download_medmnist}
+
+
 def download_dataset(name: str, data_root: str | None) -> object:
-    """Fetch data set ``name`` (checksums checked); returns the folder it is in."""
-    fetchable = [n for n, entry in DATASETS.items() if entry.download is not None]
+    """Fetch data set ``name`` (or a group of :data:`DOWNLOAD_GROUPS`; checksums checked);
+    returns the folder it is in."""
+    fetchable = {n: entry.download for n, entry in DATASETS.items() if entry.download}
+    fetchable.update(DOWNLOAD_GROUPS)
     if name not in fetchable:
         raise ValueError(f"data set {name!r} cannot be downloaded: expected one of "
                          f"{', '.join(map(repr, fetchable))}")
-    return DATASETS[name].download(data_root)
+    return fetchable[name](data_root)
 
 
 def _registered(registry: dict, key: str, name: str, note: str = "") -> Any:
