@@ -575,21 +575,35 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
 @main.command()
 @click.argument("target", metavar="MODEL_DIR|RUN_DIR|ENCODER")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0: every network of this machine; no login).")
+              help="Address to listen on (0.0.0.0: every network of this machine; no login: "
+                   "anyone who reaches the page may use it).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port (0: any free one, printed).")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep uploads in this folder (new, empty or an earlier serve's); else "
                    "they are removed when the server stops.")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
-def serve(target: str, host: str, port: int, keep: Path | None, data_root: str | None) -> None:
-    """A local web page: upload examples per class, adapt, classify queries, see why."""
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this Host name or address (repeatable; "
+                   "127.0.0.1, localhost, ::1 and --host are always answered). Others are "
+                   "refused: a page at another name could be a DNS-rebinding attack.")
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, metavar="SECONDS",
+              help="A request's whole body must arrive within this time (a slow network "
+                   "uploading many photos may need more).")
+def serve(target: str, host: str, port: int, keep: Path | None, data_root: str | None,
+          allow_hosts: tuple[str, ...], body_timeout: float) -> None:
+    """A local web page: upload examples per class, adapt, classify queries, see why.
+
+    Scripts POST with the header X-Attnmeta-Token printed at start (ATTNMETA_SERVE_TOKEN
+    sets it)."""
     try:
         from attnmeta.fewshot.serve import run_server
     except ImportError as error:
         fail(ValueError(f"serve needs {error.name}: expected pip install 'attnmeta[serve]'"))
     try:
-        run_server(target, host=host, port=port, keep=keep, data_root=data_root)
+        run_server(target, host=host, port=port, keep=keep, data_root=data_root,
+                   allow_hosts=allow_hosts, body_seconds=body_timeout)
     except USER_ERRORS as error:
         fail(error)
 

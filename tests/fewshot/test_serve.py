@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from attnmeta.fewshot import FewShotClassifier, InputError
+from attnmeta.fewshot.guards import TOKEN_HEADER
 from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES
 from attnmeta.fewshot.serve import bind, create_app
 from attnmeta.fewshot.uploads import KEEP_MARKER, MAX_QUERY_FILES, MAX_SUPPORT_FILES
@@ -67,6 +68,13 @@ def pictures(tmp_path_factory) -> dict[str, list[Path]]:
     return found
 
 
+def local_client(app) -> TestClient:
+    """A TestClient as a script on this machine: Host 127.0.0.1 (the server refuses other
+    names) and the server's token (a POST without an Origin needs it)."""
+    return TestClient(app, base_url="http://127.0.0.1",
+                      headers={TOKEN_HEADER: app.state.token})
+
+
 def files(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (path.name, path.read_bytes(), "image/png")) for path in paths]
 
@@ -87,7 +95,7 @@ def refused(response, *expected: str) -> str:
 
 
 def test_adapt_then_predict_known_classes_as_json(run, pictures):
-    with TestClient(create_app(run)) as client:
+    with local_client(create_app(run)) as client:
         described = client.get("/api/model").json()
         assert described["modality"] == "image" and described["learner"]
         assert described["fitted"] is False and described["classes"] == []
@@ -125,7 +133,7 @@ def test_adapt_then_predict_known_classes_as_json(run, pictures):
 
 
 def test_every_bad_upload_is_one_400_line_naming_the_problem(run, pictures, tmp_path):
-    with TestClient(create_app(run)) as client:
+    with local_client(create_app(run)) as client:
         upload, fields = support_form(pictures)
         many = [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_SUPPORT_FILES + 1)]
         refused(client.post("/api/adapt", files=many, data={"labels": ["a"] * len(many)}),
@@ -173,7 +181,7 @@ def test_a_second_job_while_one_runs_is_refused_and_progress_says_what_runs(run,
 
     app.state.model.fit = slow_fit
     upload, fields = support_form(pictures)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         first = threading.Thread(target=lambda: client.post("/api/adapt", files=upload,
                                                             data=fields))
         first.start()
@@ -195,7 +203,7 @@ def test_a_saved_model_serves_its_classes_at_once(run, pictures, tmp_path):
     model = FewShotClassifier.from_run(run)
     model.fit([(path, kind) for kind in CLASSES for path in pictures[kind]])
     saved = model.save(tmp_path / "model")
-    with TestClient(create_app(saved)) as client:
+    with local_client(create_app(saved)) as client:
         described = client.get("/api/model").json()
         assert described["fitted"] and described["classes"] == CLASSES
         assert described["examples"] == 6
@@ -206,7 +214,7 @@ def test_a_saved_model_serves_its_classes_at_once(run, pictures, tmp_path):
 def test_uploads_are_removed_at_shutdown_unless_kept(run, pictures, tmp_path):
     upload, fields = support_form(pictures)
     app = create_app(run)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         assert client.post("/api/adapt", files=upload, data=fields).status_code == 200
         stored = sorted(p.name for p in app.state.uploads.rglob("*.png"))
         assert len(stored) == 6 and stored[0].endswith("black-0.png")
@@ -215,7 +223,7 @@ def test_uploads_are_removed_at_shutdown_unless_kept(run, pictures, tmp_path):
     keep = tmp_path / "kept"
     for _ in range(2):  # a folder serve made is reused: each request in a new sub-folder
         app = create_app(run, keep=keep)
-        with TestClient(app) as client:
+        with local_client(app) as client:
             assert client.post("/api/adapt", files=upload, data=fields).status_code == 200
     assert (keep / KEEP_MARKER).is_file()
     assert sorted(p.name for p in keep.iterdir()) == [KEEP_MARKER, "adapt-0001", "adapt-0002"]
@@ -251,7 +259,7 @@ def test_a_text_model_adapts_on_sentences_and_never_reads_a_query_as_a_file(tmp_
                 {"text": "book a table for two", "label": "restaurant"},
                 {"text": "reserve dinner at eight", "label": "restaurant"}]
     app = create_app(tmp_path / "run")
-    with TestClient(app) as client:
+    with local_client(app) as client:
         assert client.get("/api/model").json()["modality"] == "text"
         answer = client.post("/api/adapt", json={"examples": examples})
         assert answer.json() == {"classes": ["balance", "restaurant"], "examples": 4}

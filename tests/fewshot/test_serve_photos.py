@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from attnmeta.fewshot.serve import THUMBNAIL_PIXELS, create_app
 from support import make_photo_folder
-from test_serve import CHROMEDRIVER, CHROMIUM, server  # noqa: F401  (server: a fixture)
+from test_serve import CHROMEDRIVER, CHROMIUM, local_client
+from test_serve import server  # noqa: F401  (a fixture)
 
 CLASSES = ["astronaut", "cat", "coffee", "rocket"]  # the model's order: sorted
 SUPPORT_NAMES = ["photo.jpg", "mirrored.jpg"]  # make_photo_folder's two per class
@@ -68,7 +68,7 @@ def support_upload(support: Path, classes=CLASSES):
 
 def test_the_support_set_comes_back_per_class_with_thumbnails_of_the_uploads(photos):
     support, _ = photos
-    with TestClient(create_app("efficientnet-lite0")) as client:
+    with local_client(create_app("efficientnet-lite0")) as client:
         assert client.get("/api/support").json() == {"classes": []}  # nothing adapted here
         missing = client.get("/api/support/0/0")
         assert missing.status_code == 404 and "\n" not in missing.json()["error"]

@@ -64,7 +64,7 @@ def test_text_config_errors_are_one_line(tmp_path, real_data):
     values = tiny_text_config("clinc150")
     values["model"]["backbone"] = "conv4"
     with pytest.raises(ValueError, match=r"model.backbone' is 'conv4': expected one of "
-                       r"'text_transformer', 'hf', 'wordllama' for the text data set"):
+                       r"'text_transformer', 'hf', 'wordllama', 'minilm' for the text data set"):
         build_model(config_from_dict(values))
     config = config_from_dict(tiny_text_config("clinc150"))
     with pytest.raises(ValueError, match=r"expected the run's tokenizer"):

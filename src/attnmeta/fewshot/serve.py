@@ -6,9 +6,10 @@ JSON endpoints that scripts call, documented here; one static page of ours, with
 element ids a browser test drives; no network traffic (Gradio is a large install whose
 apps send usage analytics to api.gradio.app unless ``GRADIO_ANALYTICS_ENABLED=False``).
 
-Endpoints (errors: HTTP 400 ``{"error": "<one line>"}``; 409 while another job runs):
+Endpoints (errors: HTTP 400 ``{"error": "<one line>"}``; 409 while another job runs; 403,
+408 and 413 from :mod:`attnmeta.fewshot.guards`; 404 and 405 the same one line):
 
-- ``GET /``: the page.
+- ``GET /`` (and ``HEAD /``): the page.
 - ``GET /api/model``: ``{"modality": "image"|"text", "learner", "target", "fitted",
   "classes", "examples", "needs_classes" (a head's width, or null), "limits"}``.
 - ``POST /api/adapt``: images: multipart, repeated ``files`` with a parallel repeated
@@ -31,7 +32,14 @@ Endpoints (errors: HTTP 400 ``{"error": "<one line>"}``; 409 while another job r
   on this server). Nothing but the uploads of this server is ever read.
 
 Adapt and predict run one at a time in a worker thread, so the page can poll progress
-(printed in the terminal too).
+(printed in the terminal too); each reads its whole request (JSON parsed, files counted)
+before it takes the job lock, so a slow or stalled upload holds nothing.
+
+Who may ask (:mod:`attnmeta.fewshot.guards`, in front of every endpoint): only requests whose
+``Host`` is one of ``allowed_hosts`` (the loopback names; DNS rebinding), and POSTs only from
+the page itself (its ``Origin``) or from a script that sends no Origin and the header
+``X-Attnmeta-Token`` with this process's token (cross-site requests); the body must arrive
+within ``body_seconds`` and stay within its size.
 
 The file is over 300 lines because it is one app: its endpoints share the model, the upload
 store and the job lock made in :func:`create_app`, and each endpoint is short.
@@ -47,7 +55,7 @@ import threading
 from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -55,12 +63,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from attnmeta.fewshot import uploads
+from attnmeta.fewshot.guards import (BODY_SECONDS, LOOPBACK_HOSTS, TOKEN_HEADER, RequestGuard,
+                                     host_name, new_token, read_body)
 from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError
 from attnmeta.fewshot.source import open_classifier
 from attnmeta.fewshot.records import prediction_records
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
 
-__all__ = ["create_app", "run_server", "bind"]
+__all__ = ["create_app", "run_server", "bind", "hosts_to_allow"]
 
 THUMBNAIL_PIXELS = 128  # a square's side: sharp at the page's 64 px on a 2x screen
 
@@ -92,38 +102,15 @@ class JobProgress:
             return dict(self.state)
 
 
-async def _body(request: Request, max_files: int) -> tuple[dict[str, Any], dict[str, list]]:
-    """The request's fields and file lists: JSON (fields only) or multipart, refusing more
-    than ``max_files`` files while the upload is read (before any is decoded)."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            body = await request.json()
-        except ValueError as error:
-            raise InputError(f"the request body is not valid JSON ({error})") from None
-        if not isinstance(body, dict):
-            raise InputError("the JSON body is not an object: expected {...}")
-        return body, {}
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_files * (MAX_IMAGE_BYTES + 2**16):
-        raise InputError(f"the upload is {int(declared) / 2**30:.1f} GB: expected at most "
-                         f"{max_files} files of at most {MAX_IMAGE_BYTES // 2**20} MB")
-    try:
-        form = await request.form(max_files=max_files, max_fields=max_files + 20)
-    except HTTPException as error:  # Starlette's "Too many files. Maximum number ..."
-        raise InputError(f"the upload was refused ({str(error.detail).rstrip('.')}): "
-                         f"expected at most {max_files} files in one request") from None
-    fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
-    lists: dict[str, list] = {}
-    for key, value in form.multi_items():
-        lists.setdefault(key, []).append(value)
-    return fields, lists
-
-
-def create_app(target: str | Path, keep: Path | None = None, data_root: str | None = None
-               ) -> FastAPI:
+def create_app(target: str | Path, keep: Path | None = None, data_root: str | None = None,
+               *, allowed_hosts: Iterable[str] = LOOPBACK_HOSTS, token: str | None = None,
+               body_seconds: float = BODY_SECONDS) -> FastAPI:
     """The app serving ``target`` (a saved model folder, a run folder or a built-in encoder:
     :func:`attnmeta.fewshot.source.open_classifier`); uploads go to a temporary folder
-    removed at shutdown, or into ``keep``."""
+    removed at shutdown, or into ``keep``. It answers requests whose Host is one of
+    ``allowed_hosts`` (names or addresses, any port); scripts' POSTs carry ``token``
+    (None: ``ATTNMETA_SERVE_TOKEN`` or a new random one; ``app.state.token``); a request
+    body must arrive within ``body_seconds``."""
     model = open_classifier(target, data_root)
     modality = model.preprocessing.modality
     store = uploads.UploadStore(keep)
@@ -143,11 +130,22 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
     app = FastAPI(title="attnmeta serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.uploads, app.state.model, app.state.progress = store.root, model, progress
+    app.state.token = token or new_token()
+    app.state.allowed_hosts = tuple(allowed_hosts)
+    app.add_middleware(RequestGuard, allowed_hosts=app.state.allowed_hosts,
+                       token=app.state.token, body_seconds=body_seconds)
 
     @app.exception_handler(InputError)
     @app.exception_handler(ValueError)  # the runs layer's (CheckpointError, ConfigError)
     async def one_line_error(_: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": str(error).splitlines()[0]}, status_code=400)
+
+    @app.exception_handler(HTTPException)  # 404, 405: the same one line as every error
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": f"{str(error.detail).lower()}: {request.method} "
+                             f"{request.url.path[:100]} (the endpoints: GET /, /api/model, "
+                             "/api/progress, /api/support; POST /api/adapt, /api/predict)"},
+                            status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Busy)
     async def busy(_: Request, error: Exception) -> JSONResponse:
@@ -192,7 +190,7 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
             progress.update(len(pairs), len(pairs), "adapted" if fitted else "adapt failed",
                             running=False)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def page() -> HTMLResponse:
         return HTMLResponse(files("attnmeta.fewshot").joinpath("static/index.html").read_text(
             encoding="utf-8"))
@@ -208,8 +206,8 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
     @app.post("/api/adapt")
     async def adapt(request: Request) -> dict[str, Any]:
         nonlocal fitted_support
+        fields, lists = await read_body(request, uploads.MAX_SUPPORT_FILES)  # before the lock
         with exclusive():
-            fields, lists = await _body(request, uploads.MAX_SUPPORT_FILES)
             folder = store.new_folder("adapt")
             if modality == "image":
                 pairs = uploads.image_support(lists.get("files", []), lists.get("labels", []),
@@ -287,11 +285,11 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:
+        fields, lists = await read_body(request, uploads.MAX_QUERY_FILES)  # before the lock
         with exclusive():
             if not model.class_names:
                 raise InputError("no classes yet: adapt first (the Adapt button, or POST "
                                  "/api/adapt with a support set)")
-            fields, lists = await _body(request, uploads.MAX_QUERY_FILES)
             folder = store.new_folder("predict")
             explain = uploads.flag(fields.get("explain", False))
             if modality == "image":
@@ -326,15 +324,30 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     return sock
 
 
+EVERY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+def hosts_to_allow(host: str, allow_hosts: Iterable[str] = ()) -> list[str]:
+    """The Host names a server listening on ``host`` answers: the loopback names, ``host``
+    itself (an address typed in the URL is never a rebound name; 0.0.0.0 or :: included)
+    and ``allow_hosts`` (e.g. this machine's name on the network)."""
+    names = (host_name(name) for name in [*LOOPBACK_HOSTS, host, *allow_hosts])
+    return list(dict.fromkeys(name for name in names if name))
+
+
 def run_server(target: str | Path, host: str = "127.0.0.1", port: int = 8000,
-               keep: Path | None = None, data_root: str | None = None) -> None:
-    """Serve ``target`` until Ctrl+C; prints the URL. Binds to this machine only unless
-    ``host`` says otherwise (e.g. 0.0.0.0: every network it is on)."""
+               keep: Path | None = None, data_root: str | None = None,
+               allow_hosts: Iterable[str] = (), body_seconds: float = BODY_SECONDS) -> None:
+    """Serve ``target`` until Ctrl+C; prints the URL and the scripts' token. Binds to this
+    machine only unless ``host`` says otherwise (e.g. 0.0.0.0: every network it is on).
+    Requests are answered for the Host names of :func:`hosts_to_allow`."""
     import uvicorn
 
     sock = bind(host, port)  # first: a port in use fails before the model loads
+    allowed = hosts_to_allow(host, allow_hosts)
     try:
-        app = create_app(target, keep, data_root)
+        app = create_app(target, keep, data_root, allowed_hosts=allowed,
+                         body_seconds=body_seconds)
     except BaseException:
         sock.close()
         raise
@@ -343,4 +356,8 @@ def run_server(target: str | Path, host: str = "127.0.0.1", port: int = 8000,
           f"{app.state.model.preprocessing.modality}) at "
           f"http://{shown_host}:{sock.getsockname()[1]}/  (Ctrl+C stops; uploads "
           f"{'kept in ' + str(keep) if keep else 'are removed then'})", flush=True)
+    every = host_name(host) in EVERY_ADDRESS
+    print(f"attnmeta serve: answers Host {', '.join(allowed)} only"
+          f"{' (add a name: --allow-host NAME)' if every else ''}; scripts POST with the "
+          f"header '{TOKEN_HEADER}: {app.state.token}' (the page needs none)", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

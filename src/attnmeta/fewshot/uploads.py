@@ -121,6 +121,10 @@ def check_images(uploads: Sequence[Upload]) -> list[str]:
         try:
             with Image.open(upload.file):  # reads the header only
                 pass
+        except Image.DecompressionBombError as error:  # PIL's own check of the header's size
+            raise InputError(f"{name} is too large to decode safely "
+                             f"({str(error).split(',')[0]}: a possible decompression bomb): "
+                             "expected a smaller image") from None
         except (UnidentifiedImageError, OSError):
             raise InputError(f"{name} is not an image PIL can read (its contents are no "
                              f"{suffix[1:].upper()} image): expected an image file") from None
