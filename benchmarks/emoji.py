@@ -107,9 +107,10 @@ def build_head(config: dict | None = None) -> InContextClassifier:
                                label_encoding=c["label_encoding"])
 
 
-def prototypes_learner() -> ProtoNet:
-    """What ``attnmeta adapt efficientnet-lite0`` fits (encoders.EncoderEntry.config)."""
-    return ProtoNet(nn.Identity(), distance="cosine", temperature=0.1)
+def prototypes_learner(center: bool = True) -> ProtoNet:
+    """What ``attnmeta adapt efficientnet-lite0`` fits (encoders.EncoderEntry.config):
+    cosine prototypes centred on the support mean; ``center=False``: without the centring."""
+    return ProtoNet(nn.Identity(), distance="cosine", temperature=0.1, center=center)
 
 
 def episode_values(learner: nn.Module, support: EmojiSplit, query: EmojiSplit, n_way: int,
@@ -231,14 +232,19 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
         "episode, with its own 95% CI. Features: frozen EfficientNet-Lite0 (ImageNet), "
         "224 px centre crop as `attnmeta adapt efficientnet-lite0` reads images, embedded "
         "once and cached.", "",
-        "| setting | support → query | Lite0 cosine prototypes | attention head | "
-        "head − prototypes (paired) | episodes head / protos better | verdict |",
-        "|---|---|---|---|---|---|---|"]
+        "Prototypes: cosine to the class means, centred on the support set's mean (what "
+        "`attnmeta adapt efficientnet-lite0` fits; the centring's own gain, paired, in its "
+        "column), uncentred beside them.", "",
+        "| setting | support → query | Lite0 prototypes, uncentred | Lite0 prototypes, centred "
+        "(centring gain) | attention head | head − centred prototypes (paired) | episodes "
+        "head / protos better | verdict |",
+        "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['n_way']}-way {r['k_shot']}-shot | {r['support_style']} → "
-            f"{r['query_style']} | {r['prototypes_accuracy']:.2f} ± "
-            f"{r['prototypes_ci95']:.2f} | {r['head_accuracy']:.2f} ± {r['head_ci95']:.2f} | "
+            f"{r['query_style']} | {r['uncentred_accuracy']:.2f} ± {r['uncentred_ci95']:.2f} | "
+            f"{r['prototypes_accuracy']:.2f} ± {r['prototypes_ci95']:.2f} ({r['centring']:+.2f}"
+            f" ± {r['centring_ci95']:.2f}) | {r['head_accuracy']:.2f} ± {r['head_ci95']:.2f} | "
             f"{r['difference']:+.2f} ± {r['difference_ci95']:.2f} | "
             f"{r['head_better_episodes']} / {r['prototypes_better_episodes']} | "
             f"{r['verdict']} |")
@@ -284,9 +290,10 @@ def plot(rows: list[dict], out: Path) -> None:
               f"{r['query_style'][0].upper()}" for r in rows]
     x = np.arange(len(rows))
     figure, ax = plt.subplots(figsize=(8, 4))
-    for offset, key, name in ((-0.2, "prototypes", "Lite0 cosine prototypes"),
-                              (0.2, "head", "attention head (meta-trained)")):
-        ax.bar(x + offset, [r[f"{key}_accuracy"] for r in rows], 0.4,
+    for offset, key, name in ((-0.27, "uncentred", "Lite0 prototypes, uncentred"),
+                              (0.0, "prototypes", "Lite0 prototypes, centred (adapt)"),
+                              (0.27, "head", "attention head (meta-trained)")):
+        ax.bar(x + offset, [r[f"{key}_accuracy"] for r in rows], 0.27,
                yerr=[r[f"{key}_ci95"] for r in rows], capsize=3, label=name)
     ax.axhline(GOAL_20W1S, color="grey", linestyle="--", linewidth=1,
                label=f"goal at 20w1s ({GOAL_20W1S:.0f}%)")
@@ -335,11 +342,16 @@ def main() -> None:
         support, query = test[(kind, source)], test[(kind, target)]
         protos = episode_values(prototypes_learner(), support, query, n_way, k_shot,
                                 args.episodes, args.seed)
+        plain = episode_values(prototypes_learner(center=False), support, query, n_way,
+                               k_shot, args.episodes, args.seed)
         ours = episode_values(head, support, query, n_way, k_shot, args.episodes, args.seed)
         p, h, d = summarize(protos), summarize(ours), paired_difference(ours, protos)
+        u, c = summarize(plain), paired_difference(protos, plain)
         row = {"n_way": n_way, "k_shot": k_shot, "q_query": 1, "support_style": source,
                "query_style": target, "episodes": args.episodes, "episode_seed": args.seed,
                "prototypes_accuracy": 100 * p.mean, "prototypes_ci95": 100 * p.ci95,
+               "uncentred_accuracy": 100 * u.mean, "uncentred_ci95": 100 * u.ci95,
+               "centring": 100 * c.mean, "centring_ci95": 100 * c.ci95,
                "head_accuracy": 100 * h.mean, "head_ci95": 100 * h.ci95,
                "difference": 100 * d.mean, "difference_ci95": 100 * d.ci95,
                "head_better_episodes": int(np.sum(ours > protos)),

@@ -15,8 +15,9 @@ them (28 px upscaled to 224, grey made RGB) and embedded once (``frozen_features
 
 Methods (no method ever sees a test label or the VAL split; nothing is tuned per set):
 
-- **prototypes**: cosine prototypes (``ProtoNet(distance="cosine", temperature=0.1)``),
-  what ``attnmeta adapt efficientnet-lite0`` fits; no training.
+- **prototypes**: cosine prototypes centred on the support mean (``ProtoNet(distance=
+  "cosine", temperature=0.1, center=True)``), what ``attnmeta adapt efficientnet-lite0``
+  fits; no training. **uncentred prototypes**: the same without the centring.
 - **emoji head**: the attention head ``benchmarks/emoji.py`` meta-trained on emoji (
   ``runs/emoji_head/``), never trained on medical images: CAML's cross-domain setting.
 - **fine-tuned prototypes**: P>M>F-style test-time fine-tuning on each support set, here
@@ -56,8 +57,10 @@ from attnmeta.machine import describe_machine  # noqa: E402
 
 SETS = ("breastmnist", "retinamnist")
 SHOTS = (1, 5, 10, 20)
-METHODS = ("prototypes", "emoji_head", "finetuned_prototypes", "logistic_regression")
-NAMES = {"prototypes": "Lite0 cosine prototypes",
+METHODS = ("prototypes", "uncentred_prototypes", "emoji_head", "finetuned_prototypes",
+           "logistic_regression")
+NAMES = {"prototypes": "Lite0 cosine prototypes, centred (what adapt fits)",
+         "uncentred_prototypes": "Lite0 cosine prototypes, uncentred",
          "emoji_head": "emoji-trained attention head",
          "finetuned_prototypes": "fine-tuned prototypes (cosine head, 50 Adam steps)",
          "logistic_regression": "logistic regression (C = 10)"}
@@ -124,7 +127,9 @@ def predictions(method: str, head, support_z, support_y, query_z, classes: int
     if method == "finetuned_prototypes":
         logits = finetuned_prototypes(support_z, support_y, query_z, classes)
     else:
-        learner = prototypes_learner() if method == "prototypes" else head
+        learner = (prototypes_learner() if method == "prototypes" else
+                   prototypes_learner(center=False) if method == "uncentred_prototypes"
+                   else head)
         logits = learner.eval().predict(support_z, support_y, query_z)
     return logits.argmax(-1).numpy()
 

@@ -46,3 +46,37 @@ def test_cosine_distance_and_training_step():
 def test_unknown_distance_is_rejected():
     with pytest.raises(ValueError, match="distance='manhattan'"):
         ProtoNet(nn.Identity(), distance="manhattan")
+
+
+def test_centred_cosine_prototypes_equal_a_naive_reference():
+    """center=True: unit vectors centred on the support mean, then cosine to class means."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from attnmeta.learners import ProtoNet
+
+    generator = torch.Generator().manual_seed(0)
+    support_z, query_z = torch.randn(1, 6, 5, generator=generator), torch.randn(1, 4, 5,
+                                                                                generator=generator)
+    support_y = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    got = ProtoNet(nn.Identity(), "cosine", temperature=0.5, center=True).logits_from_features(
+        support_z, support_y, query_z)[0]
+    units = F.normalize(support_z[0], dim=-1)
+    mean = units.mean(0)
+    for q in range(4):
+        for c in range(3):
+            prototype = (units[support_y[0] == c] - mean).mean(0)
+            centred = F.normalize(query_z[0, q], dim=0) - mean
+            expected = F.cosine_similarity(centred, prototype, dim=0) / 0.5
+            assert abs(float(got[q, c]) - float(expected)) < 1e-5
+    with pytest.raises(ValueError, match="cosine"):
+        ProtoNet(nn.Identity(), "sqeuclidean", center=True)
+
+
+def test_a_config_with_center_and_a_squared_distance_is_refused_naming_the_key():
+    from attnmeta.runs.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="learner.center"):
+        config_from_dict({"name": "x", "learner": {"name": "protonet", "center": True}})
+    assert config_from_dict({"name": "x", "learner": {"name": "protonet", "center": True,
+                                                      "distance": "cosine"}}).learner.center

@@ -405,7 +405,7 @@ LEARNERS: dict[str, LearnerEntry] = {
         model, spec.inner_lr, spec.inner_steps, inner_optimizer=spec.inner_optimizer,
         eval_steps=spec.eval_steps)),
     "protonet": LearnerEntry(ProtoNet, lambda spec, m, model: ProtoNet(
-        model, distance=spec.distance, temperature=spec.temperature)),
+        model, distance=spec.distance, temperature=spec.temperature, center=spec.center)),
     "matching": LearnerEntry(MatchingNet, _matching),
     "feat": LearnerEntry(FEAT, lambda spec, m, model: FEAT(
         model, _feature_dim(model, spec.name), n_heads=spec.heads, dropout=spec.dropout,

@@ -156,6 +156,7 @@ class LearnerConfig:
     head_init: str = setting("meta", choices=("meta", "prototypes"))
     inner_optimizer: str = setting("sgd", choices=("sgd", "adam"))  # reptile
     distance: str = setting("sqeuclidean", choices=("sqeuclidean", "cosine"))  # protonet
+    center: bool = False                          # protonet, cosine: centre on the support mean
     scale: float = setting(10.0, above=0.0)       # matching: cosine sharpening
     fce: bool = False                             # matching: full-context embeddings
     fce_steps: int = setting(5, at_least=1, at_most=100)
@@ -258,6 +259,9 @@ class ExperimentConfig:
              or model.backbone not in NORM_BACKBONES, "model.norm", model.norm,
              "'running' with model.freeze: true (frozen features must not depend on the "
              "batch they are computed in)"),
+            (not self.learner.center or self.learner.distance == "cosine", "learner.center",
+             self.learner.center, "false unless learner.distance='cosine' (centring does not "
+             "change a squared distance)"),
             (model.backbone != "timm" or model.timm_name is not None, "model.timm_name",
              model.timm_name, "a timm model name (e.g. 'resnet18') for model.backbone='timm'"),
             (model.pretrained_path is None or model.init is None, "model.pretrained_path",
