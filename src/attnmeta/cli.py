@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -407,17 +410,103 @@ def bench_speed(repeats: int, meta_batch: int, q_query: int, threads: int, worke
 
 
 # ----------------------------------------------------- a person's own examples
-def _progress_line(what: str, enabled: bool) -> Any:
-    """``progress(done, total)`` printing ``what done/total`` on stderr at every tenth of
-    the way (and at the end), or None."""
-    if not enabled:
-        return None
+PROGRESS_SECONDS = 2.0  # a long command's progress line, at least this often
 
-    def report(done: int, total: int) -> None:
-        if done == total or (done * 10) // total != ((done - 1) * 10) // total:
-            click.echo(f"{what} {done}/{total}", err=True)
 
-    return report
+class ProgressLines:
+    """The progress of one long command (adapt, predict) on stderr.
+
+    :meth:`counter` gives the ``progress(done, total)`` a counted step calls: it prints
+    ``what done/total (p%), about N s left`` (the rate since its first call) when
+    ``every`` seconds have passed since the last line, and ``what total/total (N s)`` at
+    the end. :meth:`waiting` prints ``stage, N s so far`` while a step with no count runs
+    (the model's fit) and nothing else has been printed for ``every`` seconds.
+    ``enabled``: True prints every line; None only once the command has run ``every``
+    seconds (a short one stays silent); False none.
+    """
+
+    def __init__(self, enabled: bool | None, every: float = PROGRESS_SECONDS,
+                 clock: Callable[[], float] = time.monotonic,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.enabled, self.every, self.clock = enabled, every, clock
+        self.echo = echo or (lambda text: click.echo(text, err=True))
+        self.started = self.last = self.stage_started = clock()
+        self.stage = "working"
+        self.shown = False
+        self.lock = threading.Lock()
+
+    def _due(self, now: float) -> bool:
+        if self.enabled is False:
+            return False
+        return now - self.last >= self.every and (
+            self.enabled or now - self.started >= self.every)
+
+    def _say(self, text: str, now: float) -> None:
+        self.echo(text)
+        self.last, self.shown = now, True
+
+    def begin(self, stage: str) -> None:
+        """The uncounted stage now running (what :meth:`waiting` prints)."""
+        with self.lock:
+            self.stage, self.stage_started = stage, self.clock()
+
+    def counter(self, what: str, then: str | None = None) -> Callable[[int, int], None] | None:
+        """``progress(done, total)`` for a counted step named ``what``; ``then``: the
+        stage that follows it (see :meth:`begin`). None when disabled."""
+        if self.enabled is False:
+            return None
+        first: list[tuple[float, int]] = []
+
+        def report(done: int, total: int) -> None:
+            from attnmeta.fewshot.inputs import duration_words
+
+            with self.lock:
+                now = self.clock()
+                if not first:
+                    first.append((now, done))
+                began, done_then = first[0]
+                if done >= total:
+                    if self.enabled or self.shown or now - self.started >= self.every:
+                        self._say(f"{what} {done}/{total} ({now - began:.1f} s)", now)
+                    if then is not None:
+                        self.stage, self.stage_started = then, now
+                elif self._due(now):
+                    # at the rate since the first call (the time before it is unknown)
+                    line = f"{what} {done}/{total} ({100 * done // max(total, 1)}%)"
+                    if done > done_then and now > began:
+                        left = (now - began) / (done - done_then) * (total - done)
+                        line += f", about {duration_words(left)} left"
+                    self._say(line, now)
+
+        return report
+
+    @contextmanager
+    def waiting(self, stage: str) -> Iterator[None]:
+        """Around a long call: ``stage, N s so far`` every ``every`` s that nothing else
+        printed (a thread, ended with the block)."""
+        if self.enabled is False:
+            yield
+            return
+        self.begin(stage)
+        stop = threading.Event()
+
+        def tick() -> None:
+            from attnmeta.fewshot.inputs import duration_words
+
+            while not stop.wait(min(0.25, self.every)):
+                with self.lock:
+                    now = self.clock()
+                    if self._due(now):
+                        self._say(f"{self.stage}, "
+                                  f"{duration_words(now - self.stage_started)} so far", now)
+
+        thread = threading.Thread(target=tick, daemon=True, name="attnmeta-progress")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 @main.command(name="encoders")
@@ -469,8 +558,11 @@ def adapt(source: str, support: Path, out_dir: Path, steps: int | None, force: b
     try:
         check_model_folder(out_dir, overwrite=force)  # before any work
         model = open_classifier(source, data_root, precision)
-        model.fit(support, steps, progress=_progress_line("read", progress),
-                  step_progress=_progress_line("inner step", progress))
+        lines = ProgressLines(progress)
+        fitting = f"fitting {model.learner.display_name} to the support set"
+        with lines.waiting(f"reading the support set {support}"):
+            model.fit(support, steps, progress=lines.counter("read", then=fitting),
+                      step_progress=lines.counter("inner step", then=fitting))
         model.save(out_dir, overwrite=force)
     except USER_ERRORS as error:
         fail(error)
@@ -493,9 +585,11 @@ def adapt(source: str, support: Path, out_dir: Path, steps: int | None, force: b
               help="Classes listed per query (default min(3, classes)).")
 @click.option("--reject-below", type=click.FloatRange(0, 1), default=None,
               help="Answer no class (label null) under this top probability.")
-@click.option("--progress/--no-progress", default=False, show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress lines on stderr with the time left (default: only for work "
+                   "that takes over 2 s).")
 def predict(model_dir: Path, queries: tuple[str, ...], as_json: bool, top_k: int | None,
-            reject_below: float | None, progress: bool) -> None:
+            reject_below: float | None, progress: bool | None) -> None:
     """Classify QUERY... (images, folders of images, or .txt/.csv files of sentences)."""
     import json
 
@@ -505,7 +599,9 @@ def predict(model_dir: Path, queries: tuple[str, ...], as_json: bool, top_k: int
     try:
         model = FewShotClassifier.load(model_dir)
         checked_top_k(model.class_names, top_k)  # before the queries are read
-        logits, examples = model.logits(list(queries), _progress_line("read", progress))
+        # read and predicted QUERY_CHUNK at a time: memory bounded by a chunk, not the folder
+        logits, examples = model.logits(list(queries),
+                                        ProgressLines(progress).counter("predicted"))
         records = prediction_records(model, logits, examples.names, top_k, reject_below)
     except USER_ERRORS as error:
         fail(error)

@@ -18,6 +18,7 @@ from attnmeta.fewshot import encoders
 from attnmeta.cli import main
 from attnmeta.fewshot import FewShotClassifier, ModelError
 from attnmeta.fewshot.classifier import class_similarity
+from attnmeta.fewshot.model_folder import field_digests
 from attnmeta.fewshot.source import open_classifier, source_kind
 from support import make_photo_folder, one_line_error
 
@@ -74,7 +75,7 @@ def test_saved_model_reads_the_frozen_encoder_from_its_wheel(photo_model, photos
     assert not any(k.startswith("learner/frozen_encoder.") for k in tensors)
     assert tensors["task/support_z"].shape == (8, 1280)
     record = json.loads((photo_model / "model.json").read_text())
-    assert record["format"] == 2 and record["source"]["kind"] == "encoder"
+    assert record["format"] == 3 and record["source"]["kind"] == "encoder"
     assert record["preprocessing"]["fit"] == "crop"
     fresh = FewShotClassifier.from_encoder("efficientnet-lite0").fit(photos[0])
     loaded = FewShotClassifier.load(photo_model)
@@ -89,6 +90,7 @@ def test_a_model_whose_encoder_weights_changed_is_refused(tmp_path, photo_model)
         (copy / path.name).write_bytes(path.read_bytes())
     record = json.loads((copy / "model.json").read_text())
     record["source"]["weights_sha256"] = "0" * 64
+    record["sha256"] = field_digests(record)  # as if adapted over other weights
     (copy / "model.json").write_text(json.dumps(record))
     with pytest.raises(ModelError, match="differs"):
         FewShotClassifier.load(copy)

@@ -15,27 +15,62 @@ with the two small types it returns; the folder format is :mod:`.model_folder`.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from attnmeta.fewshot.inputs import (Examples, InputError, ModelError, Preprocessing, Progress,
-                                     images_to_tensor, read_queries, read_support)
-from attnmeta.fewshot.model_folder import (FORMAT, RECORD, TOKENIZER, WEIGHTS, ClassifierSource,
-                                           claim_model_folder, read_model_record)
+                                     images_to_tensor, note_converted, read_queries,
+                                     read_support)
+from attnmeta.fewshot.model_folder import (TOKENIZER, WEIGHTS, ClassifierSource, architecture_of,
+                                           claim_model_folder, read_model_record,
+                                           write_model_record)
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
 from attnmeta.learners.precision import check_precision, forward_precision, inference_copy
-from attnmeta.runs.config import config_from_dict, config_to_dict
+from attnmeta.runs.config import config_to_dict
 from attnmeta.runs.folder import run_kind
 from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
 
-__all__ = ["FewShotClassifier", "Explanation", "FittedModule"]
+__all__ = ["FewShotClassifier", "Explanation", "FittedModule", "Fitted", "QUERY_CHUNK"]
+
+# Queries read and sent through the model at a time by FewShotClassifier.logits: memory is
+# bounded by one chunk of inputs and activations, not by the folder (3,000 28x28 queries in
+# one batch took 1.3 GB, 9,000 took 3.4 GB)
+QUERY_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What :meth:`FewShotClassifier.fit` made, as one object: the ``class_names`` (the
+    order of the scores' columns), the learner's fitted ``task`` tensors, the support
+    inputs ``support_x`` and examples ``support`` (for explain and save) and the inner
+    ``steps``. A fit replaces it whole in one assignment and nothing mutates it, so a
+    reader in another thread that takes ``model.fitted`` once sees one fit's state,
+    never parts of two (what ``attnmeta serve`` relies on to predict beside an adapt)."""
+
+    class_names: list[str]
+    task: dict[str, Tensor]
+    support_x: Tensor | None
+    support: Examples | None
+    steps: int | None
+
+
+def _fitted_field(name: str, doc: str) -> property:
+    """A classifier attribute read from its :class:`Fitted` state; setting it replaces the
+    whole state with a copy holding the new value (one assignment)."""
+    def get(self: "FewShotClassifier") -> Any:
+        return getattr(self._fitted, name)
+
+    def set_(self: "FewShotClassifier", value: Any) -> None:
+        self._fitted = replace(self._fitted, **{name: value})
+
+    return property(get, set_, doc=doc)
 
 
 @dataclass
@@ -124,11 +159,24 @@ class FewShotClassifier:
         self.tokenizer = tokenizer
         self.num_classes = num_classes        # a pretrain run's classifier width (to rebuild)
         self.out_of_scope = out_of_scope
-        self.class_names: list[str] = []
-        self.task: dict[str, Tensor] = {}
-        self.support_x: Tensor | None = None
-        self.support: Examples | None = None
-        self.steps: int | None = None
+        self._fitted = Fitted([], {}, None, None, None)
+
+    class_names = _fitted_field("class_names", "The fitted classes (:class:`Fitted`).")
+    task = _fitted_field("task", "The learner's fitted tensors (:class:`Fitted`).")
+    support_x = _fitted_field("support_x", "The support inputs (:class:`Fitted`).")
+    support = _fitted_field("support", "The support examples (:class:`Fitted`).")
+    steps = _fitted_field("steps", "The inner steps of the fit (:class:`Fitted`).")
+
+    @property
+    def fitted(self) -> Fitted:
+        """The whole fitted state, one object (see :class:`Fitted`)."""
+        return self._fitted
+
+    def pinned(self) -> "FewShotClassifier":
+        """This classifier held at its current fit: a shallow copy sharing the learner and
+        its weights, whose fitted state a later :meth:`fit` of this one leaves as it is.
+        Every method of the copy (predict, explain, class names) reads that one state."""
+        return copy.copy(self)
 
     # ------------------------------------------------------------------ from a run
     @classmethod
@@ -209,15 +257,16 @@ class FewShotClassifier:
         support_y = torch.tensor([index[label] for label in examples.labels], dtype=torch.int64)
         with forward_precision(self.learner, self.precision):
             fitted = self._forward.fit_task(support_x, support_y, steps, step_progress)
-        self.task = {name: tensor.detach().clone().contiguous() for name, tensor in
-                     fitted.items()}
-        self.class_names, self.support_x, self.support, self.steps = (
-            class_names, support_x, examples, steps)
+        task = {name: tensor.detach().clone().contiguous() for name, tensor in fitted.items()}
+        self._fitted = Fitted(class_names, task, support_x, examples, steps)  # one swap
         return self
 
-    def _inputs(self, items: Sequence[Any], progress: Progress | None = None) -> Tensor:
+    def _inputs(self, items: Sequence[Any], progress: Progress | None = None,
+                tally: list[int] | None = None) -> Tensor:
+        """Model inputs for ``items`` (images or sentences); ``tally``: see
+        :func:`images_to_tensor` (a caller reading in chunks notes colour changes once)."""
         if self.preprocessing.modality == "image":
-            return images_to_tensor(items, self.preprocessing, progress)
+            return images_to_tensor(items, self.preprocessing, progress, tally=tally)
         bad = [i for i, item in enumerate(items) if not isinstance(item, str) or not item.strip()]
         if bad:
             raise InputError(f"example {bad[0]} is {type(items[bad[0]]).__name__} "
@@ -236,26 +285,55 @@ class FewShotClassifier:
         path or sentence alone, one image tensor ``[C, H, W]`` or a batch ``[Q, C, H, W]``
         (resized and converted like files), or token ids ``[Q, L]`` (used as they are)."""
         self._check_fitted()
+        examples, batch = self._query_examples(queries, self._fitted)
+        return (self._inputs(examples.items, progress) if batch is None else batch), examples
+
+    def _query_examples(self, queries: Any, fitted: Fitted) -> tuple[Examples, Tensor | None]:
+        """The queries as read (files listed, not yet decoded) and, for tensors given, the
+        model inputs ``[Q, ...]`` already made; None where :meth:`_inputs` reads them."""
         if isinstance(queries, Tensor):
-            batch = queries[None] if queries.dim() == self.support_x.dim() - 1 else queries
-            if batch.dim() != self.support_x.dim():
+            dims = fitted.support_x.dim()
+            batch = queries[None] if queries.dim() == dims - 1 else queries
+            if batch.dim() != dims:
                 raise InputError(f"query tensor of shape {list(queries.shape)}: expected "
-                                 f"{list(self.support_x.shape[1:])} or a batch of them")
+                                 f"{list(fitted.support_x.shape[1:])} or a batch of them")
             if self.preprocessing.modality == "image":
                 batch = images_to_tensor(list(batch), self.preprocessing)
             names = [f"query {i}" for i in range(len(batch))]
-            return batch, Examples(list(batch), names, [])
+            return Examples(list(batch), names, []), batch
         sources = [queries] if isinstance(queries, (str, Path)) else list(queries)
-        examples = read_queries(sources, self.preprocessing.modality)
-        return self._inputs(examples.items, progress), examples
+        return read_queries(sources, self.preprocessing.modality), None
 
-    def logits(self, queries: Any, progress: Progress | None = None) -> tuple[Tensor, Examples]:
+    def logits(self, queries: Any, progress: Progress | None = None,
+               chunk: int = QUERY_CHUNK) -> tuple[Tensor, Examples]:
         """Raw scores ``[Q, N]`` of the fitted classes for ``queries`` (see
-        :meth:`query_inputs`), and the queries as read. All queries go through the model
-        in one batch, as an episode's queries do."""
-        query_x, examples = self.query_inputs(queries, progress)
-        with forward_precision(self.learner, self.precision):
-            return self._forward.predict_fitted(self.task, query_x).float(), examples
+        :meth:`query_inputs`), and the queries as read.
+
+        The queries are read and go through the model ``chunk`` at a time
+        (:data:`QUERY_CHUNK`), so memory is bounded by one chunk, not by the number of
+        queries; ``progress(done, total)`` is called after each chunk. A query's scores do
+        not depend on the other queries (the same to round-off in one batch or in chunks,
+        tested), except over an encoder that normalises by batch statistics, where the
+        queries of a chunk are normalised with the support set as an episode's queries
+        are. The whole call reads one fitted state (:attr:`fitted`), even if another
+        thread fits this classifier meanwhile."""
+        if chunk < 1:
+            raise InputError(f"chunk={chunk}: expected at least 1 query at a time")
+        self._check_fitted()
+        fitted = self._fitted  # one read: a fit elsewhere swaps in a whole new state
+        examples, batch = self._query_examples(queries, fitted)
+        total, scores, tally = len(examples.items), [], [0]
+        for start in range(0, total, chunk):
+            query_x = (batch[start:start + chunk] if batch is not None else
+                       self._inputs(examples.items[start:start + chunk], tally=tally))
+            with forward_precision(self.learner, self.precision):
+                scores.append(self._forward.predict_fitted(fitted.task, query_x).float())
+            del query_x  # before the next chunk is read
+            if progress is not None:
+                progress(min(start + chunk, total), total)
+        if batch is None and self.preprocessing.modality == "image":
+            note_converted(tally[0], total, self.preprocessing)
+        return torch.cat(scores), examples
 
     def predict_proba(self, queries: Any) -> Tensor:
         """Probabilities ``[Q, N]`` over :attr:`class_names` (softmax of the scores)."""
@@ -340,8 +418,9 @@ class FewShotClassifier:
         """Write the fitted classifier to ``folder`` (new or empty; a folder already holding
         a saved classifier only with ``overwrite``): ``model.safetensors`` (the learner's
         weights, the fitted task, the support inputs), ``model.json`` (class names,
-        preprocessing, config, the run and checkpoint it came from with its sha256, the
-        tensors' sha256), and the run's ``tokenizer.json`` for text."""
+        preprocessing, the architecture, the run or encoder it came from with its sha256,
+        and the sha256s that bind it all: the format is :mod:`.model_folder`'s), and the
+        tokenizer for text."""
         self._check_fitted()
         folder = Path(folder)
         claim_model_folder(folder, overwrite)
@@ -350,69 +429,57 @@ class FewShotClassifier:
                    if not (self.source.kind == "encoder" and k.startswith(FROZEN_ENCODER))}
         tensors.update({f"task/{k}": v for k, v in self.task.items()})
         tensors["support/x"] = self.support_x.contiguous()
-        blob = save(tensors)
-        atomic_write_bytes(folder / WEIGHTS, blob)
+        atomic_write_bytes(folder / WEIGHTS, save(tensors))
         if self.tokenizer is not None:
             atomic_write_bytes(folder / TOKENIZER, self.tokenizer.to_json().encode())
-        record = {
-            "format": FORMAT, "learner": self.learner.display_name,
-            "class_names": self.class_names, "preprocessing": self.preprocessing.to_dict(),
+        else:
+            (folder / TOKENIZER).unlink(missing_ok=True)  # a replaced text model's
+        write_model_record(folder, {
+            "learner": self.learner.display_name, "class_names": self.class_names,
+            "preprocessing": self.preprocessing.to_dict(),
             "support": {"names": self.support.names, "labels": self.support.labels},
             "steps": self.steps, "source": self.source.to_dict(),
-            "config": config_to_dict(self.config), "num_classes": self.num_classes,
-            "out_of_scope": self.out_of_scope, "precision": self.precision,
-            "weights_sha256": file_digest(folder / WEIGHTS),
-        }
-        atomic_write_bytes(folder / RECORD, json.dumps(record, indent=1).encode())
+            "architecture": architecture_of(config_to_dict(self.config)),
+            "num_classes": self.num_classes, "out_of_scope": self.out_of_scope,
+            "precision": self.precision})
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, precision: str | None = None) -> "FewShotClassifier":
-        """A classifier written by :meth:`save` (its weights checked against the sha256
-        its record holds), predicting in ``precision`` (None: the one it was saved with)."""
-        from attnmeta.runs.build import build_classifier, build_learner
-
+        """A classifier written by :meth:`save` (any format :mod:`.model_folder` reads),
+        predicting in ``precision`` (None: the one it was saved with). Every file is
+        checked first (sha256s, fields, the tensors against the architecture): a one-line
+        :class:`ModelError` naming the file and the field or tensor otherwise."""
         folder = Path(folder)
         record = read_model_record(folder)
-        if file_digest(folder / WEIGHTS) != record["weights_sha256"]:
-            raise ModelError(f"model {folder}: {WEIGHTS} does not match the sha256 in "
-                             f"{RECORD} (edited or damaged): expected the files "
-                             "attnmeta adapt wrote")
-        try:
-            tensors = load_file(folder / WEIGHTS)
-        except Exception as error:  # SafetensorError, OSError: name the file
-            raise ModelError(f"model {folder}: cannot read {WEIGHTS} ({error}): "
-                             "expected the file attnmeta adapt wrote") from None
-        config = config_from_dict(record["config"])
-        source = ClassifierSource.from_record(record["source"])
-        if config.kind == "pretrain":
-            learner = build_classifier(config, int(record["num_classes"]))
-        else:
-            learner = build_learner(config)
+        encoder = record.source.kind == "encoder"
+        if encoder:
+            _check_encoder_weights(folder, record.source)
+        learner = record.build_learner()
+        tensors = record.read_tensors(learner, FROZEN_ENCODER if encoder else None)
         state = {k[len("learner/"):]: v for k, v in tensors.items() if k.startswith("learner/")}
-        if source.kind == "encoder":
-            _check_encoder_weights(folder, source)
+        if encoder:
             state.update({k: v for k, v in learner.state_dict().items()
                           if k.startswith(FROZEN_ENCODER)})  # the wheel's, checked above
         learner.load_state_dict(state)
         tokenizer = None
-        if (folder / TOKENIZER).is_file():
+        if record.preprocessing.modality == "text":
             from attnmeta.tokenizer import TextTokenizer
 
-            tokenizer = TextTokenizer.load(folder / TOKENIZER)
-        model = cls(learner, config, Preprocessing.from_dict(record["preprocessing"]),
-                    source, tokenizer, record.get("num_classes"),
-                    record.get("out_of_scope"),
-                    precision or record.get("precision", "float32"))
-        model.class_names = list(record["class_names"])
+            try:
+                tokenizer = TextTokenizer.load(folder / TOKENIZER)
+            except ValueError as error:
+                raise ModelError(f"model {folder}: {TOKENIZER} cannot be read ({error}): "
+                                 "expected the file attnmeta adapt wrote") from None
+        model = cls(learner, record.config, record.preprocessing, record.source, tokenizer,
+                    record.num_classes, record.out_of_scope, precision or record.precision)
+        model.class_names = record.class_names
         model.task = {k[len("task/"):]: v for k, v in tensors.items() if k.startswith("task/")}
         model.support_x = tensors["support/x"]
-        model.support = Examples(list(record["support"]["names"]),
-                                 list(record["support"]["names"]),
-                                 list(record["support"]["labels"]))
-        model.steps = record.get("steps")
+        model.support = Examples(record.support_names, list(record.support_names),
+                                 record.support_labels)
+        model.steps = record.steps
         return model
-
 
 
 def _check_encoder_weights(folder: Path, source: ClassifierSource) -> None:

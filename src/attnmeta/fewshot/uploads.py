@@ -1,9 +1,16 @@
 """Files and sentences sent to ``attnmeta serve``, checked before anything decodes them
-(count, size, type: one :class:`InputError` line naming the file) and stored where the
-server keeps them: a temporary folder removed when it stops, or a ``--keep`` folder.
+(count, size, type, and the pixels a request would decode: one :class:`InputError` line
+naming the file) and stored where the server keeps them while it needs them: a folder per
+request, removed when the request ends (or, for the last adapt, when the next one
+replaces it), under a temporary folder removed when the server stops; with ``--keep``,
+every request's folder stays.
 
 An upload is any object with ``filename``, ``size`` and a binary ``file`` (Starlette's
 ``UploadFile``), so this module needs no web framework.
+
+The file is over 300 lines because every kind of upload (images, CSVs, sentences, form
+fields) and the folders they are kept in are checked and managed here, each refusal one
+line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import itertools
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, Sequence
 
@@ -23,8 +31,9 @@ from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
 
 __all__ = ["UploadStore", "Upload", "image_support", "image_queries", "text_support",
            "text_queries", "check_count", "check_images", "store_images", "check_label",
-           "check_sentence", "write_texts", "size_of", "number", "flag", "MAX_SUPPORT_FILES",
-           "MAX_QUERY_FILES", "MAX_TEXT_CHARS", "MAX_CSV_BYTES", "KEEP_MARKER"]
+           "check_sentence", "write_texts", "size_of", "number", "flag", "decoded_pixels",
+           "MAX_SUPPORT_FILES", "MAX_QUERY_FILES", "MAX_TEXT_CHARS", "MAX_CSV_BYTES",
+           "MAX_REQUEST_PIXELS", "KEEP_MARKER"]
 
 # Per request. A browser uploads a few hundred photos in seconds on one machine; beyond
 # that `attnmeta adapt DIR` reads a folder without sending it over HTTP.
@@ -33,6 +42,13 @@ MAX_QUERY_FILES = 200
 MAX_TEXT_CHARS = 2000        # a sentence; the model reads its first max_length tokens
 MAX_CSV_BYTES = 4 * 2**20
 MAX_LABEL_CHARS = 100
+# The pixels one request's images may decode, summed over its images and read from their
+# headers before any is decoded: decoding costs about 22 ns and 11 bytes a pixel here (an
+# image at PIL's own limit of 89 million pixels: ~2 s, ~1 GB), so a request holds the
+# server for at most ~6 s of decoding. A JPEG counts at the reduced scale libjpeg decodes
+# it to for the model (at least twice its input size a side): a 12-megapixel phone photo
+# counts 0.75 million for a 224-pixel model, a PNG screenshot its whole size.
+MAX_REQUEST_PIXELS = 250_000_000
 KEEP_MARKER = ".attnmeta-serve"
 
 
@@ -45,27 +61,46 @@ class Upload(Protocol):
 class UploadStore:
     """Where uploads are written: a new folder per request (``adapt-0001``, ...) under a
     temporary folder that :meth:`close` removes, or under ``keep`` (new, empty, or made
-    by an earlier ``attnmeta serve``: a user's own files are never written over)."""
+    by an earlier ``attnmeta serve``: a user's own files are never written over). A
+    request's folder goes when its request is done with it (:meth:`discard`), except in
+    a ``keep`` folder, where every request's files stay."""
 
     def __init__(self, keep: Path | None = None) -> None:
         self._temporary: tempfile.TemporaryDirectory | None = None
+        self.keep = keep is not None
         if keep is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="attnmeta-serve-")
             self.root = Path(self._temporary.name)
         else:
             self.root = Path(keep)
             _claim_keep_folder(self.root)
+        self._lock = threading.Lock()
+        self._next: dict[str, int] = {}  # per kind: the number to try first
 
     def new_folder(self, kind: str) -> Path:
-        """A new, empty folder for one request's files (never one that exists)."""
-        for number in itertools.count(1):
+        """A new, empty folder for one request's files (never one that exists; safe from
+        several threads at once)."""
+        with self._lock:
+            start = self._next.get(kind, 1)
+        for number in itertools.count(start):
             folder = self.root / f"{kind}-{number:04d}"
             try:
                 folder.mkdir()
-                return folder
             except FileExistsError:
                 continue
+            with self._lock:
+                self._next[kind] = max(self._next.get(kind, 1), number + 1)
+            return folder
         raise AssertionError("unreachable")
+
+    def discard(self, folder: Path | None) -> None:
+        """Remove a request's ``folder`` and its files (kept in a ``keep`` folder)."""
+        if folder is not None and not self.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def folders(self) -> list[Path]:
+        """The request folders the store holds now."""
+        return sorted(path for path in self.root.iterdir() if path.is_dir())
 
     def close(self) -> None:
         """Remove the temporary folder (a ``keep`` folder stays)."""
@@ -104,10 +139,26 @@ def size_of(upload: Upload) -> int:
     return size
 
 
-def check_images(uploads: Sequence[Upload]) -> list[str]:
+def decoded_pixels(image: Image.Image, image_size: int | None) -> int:
+    """The pixels reading an opened (not yet decoded) ``image`` for a model of input size
+    ``image_size`` decodes: its whole size, or for a JPEG the reduced scale libjpeg
+    decodes it at (as :func:`attnmeta.tasks.image_folder.load_image` asks: ``draft``,
+    at least twice ``image_size`` a side). ``image_size`` None: the whole size."""
+    if image_size is not None and image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (2 * image_size, 2 * image_size))  # sets the size it will decode
+    width, height = image.size
+    return width * height
+
+
+def check_images(uploads: Sequence[Upload], image_size: int | None = None,
+                 max_pixels: int | None = None) -> list[str]:
     """Each upload's name, once every one has an image suffix, is at most
-    ``MAX_IMAGE_BYTES`` and has a header PIL recognises (nothing is decoded here)."""
-    names = []
+    ``MAX_IMAGE_BYTES`` and has a header PIL recognises, and all of them together decode
+    at most ``max_pixels`` (None: :data:`MAX_REQUEST_PIXELS`) pixels for a model of input
+    size ``image_size`` (see :func:`decoded_pixels`; the refusal names the image that
+    crosses it). Only headers are read here."""
+    max_pixels = MAX_REQUEST_PIXELS if max_pixels is None else max_pixels
+    names, pixels = [], 0
     for index, upload in enumerate(uploads):
         name = _shown_name(upload, index)
         suffix = Path(name).suffix.lower()
@@ -119,8 +170,8 @@ def check_images(uploads: Sequence[Upload]) -> list[str]:
             raise InputError(f"{name} is {size / 2**20:.1f} MB: expected at most "
                              f"{MAX_IMAGE_BYTES // 2**20} MB per image")
         try:
-            with Image.open(upload.file):  # reads the header only
-                pass
+            with Image.open(upload.file) as image:  # reads the header only
+                pixels += decoded_pixels(image, image_size)
         except Image.DecompressionBombError as error:  # PIL's own check of the header's size
             raise InputError(f"{name} is too large to decode safely "
                              f"({str(error).split(',')[0]}: a possible decompression bomb): "
@@ -130,6 +181,12 @@ def check_images(uploads: Sequence[Upload]) -> list[str]:
                              f"{suffix[1:].upper()} image): expected an image file") from None
         finally:
             upload.file.seek(0)
+        if pixels > max_pixels:
+            raise InputError(f"{name} brings this request's images to {pixels / 1e6:,.1f} "
+                             f"million pixels to decode: expected at most "
+                             f"{max_pixels / 1e6:,.0f} million per request (send fewer or "
+                             "smaller images, in several requests; attnmeta adapt / predict "
+                             "read a folder of any size)")
         names.append(name)
     return names
 
@@ -182,25 +239,28 @@ def _files(values: Sequence[Any]) -> list[Upload]:
     return [value for value in values if not isinstance(value, str)]
 
 
-def image_support(files: Sequence[Any], labels: Sequence[Any], folder: Path
-                  ) -> list[tuple[Path, str]]:
-    """``(stored path, class)`` pairs for uploaded images and their parallel labels."""
+def image_support(files: Sequence[Any], labels: Sequence[Any], folder: Path,
+                  image_size: int | None = None) -> list[tuple[Path, str]]:
+    """``(stored path, class)`` pairs for uploaded images and their parallel labels
+    (their pixels within :data:`MAX_REQUEST_PIXELS` for a model of ``image_size``)."""
     images = _files(files)
     check_count(len(images), MAX_SUPPORT_FILES, "support images")
     labels = [label for label in labels if isinstance(label, str)]
     if len(labels) != len(images):
         raise InputError(f"{len(images)} files but {len(labels)} labels: expected one labels "
                          "field (the file's class) per file")
-    names = check_images(images)
+    names = check_images(images, image_size)
     labels = [check_label(label, f"image {name}") for label, name in zip(labels, names)]
     return list(zip(store_images(images, names, folder), labels))
 
 
-def image_queries(files: Sequence[Any], folder: Path) -> tuple[list[str], list[Path]]:
-    """The uploaded query images' names and stored paths."""
+def image_queries(files: Sequence[Any], folder: Path, image_size: int | None = None
+                  ) -> tuple[list[str], list[Path]]:
+    """The uploaded query images' names and stored paths (their pixels within
+    :data:`MAX_REQUEST_PIXELS` for a model of ``image_size``)."""
     images = _files(files)
     check_count(len(images), MAX_QUERY_FILES, "query images")
-    names = check_images(images)
+    names = check_images(images, image_size)
     return names, store_images(images, names, folder)
 
 

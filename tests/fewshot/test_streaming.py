@@ -1,0 +1,194 @@
+"""Long work in bounded memory, with steady progress: ``FewShotClassifier.logits`` reads and
+predicts queries a chunk at a time (the same scores as one batch, the model never handed
+more than a chunk, a progress call per chunk); images are read into one preallocated batch;
+the fitted state is one object a fit swaps whole; the command line's progress lines carry
+the time left, at least every PROGRESS_SECONDS, and a short ``predict`` prints none."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from attnmeta.cli import PROGRESS_SECONDS, ProgressLines, main
+from attnmeta.fewshot import FewShotClassifier
+from attnmeta.fewshot.classifier import QUERY_CHUNK, Fitted
+from attnmeta.fewshot.inputs import (Preprocessing, duration_words, images_to_tensor,
+                                     progress_words)
+from attnmeta.fewshot.uploads import decoded_pixels
+from attnmeta.runs.supervised import train_run
+from support import make_image_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, images) -> Path:
+    config = tiny_config(images, "protonet", steps=2)
+    config.model.norm, config.train.eval_every = "running", 0
+    folder = tmp_path_factory.mktemp("runs") / "protonet"
+    train_run(config, folder, progress=False, will_evaluate=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def queries(images) -> list[Path]:
+    return sorted((images / "val").rglob("*.png"))  # 36 images of 6 classes
+
+
+def fitted(run: Path, images: Path) -> FewShotClassifier:
+    return FewShotClassifier.from_run(run).fit(images / "test")
+
+
+def test_chunked_predictions_equal_one_batch_and_report_each_chunk(run, images, queries):
+    model = fitted(run, images)
+    whole, examples = model.logits(queries, chunk=len(queries))
+    assert whole.shape == (len(queries), 6) and examples.names == [str(q) for q in queries]
+
+    seen, reported = [], []
+    real = model._forward.predict_fitted
+
+    def recording(task, query_x):  # what reaches the model: never more than a chunk
+        seen.append(len(query_x))
+        return real(task, query_x)
+
+    model._forward.predict_fitted = recording
+    chunked, again = model.logits(queries, progress=lambda done, total:
+                                  reported.append((done, total)), chunk=5)
+    assert seen == [5] * 7 + [1]
+    assert reported == [(n, 36) for n in (5, 10, 15, 20, 25, 30, 35, 36)]
+    assert again.names == examples.names
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    assert model.predict(queries) == [model.class_names[int(i)] for i in whole.argmax(-1)]
+
+    # a folder and a tensor batch are chunked the same way; the default chunk is the bound
+    seen.clear()
+    folder_scores, _ = model.logits(images / "val", chunk=7)
+    torch.testing.assert_close(folder_scores, whole, rtol=0, atol=1e-6)
+    assert max(seen) == 7
+    query_x, _ = model.query_inputs(queries)
+    seen.clear()
+    tensor_scores, _ = model.logits(query_x, chunk=10)
+    torch.testing.assert_close(tensor_scores, whole, rtol=0, atol=1e-6)
+    assert seen == [10, 10, 10, 6]
+    seen.clear()
+    model.logits(queries * 3)
+    assert max(seen) <= QUERY_CHUNK and sum(seen) == 108
+
+
+def test_images_are_read_into_one_batch_with_a_call_per_image(tmp_path, queries):
+    preprocessing = Preprocessing("image", image_size=16, channels=3)
+    reported, tally = [], [0]
+    batch = images_to_tensor(queries[:5], preprocessing, lambda d, t: reported.append((d, t)),
+                             tally=tally)
+    assert batch.shape == (5, 3, 16, 16) and batch.is_contiguous()
+    assert reported == [(n, 5) for n in range(1, 6)]
+    assert tally == [5]  # grey files read as RGB: counted for the caller, not logged
+    assert images_to_tensor([], preprocessing).shape == (0, 3, 16, 16)
+
+
+def test_the_fitted_state_is_one_object_a_fit_replaces_whole(run, images, queries):
+    model = FewShotClassifier.from_run(run)
+    assert model.class_names == [] and model.fitted.task == {}
+    model.fit(images / "test")
+    first = model.fitted
+    assert isinstance(first, Fitted) and first.class_names == model.class_names
+    view = model.pinned()
+    labels = view.predict(queries[:6])
+    pairs = [(path, "a" if i % 2 else "b") for i, path in enumerate(queries[:6])]
+    model.fit(pairs)
+    assert model.class_names == ["a", "b"] and model.fitted is not first
+    assert first.class_names == sorted(p.name for p in (images / "test").iterdir())
+    # the view still answers from the first fit, whole: its classes, tensors, support
+    assert view.fitted is first and view.predict(queries[:6]) == labels
+    assert view.explain(queries[0]).class_names == first.class_names
+    with pytest.raises(Exception):
+        first.class_names = ["changed"]  # frozen
+    model.steps = 3  # the old attribute names still set, each a whole new state
+    assert model.fitted.steps == 3 and model.fitted.class_names == ["a", "b"]
+
+
+def test_progress_words_say_the_share_and_the_time_left():
+    assert progress_words(320, 1003, 7.0) == "320/1003 (31%), about 15 s left"
+    assert progress_words(0, 10, 1.0) == "0/10 (0%)"
+    assert progress_words(10, 10, 4.0) == "10/10 (100%)"
+    assert duration_words(125) == "2 min 5 s" and duration_words(3780) == "1 h 3 min"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_lines_come_every_few_seconds_with_the_time_left():
+    clock, said = FakeClock(), []
+    lines = ProgressLines(True, clock=clock, echo=said.append)
+    report = lines.counter("predicted")
+    for done in range(64, 3001, 64):  # a chunk a second
+        clock.now += 1.0
+        report(min(done, 3000), 3000)
+    clock.now += 0.5
+    report(3000, 3000)
+    middle, last = said[:-1], said[-1]
+    # a line every PROGRESS_SECONDS of the 46 s, each with the time left at the rate since
+    # the first call (64 a second)
+    assert len(middle) == int(46 // PROGRESS_SECONDS)
+    assert middle[0] == "predicted 128/3000 (4%), about 45 s left"
+    assert middle[-1] == "predicted 2944/3000 (98%), about 1 s left"
+    assert last == "predicted 3000/3000 (45.5 s)"
+
+    # the default of predict: silent for short work, lines once it runs long
+    said.clear()
+    quiet = ProgressLines(None, clock=clock, echo=said.append)
+    short = quiet.counter("predicted")
+    clock.now += 0.5
+    short(64, 100)
+    clock.now += 0.5
+    short(100, 100)
+    assert said == []
+    long = ProgressLines(None, clock=clock, echo=said.append).counter("predicted")
+    for done in (64, 128, 192, 256):
+        clock.now += 1.5
+        long(done, 256)
+    assert said == ["predicted 128/256 (50%), about 3 s left", "predicted 256/256 (4.5 s)"]
+    assert ProgressLines(False).counter("predicted") is None
+
+
+def test_predict_on_the_command_line_streams_a_folder_with_progress(tmp_path, run, images):
+    model_dir = tmp_path / "model"
+    runner = CliRunner()
+    adapted = runner.invoke(main, ["adapt", str(run), "--support", str(images / "test"),
+                                   "--out", str(model_dir)])
+    assert adapted.exit_code == 0, adapted.output
+    assert "read 36/36 (" in adapted.stderr  # the final line, with its time
+    quiet = runner.invoke(main, ["predict", str(model_dir), str(images / "val"), "--json"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""  # short: no progress by default
+    loud = runner.invoke(main, ["predict", str(model_dir), str(images / "val"), "--json",
+                                "--progress"])
+    assert loud.exit_code == 0 and loud.stdout == quiet.stdout
+    assert loud.stderr.splitlines()[-1].startswith("predicted 36/36 (")
+
+
+def test_a_jpeg_counts_the_pixels_libjpeg_decodes_for_the_model():
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 1600), "white").save(buffer, "JPEG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert decoded_pixels(image, 16) == 250 * 200  # 1/8 scale: still >= 32 a side
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert decoded_pixels(image, 224) == 1000 * 800  # 1/2: 1/4 is under 448
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert decoded_pixels(image, None) == 2000 * 1600
+    png = io.BytesIO()
+    Image.new("L", (300, 200)).save(png, "PNG")
+    with Image.open(png) as image:
+        assert decoded_pixels(image, 16) == 300 * 200  # decoded whole
