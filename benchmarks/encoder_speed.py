@@ -161,7 +161,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['what']} | {row['batch']} | {row['images_per_second']:.1f} | "
                      f"{row['ms_per_batch']:.1f} |")
     adapt, predict = result["adapt"], result["predict"]
-    lines += ["", "| what | measured | goal | met |", "|---|---|---|---|",
+    lines += ["", "`attnmeta adapt` and `predict` over a built-in encoder embed through ONNX "
+              "Runtime where it is installed (`attnmeta.fewshot.onnx_engine`); the graph is "
+              "exported once per machine (about 3 s, in the first adapt, which is the "
+              "discarded warm-up run here) and read from the cache after.",
+              "", "| what | measured | goal | met |", "|---|---|---|---|",
               f"| {adapt['what']} | {adapt['seconds_median']:.2f} s (median of "
               f"{len(adapt['seconds_all'])}) | {adapt['goal']} | {'yes' if adapt['met'] else 'no'} |",
               f"| {predict['what']} | p50 {predict['ms_p50']:.1f} ms, p90 "

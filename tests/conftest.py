@@ -11,3 +11,18 @@ def restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def onnx_cache_of_the_session(tmp_path_factory):
+    """Exported encoder graphs (attnmeta.fewshot.onnx_engine) go to a folder of this test
+    session, not the user's cache."""
+    import os
+
+    previous = os.environ.get("ATTNMETA_CACHE")
+    os.environ["ATTNMETA_CACHE"] = str(tmp_path_factory.mktemp("attnmeta-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ATTNMETA_CACHE", None)
+    else:
+        os.environ["ATTNMETA_CACHE"] = previous

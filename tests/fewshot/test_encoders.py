@@ -217,3 +217,27 @@ def test_a_format_1_record_reads_as_a_run_source():
            "step": 4}
     assert ClassifierSource.from_record(old) == ClassifierSource(
         "run", "/runs/a", "/runs/a/step_4.json", "ab", 4)
+
+
+def test_onnx_runtime_embeds_as_pytorch_does_and_is_cached(photos):
+    """A classifier over Lite0 embeds through ONNX Runtime: the same features as PyTorch's
+    to 1e-4, the exported graph kept in the cache and read back by the next classifier."""
+    pytest.importorskip("onnxruntime")
+    from attnmeta.fewshot.onnx_engine import OnnxRuntimeEncoder, cache_folder
+    from attnmeta.fewshot.inputs import images_to_tensor
+
+    model = FewShotClassifier.from_encoder("efficientnet-lite0")
+    assert isinstance(model._forward.frozen_encoder, OnnxRuntimeEncoder)
+    x = images_to_tensor(sorted(photos[1].glob("*.jpg")), model.preprocessing)
+    with torch.no_grad():
+        torch.testing.assert_close(model._forward.frozen_encoder(x),
+                                   model.learner.frozen_encoder(x), atol=1e-4, rtol=1e-4)
+    graphs = list(cache_folder().glob("efficientnet-lite0-*.onnx"))
+    assert len(graphs) == 1
+    stamp = graphs[0].stat().st_mtime_ns
+    graphs[0].write_bytes(b"not a graph")  # a damaged cache is exported again
+    again = FewShotClassifier.from_encoder("efficientnet-lite0")
+    assert isinstance(again._forward.frozen_encoder, OnnxRuntimeEncoder)
+    assert graphs[0].read_bytes()[:11] != b"not a graph" and graphs[0].stat().st_mtime_ns != stamp
+    bfloat16 = FewShotClassifier.from_encoder("efficientnet-lite0", precision="bfloat16")
+    assert not isinstance(bfloat16._forward.frozen_encoder, OnnxRuntimeEncoder)

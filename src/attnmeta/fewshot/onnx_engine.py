@@ -61,6 +61,9 @@ def onnx_runtime_encoder(encoder: nn.Module, key: str, input_shape: tuple[int, .
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # its threads would otherwise spin after each run, taking the cores from PyTorch's ops
+    # that follow (the prototypes' few ms became 9 ms)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if path.is_file():
         try:
             return OnnxRuntimeEncoder(onnxruntime.InferenceSession(
