@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -51,11 +53,41 @@ def fail(error: BaseException) -> None:
     raise click.ClickException(" ".join(str(error).split()) or type(error).__name__)
 
 
+def _quiet_pil_size_warnings() -> None:
+    """PIL's two-line ``DecompressionBombWarning`` (an image between its pixel limit and
+    twice it) is left out: the library logs one ``Warning:`` line naming the file instead
+    (:func:`attnmeta.tasks.image_folder._read_image`)."""
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit",
+                            module=r"PIL\.")
+
+
+def check_output_path(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, where a command would write ``path`` (a file, or with
+    ``folder`` a folder it makes or fills): its parent folder must exist (a typo must not
+    make new folders) and be writable, as must ``path`` itself if it is a folder there.
+    A ``ValueError`` naming ``option`` and the path otherwise."""
+    from attnmeta.fewshot.inputs import describe_path
+
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: its folder {parent} {describe_path(parent)}: "
+                         "expected an existing folder (make it first)")
+    where = path if folder and path.is_dir() else parent
+    try:
+        with tempfile.TemporaryFile(dir=where):  # unnamed where the system allows
+            pass
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot write in {where} "
+                         f"({error.strerror or error}): expected a folder you can write"
+                         ) from None
+
+
 @click.group()
 @click.version_option(package_name="attnmeta")
 def main() -> None:
     """Attention and meta-learning for few-shot tasks."""
     _show_library_warnings()
+    _quiet_pil_size_warnings()
 
 
 @main.command()
@@ -540,7 +572,8 @@ def _source_words(model: Any) -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the adapted model (new or empty).")
 @click.option("--steps", type=click.IntRange(min=0), default=None,
-              help="Inner gradient steps (MAML, Reptile; default the run's learner.eval_steps).")
+              help="Inner gradient steps (MAML, Reptile; default the run's learner.eval_steps); "
+                   "refused for learners that adapt without steps (e.g. protonet).")
 @click.option("--force", is_flag=True, help="Replace an adapted model already in --out.")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True,
@@ -552,18 +585,21 @@ def adapt(source: str, support: Path, out_dir: Path, steps: int | None, force: b
           precision: str, data_root: str | None, progress: bool) -> None:
     """Fit a trained run, a saved model or a built-in pretrained ENCODER (attnmeta encoders;
     no training) to the few labelled examples in --support."""
-    from attnmeta.fewshot.model_folder import check_model_folder
+    from attnmeta.fewshot.model_folder import check_model_folder, saving_model_folder
     from attnmeta.fewshot.source import open_classifier
 
     try:
         check_model_folder(out_dir, overwrite=force)  # before any work
+        check_output_path(out_dir, "--out", folder=True)
         model = open_classifier(source, data_root, precision)
         lines = ProgressLines(progress)
         fitting = f"fitting {model.learner.display_name} to the support set"
         with lines.waiting(f"reading the support set {support}"):
             model.fit(support, steps, progress=lines.counter("read", then=fitting),
                       step_progress=lines.counter("inner step", then=fitting))
-        model.save(out_dir, overwrite=force)
+        # written beside --out and moved in whole: a full disk leaves --out as it was
+        with saving_model_folder(out_dir, overwrite=force) as folder:
+            model.save(folder, overwrite=force)
     except USER_ERRORS as error:
         fail(error)
     counts = {name: model.support.labels.count(name) for name in model.class_names}
@@ -636,6 +672,7 @@ def explain(model_dir: Path, query: str, out_path: Path, force: bool) -> None:
             raise ValueError(f"--out {out_path}: expected a file name ending in .png")
         if out_path.exists() and not force:
             raise FileExistsError(f"--out {out_path} exists: expected a new file (or --force)")
+        check_output_path(out_path, "--out")
         explanation = FewShotClassifier.load(model_dir).explain(query)
         atomic_write_bytes(out_path, explanation_png(explanation))
     except USER_ERRORS as error:
@@ -656,6 +693,12 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
     from attnmeta.fewshot.export import export_onnx
 
     try:
+        if onnx_path.suffix.lower() != ".onnx":
+            raise ValueError(f"--onnx {onnx_path}: expected a file name ending in .onnx")
+        if onnx_path.exists() and not force:
+            raise FileExistsError(f"--onnx {onnx_path} exists: expected a new file name (or "
+                                  "--force to replace it)")
+        check_output_path(onnx_path, "--onnx")
         result = export_onnx(FewShotClassifier.load(model_dir), onnx_path, overwrite=force)
     except ImportError as error:
         fail(ValueError(f"export needs {error.name}: expected pip install 'attnmeta[onnx]'"))

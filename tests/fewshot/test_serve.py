@@ -156,14 +156,14 @@ def test_every_bad_upload_is_one_400_line_naming_the_problem(run, pictures, tmp_
                 "has no class name")
         refused(client.post("/api/adapt", data={"labels": "a"}), "no support images")
         refused(client.post("/api/adapt", files=upload, data=fields | {"steps": "many"}),
-                "steps='many'")
+                'steps is "many"')
         refused(client.post("/api/predict", files=files(pictures["query"][:1])), "adapt first")
 
         assert client.post("/api/adapt", files=upload, data=fields).status_code == 200
         queries = [("files", (f"{i}.png", b"x", "image/png")) for i in range(MAX_QUERY_FILES + 1)]
         refused(client.post("/api/predict", files=queries), f"at most {MAX_QUERY_FILES} files")
         refused(client.post("/api/predict", files=files(pictures["query"][:1]),
-                            data={"reject_below": "2"}), "reject_below=2.0")
+                            data={"reject_below": "2"}), 'reject_below is "2"')
         refused(client.post("/api/predict", json={"texts": ["hello"]}), "no query images")
         # a refused adapt leaves the fitted classes as they were
         assert client.get("/api/model").json()["classes"] == CLASSES

@@ -240,11 +240,17 @@ class FewShotClassifier:
             step_progress: Progress | None = None) -> "FewShotClassifier":
         """Adapt to ``support``: a folder ``DIR/<class>/<files>``, a CSV (``text,label``;
         ``image,label`` for image paths), or ``(item, label)`` pairs. ``steps``: inner
-        gradient steps (MAML, Reptile; default the run's ``learner.eval_steps``).
+        gradient steps (MAML, Reptile; default the run's ``learner.eval_steps``); more than
+        0 is refused for a learner that adapts in one pass (``adapts_by_gradient`` False).
         ``progress(done, total)``: called as the support examples are read;
         ``step_progress(done, steps)`` after each inner step of a gradient learner."""
         if steps is not None and steps < 0:
             raise InputError(f"steps={steps}: expected 0 or more inner steps")
+        if steps and not self.learner.adapts_by_gradient:  # its declared capability
+            raise InputError(f"steps={steps}: {self.learner.display_name} adapts in one pass "
+                             "over the support set and takes no inner steps: expected no "
+                             "steps (they are for learners that adapt by gradient steps, "
+                             "e.g. MAML, Reptile)")
         examples = read_support(support, self.preprocessing.modality)
         class_names = sorted(set(examples.labels))
         if self.learner.needs_head:

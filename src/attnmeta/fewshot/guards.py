@@ -12,6 +12,15 @@ body. Each refusal is one line, ``{"error": "..."}``, and nothing of the request
   scripts), with the header ``X-Attnmeta-Token`` equal to this process's token (printed at
   start; ``ATTNMETA_SERVE_TOKEN`` sets it). A foreign Origin, a missing or wrong token: 403.
   Cross-origin reads are refused by the browser itself (no CORS headers are ever sent).
+- **Guarded GETs** (``guarded_gets``: the model download): a GET is otherwise answered to
+  anyone the Host check lets through, since a browser shows its answer only to the
+  server's own page; a GET of one of these paths costs work (the model saved and zipped)
+  and hands over the fitted model, so it is run only for a browser's own page or address
+  bar (``Sec-Fetch-Site: same-origin`` or ``none``), the page's ``fetch`` (its header
+  ``X-Attnmeta-Page``: a cross-origin page cannot add a header without a CORS preflight,
+  which is refused; it covers browsers that send no ``Sec-Fetch-Site``, e.g. over plain
+  http to a non-loopback address), the server's own ``Origin``, or the token. Another
+  site's link, image or form: 403.
 - **Body deadline** (slow clients): the whole body must arrive within ``body_seconds`` of
   the request's start, else 408 and the connection is closed. :func:`read_body` reads it
   all before an endpoint takes the job lock, so a stalled upload holds nothing.
@@ -20,6 +29,10 @@ body. Each refusal is one line, ``{"error": "..."}``, and nothing of the request
   refused before reading, a chunked body as soon as it passes it: 413.
 - **JSON**: finite numbers only (no ``NaN``, ``Infinity``, ``1e400``) and at most
   :data:`MAX_JSON_DEPTH` levels deep: 400.
+
+The file is over 300 lines because every guard reads the same ASGI messages in one
+middleware: splitting them would make each request pass several wrappers and read its body
+in more than one place.
 """
 
 from __future__ import annotations
@@ -41,8 +54,8 @@ from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError
 from attnmeta.fewshot.uploads import MAX_CSV_BYTES, MAX_SUPPORT_FILES
 
 __all__ = ["RequestGuard", "read_body", "new_token", "host_name", "LOOPBACK_HOSTS",
-           "TOKEN_HEADER", "TOKEN_VARIABLE", "BODY_SECONDS", "JSON_BYTES", "UPLOAD_BYTES",
-           "MAX_JSON_DEPTH"]
+           "TOKEN_HEADER", "PAGE_HEADER", "TOKEN_VARIABLE", "BODY_SECONDS", "JSON_BYTES",
+           "UPLOAD_BYTES", "MAX_JSON_DEPTH"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,6 +64,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_HEADER = "X-Attnmeta-Token"
+PAGE_HEADER = "X-Attnmeta-Page"  # sent by the page's fetch of a guarded GET (any value)
+OWN_FETCH_SITES = ("same-origin", "none")  # Sec-Fetch-Site: the page, or the address bar
 TOKEN_VARIABLE = "ATTNMETA_SERVE_TOKEN"
 BODY_SECONDS = 60.0
 # the largest text request within the upload limits (500 sentences of 2000 characters,
@@ -103,8 +118,10 @@ class RequestGuard:
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *,
                  allowed_hosts: Iterable[str], token: str, body_seconds: float = BODY_SECONDS,
-                 json_bytes: int = JSON_BYTES, upload_bytes: int = UPLOAD_BYTES) -> None:
+                 json_bytes: int = JSON_BYTES, upload_bytes: int = UPLOAD_BYTES,
+                 guarded_gets: Iterable[str] = ()) -> None:
         self.app = app
+        self.guarded_gets = frozenset(guarded_gets)
         self.allowed = tuple(dict.fromkeys(host_name(host) for host in allowed_hosts))
         self.token = token.encode("utf-8")
         self.body_seconds, self.json_bytes, self.upload_bytes = (
@@ -162,8 +179,8 @@ class RequestGuard:
             await _answer(send, refused.status, str(refused))
 
     def refusal(self, scope: Scope, headers: Headers) -> tuple[int, str] | None:
-        """403 and why, for a Host that is not allowed, or a POST with a foreign Origin or
-        without the token; None if the request may go on."""
+        """403 and why, for a Host that is not allowed, or a POST (or a guarded GET) with
+        a foreign Origin or without the token; None if the request may go on."""
         host = headers.get("host")
         # no Host at all: not a browser (a browser always sends one), so no rebinding
         if host is not None and host_name(host) not in self.allowed:
@@ -172,7 +189,15 @@ class RequestGuard:
                          f"rebinding attack; if you opened the page by this name, attnmeta "
                          f"serve --allow-host {_shown(host_name(host))[:100]} allows it)")
         if scope["method"] in SAFE_METHODS:
-            return None
+            if scope["path"] not in self.guarded_gets:
+                return None
+            site = headers.get("sec-fetch-site")
+            if site in OWN_FETCH_SITES or (site is None and PAGE_HEADER in headers):
+                return None
+            if site is not None:
+                return 403, (f"{scope['method']} {scope['path'][:100]} from another site "
+                             f"refused (Sec-Fetch-Site {site[:30]!r}): use the server's own "
+                             f"page, or a script with the {TOKEN_HEADER} header")
         own = f"{scope['scheme']}://{host}" if host else None
         origin = headers.get("origin")
         if origin is not None:

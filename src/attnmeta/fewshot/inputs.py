@@ -14,8 +14,12 @@ CSVs, pairs, files, strings, tensors) is read here, each with its own one-line r
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
+import os
+import stat
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
@@ -26,9 +30,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from attnmeta.tasks.image_folder import IMAGE_SUFFIXES, _changes_colour, _read_image, check_fit
+from attnmeta.files import file_digest
+from attnmeta.tasks.image_folder import (IMAGE_SUFFIXES, _changes_colour, _read_image,
+                                        check_fit, check_image_size, is_hidden)
 
-__all__ = ["InputError", "ModelError", "Preprocessing", "Examples", "read_support", "read_queries",
+__all__ = ["InputError", "ModelError", "Preprocessing", "Examples", "NamedPath", "named_path",
+           "shown_name", "describe_path", "read_support", "read_queries", "check_class_name",
            "read_csv_rows", "image_tensor", "images_to_tensor", "note_converted", "Progress",
            "progress_words", "eta_seconds", "duration_words", "MAX_IMAGE_BYTES"]
 
@@ -68,6 +75,13 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         check_fit(self.fit)
+        if self.modality not in ("image", "text"):
+            raise ValueError(f"modality={self.modality!r}: expected 'image' or 'text'")
+        check_image_size(self.image_size)
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) \
+                or self.max_length < 1:
+            raise ValueError(f"max_length={self.max_length!r}: expected the tokens a model "
+                             "reads of a sentence (1 or more)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,51 +104,133 @@ class Examples:
     labels: list[str]
 
 
+class NamedPath(type(Path())):  # type: ignore[misc]
+    """A file that messages and reports name otherwise than by its path: an upload that
+    ``attnmeta serve`` stored as ``<its folder>/adapt-0001/0003-cat.png`` is ``cat.png``,
+    as it was sent (see :func:`named_path`). Every other use of it is its path's."""
+
+    shown: str
+
+
+def named_path(path: str | Path, shown: str) -> NamedPath:
+    """``path``, named ``shown`` in messages and reports (:func:`shown_name`)."""
+    named = NamedPath(path)
+    named.shown = shown
+    return named
+
+
+def shown_name(item: Any) -> str:
+    """How messages and reports name an example: a :class:`NamedPath` by its name, else as
+    a string; bytes of a file name that are not UTF-8 shown as U+FFFD (the file is read as
+    it is, and its name can be written to JSON)."""
+    name = getattr(item, "shown", None) or str(item)
+    if any(unicodedata.category(c) == "Cs" for c in name):
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return name
+
+
 def _is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files below ``folder`` (hidden ones skipped, see :func:`is_hidden`; links
+    to folders are not followed, so a link loop is harmless), sorted."""
+    return sorted(p for p in folder.rglob("*")
+                  if _is_image_path(p) and not is_hidden(p, folder) and p.is_file())
+
+
+def describe_path(path: Path) -> str:
+    """What ``path`` is, for a message about a path that is not the file or folder asked
+    for: "does not exist", "is a character device, not a file", "is a symbolic link that
+    loops (...)", "is a file", ..."""
+    try:
+        status = os.lstat(path)
+    except (OSError, ValueError):
+        return "does not exist"
+    if stat.S_ISLNK(status.st_mode):
+        try:
+            status = os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return "is a symbolic link that loops (it leads back to itself)"
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    kinds = ((stat.S_ISDIR, "is a folder"), (stat.S_ISREG, "is a file"),
+             (stat.S_ISCHR, "is a character device, not a file"),
+             (stat.S_ISBLK, "is a block device, not a file"),
+             (stat.S_ISFIFO, "is a named pipe (FIFO), not a file"),
+             (stat.S_ISSOCK, "is a socket, not a file"))
+    return next((words for test, words in kinds if test(status.st_mode)), "is not a file")
+
+
+def check_class_name(label: str, where: str) -> str:
+    """``label`` if it can name a class: not empty, on one line and without control
+    characters (NUL, a newline, a tab, ...), which would break every line that names it
+    (predictions, CSVs, the page); else an :class:`InputError` naming it and ``where`` it
+    came from. Every support set (folders, CSVs, pairs, the server's uploads) is checked
+    here, by :func:`read_support`."""
+    if not label.strip():
+        raise InputError(f"{where} has no class name ({label!r}): expected a name for every "
+                         "class")
+    if any(unicodedata.category(c) == "Cs" for c in label):  # bytes the system could not decode
+        raise InputError(f"class name {label!r:.60} ({where}) is not UTF-8 text: expected a "
+                         "name in UTF-8 (rename it)")
+    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        what = {"\x00": "a NUL character", "\n": "a line break", "\r": "a carriage return",
+                "\t": "a tab"}.get(bad, f"the control character U+{ord(bad):04X}")
+        raise InputError(f"class name {label!r:.60} ({where}) holds {what}: expected a name "
+                         "on one line, without control characters")
+    return label
 
 
 def read_csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """The rows of a CSV file with a header holding ``columns``, as (line number, row). An
     empty file, a missing column, a row of the wrong width or an empty cell is an
-    :class:`InputError` naming the file and line."""
+    :class:`InputError` naming the file (:func:`shown_name`) and line."""
+    shown = shown_name(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise InputError(f"CSV file {path} is not UTF-8 text: expected a UTF-8 CSV with "
+        raise InputError(f"CSV file {shown} is not UTF-8 text: expected a UTF-8 CSV with "
                          f"columns {','.join(columns)}") from None
     except OSError as error:
-        raise InputError(f"cannot read CSV file {path}: {error.strerror or error}") from None
+        raise InputError(f"cannot read CSV file {shown}: {error.strerror or error}") from None
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
-            raise InputError(f"CSV file {path} is empty: expected a header line "
+            raise InputError(f"CSV file {shown} is empty: expected a header line "
                              f"'{','.join(columns)}' and one row per example")
         header = [cell.strip().lower() for cell in header]
         missing = [c for c in columns if c not in header]
         if missing:
-            raise InputError(f"CSV file {path} line 1: header {','.join(header)!r} lacks "
-                             f"column {missing[0]!r}: expected columns {','.join(columns)}")
+            other = next((f" (its cells are separated by {mark!r}, not commas)" for mark in
+                          (";", "\t", "|") if len(header) == 1 and mark in header[0]), "")
+            raise InputError(f"CSV file {shown} line 1: header {','.join(header)!r} lacks "
+                             f"column {missing[0]!r}{other}: expected columns "
+                             f"{','.join(columns)}, separated by commas")
         rows = []
         for row in reader:
             line = reader.line_num
             if not row or not any(cell.strip() for cell in row):
                 continue  # blank lines are allowed
             if len(row) != len(header):
-                raise InputError(f"CSV file {path} line {line}: {len(row)} fields, expected "
+                raise InputError(f"CSV file {shown} line {line}: {len(row)} fields, expected "
                                  f"{len(header)} ({','.join(header)}); quote a text that "
                                  "holds a comma")
             values = dict(zip(header, (cell.strip() for cell in row)))
             empty = [c for c in columns if not values[c]]
             if empty:
-                raise InputError(f"CSV file {path} line {line}: column {empty[0]!r} is "
+                raise InputError(f"CSV file {shown} line {line}: column {empty[0]!r} is "
                                  "empty: expected a value")
             rows.append((line, values))
     except csv.Error as error:
-        raise InputError(f"CSV file {path} line {reader.line_num}: {error}") from None
+        raise InputError(f"CSV file {shown} line {reader.line_num}: {error}: expected "
+                         "comma-separated text (quote a cell that holds a comma, quote or "
+                         "line break)") from None
     if not rows:
-        raise InputError(f"CSV file {path} has a header but no rows: expected one row per "
+        raise InputError(f"CSV file {shown} has a header but no rows: expected one row per "
                          "example")
     return rows
 
@@ -143,19 +239,21 @@ def _support_folder(folder: Path, modality: str) -> Examples:
     if modality == "text":
         raise InputError(f"support {folder} is a folder, but the model reads text: expected "
                          "a CSV file with columns text,label")
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d))
     if not class_dirs:
         raise InputError(f"support folder {folder} has no class sub-folders: expected "
                          f"{folder}/<class>/<images>")
     items, labels = [], []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and _is_image_path(p))
+        check_class_name(class_dir.name, f"a folder in {folder}")
+        files = _image_files(class_dir)
         if not files:
             raise InputError(f"class {class_dir.name!r} ({class_dir}) has no usable example: "
-                             f"expected image files ending in {', '.join(sorted(IMAGE_SUFFIXES))}")
+                             "expected image files ending in "
+                             f"{', '.join(sorted(IMAGE_SUFFIXES))} (hidden ones are skipped)")
         items += files
         labels += [class_dir.name] * len(files)
-    return Examples(items, [str(p) for p in items], labels)
+    return Examples(items, [shown_name(p) for p in items], labels)
 
 
 def read_support(source: Any, modality: str) -> Examples:
@@ -170,25 +268,30 @@ def read_support(source: Any, modality: str) -> Examples:
         elif path.is_file() and path.suffix.lower() == ".csv":
             column = "text" if modality == "text" else "image"
             rows = read_csv_rows(path, (column, "label"))
+            for line, row in rows:
+                check_class_name(row["label"], f"CSV file {shown_name(path)} line {line}")
             items: list[Any] = [row[column] if modality == "text" else path.parent / row[column]
                                 for _, row in rows]
-            examples = Examples(items, [str(i) for i in items], [row["label"] for _, row in rows])
-        elif path.exists():
+            examples = Examples(items, [shown_name(i) for i in items],
+                                [row["label"] for _, row in rows])
+        elif path.is_file():
             raise InputError(f"support {path} is neither a folder nor a .csv file: expected "
                              "DIR/<class>/<files> or a CSV with columns "
                              + ("text,label" if modality == "text" else "image,label"))
         else:
-            raise InputError(f"support {path} does not exist: expected a folder of classes "
-                             "or a CSV file")
+            raise InputError(f"support {path} {describe_path(path)}: expected a folder of "
+                             "classes or a CSV file")
     else:
         pairs = list(source)
         for index, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise InputError(f"support item {index} is {type(pair).__name__}: expected an "
                                  "(item, label) pair")
+            check_class_name(str(pair[1]), f"support item {index} ({_name(pair[0], index):.60})")
         items = [item for item, _ in pairs]
         examples = Examples(items, [_name(item, i) for i, item in enumerate(items)],
                             [str(label) for _, label in pairs])
+    _note_repeated(examples, modality)
     classes = sorted(set(examples.labels))
     if len(classes) < 2:
         found = f"one class ({classes[0]!r})" if classes else "no examples"
@@ -199,8 +302,52 @@ def read_support(source: Any, modality: str) -> Examples:
 
 def _name(item: Any, index: int) -> str:
     if isinstance(item, (str, Path)):
-        return str(item)
+        return shown_name(item)
     return f"item {index}"
+
+
+def _note_repeated(examples: Examples, modality: str) -> None:
+    """One warning when an example is in two classes: an image file whose contents (their
+    sha256; only files of equal size are read) or a sentence that is also another class's.
+    The model cannot tell such examples apart."""
+    keyed: dict[Any, list[int]] = {}
+    for index, item in enumerate(examples.items):
+        if modality == "text" and isinstance(item, str):
+            keyed.setdefault(("text", item.strip()), []).append(index)
+        elif modality == "image" and isinstance(item, (str, Path)):
+            try:
+                keyed.setdefault(("size", os.stat(item).st_size), []).append(index)
+            except (OSError, ValueError):
+                continue  # reading it says what is wrong
+    groups = []
+    for (kind, _), indices in keyed.items():
+        if len({examples.labels[i] for i in indices}) < 2:
+            continue
+        if kind == "text":
+            groups.append(indices)
+            continue
+        by_digest: dict[str, list[int]] = {}
+        for index in indices:
+            try:
+                by_digest.setdefault(file_digest(Path(examples.items[index])), []).append(index)
+            except OSError:
+                continue
+        groups += [same for same in by_digest.values()
+                   if len({examples.labels[i] for i in same}) > 1]
+    if not groups:
+        return
+    first = groups[0]
+    second = next(i for i in first if examples.labels[i] != examples.labels[first[0]])
+    one, other = examples.labels[first[0]], examples.labels[second]
+    more = f" ({len(groups) - 1} more such)" if len(groups) > 1 else ""
+    if modality == "text":
+        where = (f"the same sentence {examples.names[first[0]]!r:.60} is in two classes, "
+                 f"{one!r} and {other!r}")
+    else:
+        where = (f"the same image is in two classes: {examples.names[first[0]]} (class {one!r}) "
+                 f"and {examples.names[second]} (class {other!r}) hold the same contents")
+    logger.warning("%s%s: expected each example in one class (the model cannot tell them "
+                   "apart)", where, more)
 
 
 def read_queries(sources: Iterable[Any], modality: str) -> Examples:
@@ -216,7 +363,8 @@ def read_queries(sources: Iterable[Any], modality: str) -> Examples:
                                  "expected sentences")
             items.append(source)
             continue
-        path = Path(source) if isinstance(source, (str, Path)) else None
+        path = (source if isinstance(source, Path) else
+                Path(source) if isinstance(source, str) else None)
         exists = path is not None and _exists(path)
         if modality == "text":
             if exists and path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
@@ -233,18 +381,19 @@ def read_queries(sources: Iterable[Any], modality: str) -> Examples:
         if path is None:
             raise InputError(f"query of type {type(source).__name__}: expected an image path, "
                              "a folder of images or a [C, H, W] tensor")
-        if not exists:
-            raise InputError(f"query {path} does not exist: expected an image file or a folder "
-                             "of images")
+        if not (exists and (path.is_dir() or path.is_file())):
+            raise InputError(f"query {shown_name(path)} {describe_path(path)}: expected an "
+                             "image file or a folder of images")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image_path(p))
+            found = _image_files(path)
             if not found:
                 raise InputError(f"query folder {path} holds no images: expected files ending "
-                                 f"in {', '.join(sorted(IMAGE_SUFFIXES))}")
+                                 f"in {', '.join(sorted(IMAGE_SUFFIXES))} (hidden ones are "
+                                 "skipped)")
             items += found
         elif path.suffix.lower() in TEXT_SUFFIXES:
-            raise InputError(f"query {path} is a text file, but the model reads images: "
-                             "expected an image file or a folder of images")
+            raise InputError(f"query {shown_name(path)} is a text file, but the model reads "
+                             "images: expected an image file or a folder of images")
         else:
             items.append(path)
     if not items:
@@ -318,15 +467,16 @@ def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str |
             image = _fit_tensor(image, size, preprocessing)
         return image.clamp(0, 1).contiguous(), changed
     # a PIL image is read as it is (any mode, its EXIF orientation kept), not re-encoded
-    path = item if isinstance(item, (io.BytesIO, Image.Image)) else Path(item)
+    path = item if isinstance(item, (io.BytesIO, Image.Image, Path)) else Path(item)
+    name = shown_name(item) if isinstance(item, (str, Path)) else None
     if isinstance(path, Path):
         if not path.is_file():
-            raise InputError(f"image {path} does not exist: expected an image file")
+            raise InputError(f"image {name} {describe_path(path)}: expected an image file")
         if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise InputError(f"image {path} is {path.stat().st_size / 2**20:.0f} MB: expected "
+            raise InputError(f"image {name} is {path.stat().st_size / 2**20:.0f} MB: expected "
                              f"at most {MAX_IMAGE_BYTES // 2**20} MB")
     try:
-        array, mode = _read_image(path, size, channels, preprocessing.fit)
+        array, mode = _read_image(path, size, channels, preprocessing.fit, name)
     except ValueError as error:
         raise InputError(str(error)) from None
     if preprocessing.inverted:

@@ -61,12 +61,17 @@ check of it, so a reader finds what a folder must hold and why one is refused in
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from safetensors.torch import load_file
@@ -82,7 +87,8 @@ from attnmeta.tasks.image_folder import FITS
 
 __all__ = ["MODEL_MARKER", "FORMAT", "READABLE_FORMATS", "WEIGHTS", "RECORD", "TOKENIZER",
            "FIELDS", "ARCHITECTURE_DATA_KEYS", "ClassifierSource", "ModelRecord",
-           "check_model_folder", "claim_model_folder", "architecture_of", "field_digests",
+           "check_model_folder", "claim_model_folder", "saving_model_folder",
+           "architecture_of", "field_digests",
            "write_model_record", "read_model_record"]
 
 MODEL_MARKER = ".attnmeta-model"
@@ -132,8 +138,9 @@ class ClassifierSource:
 
 
 def check_model_folder(folder: Path, overwrite: bool = False) -> None:
-    """Refuse ``folder`` as a place to save a classifier unless it is new, empty, or (with
-    ``overwrite``) a saved classifier: called before any work, so a refusal costs nothing."""
+    """Refuse ``folder`` as a place to save a classifier unless it is new, empty, a save
+    cut short (the marker but no ``model.json``) or (with ``overwrite``) a saved
+    classifier: called before any work, so a refusal costs nothing."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"model folder {folder} is a file: expected a folder (--out DIR)")
@@ -141,7 +148,7 @@ def check_model_folder(folder: Path, overwrite: bool = False) -> None:
         if not (folder / MODEL_MARKER).is_file():
             raise InputError(f"model folder {folder} is not empty and holds no adapted model: "
                              "expected a new or empty folder; nothing was written there")
-        if not overwrite:
+        if not overwrite and (folder / RECORD).is_file():  # no model.json: a save cut short
             raise InputError(f"model folder {folder} already holds an adapted model: expected "
                              "a new folder (or --force to replace it)")
 
@@ -151,6 +158,72 @@ def claim_model_folder(folder: Path, overwrite: bool) -> None:
     check_model_folder(folder, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MODEL_MARKER).write_text("attnmeta adapted model\n")
+
+
+@contextmanager
+def saving_model_folder(folder: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Where to save a classifier meant for ``folder`` (checked as :func:`check_model_folder`
+    does): a new hidden folder beside it, ``.<name>.saving-*``, whose files are moved into
+    ``folder`` (renames on one file system, ``model.json`` last) when the block ends. If
+    the block raises (a full disk, say), the staging folder is removed and ``folder`` is
+    as it was, a model it held included; an ``OSError`` then names ``folder``. Where no
+    folder can be made beside it (a parent that is not writable), the block writes in
+    ``folder`` itself, and a failure removes what it wrote (all of a folder that was new
+    or empty)."""
+    folder = Path(folder)
+    check_model_folder(folder, overwrite)
+    existed, staging = folder.is_dir(), None
+    held = existed and any(folder.iterdir())
+    for _ in range(100):
+        candidate = folder.parent / f".{folder.name}.saving-{secrets.token_hex(4)}"
+        try:
+            candidate.mkdir()  # as the folder itself would be made (its mode by the umask)
+        except FileExistsError:
+            continue
+        except OSError:
+            break  # written in place
+        staging = candidate
+        break
+    try:
+        yield staging or folder
+        if staging is not None:
+            _move_into_place(staging, folder, existed)
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        elif not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif not held:
+            for entry in list(folder.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            room = "free space" if error.errno == errno.ENOSPC else "a folder it can write"
+            kept = ("is as it was" if staging is not None or not held else
+                    "may hold an incomplete model now")
+            failed = OSError(f"cannot save the adapted model in {folder}: "
+                             f"{error.strerror or error}: expected {room} for it; {folder} "
+                             f"{kept}")
+            failed.errno = error.errno
+            raise failed from None
+        raise
+
+
+def _move_into_place(staging: Path, folder: Path, existed: bool) -> None:
+    """The saved files of ``staging`` into ``folder``: a rename of the folder when
+    ``folder`` is new, else file by file, ``model.json`` last (a stale tokenizer after)."""
+    if not existed:
+        os.rename(staging, folder)
+        return
+    text = (staging / TOKENIZER).is_file()
+    for name in (WEIGHTS, TOKENIZER, MODEL_MARKER, RECORD):
+        if (staging / name).is_file():
+            os.replace(staging / name, folder / name)
+    if not text:
+        (folder / TOKENIZER).unlink(missing_ok=True)  # a replaced text model's
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------ writing

@@ -17,12 +17,22 @@ adapt runs; 503 (``Retry-After: 1``) for a prediction while :data:`PREDICT_SLOTS
 - ``POST /api/adapt``: images: multipart, repeated ``files`` with a parallel repeated
   ``labels`` (class names); text: JSON ``{"examples": [{"text", "label"}], "steps"}`` or
   multipart ``file`` (a CSV with columns ``text,label``). Optional ``steps`` (inner steps
-  of MAML / Reptile). Answers ``{"classes": [...], "examples": n}``.
+  of MAML / Reptile, 0 to :data:`attnmeta.fewshot.fields.MAX_STEPS`). Answers
+  ``{"classes": [...], "examples": n}``.
 - ``POST /api/predict``: images: multipart ``files``; text: JSON ``{"texts": [...]}``.
-  Optional ``top_k`` (3), ``reject_below`` (a probability), ``explain`` (true: a PNG per
-  query, base64). Answers ``{"predictions": [{"input", "label" (null if rejected),
-  "probability", "top_k": [[class, p], ...], "explanation_png"?}]}``, the record
-  ``attnmeta predict --json`` prints (:mod:`attnmeta.fewshot.records`).
+  Optional ``top_k`` (3; 1 to the number of classes), ``reject_below`` (a probability),
+  ``explain`` (true: a PNG per query, base64). Answers ``{"predictions": [{"input",
+  "label" (null if rejected), "probability", "top_k": [[class, p], ...],
+  "explanation_png"?}]}``, the record ``attnmeta predict --json`` prints
+  (:mod:`attnmeta.fewshot.records`).
+  Every field is read by :mod:`attnmeta.fewshot.fields`: a value that is not exactly of
+  its type (``top_k`` 1.9, ``true`` or ``"3"`` in JSON; ``explain=maybe``), or a field the
+  endpoint does not read, is a 400 line naming the field.
+- ``GET /api/model/download``: the fitted model as a zip of the folder
+  :meth:`~attnmeta.fewshot.classifier.FewShotClassifier.save` writes (``attnmeta-model/``
+  inside: ``attnmeta predict attnmeta-model ...`` reads it); 409 until something is
+  fitted. A guarded GET (:mod:`attnmeta.fewshot.guards`): only the page, the address bar
+  or a script with the token.
 - ``GET /api/progress``: the newest running job, else the last one, ``{"stage", "done",
   "total", "running"}`` (``total`` 0: no count, e.g. while the support set is embedded),
   with ``"eta_seconds"`` (the time left at the rate so far) while a counted stage runs.
@@ -53,8 +63,9 @@ thumbnails); with ``--keep`` every request's uploads stay.
 Who may ask (:mod:`attnmeta.fewshot.guards`, in front of every endpoint): only requests whose
 ``Host`` is one of ``allowed_hosts`` (the loopback names; DNS rebinding), and POSTs only from
 the page itself (its ``Origin``) or from a script that sends no Origin and the header
-``X-Attnmeta-Token`` with this process's token (cross-site requests); the body must arrive
-within ``body_seconds`` and stay within its size.
+``X-Attnmeta-Token`` with this process's token (cross-site requests), and the same for the
+model download, which a browser's own page or address bar may also fetch; the body must
+arrive within ``body_seconds`` and stay within its size.
 
 The file is over 300 lines because it is one app: its endpoints share the model, the upload
 store, the adapt lock, the prediction slots and the progress board (:class:`JobProgress`,
@@ -66,21 +77,26 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
+import zipfile
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, NamedTuple, TextIO
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from attnmeta.fewshot import uploads
+from attnmeta.fewshot.fields import MAX_STEPS, RequestFields
 from attnmeta.fewshot.guards import (BODY_SECONDS, LOOPBACK_HOSTS, TOKEN_HEADER, RequestGuard,
                                      host_name, new_token, read_body)
 from attnmeta.fewshot.inputs import (MAX_IMAGE_BYTES, InputError, duration_words, eta_seconds,
@@ -90,7 +106,7 @@ from attnmeta.fewshot.records import prediction_records
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
 
 __all__ = ["create_app", "run_server", "bind", "hosts_to_allow", "JobProgress",
-           "PREDICT_SLOTS", "PREDICT_QUEUE", "PRINT_SECONDS"]
+           "PREDICT_SLOTS", "PREDICT_QUEUE", "PRINT_SECONDS", "DOWNLOAD_PATH", "DOWNLOAD_NAME"]
 
 THUMBNAIL_PIXELS = 128  # a square's side: sharp at the page's 64 px on a 2x screen
 # Predictions running at once (each forward pass uses torch's intra-op threads, so more
@@ -99,10 +115,14 @@ THUMBNAIL_PIXELS = 128  # a square's side: sharp at the page's 64 px on a 2x scr
 PREDICT_SLOTS = 2
 PREDICT_QUEUE = 16
 PRINT_SECONDS = 2.0  # a running job's line in the terminal, at least this often
+DOWNLOAD_PATH = "/api/model/download"
+DOWNLOAD_NAME = "attnmeta-model"  # the zip's name and the one folder inside it
+ADAPT_FIELDS = ("files", "labels", "file", "examples", "steps")
+PREDICT_FIELDS = ("files", "texts", "top_k", "reject_below", "explain")
 
 
 class Busy(Exception):
-    """Another adapt is running (409)."""
+    """Another adapt is running, or nothing is fitted to download (409)."""
 
 
 class Overloaded(Exception):
@@ -260,7 +280,8 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
     app.state.token = token or new_token()
     app.state.allowed_hosts = tuple(allowed_hosts)
     app.add_middleware(RequestGuard, allowed_hosts=app.state.allowed_hosts,
-                       token=app.state.token, body_seconds=body_seconds)
+                       token=app.state.token, body_seconds=body_seconds,
+                       guarded_gets=(DOWNLOAD_PATH,))
 
     @app.exception_handler(InputError)
     @app.exception_handler(ValueError)  # the runs layer's (CheckpointError, ConfigError)
@@ -271,7 +292,8 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": f"{str(error.detail).lower()}: {request.method} "
                              f"{request.url.path[:100]} (the endpoints: GET /, /api/model, "
-                             "/api/progress, /api/support; POST /api/adapt, /api/predict)"},
+                             "/api/model/download, /api/progress, /api/support; POST "
+                             "/api/adapt, /api/predict)"},
                             status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Busy)
@@ -340,10 +362,12 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
         finally:
             job.end("adapted" if fitted else "adapt failed", len(pairs))
 
-    def adapt_job(fields: dict[str, Any], lists: dict[str, list]) -> dict[str, Any]:
+    def adapt_job(body: RequestFields) -> dict[str, Any]:
         """Check and store the support set, fit, and make it the one this server shows;
         the uploads of the adapt it replaces (or of this one, if it fails) go."""
         nonlocal fitted_support
+        fields, lists = body.values, body.lists
+        steps = body.whole("steps", 0, MAX_STEPS, "inner steps")
         folder, kept = store.new_folder("adapt"), False
         try:
             if modality == "image":
@@ -352,7 +376,6 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
             else:
                 pairs = uploads.text_support(fields.get("examples"), lists.get("file", []),
                                              folder)
-            steps = uploads.number(fields.get("steps"), int, "steps")
             with forward_slots if shared_weights else nullcontext():
                 fit(pairs, steps)
             classes = list(model.fitted.class_names)  # this fit's: adapts run one at a time
@@ -380,9 +403,32 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
 
     @app.post("/api/adapt")
     async def adapt(request: Request) -> dict[str, Any]:
-        fields, lists = await read_body(request, uploads.MAX_SUPPORT_FILES)  # before the lock
+        body = await request_fields(request, uploads.MAX_SUPPORT_FILES, ADAPT_FIELDS)
         with one_adapt():  # checks, storing and fitting in a worker thread
-            return await run_in_threadpool(adapt_job, fields, lists)
+            return await run_in_threadpool(adapt_job, body)
+
+    @app.get(DOWNLOAD_PATH)
+    def download() -> FileResponse:
+        """The fitted model as a zip (a worker thread: FastAPI runs a plain def there)."""
+        # MAML's module holds a pass's weights during it: saved between passes
+        with admitted(), forward_slots if shared_weights else nullcontext():
+            view = model.pinned()  # one fit's state, whole, while it is written
+            if not view.class_names:
+                raise Busy("nothing to download: no classes yet: adapt first (the Adapt "
+                           "button, or POST /api/adapt with a support set)")
+            folder = Path(tempfile.mkdtemp(prefix="attnmeta-download-"))
+            try:
+                view.save(folder / DOWNLOAD_NAME)
+                archive = folder / f"{DOWNLOAD_NAME}.zip"
+                with zipfile.ZipFile(archive, "x", zipfile.ZIP_DEFLATED) as out:
+                    for path in sorted((folder / DOWNLOAD_NAME).rglob("*")):
+                        out.write(path, path.relative_to(folder).as_posix())
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        return FileResponse(archive, media_type="application/zip",
+                            filename=archive.name, headers={"Cache-Control": "no-store"},
+                            background=BackgroundTask(shutil.rmtree, folder, True))
 
     @app.get("/api/support")
     def support_set() -> dict[str, Any]:
@@ -434,17 +480,21 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
             buffer, "JPEG", quality=90)
         return buffer.getvalue()
 
-    def predict_job(fields: dict[str, Any], lists: dict[str, list]) -> list[dict[str, Any]]:
+    def predict_job(body: RequestFields) -> list[dict[str, Any]]:
         """Records for a request's queries, from one fitted state (an adapt meanwhile
         changes the next prediction, not this one), in one of the forward slots."""
+        fields, lists = body.values, body.lists
         with forward_slots:
             view = model.pinned()  # this fit's classes, tensors and support set throughout
             if not view.class_names:
                 raise InputError("no classes yet: adapt first (the Adapt button, or POST "
                                  "/api/adapt with a support set)")
+            explain = body.yes_no("explain")
+            top_k = body.whole("top_k", 1, len(view.class_names),  # None: min(3, N)
+                               "the number of fitted classes")
+            reject_below = body.probability("reject_below")
             folder = store.new_folder("predict")
             try:
-                explain = uploads.flag(fields.get("explain", False))
                 if modality == "image":
                     names, batch = uploads.image_queries(lists.get("files", []), folder,
                                                          image_size)
@@ -452,9 +502,6 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
                 else:
                     names, batch, singles = uploads.text_queries(fields.get("texts"), folder,
                                                                  explain)
-                top_k = uploads.number(fields.get("top_k"), int, "top_k")  # None: min(3, N)
-                reject_below = uploads.number(fields.get("reject_below"), float,
-                                              "reject_below")
                 return predictions(view, batch, singles, names, top_k, reject_below)
             finally:
                 store.discard(folder)
@@ -469,7 +516,7 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
         try:
             logits, _ = view.logits(batch, progress=lambda done, total: job.update(
                 done, total, "reading and predicting queries"))
-            records = prediction_records(view, logits, names, top_k, reject_below)
+            records = prediction_records(view, logits, names, top_k, reject_below, "top_k")
             if singles:
                 from attnmeta.viz.explain import explanation_png
 
@@ -486,12 +533,22 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:
-        fields, lists = await read_body(request, uploads.MAX_QUERY_FILES)  # before a slot
+        body = await request_fields(request, uploads.MAX_QUERY_FILES, PREDICT_FIELDS)
         with admitted():  # checks, storing and predicting in a worker thread
-            records = await run_in_threadpool(predict_job, fields, lists)
+            records = await run_in_threadpool(predict_job, body)
         return {"predictions": records}
 
     return app
+
+
+async def request_fields(request: Request, max_files: int, allowed: tuple[str, ...]
+                         ) -> RequestFields:
+    """The whole body, read before any lock or slot (:func:`read_body`), as typed fields;
+    a field ``allowed`` does not name is refused."""
+    values, lists = await read_body(request, max_files)
+    form = not request.headers.get("content-type", "").startswith("application/json")
+    return RequestFields(values, lists, form, allowed,
+                         f"{request.method} {request.url.path}")
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError
+from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES, InputError, describe_path, named_path
 from attnmeta.tasks.image_folder import IMAGE_SUFFIXES
 
 __all__ = ["UploadStore", "Upload", "image_support", "image_queries", "text_support",
@@ -111,6 +111,10 @@ class UploadStore:
 def _claim_keep_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--keep {folder} is a file: expected a folder for the uploads")
+    if not folder.exists() and not folder.parent.is_dir():  # a typo makes no new folders
+        raise InputError(f"--keep {folder}: its folder {folder.parent} "
+                         f"{describe_path(folder.parent)}: expected an existing folder (make "
+                         "it first)")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / KEEP_MARKER).is_file():
         raise InputError(f"--keep {folder} is not empty and was not made by attnmeta serve: "
                          "expected a new or empty folder; nothing was written there")
@@ -192,14 +196,17 @@ def check_images(uploads: Sequence[Upload], image_size: int | None = None,
 
 
 def store_images(uploads: Sequence[Upload], names: Sequence[str], folder: Path) -> list[Path]:
-    """Write checked uploads into ``folder`` (numbered, so equal names do not collide)."""
+    """Write checked uploads into ``folder`` (numbered, so equal names do not collide). Each
+    path is a :class:`~attnmeta.fewshot.inputs.NamedPath` of its upload's name: a message
+    about it (a truncated file, say) names the file the person sent, not where the server
+    keeps it."""
     paths = []
     for index, (upload, name) in enumerate(zip(uploads, names)):
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-80:]
         path = folder / f"{index:04d}-{safe}"
         with path.open("xb") as out:
             shutil.copyfileobj(upload.file, out)
-        paths.append(path)
+        paths.append(named_path(path, name))
     return paths
 
 
@@ -273,7 +280,7 @@ def text_support(examples: Any, csv_files: Sequence[Any], folder: Path
         if size_of(uploaded[0]) > MAX_CSV_BYTES:
             raise InputError(f"{_shown_name(uploaded[0], 0)} is over {MAX_CSV_BYTES // 2**20} "
                              "MB: expected a smaller CSV")
-        path = folder / "uploaded.csv"
+        path = named_path(folder / "uploaded.csv", _shown_name(uploaded[0], 0))
         with path.open("xb") as out:
             shutil.copyfileobj(uploaded[0].file, out)
         from attnmeta.fewshot.inputs import read_csv_rows

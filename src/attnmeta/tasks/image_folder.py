@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import numbers
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["LabelledImages", "load_image_folder", "load_image", "IMAGE_SUFFIXES", "FITS"]
+__all__ = ["LabelledImages", "load_image_folder", "load_image", "IMAGE_SUFFIXES", "FITS",
+           "check_image_size", "is_hidden"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,14 @@ _FIT_HELP = ("'resize' (squash to S x S), 'crop' (shorter side to S, centre S x 
 # colour in image.info["transparency"]
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _WHITE = {"L": 255, "RGB": (255, 255, 255), "F": 1.0}
+
+
+def is_hidden(path: Path, root: Path | None = None) -> bool:
+    """Whether ``path`` (or, with ``root``, any part of it below ``root``) is hidden: a name
+    starting with "." (``.DS_Store``, macOS's AppleDouble ``._photo.png``, ``.git``) or the
+    ``__MACOSX`` folder a zip made on macOS holds. Such files are never examples."""
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
 def check_fit(fit: str) -> str:
@@ -142,16 +152,23 @@ def _pixels(image: Image.Image, image_size: int, channels: int, fit: str) -> np.
 
 
 def _read_image(path: Path | io.BytesIO | Image.Image, image_size: int, channels: int,
-                fit: str = "resize") -> tuple[np.ndarray, str]:
+                fit: str = "resize", name: str | None = None) -> tuple[np.ndarray, str]:
     """:func:`load_image`'s array, and the PIL mode the file was stored in (e.g. "RGB").
 
     The one place a file becomes pixels: its EXIF orientation is applied, transparency is
     composited onto white, 16-bit data is scaled by value, and a large JPEG is decoded by
     libjpeg at a reduced scale (still at least twice ``image_size`` on each side, as PIL's
     own thumbnails do) before ``fit`` makes it ``image_size`` square. ``path`` may also be
-    a PIL image already open, read the same way and left as it was.
+    a PIL image already open, read the same way and left as it was. ``name``: how messages
+    name the file (default: ``path``'s ``shown`` name if it has one, as an upload stored by
+    ``attnmeta serve`` has, else ``path``). An image of
+    several frames (an animated GIF, PNG or WebP, a multi-page TIFF) is read as its first,
+    and one between PIL's pixel limit and twice it (which PIL decodes, with a warning of
+    its own) is read; each with one warning naming the file.
     """
     check_fit(fit)
+    check_image_size(image_size)
+    shown = name or getattr(path, "shown", None) or (path if isinstance(path, Path) else "image")
     try:
         if isinstance(path, Image.Image):
             mode = path.mode
@@ -159,21 +176,64 @@ def _read_image(path: Path | io.BytesIO | Image.Image, image_size: int, channels
         else:
             with Image.open(path) as image:
                 mode = image.mode
+                _note_unusual(image, shown)
                 if image.format in ("JPEG", "MPO"):
                     image.draft("RGB", (2 * image_size, 2 * image_size))
                 ImageOps.exif_transpose(image, in_place=True)
                 array = _pixels(image, image_size, channels, fit)
     except Image.DecompressionBombError as error:
         # PIL's message: "Image size (N pixels) exceeds limit of M pixels, could be ..."
-        numbers = re.findall(r"\d+", str(error))
-        size = f"{numbers[0]} pixels, over the {numbers[1]}" if len(numbers) >= 2 else "over the"
-        raise ValueError(f"image {path} is too large: {size} PIL decodes safely (a possible "
+        counts = re.findall(r"\d+", str(error))
+        size = f"{counts[0]} pixels, over the {counts[1]}" if len(counts) >= 2 else "over the"
+        raise ValueError(f"image {shown} is too large: {size} PIL decodes safely (a possible "
                          f"decompression bomb); shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS "
                          f"if you trust the file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        # ValueError: a mode PIL cannot convert (e.g. LAB), or a corrupt EXIF block
-        raise ValueError(f"cannot read image {path}: {error}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image {shown}: its contents are in no image format PIL "
+                         f"reads: expected an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                         ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        # ValueError: a mode PIL cannot convert (e.g. LAB), or a corrupt EXIF block;
+        # SyntaxError, EOFError: how some of PIL's decoders report a damaged file
+        damaged = "truncated" in str(error).lower() or isinstance(error, EOFError)
+        raise ValueError(f"cannot read image {shown}: {error or type(error).__name__}: expected "
+                         + ("a complete image file" if damaged else
+                            "an image file PIL can decode")) from None
     return (array[None] if channels == 1 else array.transpose(2, 0, 1)), mode
+
+
+def check_image_size(image_size: int) -> int:
+    """``image_size`` itself if it is a whole number of pixels, 1 or more (else a
+    ``ValueError`` naming it)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) \
+            or image_size < 1:
+        raise ValueError(f"image_size={image_size!r}: expected the side, in pixels, of the "
+                         "square images the model reads (1 or more)")
+    return image_size
+
+
+def _note_unusual(image: Image.Image, shown: object) -> None:
+    """One warning for an opened ``image`` that is read, but not all of it or not as PIL
+    would without a word: several frames (the first is read; not for a camera's MPO), or
+    more pixels than PIL's limit (up to twice it, beyond which PIL refuses it). Frames that
+    cannot be counted are an ``EOFError`` (a damaged file)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit and width * height > limit:
+        logger.warning("image %s has %d pixels, over PIL's limit of %d (a possible "
+                       "decompression bomb; under twice it, so read anyway): expected a "
+                       "smaller image", shown, width * height, limit)
+    if image.format == "MPO":  # a camera's JPEG with previews or depth after the picture
+        return
+    try:  # finding a second frame reads on past the first
+        frames = getattr(image, "n_frames", 1) if getattr(image, "is_animated", False) else 1
+        image.seek(0)
+    except Exception as error:  # PIL's frame readers fail in many ways on a cut file
+        raise EOFError(f"its frames end early or are damaged ({type(error).__name__}: "
+                       f"{error})") from None
+    if frames > 1:
+        logger.warning("image %s has %d frames (animated or several pages): the model reads "
+                       "the first only", shown, frames)
 
 
 def load_image(path: Path, image_size: int, channels: int, fit: str = "resize") -> np.ndarray:
@@ -194,25 +254,29 @@ def load_image_folder(root: str | Path, split: str | None = "train", image_size:
     """Read ``root/<split>/<class>/*`` (or ``root/<class>/*`` if ``split`` is None) as
     ``images [N, channels, image_size, image_size]`` float32 in [0, 1] and ``labels [N]``.
 
-    Each sub-folder is a class; its name is the class name. Classes are sorted by name so
-    the label of a class never depends on the file system's listing order. Images stored
+    Each sub-folder is a class; its name is the class name. Hidden files and folders
+    (:func:`is_hidden`: ``.DS_Store``, ``._photo.png``, ``__MACOSX``) are skipped. Classes
+    are sorted by name so the label of a class never depends on the file system's listing
+    order. Images stored
     with other channels than the model reads (colour for a 1-channel model, grey for a
     3-channel one) are converted, and one warning per split says how many. ``fit`` makes
     each image square as :func:`load_image` does.
     """
     check_fit(fit)
+    check_image_size(image_size)
     folder = Path(root) if split is None else Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(
             f"image folder {folder} does not exist: expected {folder}/<class>/<images>")
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir())
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d))
     if not class_dirs:
         raise ValueError(f"image folder {folder} has no class sub-folders: "
                          f"expected {folder}/<class>/<images>")
     images, labels, names = [], [], []
     converted: Counter[str] = Counter()  # stored mode -> count, for converted images only
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in class_dir.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p) and p.is_file())
         if not files:
             raise ValueError(f"class folder {class_dir} holds no images: expected files "
                              f"ending in {sorted(IMAGE_SUFFIXES)}")
