@@ -281,3 +281,14 @@ def test_a_stalled_upload_holds_no_lock_and_gets_408_after_its_deadline(
         answer = client.post("api/predict", files=files(pictures["query"][:1]))
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0]["label"] == "black"
+
+
+def test_a_file_name_of_5000_characters_is_not_blamed_on_the_file_count(run, pictures):  # noqa: F811
+    """Issue 29, item 14: a part whose header is too long gets its own reason."""
+    client = local_client(create_app(run))
+    path = pictures[CLASSES[0]][0]
+    response = client.post("/api/adapt", files=[("files", ("a" * 5000 + ".png",
+                                                           path.read_bytes(), "image/png"))],
+                           data={"labels": CLASSES[0]})
+    message = one_line(response, 400, "file name")
+    assert "500 files" not in message

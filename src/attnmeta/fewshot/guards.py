@@ -306,7 +306,8 @@ async def read_body(request: Request, max_files: int) -> tuple[dict[str, Any],
         detail = str(error.detail).rstrip(".")  # a malformed multipart body
         raise InputError(f"the upload was refused ({detail}): " + (
             f"expected at most {max_files} files in one request" if "Too many" in detail
-            else "expected a multipart/form-data upload")) from None
+            else "expected a well-formed multipart/form-data upload, each part's header "
+            "(its field and file name) at most a few thousand characters")) from None
     fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
     lists: dict[str, list] = {}
     for key, value in form.multi_items():
