@@ -9,6 +9,7 @@ with their help; every command's work is in :mod:`attnmeta.runs`."""
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import sys
 import tempfile
@@ -711,6 +712,20 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
                f"{', '.join(result['classes'])}{check}")
 
 
+def _host_names(ctx: Any, param: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        if not name.strip() or any(c.isspace() or c in "/@" for c in name):
+            raise click.BadParameter(f"{name!r}: expected a host name or address (e.g. "
+                                     "myhost.local or 192.168.1.5), no spaces, / or @")
+    return names
+
+
+def _finite_seconds(ctx: Any, param: Any, seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise click.BadParameter(f"{seconds}: expected a finite number of seconds")
+    return seconds
+
+
 @main.command()
 @click.argument("target", metavar="MODEL_DIR|RUN_DIR|ENCODER")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -723,10 +738,12 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
                    "they are removed when the server stops.")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              callback=_host_names,
               help="Also answer requests for this Host name or address (repeatable; "
                    "127.0.0.1, localhost, ::1 and --host are always answered). Others are "
                    "refused: a page at another name could be a DNS-rebinding attack.")
-@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True, max=86400),
+              default=60.0, callback=_finite_seconds,
               show_default=True, metavar="SECONDS",
               help="A request's whole body must arrive within this time (a slow network "
                    "uploading many photos may need more).")

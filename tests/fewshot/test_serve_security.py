@@ -292,3 +292,13 @@ def test_a_file_name_of_5000_characters_is_not_blamed_on_the_file_count(run, pic
                            data={"labels": CLASSES[0]})
     message = one_line(response, 400, "file name")
     assert "500 files" not in message
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--body-timeout", "nan"], "finite"), (["--body-timeout", "inf"], "--body-timeout"),
+    (["--body-timeout", "0"], "--body-timeout"), (["--allow-host", ""], "host name"),
+    (["--allow-host", "evil.example/x"], "host name")])
+def test_serve_options_out_of_range_are_one_line(args, expected):
+    from support import one_line_error
+
+    one_line_error(["serve", "efficientnet-lite0", *args], expected)

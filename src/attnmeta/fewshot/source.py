@@ -28,7 +28,7 @@ def source_kind(target: str | Path) -> SourceKind:
         return "model" if (path / MODEL_MARKER).is_file() else "run"
     if str(target) in ENCODERS:
         return "encoder"
-    raise ModelError(f"{target} is neither a folder nor a built-in encoder: expected "
+    raise ModelError(f"{str(target)!r} is neither a folder nor a built-in encoder: expected "
                      + _KINDS + ", ".join(ENCODERS))
 
 
@@ -61,7 +61,7 @@ def open_classifier(target: str | Path, data_root: str | None = None,
     not a checkpoint file) is a one-line :class:`ModelError` listing the three kinds."""
     kind = source_kind(target)
     if kind == "run" and not _may_be_run(Path(target)):
-        raise ModelError(f"{target} is neither a saved model (no {MODEL_MARKER}) nor a run "
+        raise ModelError(f"{str(target)!r} is neither a saved model (no {MODEL_MARKER}) nor a run "
                          "(no checkpoints/): expected " + _KINDS + ", ".join(_encoders()))
     if kind == "model":
         return FewShotClassifier.load(target, precision)
