@@ -342,7 +342,7 @@ def test_adapt_re_adapts_a_saved_model_and_refuses_a_folder_of_neither_kind(
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     one_line_error(["adapt", mine, "--support", images / "test", "--out", tmp_path / "m"],
-                   f"{mine} is neither a saved model", "a saved model folder (attnmeta adapt "
+                   f"'{mine}' is neither a saved model", "a saved model folder (attnmeta adapt "
                    "--out), a run folder (attnmeta train), or one of the encoders",
                    "efficientnet-lite0")
     assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "m").exists()

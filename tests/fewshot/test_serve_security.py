@@ -298,7 +298,13 @@ def test_a_file_name_of_5000_characters_is_not_blamed_on_the_file_count(run, pic
     (["--body-timeout", "nan"], "finite"), (["--body-timeout", "inf"], "--body-timeout"),
     (["--body-timeout", "0"], "--body-timeout"), (["--allow-host", ""], "host name"),
     (["--allow-host", "evil.example/x"], "host name")])
-def test_serve_options_out_of_range_are_one_line(args, expected):
-    from support import one_line_error
+def test_serve_options_out_of_range_are_refused_before_serving(args, expected):
+    """click's usage error: its last line is the one ``Error:`` naming the option."""
+    from click.testing import CliRunner
 
-    one_line_error(["serve", "efficientnet-lite0", *args], expected)
+    from attnmeta.cli import main
+
+    outcome = CliRunner().invoke(main, ["serve", "efficientnet-lite0", *args])
+    assert outcome.exit_code == 2, outcome.output
+    last = outcome.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and expected in last, last
