@@ -162,7 +162,12 @@ class EpisodeLearner(MetaLearner):
 
     def logits_from_features(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
                              ) -> Tensor:
-        raise NotImplementedError
+        """The head: query logits ``[T, Q, N]`` from embeddings ``[T, S, D]``, ``[T, S]``,
+        ``[T, Q, D]``. The one method a new learner writes: training (:meth:`logits`),
+        fitting (:meth:`fit_task`, :meth:`predict_fitted`) and export all call it."""
+        raise NotImplementedError(f"{type(self).__name__} has no head: expected it to "
+                                  "implement logits_from_features(support_z, support_y, "
+                                  "query_z) -> [T, Q, N]")
 
     def logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """Query logits ``[T, Q, N]`` for batched episodes (``[T, S, ...]``, ``[T, S]``,
