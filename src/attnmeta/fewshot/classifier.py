@@ -33,6 +33,7 @@ from attnmeta.fewshot.model_folder import (TOKENIZER, WEIGHTS, ClassifierSource,
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
 from attnmeta.learners.precision import check_precision, forward_precision, inference_copy
+from attnmeta.learners.protonet import prototypes
 from attnmeta.runs.config import config_to_dict
 from attnmeta.runs.folder import run_kind
 from attnmeta.runs.out_of_scope import below_threshold, chosen_threshold
@@ -527,7 +528,6 @@ def class_similarity(encoder: nn.Module, task: dict[str, Tensor], query_x: Tenso
     Zhou et al., CVPR 2016, with prototypes in place of classifier weights)."""
     with torch.no_grad():
         places = torch.nn.functional.normalize(encoder.feature_map(query_x)[0].float(), dim=0)
-        features, labels = task["support_z"].float(), task["support_y"]
-        prototypes = torch.stack([features[labels == c].mean(0) for c in range(n_classes)])
-        prototypes = torch.nn.functional.normalize(prototypes, dim=-1)
-        return torch.einsum("nd,dhw->nhw", prototypes, places)
+        centres = prototypes(task["support_z"].float(), task["support_y"], n_classes)
+        centres = torch.nn.functional.normalize(centres, dim=-1)
+        return torch.einsum("nd,dhw->nhw", centres, places)

@@ -28,7 +28,6 @@ what a pretrain run over the training intents adapts (``configs/text/pretrain_*.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from attnmeta.attention import TransformerBlock
+from attnmeta.models.wheel_weights import wheel_file
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 
 if TYPE_CHECKING:
@@ -52,20 +52,14 @@ WORDLLAMA_PAD_TOKEN = "<unk>"
 
 
 def wordllama_files() -> tuple[Path, Path]:
-    """``(weights .safetensors, tokenizer .json)`` inside the installed ``wordllama`` wheel."""
-    spec = importlib.util.find_spec("wordllama")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("model.backbone='wordllama' needs the optional `wordllama` package "
-                          "(its wheel holds the pretrained embeddings): "
-                          "pip install 'attnmeta[wordllama]'")
-    package = Path(list(spec.submodule_search_locations)[0])
-    weights = package / "weights" / f"{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}.safetensors"
-    tokenizer = package / "tokenizers" / f"{WORDLLAMA_CONFIG}_tokenizer_config.json"
-    for path in (weights, tokenizer):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: expected the installed wordllama "
-                                    "wheel to ship it (reinstall wordllama)")
-    return weights, tokenizer
+    """``(weights .safetensors, tokenizer .json)`` inside the installed ``wordllama`` wheel
+    (a one-line :class:`~attnmeta.models.wheel_weights.MissingWeightsError` naming the
+    install when it or a file is missing)."""
+    what = "model.backbone='wordllama'"
+    return (wheel_file("wordllama", f"weights/{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}.safetensors",
+                       "wordllama", what),
+            wheel_file("wordllama", f"tokenizers/{WORDLLAMA_CONFIG}_tokenizer_config.json",
+                       "wordllama", what))
 
 
 def wordllama_embeddings() -> Tensor:
