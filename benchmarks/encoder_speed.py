@@ -67,7 +67,6 @@ def timed(function, repeats: int) -> list[float]:
 
 def embedding_rows(threads: int, repeats: int, batch: int) -> list[dict]:
     """Images per second of the encoder's pooled features on random 224 px inputs."""
-    from attnmeta.learners.precision import inference_copy  # noqa: F401 (folding path)
     from attnmeta.models.efficientnet_lite import efficientnet_lite0
     from attnmeta.norm import fold_batch_norms
 

@@ -45,11 +45,11 @@ from attnmeta.evaluate import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import ProtoNet
 from attnmeta.machine import describe_machine
-from attnmeta.out_of_scope import (OutOfScopeEpisodes, choose_score, out_of_scope_metrics,
-                                   score_episodes)
+from attnmeta.out_of_scope import OutOfScopeEpisodes, score_episodes
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
 from attnmeta.runs.evaluation import episode_accuracies
+from attnmeta.runs.out_of_scope import threshold_on_val
 from attnmeta.runs.features import FeatureSplit
 from attnmeta.tasks.clinc150 import load_clinc150_out_of_scope
 from attnmeta.tasks.intents import load_intent_texts
@@ -199,13 +199,8 @@ def oos_row(embeddings: Embeddings, n_way: int, k_shot: int, episodes: int, seed
                                        embeddings.out_of_scope(name, split), QUERIES, seed)
             return score_episodes(learner, found, batch_size=64)
 
-        val = scored("val", THRESHOLD_EPISODES)
-        score, threshold = choose_score(val)
-        val_metrics = out_of_scope_metrics(val.scores[score], val.predictions, val.labels,
-                                           threshold)
-        test = scored("test", episodes)
-        metrics = out_of_scope_metrics(test.scores[score], test.predictions, test.labels,
-                                       threshold)
+        score, threshold, val_metrics, metrics = threshold_on_val(
+            scored, THRESHOLD_EPISODES, episodes)
         per_episode[name] = metrics
         in_scope, recall = (summarize(metrics[k]) for k in ("in_scope_accuracy", "oos_recall"))
         row[name] = {"score": score, "threshold": threshold,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import Tensor
 
@@ -23,7 +23,7 @@ from attnmeta.runs.folder import RunError, write_result
 from attnmeta.runs.evaluation import check_test_shape
 from attnmeta.tasks import check_episode_shape
 
-__all__ = ["evaluate_out_of_scope", "chosen_threshold", "below_threshold"]
+__all__ = ["evaluate_out_of_scope", "threshold_on_val", "chosen_threshold", "below_threshold"]
 
 
 def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
@@ -60,13 +60,8 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
                                                               oos_per_episode, seed),
                               batch_size)
 
-    val = scored("val", threshold_episodes)
-    score, threshold = choose_score(val)
-    val_metrics = out_of_scope_metrics(val.scores[score], val.predictions, val.labels,
-                                       threshold)
-    test = scored("test", episodes)
-    test_metrics = out_of_scope_metrics(test.scores[score], test.predictions, test.labels,
-                                        threshold)
+    score, threshold, val_metrics, test_metrics = threshold_on_val(
+        scored, threshold_episodes, episodes)
     in_scope, recall = (summarize(test_metrics[k]) for k in ("in_scope_accuracy", "oos_recall"))
     result = {
         "command": command, "checkpoint": run.record["path"], "step": run.record["step"],
@@ -83,6 +78,23 @@ def evaluate_out_of_scope(checkpoint: Path, episodes: int | None = None,
     }
     result["written_to"] = write_result(result) if save else None
     return result
+
+
+def threshold_on_val(scored: Callable[[str, int], Any], threshold_episodes: int,
+                     episodes: int) -> tuple[str, float, dict, dict]:
+    """The protocol of ``eval --oos``: the score and threshold chosen on
+    ``scored("val", threshold_episodes)`` (:func:`attnmeta.out_of_scope.choose_score`),
+    then measured on ``scored("test", episodes)``; ``scored(split, count)`` gives that
+    many scored episodes of the split. Returns the score's name, the threshold and the
+    per-episode metrics on val and on test."""
+    val = scored("val", threshold_episodes)
+    score, threshold = choose_score(val)
+    val_metrics = out_of_scope_metrics(val.scores[score], val.predictions, val.labels,
+                                       threshold)
+    test = scored("test", episodes)
+    test_metrics = out_of_scope_metrics(test.scores[score], test.predictions, test.labels,
+                                        threshold)
+    return score, threshold, val_metrics, test_metrics
 
 
 def chosen_threshold(run_dir: Path) -> dict[str, Any] | None:
