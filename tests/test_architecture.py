@@ -71,8 +71,9 @@ def test_no_import_cycle_between_modules():
 
 
 def test_few_edges_between_the_top_level_parts():
+    # attnmeta.errors, the one family of user-fixable errors, is the floor every part stands on
     edges = {(unit(a), unit(b)) for a, targets in graph().items() for b in targets
-             if unit(a) != unit(b) and unit(b) != "attnmeta"}
+             if unit(a) != unit(b) and unit(b) not in ("attnmeta", "attnmeta.errors")}
     assert len(edges) <= MAX_UNIT_EDGES, sorted(edges)
     assert not {(a, b) for a, b in edges if (b, a) in edges}, "two parts import each other"
 
