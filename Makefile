@@ -6,8 +6,9 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnmeta-installed
+DOCS_STAMP := $(VENV)/.attnmeta-docs-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean docs docs-build
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,5 +24,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The documentation site (mkdocs.yml, docs/): `make docs` serves it at http://127.0.0.1:8000/
+# with live reload; `make docs-build` builds it into site/ with --strict (what .ci/run runs), so
+# a broken link, a missing page or a docstring mkdocstrings cannot read fails.
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs serve
+
+docs-build: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
