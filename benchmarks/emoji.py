@@ -10,7 +10,7 @@ support = the base image + 4 tone variants in one style), 20-way 1-shot; one que
 class (its base image in the other style; a 1-shot class has only that one), in both
 directions (Google -> Twitter, Twitter -> Google). 1000 episodes per setting drawn by
 ``cross_style_episodes`` with seed 1234; accuracy % ± 95% CI over episodes
-(``attnmeta.evaluate.summarize``); head − prototypes paired by episode
+(``attnmeta.metrics.summarize``); head − prototypes paired by episode
 (``paired_difference``).
 
 Rows:
@@ -68,7 +68,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frozen_features import emoji_features, weights_sha256  # noqa: E402
 
-from attnmeta.evaluate import accuracy, paired_difference, per_task_metric, summarize  # noqa
+from attnmeta.metrics import accuracy, paired_difference, per_task_metric, summarize  # noqa
 from attnmeta.files import atomic_write_bytes  # noqa: E402
 from attnmeta.learners.in_context import InContextClassifier  # noqa: E402
 from attnmeta.learners.protonet import ProtoNet  # noqa: E402

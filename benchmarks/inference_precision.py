@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attnmeta.evaluate import paired_difference, summarize
+from attnmeta.metrics import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
 from attnmeta.runs.evaluation import episode_accuracies, requested_shape
-from attnmeta.runs.pretrain import load_classes_run
+from attnmeta.runs.evaluation import load_classes_run
 from attnmeta.learners.precision import forward_precision
 
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))

@@ -8,7 +8,7 @@ Protocol: for each set and K in 1, 5, 10, 20, 25 seeded draws (``numpy`` generat
 ``[seed, set, K, draw]``) of K images per class from the official TRAIN split (without
 replacement) are the support set; the queries are the whole official TEST split (156
 breast, 400 retina images). Every method sees the same draws. Accuracy % is the mean over
-draws ± the 95% CI over draws (``attnmeta.evaluate.summarize``: normal approximation,
+draws ± the 95% CI over draws (``attnmeta.metrics.summarize``: normal approximation,
 n = 25); "vs prototypes" is each method − prototypes paired by draw
 (``paired_difference``). Images are read as ``attnmeta adapt efficientnet-lite0`` reads
 them (28 px upscaled to 224, grey made RGB) and embedded once (``frozen_features.py``).
@@ -21,7 +21,7 @@ Methods (no method ever sees a test label or the VAL split; nothing is tuned per
 - **emoji head**: the attention head ``benchmarks/emoji.py`` meta-trained on emoji (
   ``runs/emoji_head/``), never trained on medical images: CAML's cross-domain setting.
 - **fine-tuned prototypes**: P>M>F-style test-time fine-tuning on each support set, here
-  a cosine classifier (``attnmeta.learners.classifier.CosineClassifier``, scale 10)
+  a cosine classifier (``attnmeta.learners.pretraining.CosineClassifier``, scale 10)
   imprinted with the support prototypes and trained on the support features with
   cross-entropy, 50 full-batch Adam steps at lr 1e-3 (fixed in advance). The library's
   ``SupportFinetuning`` tunes the encoder through the 224-px images, which is out of reach
@@ -50,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from emoji import load_head, prototypes_learner  # noqa: E402
 from frozen_features import medmnist_features, weights_sha256  # noqa: E402
 
-from attnmeta.evaluate import paired_difference, summarize  # noqa: E402
+from attnmeta.metrics import paired_difference, summarize  # noqa: E402
 from attnmeta.files import atomic_write_bytes  # noqa: E402
-from attnmeta.learners.classifier import CosineClassifier  # noqa: E402
+from attnmeta.learners.pretraining import CosineClassifier  # noqa: E402
 from attnmeta.machine import describe_machine  # noqa: E402
 
 SETS = ("breastmnist", "retinamnist")

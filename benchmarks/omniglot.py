@@ -17,6 +17,7 @@ import fcntl
 import json
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -24,7 +25,7 @@ import yaml
 
 from attnmeta.machine import describe_machine
 from attnmeta.runs.config import config_from_dict, config_to_dict, load_config
-from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+from attnmeta.runs.episodic import evaluate_checkpoint, train_run
 from attnmeta.files import atomic_write_bytes
 
 # Published accuracies (%), keyed by (learner, n_way, k_shot).
@@ -119,10 +120,12 @@ def run_row(config_path: Path, minutes: float, runs: Path, resume: bool, data_ro
                          f"section of {config_path} (and --minutes {minutes})")
     else:
         run_dir = runs / config.name
-        trained = train_run(config, run_dir, resume=resume, progress=True, command=command)
+        trained = asdict(train_run(config, run_dir, resume=resume, progress=True,
+                                   command=command))
         trained_runs[key] = (run_dir, trained)
     result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
-                                 k_shot=config.data.test.k_shot, command=command, progress=True)
+                                 k_shot=config.data.test.k_shot, command=command,
+                                 progress=True).to_dict()
     log_path = run_dir / "log.jsonl"  # absent when the budget ended before the first log
     curve = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     # in-training evaluation reads train.eval_split (model selection), not eval.split

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
-from attnmeta.cli import USER_ERRORS
-from attnmeta.evaluate import paired_difference, summarize
+from attnmeta.errors import AttnmetaError, InputError
+from attnmeta.metrics import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
-from attnmeta.runs.evaluation import episode_accuracies, requested_shape, takes_n_way
-from attnmeta.runs.pretrain import load_classes_run
+from attnmeta.runs.evaluation import (episode_accuracies, load_classes_run, requested_shape,
+                                      takes_n_way)
 from pretrain import LAKE_SETTINGS, PUBLISHED, SETTINGS, train_minutes  # benchmarks/ on sys.path
 
 
@@ -70,7 +70,7 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
     splits = [run.learner_split(split_name) for run in (first, second)]
     if (not torch.equal(splits[0].labels, splits[1].labels)
             or list(splits[0].class_names) != list(splits[1].class_names)):
-        raise ValueError(f"{first_dir} and {second_dir} read different {split_name} "
+        raise InputError(f"{first_dir} and {second_dir} read different {split_name} "
                          "splits: expected the same data set, protocol and split, so that "
                          "the same seed draws the same episodes")
     seed = first.config.eval.seed
@@ -170,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         evaluate_and_record(args, "python " + " ".join(shlex.quote(a) for a in sys.argv))
-    except USER_ERRORS as error:  # bad input: one line, never a traceback
+    except AttnmetaError as error:  # bad input: one line; a bug keeps its traceback
         raise SystemExit("Error: " + " ".join(str(error).split()))
 
 
@@ -178,11 +178,11 @@ def evaluate_and_record(args: argparse.Namespace, command: str) -> None:
     """Compare the two runs and merge the rows into ``paired.{json,md,png}`` under --out."""
     # what would fail after the evaluations fails before them: the episodes, the runs, --out
     if args.episodes < 1:
-        raise ValueError(f"--episodes {args.episodes}: expected an integer >= 1")
+        raise InputError(f"--episodes {args.episodes}: expected an integer >= 1")
     for run_dir in (args.first, args.second):
         resolve_checkpoint(run_dir)
     if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file: expected a folder for the results")
+        raise InputError(f"--out {args.out} is a file: expected a folder for the results")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = compare(args.first, args.second, args.episodes, args.data_root, command)
     # read only now: another invocation may have written rows while this one evaluated

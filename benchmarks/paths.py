@@ -30,7 +30,7 @@ from attnmeta.fewshot import FewShotClassifier, Preprocessing
 from attnmeta.fewshot.classifier import _Source
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import FEAT, MatchingNet, InContextClassifier, ProtoNet, MAML
-from attnmeta.learners.classifier import ClassBatch, SupervisedClassifier
+from attnmeta.learners.pretraining import ClassBatch, SupervisedClassifier
 from attnmeta.learners.frozen import FrozenFeatureLearner
 from attnmeta.machine import describe_machine
 from attnmeta.models import Conv4, FeatureHead, ResNet12

@@ -26,7 +26,6 @@ from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
 from attnmeta.files import atomic_write_bytes
 from attnmeta.machine import describe_machine
 from attnmeta.runs.build import LEARNERS
-from attnmeta.runs.folder import run_kind
 from omniglot import record_rows  # benchmarks/ is on sys.path when this script runs
 
 SETTINGS = ((5, 1, "none"), (5, 5, "none"), (20, 1, "none"), (20, 5, "none"))
@@ -133,12 +132,11 @@ def omniglot_row(row: dict) -> dict:
 
 def evaluate(run_dir: Path, n_way: int, k_shot: int, within: str, episodes: int,
              command: str, data_root: str | None = None) -> dict:
-    if run_kind(run_dir) == "pretrain":
-        from attnmeta.runs.pretrain import evaluate_pretrain_run as evaluate_run
-    else:
-        from attnmeta.runs.supervised import evaluate_checkpoint as evaluate_run
-    return evaluate_run(run_dir, episodes=episodes, n_way=n_way, k_shot=k_shot,
-                        command=command, save=False, within=within, data_root=data_root)
+    from attnmeta.runs.evaluation import evaluate_checkpoint  # either kind over classes
+
+    return evaluate_checkpoint(run_dir, episodes=episodes, n_way=n_way, k_shot=k_shot,
+                               command=command, save=False, within=within,
+                               data_root=data_root).to_dict()
 
 
 def markdown(rows: list[dict]) -> str:

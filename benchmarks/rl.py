@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -53,8 +54,8 @@ def run_row(name: str, config_path: str, overrides: list[str], minutes: float, w
     config = load_config(config_path, [*overrides, f"train.max_minutes={minutes}"])
     run_dir = runs / name
     load_before = os.getloadavg()[0]
-    trained = train_rl(config, run_dir, resume=resume, progress=True, command=command)
-    result = evaluate_rl_run(run_dir, command=command, progress=True)
+    trained = asdict(train_rl(config, run_dir, resume=resume, progress=True, command=command))
+    result = evaluate_rl_run(run_dir, command=command, progress=True).to_dict()
     log_path = run_dir / "log.jsonl"
     log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     metric = "return" if config.learner.name in ("pretrained", "incontext") else "return_after"

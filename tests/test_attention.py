@@ -499,15 +499,3 @@ def test_seed_attention_layer_signature_builds_the_same_module():
     x = torch.randn(2, 6, 12)
     torch.testing.assert_close(seed_layer(x)[0], mha(x)[0])
     assert (seed_layer.d_k, seed_layer.d_v, seed_layer.n_heads) == (3, 5, 4)
-
-
-def test_kernel_declarations_nest_by_union_and_restore():
-    assert kernels.fused_attention_allowed() and kernels.native_kernels_allowed()
-    with kernels.differentiable(double_backward=True):
-        assert not kernels.fused_attention_allowed() and kernels.native_kernels_allowed()
-        with kernels.differentiable():  # an inner block cannot drop an outer need
-            assert not kernels.fused_attention_allowed()
-        with kernels.differentiable(vmap=True):
-            assert not kernels.native_kernels_allowed()
-        assert kernels.native_kernels_allowed()
-    assert kernels.fused_attention_allowed() and kernels.native_kernels_allowed()

@@ -96,7 +96,7 @@ def sgd_maml_config(data_root: Path):
 def run_worker(rank: int, world_size: int, port: int, data_root: str, run_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from attnmeta.runs.supervised import train_run
+    from attnmeta.runs.episodic import train_run
 
     try:
         train_run(sgd_maml_config(Path(data_root)), Path(run_dir), progress=False)
@@ -109,7 +109,7 @@ def run_worker(rank: int, world_size: int, port: int, data_root: str, run_dir: s
 def test_train_run_under_two_processes_matches_one(tmp_path, monkeypatch):
     from support import make_image_folder
 
-    from attnmeta.runs.supervised import train_run
+    from attnmeta.runs.episodic import train_run
 
     data_root = make_image_folder(tmp_path / "images")
     mp.spawn(run_worker, args=(2, free_port(), str(data_root), str(tmp_path / "two")), nprocs=2,

@@ -1,15 +1,11 @@
-"""The shared training loop and the evaluation statistics."""
+"""The shared training loop (the evaluation statistics: test_metrics.py)."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attnmeta.evaluate import accuracy, mse, paired_difference, summarize
 from attnmeta.learners import MAML
 from attnmeta.models import MLP
 from attnmeta.tasks import SinusoidTasks
@@ -69,40 +65,6 @@ def test_nan_loss_stops_with_a_clear_error_and_leaves_parameters():
                    progress=False)
     for p, q in zip(learner.parameters(), before):
         assert torch.equal(p.detach(), q)
-
-
-def test_summary_is_mean_and_normal_interval():
-    values = np.array([0.5, 0.7, 0.9, 1.1])
-    summary = summarize(values)
-    assert summary.mean == pytest.approx(0.8)
-    assert summary.ci95 == pytest.approx(1.959964 * np.std(values, ddof=1) / 2, rel=1e-6)
-    assert summary.n == 4
-    with pytest.raises(ValueError, match="1 values: expected at least 2"):
-        summarize([1.0])
-
-
-def test_paired_difference_is_the_interval_of_the_per_episode_differences():
-    # two methods right on 3 of 4 episodes each, failing on different ones: d = [1, 0, 0, -1]
-    first, second = np.array([1.0, 1.0, 1.0, 0.0]), np.array([0.0, 1.0, 1.0, 1.0])
-    paired = paired_difference(first, second)
-    assert paired.mean == pytest.approx(0.0)
-    assert paired.ci95 == pytest.approx(1.959964 * math.sqrt(2 / 3) / 2, rel=1e-6)
-    # failing on the same hard episode, a constant lead has a zero-width interval, although
-    # each method's own interval is wide
-    lead = paired_difference(np.array([1.0, 1.0, 0.5, 0.0]), np.array([0.9, 0.9, 0.4, -0.1]))
-    assert lead.mean == pytest.approx(0.1) and lead.ci95 == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError, match=r"\(3,\) and \(4,\) values: expected one of each"):
-        paired_difference(np.zeros(3), np.zeros(4))
-
-
-def test_per_task_metrics():
-    logits = torch.tensor([[[2.0, 1.0], [0.0, 3.0]], [[1.0, 0.0], [1.0, 0.0]]])
-    labels = torch.tensor([[0, 1], [1, 1]])
-    torch.testing.assert_close(accuracy(logits, labels), torch.tensor([1.0, 0.0]))
-    pred = torch.zeros(2, 3, 1)
-    target = torch.tensor([[1.0, 2.0, 2.0], [0.0, 0.0, 3.0]]).unsqueeze(-1)
-    torch.testing.assert_close(mse(pred, target), torch.tensor([3.0, 3.0]))
-    assert math.isclose(mse(pred, target).mean().item(), 3.0)
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
@@ -213,13 +175,3 @@ def test_bfloat16_forwards_round_and_threads_enter_autocast_too():
     assert off > 1e-3
     assert F.cosine_similarity(serial, reference, dim=0) > 0.9
     assert ((threaded - serial).norm() / reference.norm()).item() < 1e-6
-
-
-def test_an_unknown_precision_is_refused():
-    from attnmeta.learners import ProtoNet
-    from attnmeta.models import Conv4
-    from attnmeta.train import forward_precision
-
-    with pytest.raises(ValueError, match="precision='float16': expected one of float32, "
-                                         "bfloat16"):
-        forward_precision(ProtoNet(Conv4(out_dim=0, hidden=4)), "float16")

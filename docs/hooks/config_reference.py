@@ -70,7 +70,7 @@ def learner_sections() -> dict[str, type]:
         return {}
     found = {}
     for name, entry in dict(learners).items():
-        for attribute in ("config", "config_class", "schema", "section"):
+        for attribute in ("options", "config", "config_class", "schema", "section"):
             schema = getattr(entry, attribute, None)
             if _is_dataclass_type(schema):
                 found[name] = schema
@@ -153,7 +153,10 @@ def keys(schema: type, instance: Any, prefix: str = "") -> Iterator[tuple[str, .
     """(key, type, default, accepted, comment) for every key under ``schema``, sections
     walked depth first; defaults are read from ``instance`` (a section's factory may set
     other defaults than its class)."""
-    notes = comments(schema)
+    notes: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):  # a subclass's keys and those it inherits
+        if _is_dataclass_type(cls):
+            notes.update(comments(cls))
     for item in dataclasses.fields(schema):
         value = getattr(instance, item.name, item.default)
         name = prefix + item.name

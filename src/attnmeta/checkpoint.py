@@ -14,9 +14,6 @@ run killed or out of disk mid-write leaves the previous checkpoint as the latest
 one; older checkpoints are pruned only after the new pair is in place, and the next save
 removes the temporaries a killed run left. :func:`find_latest_checkpoint` skips a newest
 checkpoint that is damaged anyway (and says why), falling back to the one before.
-
-The file is over 300 lines because the write order and every check that reads it back are
-one protocol: each check exists for a way the write can be interrupted or the file edited.
 """
 
 from __future__ import annotations
@@ -39,6 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from attnmeta.errors import CheckpointError  # re-exported: its old home
 from attnmeta.files import atomic_write, file_digest, remove_stale_temporaries, write_synced
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_record", "checkpoint_name",
@@ -50,10 +48,6 @@ logger = logging.getLogger(__name__)
 _NAME = re.compile(r"step_(\d+)\.json")
 _REQUIRED = ("step", "config", "optimizer", "rng", "weights_sha256")
 _EXPECTED = "expected the record save_checkpoint writes"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, edited, or belongs to another model."""
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,32 +1,33 @@
-"""The ``attnmeta`` command line: each command reads its input, hands it to
-:mod:`attnmeta.runs`, and prints the result. Bad input ends in one line starting
-``Error:`` (click's own format) naming the value and what was expected; notes and
-warnings from the library are one line each on stderr.
-
-The file is over 300 lines because each command's options are its interface, spelled out
-with their help; every command's work is in :mod:`attnmeta.runs`."""
+"""The ``attnmeta`` command line: each command reads its options, hands them to the library
+(:mod:`attnmeta.runs`, :mod:`attnmeta.fewshot`), and prints the result. What a user can fix
+(an :class:`~attnmeta.errors.AttnmetaError`, or a path that is missing, unwritable or on a
+full disk) ends in one line starting ``Error:`` (click's own format), translated once by the
+command group (:class:`AttnmetaGroup`); anything else is a bug and surfaces with its
+traceback. Notes and warnings from the library are one line each on stderr."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import shlex
 import sys
 import tempfile
-import threading
-import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
-__all__ = ["main"]
+from attnmeta.errors import AttnmetaError, InputError
 
-# Bad input, as the library reports it: ValueError (ConfigError, RunError, CheckpointError),
-# OSError (a missing or unwritable path, a full disk), FloatingPointError (a diverged run).
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+__all__ = ["main", "AttnmetaGroup"]
+
+# OSErrors of the machine, not of attnmeta: a path missing or of the wrong type, no
+# permission, a full disk or quota, a read-only file system
+ENVIRONMENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError,
+                      NotADirectoryError, FileExistsError)
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def invoked_command() -> str:
@@ -49,9 +50,30 @@ def _show_library_warnings() -> None:
         logger.setLevel(logging.WARNING)
 
 
-def fail(error: BaseException) -> None:
-    """One line naming the problem, never a traceback."""
-    raise click.ClickException(" ".join(str(error).split()) or type(error).__name__)
+def one_line(error: BaseException) -> str:
+    """``error`` as one line: a path's error names the file, then what went wrong."""
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+    else:
+        text = str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
+class AttnmetaGroup(click.Group):
+    """The command group that translates what a user can fix, once for every command: an
+    :class:`AttnmetaError`, or an environmental ``OSError`` (:data:`ENVIRONMENT_ERRORS`,
+    :data:`ENVIRONMENT_ERRNOS`), becomes one line ``Error: ...``; anything else propagates
+    with its traceback (a bug, exit status 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AttnmetaError as error:
+            raise click.ClickException(one_line(error)) from error
+        except OSError as error:
+            if isinstance(error, ENVIRONMENT_ERRORS) or error.errno in ENVIRONMENT_ERRNOS:
+                raise click.ClickException(one_line(error)) from error
+            raise
 
 
 def _quiet_pil_size_warnings() -> None:
@@ -66,24 +88,24 @@ def check_output_path(path: Path, option: str, folder: bool = False) -> None:
     """Refuse, before any work, where a command would write ``path`` (a file, or with
     ``folder`` a folder it makes or fills): its parent folder must exist (a typo must not
     make new folders) and be writable, as must ``path`` itself if it is a folder there.
-    A ``ValueError`` naming ``option`` and the path otherwise."""
+    An :class:`InputError` naming ``option`` and the path otherwise."""
     from attnmeta.fewshot.inputs import describe_path
 
     parent = path.parent
     if not parent.is_dir():
-        raise ValueError(f"{option} {path}: its folder {parent} {describe_path(parent)}: "
+        raise InputError(f"{option} {path}: its folder {parent} {describe_path(parent)}: "
                          "expected an existing folder (make it first)")
     where = path if folder and path.is_dir() else parent
     try:
         with tempfile.TemporaryFile(dir=where):  # unnamed where the system allows
             pass
     except OSError as error:
-        raise ValueError(f"{option} {path}: cannot write in {where} "
+        raise InputError(f"{option} {path}: cannot write in {where} "
                          f"({error.strerror or error}): expected a folder you can write"
                          ) from None
 
 
-@click.group()
+@click.group(cls=AttnmetaGroup)
 @click.version_option(package_name="attnmeta")
 def main() -> None:
     """Attention and meta-learning for few-shot tasks."""
@@ -111,17 +133,14 @@ def demo(out_dir: Path, steps_scale: float, test_tasks: int, threads: int, progr
 
     config = SinusoidDemoConfig(test_tasks=test_tasks, threads=threads)
     config.steps = {name: max(1, round(n * steps_scale)) for name, n in config.steps.items()}
-    try:
-        run_sinusoid_demo(config, out_dir, invoked_command(), progress=progress)
-    except USER_ERRORS as error:
-        fail(error)
+    run_sinusoid_demo(config, out_dir, invoked_command(), progress=progress)
     click.echo((out_dir / "sinusoid.md").read_text())
     click.echo(f"wrote {out_dir / 'sinusoid.md'}, {out_dir / 'sinusoid.json'}, "
                f"{out_dir / 'sinusoid.png'}")
 
 
 DATA_ROOT_HELP = ("Folder holding the data sets (default: $ATTNMETA_DATA, else "
-                  "~/.cache/attnmeta/data). Episodic runs only: meta-RL runs read no data.")
+                  "~/.cache/attnmeta/data). Runs of classes only: meta-RL runs read no data.")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -141,94 +160,34 @@ def train(config_path: Path, overrides: tuple[str, ...], out_dir: Path | None,
           data_root: str | None, resume: bool, run_eval: bool, threads: str | None,
           progress: bool) -> None:
     """Meta-train from a YAML CONFIG, with key=value OVERRIDES (e.g. train.steps=100)."""
-    try:
-        from attnmeta.runs.config import load_config
+    from attnmeta.runs.config import load_config
+    from attnmeta.runs.evaluation import EvalRequest, evaluate
+    from attnmeta.runs.kinds import train_config
 
-        if threads is not None:
-            from attnmeta.runs.lifecycle import thread_count
+    if threads is not None:
+        from attnmeta.runs.lifecycle import thread_count
 
-            overrides += (f"train.threads={thread_count(threads)}",)
-        config = load_config(config_path, overrides)
-        out_dir = out_dir or Path("runs") / config.name
-        TRAIN_BY_KIND[config.kind](config, out_dir, data_root, resume, run_eval, progress)
-    except USER_ERRORS as error:
-        fail(error)
-
-
-def _train_and_report(train_fn: Any, evaluate_fn: Any, line: Any, config: Any, out_dir: Path,
-                      resume: bool, run_eval: bool, progress: bool, **options: Any) -> None:
-    """Train a run of any kind, report it, then evaluate its final checkpoint."""
-    result = train_fn(config, out_dir, resume=resume, progress=progress,
-                      command=invoked_command(), **options)
-    if not result.get("is_main_process", True):  # under torchrun, rank 0 reports and evaluates
+        overrides += (f"train.threads={thread_count(threads)}",)
+    config = load_config(config_path, overrides)
+    out_dir = out_dir or Path("runs") / config.name
+    result = train_config(config, out_dir, data_root=data_root, resume=resume,
+                          progress=progress, command=invoked_command(), will_evaluate=run_eval)
+    if not result.is_main_process:  # under torchrun, rank 0 reports and evaluates
         return
-    _report_training(config.name, result, out_dir)
+    click.echo(result.line(config.name))
     if run_eval:
-        _report(evaluate_fn(out_dir, command=invoked_command(), progress=progress, save=False),
-                line)
+        _report(evaluate(EvalRequest(out_dir, command=invoked_command(), progress=progress,
+                                     save=False)))
 
 
-def _train_episodic(config: Any, out_dir: Path, data_root: str | None, resume: bool,
-                    run_eval: bool, progress: bool) -> None:
-    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
-
-    if data_root is not None:
-        config.data.root = data_root
-    _train_and_report(train_run, evaluate_checkpoint, _accuracy_line, config, out_dir, resume,
-                      run_eval, progress, will_evaluate=run_eval)
-
-
-def _train_pretrain(config: Any, out_dir: Path, data_root: str | None, resume: bool,
-                    run_eval: bool, progress: bool) -> None:
-    from attnmeta.runs.pretrain import evaluate_pretrain_run, train_pretrain
-
-    if data_root is not None:
-        config.data.root = data_root
-    _train_and_report(train_pretrain, evaluate_pretrain_run, _accuracy_line, config, out_dir,
-                      resume, run_eval, progress, will_evaluate=run_eval)
-
-
-def _train_rl(config: Any, out_dir: Path, data_root: str | None, resume: bool, run_eval: bool,
-              progress: bool) -> None:
-    from attnmeta.runs.rl import evaluate_rl_run, format_evaluation, train_rl
-
-    if data_root is not None:
-        raise ValueError(f"--data-root {data_root}: a meta-RL run (kind: rl) reads no data set; "
-                         "expected no --data-root")
-    _train_and_report(train_rl, evaluate_rl_run, format_evaluation, config, out_dir, resume,
-                      run_eval, progress)
-
-
-def _report_training(name: str, result: dict, out_dir: Path) -> None:
-    click.echo(f"trained {name}: {result['steps']} steps in {result['train_seconds']:.0f} s "
-               f"-> {out_dir}")
-
-
-def _report(result: dict, line: Any) -> None:
-    """Print an evaluation first, then save it (a failed write is a warning, not an error)."""
+def _report(result: Any) -> None:
+    """Print an evaluation (a :class:`~attnmeta.runs.results.Result`) first, then save it (a
+    failed write is a warning, not an error)."""
     from attnmeta.runs.folder import write_result
 
-    click.echo(line(result))
+    click.echo(result.line())
     if (written := write_result(result)) is not None:
         click.echo(f"wrote {written}")
-
-
-def _accuracy_line(result: dict) -> str:
-    return (f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot "
-            f"({result['split']}"
-            + ("" if result.get("within", "none") == "none" else f", within {result['within']}")
-            + f", {result['episodes']} episodes, seed {result['episode_seed']}):"
-            f" accuracy {100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}%")
-
-
-def _oos_line(result: dict) -> str:
-    return (f"{result['learner']} {result['n_way']}-way {result['k_shot']}-shot + "
-            f"{result['oos_per_episode']} out-of-scope queries ({result['episodes']} "
-            f"episodes, seed {result['episode_seed']}, {result['score']} >= "
-            f"{result['threshold']:.4g} chosen on val): in-scope accuracy "
-            f"{100 * result['in_scope_accuracy']:.2f} ± {100 * result['in_scope_ci95']:.2f}%, "
-            f"out-of-scope recall {100 * result['oos_recall']:.2f} ± "
-            f"{100 * result['oos_recall_ci95']:.2f}%")
 
 
 @main.command()
@@ -239,12 +198,9 @@ def download(dataset: str, data_root: str | None) -> None:
     """Fetch a DATASET (omniglot, clinc150, banking77, emoji, medmnist, breastmnist,
     retinamnist) from its upstream source, checking
     its published checksums (files already there are checked too, and never overwritten)."""
-    try:
-        from attnmeta.runs.build import download_dataset
+    from attnmeta.runs.build import download_dataset
 
-        click.echo(f"{dataset} is in {download_dataset(dataset, data_root)}")
-    except USER_ERRORS as error:
-        fail(error)
+    click.echo(f"{dataset} is in {download_dataset(dataset, data_root)}")
 
 
 @main.command(name="eval")
@@ -277,94 +233,11 @@ def download(dataset: str, data_root: str | None) -> None:
 def evaluate(checkpoint: Path, **options: Any) -> None:
     """Accuracy ± 95% CI of a CHECKPOINT (run folder or step_*.json) on seeded episodes.
     For a meta-RL run: average return ± 95% CI over --episodes held-out tasks."""
-    try:
-        from attnmeta.runs.folder import run_kind
+    from attnmeta.runs.evaluation import EvalRequest, evaluate as evaluate_run
 
-        EVALUATE_BY_KIND[run_kind(checkpoint)](checkpoint, options)
-    except USER_ERRORS as error:
-        fail(error)
-
-
-def _refuse_options(options: dict[str, Any], names: tuple[str, ...], why: str) -> None:
-    for name in names:
-        if options[name] not in (None, False):
-            option = "--" + name.replace("_", "-")
-            value = "" if options[name] is True else f" {options[name]}"
-            raise ValueError(f"{option}{value}: {why}")
-
-
-def _evaluate_rl(checkpoint: Path, o: dict[str, Any]) -> None:
-    from attnmeta.runs.rl import evaluate_rl_run, format_evaluation
-
-    _refuse_options(o, ("split", "n_way", "k_shot", "data_root", "oos", "within_alphabet",
-                        "finetune_steps"),
-                    "a meta-RL run (kind: rl) has no episodes of classes; expected only "
-                    "--episodes and --seed")
-    _report(evaluate_rl_run(checkpoint, o["episodes"], o["seed"], invoked_command(),
-                            o["progress"], save=False), format_evaluation)
-
-
-def _evaluate_out_of_scope(checkpoint: Path, o: dict[str, Any]) -> None:
-    """``eval --oos`` of an episodic or pretrain run of CLINC150."""
-    from attnmeta.runs.out_of_scope import evaluate_out_of_scope
-
-    if o["split"] not in (None, "test"):
-        raise ValueError(f"--split {o['split']} with --oos: expected test (the threshold "
-                         "is chosen on val)")
-    if o["within_alphabet"]:
-        raise ValueError("--within-alphabet with --oos: expected one of them (intents "
-                         "have no alphabets)")
-    _refuse_options(o, ("finetune_steps",), "with --oos: expected one of them")
-    _report(evaluate_out_of_scope(checkpoint, episodes=o["episodes"], seed=o["seed"],
-                                  threshold_episodes=o["threshold_episodes"],
-                                  n_way=o["n_way"], k_shot=o["k_shot"],
-                                  data_root=o["data_root"], command=invoked_command(),
-                                  save=False), _oos_line)
-
-
-def _evaluate_episodic(checkpoint: Path, o: dict[str, Any]) -> None:
-    split, within_alphabet = o["split"], o["within_alphabet"]
-    if o["oos"]:
-        _evaluate_out_of_scope(checkpoint, o)
-        return
-    from attnmeta.runs.supervised import evaluate_checkpoint
-
-    _report(evaluate_checkpoint(checkpoint, episodes=o["episodes"], seed=o["seed"], split=split,
-                                data_root=o["data_root"], n_way=o["n_way"], k_shot=o["k_shot"],
-                                command=invoked_command(), progress=o["progress"], save=False,
-                                within="alphabet" if within_alphabet else None,
-                                tuning=_tuning(o)),
-            _accuracy_line)
-
-
-def _evaluate_pretrain(checkpoint: Path, o: dict[str, Any]) -> None:
-    from attnmeta.runs.pretrain import evaluate_pretrain_run
-
-    if o["oos"]:
-        _evaluate_out_of_scope(checkpoint, o)
-        return
-    _report(evaluate_pretrain_run(checkpoint, episodes=o["episodes"], seed=o["seed"],
-                                  split=o["split"], data_root=o["data_root"], n_way=o["n_way"],
-                                  k_shot=o["k_shot"], command=invoked_command(),
-                                  progress=o["progress"], save=False,
-                                  within="alphabet" if o["within_alphabet"] else None,
-                                  tuning=_tuning(o)),
-            _accuracy_line)
-
-
-def _tuning(o: dict[str, Any]) -> Any:
-    """``--finetune-*`` as the evaluation's test-time fine-tuning (None without steps)."""
-    from attnmeta.runs.evaluation import FinetuneOptions
-
-    if o["finetune_steps"] is None:
-        return None
-    return FinetuneOptions(o["finetune_steps"], o["finetune_lr"], o["finetune_shift"])
-
-
-# The run kinds (attnmeta.runs.config.SCHEMAS) -> how `train` and `eval` handle each.
-TRAIN_BY_KIND = {"supervised": _train_episodic, "rl": _train_rl, "pretrain": _train_pretrain}
-EVALUATE_BY_KIND = {"supervised": _evaluate_episodic, "rl": _evaluate_rl,
-                    "pretrain": _evaluate_pretrain}
+    # the run's kind checks the request (options it has no use for are refused)
+    _report(evaluate_run(EvalRequest(checkpoint, **options, command=invoked_command(),
+                                     save=False)))
 
 
 @main.command()
@@ -380,15 +253,12 @@ EVALUATE_BY_KIND = {"supervised": _evaluate_episodic, "rl": _evaluate_rl,
 def viz(checkpoint: Path, episode_seed: int, out_dir: Path, split: str,
         data_root: str | None) -> None:
     """Draw the attention maps of a CHECKPOINT's learner on one seeded test episode."""
-    try:
-        from attnmeta.runs.supervised import load_run
-        from attnmeta.viz import write_run_attention_maps
+    from attnmeta.runs.episodic import load_run
+    from attnmeta.viz import write_run_attention_maps
 
-        for path in write_run_attention_maps(load_run(checkpoint, data_root), split,
-                                             episode_seed, out_dir):
-            click.echo(f"wrote {path}")
-    except USER_ERRORS as error:
-        fail(error)
+    for path in write_run_attention_maps(load_run(checkpoint, data_root), split,
+                                         episode_seed, out_dir):
+        click.echo(f"wrote {path}")
 
 
 @main.group()
@@ -434,114 +304,12 @@ def bench_speed(repeats: int, meta_batch: int, q_query: int, threads: int, worke
         config.implementations = list(implementations)
     if settings:
         config.settings = [(int(s.split("-")[0]), s.endswith("first")) for s in settings]
-    try:
-        results = run_speed(config, log=click.echo)
-        click.echo(f"wrote {write_report(results, invoked_command(), out_dir, stem)}")
-    except USER_ERRORS as error:
-        fail(error)
+    results = run_speed(config, log=click.echo)
+    click.echo(f"wrote {write_report(results, invoked_command(), out_dir, stem)}")
 
 
 
 # ----------------------------------------------------- a person's own examples
-PROGRESS_SECONDS = 2.0  # a long command's progress line, at least this often
-
-
-class ProgressLines:
-    """The progress of one long command (adapt, predict) on stderr.
-
-    :meth:`counter` gives the ``progress(done, total)`` a counted step calls: it prints
-    ``what done/total (p%), about N s left`` (the rate since its first call) when
-    ``every`` seconds have passed since the last line, and ``what total/total (N s)`` at
-    the end. :meth:`waiting` prints ``stage, N s so far`` while a step with no count runs
-    (the model's fit) and nothing else has been printed for ``every`` seconds.
-    ``enabled``: True prints every line; None only once the command has run ``every``
-    seconds (a short one stays silent); False none.
-    """
-
-    def __init__(self, enabled: bool | None, every: float = PROGRESS_SECONDS,
-                 clock: Callable[[], float] = time.monotonic,
-                 echo: Callable[[str], None] | None = None) -> None:
-        self.enabled, self.every, self.clock = enabled, every, clock
-        self.echo = echo or (lambda text: click.echo(text, err=True))
-        self.started = self.last = self.stage_started = clock()
-        self.stage = "working"
-        self.shown = False
-        self.lock = threading.Lock()
-
-    def _due(self, now: float) -> bool:
-        if self.enabled is False:
-            return False
-        return now - self.last >= self.every and (
-            self.enabled or now - self.started >= self.every)
-
-    def _say(self, text: str, now: float) -> None:
-        self.echo(text)
-        self.last, self.shown = now, True
-
-    def begin(self, stage: str) -> None:
-        """The uncounted stage now running (what :meth:`waiting` prints)."""
-        with self.lock:
-            self.stage, self.stage_started = stage, self.clock()
-
-    def counter(self, what: str, then: str | None = None) -> Callable[[int, int], None] | None:
-        """``progress(done, total)`` for a counted step named ``what``; ``then``: the
-        stage that follows it (see :meth:`begin`). None when disabled."""
-        if self.enabled is False:
-            return None
-        first: list[tuple[float, int]] = []
-
-        def report(done: int, total: int) -> None:
-            from attnmeta.fewshot.inputs import duration_words
-
-            with self.lock:
-                now = self.clock()
-                if not first:
-                    first.append((now, done))
-                began, done_then = first[0]
-                if done >= total:
-                    if self.enabled or self.shown or now - self.started >= self.every:
-                        self._say(f"{what} {done}/{total} ({now - began:.1f} s)", now)
-                    if then is not None:
-                        self.stage, self.stage_started = then, now
-                elif self._due(now):
-                    # at the rate since the first call (the time before it is unknown)
-                    line = f"{what} {done}/{total} ({100 * done // max(total, 1)}%)"
-                    if done > done_then and now > began:
-                        left = (now - began) / (done - done_then) * (total - done)
-                        line += f", about {duration_words(left)} left"
-                    self._say(line, now)
-
-        return report
-
-    @contextmanager
-    def waiting(self, stage: str) -> Iterator[None]:
-        """Around a long call: ``stage, N s so far`` every ``every`` s that nothing else
-        printed (a thread, ended with the block)."""
-        if self.enabled is False:
-            yield
-            return
-        self.begin(stage)
-        stop = threading.Event()
-
-        def tick() -> None:
-            from attnmeta.fewshot.inputs import duration_words
-
-            while not stop.wait(min(0.25, self.every)):
-                with self.lock:
-                    now = self.clock()
-                    if self._due(now):
-                        self._say(f"{self.stage}, "
-                                  f"{duration_words(now - self.stage_started)} so far", now)
-
-        thread = threading.Thread(target=tick, daemon=True, name="attnmeta-progress")
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-
 @main.command(name="encoders")
 def list_encoders() -> None:
     """The built-in pretrained encoders: adapt to a few examples with no training."""
@@ -580,29 +348,26 @@ def _source_words(model: Any) -> str:
               show_default=True,
               help="Of the model's forward passes when it adapts and predicts: bfloat16 pays "
                    "on CPUs with AMX for large convolutions (not for MAML, Reptile).")
-@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def adapt(source: str, support: Path, out_dir: Path, steps: int | None, force: bool,
-          precision: str, data_root: str | None, progress: bool) -> None:
+          precision: str, progress: bool) -> None:
     """Fit a trained run, a saved model or a built-in pretrained ENCODER (attnmeta encoders;
     no training) to the few labelled examples in --support."""
     from attnmeta.fewshot.model_folder import check_model_folder, saving_model_folder
     from attnmeta.fewshot.source import open_classifier
+    from attnmeta.fewshot.progress import ProgressLines
 
-    try:
-        check_model_folder(out_dir, overwrite=force)  # before any work
-        check_output_path(out_dir, "--out", folder=True)
-        model = open_classifier(source, data_root, precision)
-        lines = ProgressLines(progress)
-        fitting = f"fitting {model.learner.display_name} to the support set"
-        with lines.waiting(f"reading the support set {support}"):
-            model.fit(support, steps, progress=lines.counter("read", then=fitting),
-                      step_progress=lines.counter("inner step", then=fitting))
-        # written beside --out and moved in whole: a full disk leaves --out as it was
-        with saving_model_folder(out_dir, overwrite=force) as folder:
-            model.save(folder, overwrite=force)
-    except USER_ERRORS as error:
-        fail(error)
+    check_model_folder(out_dir, overwrite=force)  # before any work
+    check_output_path(out_dir, "--out", folder=True)
+    model = open_classifier(source, precision)
+    lines = ProgressLines(progress)
+    fitting = f"fitting {model.learner.display_name} to the support set"
+    with lines.waiting(f"reading the support set {support}"):
+        model.fit(support, steps, progress=lines.counter("read", then=fitting),
+                  step_progress=lines.counter("inner step", then=fitting))
+    # written beside --out and moved in whole: a full disk leaves --out as it was
+    with saving_model_folder(out_dir, overwrite=force) as folder:
+        model.save(folder, overwrite=force)
     counts = {name: model.support.labels.count(name) for name in model.class_names}
     click.echo(f"adapted {model.learner.display_name} ({_source_words(model)}) to "
                f"{len(counts)} classes from {len(model.support.labels)} examples: "
@@ -632,16 +397,13 @@ def predict(model_dir: Path, queries: tuple[str, ...], as_json: bool, top_k: int
 
     from attnmeta.fewshot import FewShotClassifier
     from attnmeta.fewshot.records import checked_top_k, prediction_records
+    from attnmeta.fewshot.progress import ProgressLines
 
-    try:
-        model = FewShotClassifier.load(model_dir)
-        checked_top_k(model.class_names, top_k)  # before the queries are read
-        # read and predicted QUERY_CHUNK at a time: memory bounded by a chunk, not the folder
-        logits, examples = model.logits(list(queries),
-                                        ProgressLines(progress).counter("predicted"))
-        records = prediction_records(model, logits, examples.names, top_k, reject_below)
-    except USER_ERRORS as error:
-        fail(error)
+    model = FewShotClassifier.load(model_dir)
+    checked_top_k(model.class_names, top_k)  # before the queries are read
+    # read and predicted QUERY_CHUNK at a time: memory bounded by a chunk, not the folder
+    logits, examples = model.logits(list(queries), ProgressLines(progress).counter("predicted"))
+    records = prediction_records(model, logits, examples.names, top_k, reject_below)
     if as_json:
         for record in records:
             click.echo(json.dumps(record))
@@ -668,16 +430,13 @@ def explain(model_dir: Path, query: str, out_path: Path, force: bool) -> None:
     from attnmeta.files import atomic_write_bytes
     from attnmeta.viz.explain import explanation_png
 
-    try:
-        if out_path.suffix.lower() != ".png":
-            raise ValueError(f"--out {out_path}: expected a file name ending in .png")
-        if out_path.exists() and not force:
-            raise FileExistsError(f"--out {out_path} exists: expected a new file (or --force)")
-        check_output_path(out_path, "--out")
-        explanation = FewShotClassifier.load(model_dir).explain(query)
-        atomic_write_bytes(out_path, explanation_png(explanation))
-    except USER_ERRORS as error:
-        fail(error)
+    if out_path.suffix.lower() != ".png":
+        raise InputError(f"--out {out_path}: expected a file name ending in .png")
+    if out_path.exists() and not force:
+        raise InputError(f"--out {out_path} exists: expected a new file (or --force)")
+    check_output_path(out_path, "--out")
+    explanation = FewShotClassifier.load(model_dir).explain(query)
+    atomic_write_bytes(out_path, explanation_png(explanation))
     shown = ", ".join(sorted(explanation.maps)) or "no attention (prototypes)"
     click.echo(f"{explanation.query_name}: {explanation.label} "
                f"({float(explanation.probabilities.max()):.3f}); drew {shown}; wrote {out_path}")
@@ -693,18 +452,14 @@ def export(model_dir: Path, onnx_path: Path, force: bool) -> None:
     from attnmeta.fewshot import FewShotClassifier
     from attnmeta.fewshot.export import export_onnx
 
-    try:
-        if onnx_path.suffix.lower() != ".onnx":
-            raise ValueError(f"--onnx {onnx_path}: expected a file name ending in .onnx")
-        if onnx_path.exists() and not force:
-            raise FileExistsError(f"--onnx {onnx_path} exists: expected a new file name (or "
-                                  "--force to replace it)")
-        check_output_path(onnx_path, "--onnx")
-        result = export_onnx(FewShotClassifier.load(model_dir), onnx_path, overwrite=force)
-    except ImportError as error:
-        fail(ValueError(f"export needs {error.name}: expected pip install 'attnmeta[onnx]'"))
-    except USER_ERRORS as error:
-        fail(error)
+    if onnx_path.suffix.lower() != ".onnx":
+        raise InputError(f"--onnx {onnx_path}: expected a file name ending in .onnx")
+    if onnx_path.exists() and not force:
+        raise InputError(f"--onnx {onnx_path} exists: expected a new file name (or --force to "
+                         "replace it)")
+    check_output_path(onnx_path, "--onnx")
+    # a missing onnx is the library's MissingDependencyError naming attnmeta[onnx]
+    result = export_onnx(FewShotClassifier.load(model_dir), onnx_path, overwrite=force)
     check = ("" if result["max_abs_difference"] is None else
              f"; onnxruntime matches PyTorch to {result['max_abs_difference']:.1e}")
     click.echo(f"wrote {onnx_path}: input 'query' [Q, {', '.join(map(str, result['inputs']))}]"
@@ -736,7 +491,6 @@ def _finite_seconds(ctx: Any, param: Any, seconds: float) -> float:
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep uploads in this folder (new, empty or an earlier serve's); else "
                    "they are removed when the server stops.")
-@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               callback=_host_names,
               help="Also answer requests for this Host name or address (repeatable; "
@@ -747,21 +501,17 @@ def _finite_seconds(ctx: Any, param: Any, seconds: float) -> float:
               show_default=True, metavar="SECONDS",
               help="A request's whole body must arrive within this time (a slow network "
                    "uploading many photos may need more).")
-def serve(target: str, host: str, port: int, keep: Path | None, data_root: str | None,
+def serve(target: str, host: str, port: int, keep: Path | None,
           allow_hosts: tuple[str, ...], body_timeout: float) -> None:
     """A local web page: upload examples per class, adapt, classify queries, see why.
 
     Scripts POST with the header X-Attnmeta-Token printed at start (ATTNMETA_SERVE_TOKEN
     sets it)."""
-    try:
-        from attnmeta.fewshot.serve import run_server
-    except ImportError as error:
-        fail(ValueError(f"serve needs {error.name}: expected pip install 'attnmeta[serve]'"))
-    try:
-        run_server(target, host=host, port=port, keep=keep, data_root=data_root,
-                   allow_hosts=allow_hosts, body_seconds=body_timeout)
-    except USER_ERRORS as error:
-        fail(error)
+    # without fastapi or uvicorn: the library's MissingDependencyError naming attnmeta[serve]
+    from attnmeta.fewshot.serve import run_server
+
+    run_server(target, host=host, port=port, keep=keep, allow_hosts=allow_hosts,
+               body_seconds=body_timeout)
 
 
 if __name__ == "__main__":

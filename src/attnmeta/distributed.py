@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from attnmeta.errors import ConfigError
+
 __all__ = ["DistributedContext", "init_from_environment", "average_gradients",
            "broadcast_parameters", "shard_range", "any_rank"]
 
@@ -55,8 +57,8 @@ def init_from_environment(backend: str | None = None) -> DistributedContext:
 def shard_range(meta_batch: int, context: DistributedContext) -> tuple[int, int]:
     """This rank's ``[start, stop)`` slice of a meta-batch's task positions."""
     if meta_batch % context.world_size:
-        raise ValueError(f"train.meta_batch={meta_batch} is not divisible by the "
-                         f"{context.world_size} processes: expected equal shards")
+        raise ConfigError(f"train.meta_batch={meta_batch} is not divisible by the "
+                          f"{context.world_size} processes: expected equal shards")
     size = meta_batch // context.world_size
     return context.rank * size, (context.rank + 1) * size
 

@@ -12,8 +12,8 @@ Each class also derives from the built-in exception it refines (``ValueError``,
 
 from __future__ import annotations
 
-__all__ = ["AttnmetaError", "ConfigError", "DataError", "InputError", "ModelError",
-           "RunError", "CheckpointError", "MissingDependencyError", "DivergedError"]
+__all__ = ["AttnmetaError", "ConfigError", "DataError", "MissingDataError", "DownloadError",
+           "InputError", "ModelError", "RunError", "CheckpointError", "MissingDependencyError", "DivergedError"]
 
 
 class AttnmetaError(Exception):
@@ -27,6 +27,16 @@ class ConfigError(AttnmetaError, ValueError):
 
 class DataError(AttnmetaError, ValueError):
     """A data set that is missing, incomplete, fails its checksums or is malformed."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data set, or a file of one, that is not where it was looked for; also the
+    ``FileNotFoundError`` it was before, so callers that caught that still do."""
+
+
+class DownloadError(DataError, OSError):
+    """A transfer from a data set's upstream host that failed (no network, refused, cut
+    short); nothing was written. Also the ``OSError`` a failed transfer is."""
 
 
 class InputError(AttnmetaError, ValueError):

@@ -9,7 +9,7 @@ Three layers have a fast kernel whose gradients are not exact everywhere:
   Measured on torch 2.13 (float64): the native batch-norm kernel under ``vmap`` gives
   second-order meta-gradients off by 0.5% after 1 inner step and 15% after 5, while in a
   per-task loop it is exact and the plain-op formula makes a MAML meta-batch on Omniglot
-  shapes 31% slower (32 tasks, one thread: 3.56 s against 2.72 s).
+  shapes markedly slower (timings: ``benchmarks/results/design_timings.md``).
 
 So the decision is taken here, once. Code that will ``vmap`` or double-backward through a
 block declares it around that block::

@@ -92,8 +92,9 @@ def fold_batch_norms(model: nn.Module) -> int:
     were folded. Batch-statistics norms (:class:`BatchStatNorm2d`, training mode) stay.
 
     Why: a batch norm at inference is a memory-bound pass over every activation; folded,
-    ResNet-12's one-query forward went 27.8 -> 24.1 ms in float32 on an AMD EPYC (2
-    threads; benchmarks/results/paths_amd_epyc.md has the classifier rows)."""
+    ResNet-12's one-query forward is faster (timings:
+    ``benchmarks/results/design_timings.md``; the classifier rows of
+    ``benchmarks/results/paths_amd_epyc.md``)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     folded = 0

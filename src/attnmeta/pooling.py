@@ -1,11 +1,12 @@
 """Max-pooling with PyTorch's channels-last forward kernel and its ordinary backward.
 
-On this CPU (torch 2.13, one thread), ``F.max_pool2d`` on a contiguous (NCHW) batch of
-Conv4 activations ``[75, 64, 28, 28]`` takes 19 ms; the channels-last kernel, including
-the layout copy there and back, takes 6 ms and returns the same values and the same
-argmax indices. Max-pooling was the largest single cost in a MAML meta-batch (27%), and
-whole-network channels-last was slower (batch norm and the 1-channel first convolution
-lose more than pooling gains), so only the pooling forward changes layout. The backward
+On the CPU, ``F.max_pool2d`` on a contiguous (NCHW) batch of Conv4 activations
+``[75, 64, 28, 28]`` is several times slower than the channels-last kernel, layout copy
+there and back included, which returns the same values and the same argmax indices
+(timings: ``benchmarks/results/design_timings.md``). Max-pooling was the largest single
+cost in a MAML meta-batch, and whole-network channels-last was slower (batch norm and the
+1-channel first convolution lose more than pooling gains), so only the pooling forward
+changes layout. The backward
 is ``aten.max_pool2d_with_indices_backward``, so second order (its own derivative) and
 ``torch.func.grad`` work unchanged.
 """

@@ -1,10 +1,10 @@
 """How many intra-op threads a workload gets, from what it is and how busy the machine is.
 
-Measured on the 2-core machine this project runs on (``../shared/notes``): a sinusoid MLP
+Measured on a 2-core machine (``benchmarks/results/design_timings.md``): a sinusoid MLP
 (2 x 40 units) gains nothing from a second thread, and a second thread hurts badly once
-another process keeps a core busy — ``attnmeta demo --steps-scale 0.2`` took 3.3x as long
-beside one single-threaded PyTorch job, because each parallel region waits at its barrier
-for the thread that lost its core. So:
+another process keeps a core busy — ``attnmeta demo`` took several times as long beside one
+single-threaded PyTorch job, because each parallel region waits at its barrier for the
+thread that lost its core. So:
 
 - ``"small"`` workloads (overhead-bound: tiny MLPs, sinusoid regression) run on one thread;
 - ``"large"`` workloads (convolutions, transformers over batches) get the cores that no

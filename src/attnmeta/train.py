@@ -5,26 +5,37 @@ from __future__ import annotations
 import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from attnmeta.distributed import any_rank, average_gradients
+from attnmeta.errors import ConfigError, DivergedError
 from attnmeta.learners.base import MetaLearner
 from attnmeta.learners.precision import PRECISIONS, forward_precision
-from attnmeta.tasks.episode import Episode
 
-__all__ = ["meta_train", "NonFiniteLossError", "PRECISIONS", "forward_precision"]
+__all__ = ["meta_train", "MetaBatch", "NonFiniteLossError", "PRECISIONS", "forward_precision"]
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(DivergedError):
     """Raised when the meta-loss, or a parameter or buffer after a step, becomes NaN or
     infinite. A loss is checked before the step (the parameters are left untouched); the
     parameters after it, before any checkpoint of that step is written, so the run's last
     checkpoint stays the last finite one."""
 
 
-def accumulate_meta_gradient(learner: MetaLearner, batch: Episode, backward_chunk: int,
+class MetaBatch(Protocol):
+    """What the loop splits into chunks: ``len(batch)`` units (an episode batch's tasks, a
+    :class:`~attnmeta.learners.ClassBatch`'s examples, an RL batch's tasks), of which
+    ``batch.slice(start, stop)`` is a smaller batch; a chunk is weighted by its share."""
+
+    def __len__(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> "MetaBatch": ...
+
+
+def accumulate_meta_gradient(learner: MetaLearner, batch: MetaBatch, backward_chunk: int,
                              step: int, workers: int = 1, precision: str = "float32"
                              ) -> dict[str, float]:
     """Back-propagate the meta-loss of ``batch`` (in chunks of ``backward_chunk`` tasks if
@@ -38,7 +49,7 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: Episode, backward_chun
     """
     if workers < 1:
         raise ValueError(f"train.workers={workers}: expected 1 (no threads) or more")
-    tasks = batch.num_tasks
+    tasks = len(batch)  # tasks, or a ClassBatch's examples
     if 0 < backward_chunk < tasks:
         size = backward_chunk
     else:  # worker threads need chunks to share; one task each keeps the least memory
@@ -52,7 +63,7 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: Episode, backward_chun
         with forward_precision(learner, precision):
             output = learner.training_step(chunk)
         _check_finite([output.loss.item()], step)
-        share = chunk.num_tasks / tasks
+        share = len(chunk) / tasks
         (output.loss * share if share != 1 else output.loss).backward()
         for name, value in output.metrics.items():
             metrics[name] = metrics.get(name, 0.0) + share * value
@@ -84,8 +95,9 @@ def _check_finite_state(learner: MetaLearner, step: int) -> None:
                              "train.grad_clip); the last checkpoint is from before it")
 
 
-def _gradients_in_threads(learner: MetaLearner, batch: Episode, chunks: list[tuple[int, int]],
-                          step: int, workers: int, precision: str) -> dict[str, float]:
+def _gradients_in_threads(learner: MetaLearner, batch: MetaBatch,
+                          chunks: list[tuple[int, int]], step: int, workers: int,
+                          precision: str) -> dict[str, float]:
     """Task parallelism on one machine: contiguous shards of the chunks run on ``workers``
     threads, each with one intra-op thread and its own copy of the learner, and their
     gradients are summed in shard order (deterministic, unlike concurrent ``backward()``
@@ -93,20 +105,20 @@ def _gradients_in_threads(learner: MetaLearner, batch: Episode, chunks: list[tup
 
     Why: a task's tensors (5 support images, 75 queries) are too small for two cores to
     share each op well, and PyTorch releases the GIL inside its kernels and backward.
-    Measured on Omniglot shapes (Conv4, 5-way 1-shot, meta-batch 32, 2 cores): 1.04-1.25x
-    one worker with 2 intra-op threads, at about twice its peak memory (two tasks' graphs
-    in flight; benchmarks/results/speed.md). Why copies: ``functional_call`` swaps tensors
+    On Omniglot shapes (Conv4, 5-way 1-shot, meta-batch 32) two workers beat one worker
+    with 2 intra-op threads, at about twice its peak memory (two tasks' graphs in flight;
+    benchmarks/results/speed.md). Why copies: ``functional_call`` swaps tensors
     into the module's attributes for the duration of a call, so two threads must not share
     a module. Learners that update running batch-norm statistics in ``training_step`` are
     refused: the copies' statistics would be thrown away.
     """
     if any(getattr(module, "track_running_stats", False) and module.training
            for module in learner.modules()):
-        raise ValueError(f"train.workers={workers}: the learner updates running batch-norm "
-                         "statistics in training_step, which per-thread copies would lose; "
-                         "expected workers: 1 for it")
+        raise ConfigError(f"train.workers={workers}: the learner updates running batch-norm "
+                          "statistics in training_step, which per-thread copies would lose; "
+                          "expected workers: 1 for it")
     names = [name for name, p in learner.named_parameters() if p.requires_grad]
-    tasks = batch.num_tasks
+    tasks = len(batch)
     per_worker = math.ceil(len(chunks) / workers)
     shards = [chunks[i:i + per_worker] for i in range(0, len(chunks), per_worker)]
 
@@ -149,7 +161,7 @@ def _gradients_in_threads(learner: MetaLearner, batch: Episode, chunks: list[tup
 
 def meta_train(
     learner: MetaLearner,
-    batches: Iterable[Episode],
+    batches: Iterable[MetaBatch],
     optimizer: torch.optim.Optimizer,
     steps: int,
     start_step: int = 0,

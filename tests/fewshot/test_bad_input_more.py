@@ -24,7 +24,7 @@ from attnmeta.fewshot import FewShotClassifier
 from attnmeta.fewshot.inputs import InputError, Preprocessing, read_support
 from attnmeta.fewshot.model_folder import MODEL_MARKER, RECORD, field_digests
 from attnmeta.fewshot.uploads import UploadStore, image_queries, image_support, text_support
-from attnmeta.runs.supervised import train_run
+from attnmeta.runs.episodic import train_run
 from attnmeta.tasks.image_folder import load_image, load_image_folder
 from support import make_image_folder, one_line_error, tiny_config, write_config
 
@@ -139,16 +139,6 @@ def test_the_same_image_in_two_classes_is_one_warning(tmp_path, run, images):
     quiet = invoke("adapt", run, "--support", tmp_path / "named", "--out", tmp_path / "m2",
                    "--no-progress")
     assert quiet.stderr == ""
-
-
-def test_the_same_sentence_in_two_classes_is_one_warning(caplog):
-    pairs = [("book a flight", "travel"), ("play some jazz", "music"),
-             ("book a flight ", "music"), ("play some jazz", "music")]
-    with caplog.at_level("WARNING", logger="attnmeta"):
-        read_support(pairs, "text")
-    assert [r.getMessage() for r in caplog.records] == [
-        "the same sentence 'book a flight' is in two classes, 'travel' and 'music': expected "
-        "each example in one class (the model cannot tell them apart)"]
 
 
 def test_class_names_with_nul_or_line_breaks_are_refused(tmp_path, run, images):
@@ -409,12 +399,6 @@ def test_a_folder_no_one_can_write_is_refused_before_any_work_even_as_root(
     one_line_error(["export", model_dir, "--onnx", "/proc/m.onnx"], "cannot write in /proc")
     one_line_error(["adapt", run, "--support", images / "test", "--out", "/proc/m"],
                    "cannot write in /proc")
-
-
-def test_a_keep_folder_needs_an_existing_parent(tmp_path):
-    with pytest.raises(InputError, match=r"--keep .*typo/uploads: its folder .*typo does not"):
-        UploadStore(tmp_path / "typo" / "uploads")
-    assert not (tmp_path / "typo").exists()
 
 
 # the same kinds of input on what no list named --------------------------------------------

@@ -17,7 +17,7 @@ from attnmeta.fewshot import FewShotClassifier, InputError, ModelError
 from attnmeta.fewshot.inputs import read_csv_rows
 from attnmeta.fewshot.model_folder import WEIGHTS
 from attnmeta.runs.build import make_episodes
-from attnmeta.runs.supervised import load_split, train_run
+from attnmeta.runs.episodic import load_split, train_run
 from support import make_image_folder, tiny_config
 
 LEARNERS = [("protonet", {}, "running"), ("protonet", {}, "batch"), ("matching", {}, "running"),

@@ -13,8 +13,8 @@ from PIL import Image
 
 from attnmeta.cli import main
 from attnmeta.fewshot import FewShotClassifier
-from attnmeta.fewshot.export import export_onnx, onnx_probabilities
-from attnmeta.runs.supervised import train_run
+from attnmeta.fewshot.export import onnx_probabilities
+from attnmeta.runs.episodic import train_run
 from support import make_image_folder, one_line_error, tiny_config
 
 pytest.importorskip("onnxruntime")
@@ -109,25 +109,6 @@ def test_adapt_in_bfloat16_keeps_the_precision_and_refuses_it_for_maml(tmp_path,
     one_line_error(["adapt", maml, "--support", images / "test", "--out", tmp_path / "m2",
                     "--precision", "bfloat16"], "precision='bfloat16': expected 'float32' for MAML")
     assert not (tmp_path / "m2").exists()
-
-
-ONNX_LEARNERS = [("protonet", "running", {}), ("protonet", "batch", {}), ("maml", "batch", {}),
-                 ("matching", "running", {"fce": True}), ("feat", "running", {}),
-                 ("incontext", "batch", {}), ("reptile", "batch", {})]
-
-
-@pytest.mark.parametrize("learner,norm,fields", ONNX_LEARNERS,
-                         ids=[f"{n}-{norm}" + ("-fce" if f else "") for n, norm, f in ONNX_LEARNERS])
-def test_onnx_probabilities_equal_pytorch(tmp_path, images, learner, norm, fields):
-    run = trained(tmp_path, images, learner, norm, **fields)
-    support = [(p, p.parent.name) for p in sorted((images / "test").glob("class_0[012]/*.png"))]
-    model = FewShotClassifier.from_run(run).fit(support)
-    result = export_onnx(model, tmp_path / "m.onnx")
-    assert result["max_abs_difference"] < 1e-5
-    queries = sorted((images / "val").glob("class_0[0-4]/*.png"))[:7]  # another batch size
-    query_x, _ = model.query_inputs(queries)
-    torch.testing.assert_close(onnx_probabilities(tmp_path / "m.onnx", query_x),
-                               model.predict_proba(queries), rtol=0, atol=1e-5)
 
 
 def test_serve_refuses_a_folder_that_is_neither_run_nor_model(tmp_path):

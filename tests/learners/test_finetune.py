@@ -68,7 +68,7 @@ def test_eval_with_test_time_fine_tuning(tmp_path):
     from click.testing import CliRunner
 
     from attnmeta.cli import main
-    from attnmeta.runs.supervised import train_run
+    from attnmeta.runs.episodic import train_run
 
     images = make_image_folder(tmp_path / "images")
     config = tiny_config(images, "protonet", steps=2)

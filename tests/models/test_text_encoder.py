@@ -1,13 +1,12 @@
-"""The transformer text encoder (padding, attention weights, MAML) and the HF backbone."""
+"""The transformer text encoder (padding, attention weights, MAML); the HF backbone is in
+test_hf.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attnmeta.learners import MAML, ProtoNet
-from attnmeta.models.hf import hf_text_encoder
 from attnmeta.models.text import TextTransformer, trim_padding
 from attnmeta.tasks.episode import Episode
 
@@ -86,50 +85,3 @@ def test_protonet_over_text_is_invariant_to_padding_width():
     labels = torch.tensor([0, 1, 2])
     torch.testing.assert_close(learner.predict(ids, labels, ids),
                                learner.predict(wide, labels, wide), rtol=0, atol=0)
-
-
-# --------------------------------------------------------------------------- Hugging Face
-
-transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(autouse=False)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-def test_hf_tiny_bert_encodes_offline_with_gradients(offline):
-    model = hf_text_encoder(VOCAB, max_length=12, out_dim=0, hidden=16, depth=1, heads=2)
-    assert model.feature_dim == 16
-    ids = sentences()
-    out = model(ids)
-    assert out.shape == (3, 16)
-    loss = F.cross_entropy(ProtoNet(model).logits(ids[None], torch.tensor([[0, 1, 2]]),
-                                                  ids[None])[0], torch.tensor([0, 1, 2]))
-    loss.backward()
-    assert model.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-    model.eval()
-    padded = torch.cat([ids, torch.zeros(3, 2, dtype=torch.int64)], dim=1)
-    assert torch.equal(model(ids), model(padded))
-    _, weights = model(ids, need_weights=True)
-    assert weights[0].shape == (3, 2, 7, 7)
-
-
-def test_hf_local_pretrained_folder_loads_without_network(tmp_path, offline):
-    from attnmeta.models.hf import tiny_bert
-    from attnmeta.tokenizer import train_tokenizer
-
-    tokenizer = train_tokenizer(["check my card balance", "book a table"] * 5, 300)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer,
-                                                pad_token="[PAD]")
-    fast.save_pretrained(tmp_path)
-    tiny_bert(tokenizer.vocab_size, 16, 1, 2, 12).save_pretrained(tmp_path)
-    model = hf_text_encoder(4000, max_length=12, out_dim=4, hf_path=str(tmp_path))
-    ids = tokenizer.encode_batch(["check my balance", "a table"], 12)
-    assert model(ids).shape == (2, 4)
-    with pytest.raises(ValueError, match=r"data.max_length=40 exceeds the 12 positions"):
-        hf_text_encoder(4000, max_length=40, hf_path=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"model.hf_path='/no/such/model' is not a "
-                                                r"folder"):
-        hf_text_encoder(4000, max_length=48, hf_path="/no/such/model")

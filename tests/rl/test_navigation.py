@@ -10,10 +10,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from attnmeta.rl.gymnasium_tasks import GymnasiumTasks
 from attnmeta.rl.navigation import Navigation2D, Navigation2DEnv
 from attnmeta.rl.policies import MLPPolicy
-from attnmeta.rl.rollout import sample_trajectories, shared_forward
 
 
 def test_step_clips_velocity_and_pays_minus_distance():
@@ -61,21 +59,6 @@ def straight_policy(log_std: float = -30.0) -> MLPPolicy:
     return policy
 
 
-def test_rollout_pads_after_the_goal_is_reached():
-    family = Navigation2D(horizon=6)
-    policy = straight_policy()
-    goals = torch.tensor([[0.3, 0.3]], dtype=torch.float64)
-    trajectories = sample_trajectories(family, policy, shared_forward(policy), goals, 2,
-                                       torch.Generator().manual_seed(0))
-    assert trajectories.alive[0, 0].tolist() == [1, 1, 1, 0, 0, 0]
-    expected = [-0.2 * math.sqrt(2), -0.1 * math.sqrt(2), 0.0, 0.0, 0.0, 0.0]
-    assert trajectories.rewards[0, 0].tolist() == pytest.approx(expected, abs=1e-12)
-    assert trajectories.episode_returns()[0, :, 0].tolist() == pytest.approx(
-        [-0.3 * math.sqrt(2)] * 2, abs=1e-12)
-    torch.testing.assert_close(trajectories.observations[0, 0, :3], torch.tensor(
-        [[0, 0], [0.1, 0.1], [0.2, 0.2]], dtype=torch.float64), atol=1e-12, rtol=0)
-
-
 @pytest.mark.filterwarnings("ignore:.*Box observation space:UserWarning")  # unbounded, as in MAML
 def test_gymnasium_env_passes_the_checker_and_matches_the_torch_env():
     check_env(Navigation2DEnv(), skip_render_check=True)
@@ -91,20 +74,3 @@ def test_gymnasium_env_passes_the_checker_and_matches_the_torch_env():
         assert obs == pytest.approx(position[0, 0].numpy(), abs=1e-6)
         assert reward == pytest.approx(expected.item(), abs=1e-12)
         assert terminated == done.item() and truncated == (t == 4)
-
-
-def test_gymnasium_adapter_reproduces_the_vectorised_family():
-    family = Navigation2D(horizon=8)
-    adapter = GymnasiumTasks(lambda: Navigation2DEnv(horizon=8),
-                             lambda n, rng: rng.uniform(-0.5, 0.5, (n, 2)), horizon=8,
-                             task_option="goal")
-    assert (adapter.observation_dim, adapter.action_dim, adapter.discrete) == (2, 2, False)
-    assert (adapter.action_low, adapter.action_high) == pytest.approx((-0.1, 0.1))
-    goals = torch.tensor([[0.2, 0.2], [-0.3, 0.1]], dtype=torch.float64)
-    policy = straight_policy()
-    runs = [sample_trajectories(f, policy, shared_forward(policy), goals, 2,
-                                torch.Generator().manual_seed(0)) for f in (family, adapter)]
-    # float32 actions inside Gymnasium: equal up to single precision
-    torch.testing.assert_close(runs[1].rewards, runs[0].rewards, atol=1e-6, rtol=0)
-    assert torch.equal(runs[1].alive, runs[0].alive)
-    assert runs[0].alive[0, 0].sum() == 2                  # the first goal is reached at step 2

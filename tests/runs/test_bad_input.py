@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from attnmeta.cli import main
 from attnmeta.runs.folder import MARKER, RunFolder
-from attnmeta.runs.supervised import train_run
+from attnmeta.runs.episodic import train_run
 from support import make_image_folder, one_line_error, tiny_config, write_config
 
 
@@ -278,12 +278,12 @@ def test_resume_logs_no_duplicate_rows_and_may_change_the_learning_rate(tmp_path
         train_run(config, tmp_path / "run", progress=False, on_step_end=stop_at_5)
     config.train.lr, config.train.grad_clip = 0.005, 1.0
     result = train_run(config, tmp_path / "run", resume=True, progress=False)
-    assert result["resume_changes"] == {"train.grad_clip": [None, 1.0], "train.lr": [0.01, 0.005]}
+    assert result.resume_changes == {"train.grad_clip": [None, 1.0], "train.lr": [0.01, 0.005]}
     rows = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     train_steps = [row["step"] for row in rows if "loss" in row]
     assert train_steps == [2, 4, 6]
     assert [row["changed"] for row in rows if row.get("event") == "resume"] == [
-        result["resume_changes"]]
+        result.resume_changes]
 
 
 def test_stale_temporary_files_are_cleaned_up(tmp_path, data_root):
@@ -301,7 +301,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from support import tiny_config
-from attnmeta.runs.supervised import train_run
+from attnmeta.runs.episodic import train_run
 
 def kill_at_4(step):
     if step == 4:
@@ -324,7 +324,7 @@ def test_kill_9_then_resume_gives_bit_identical_weights(tmp_path, data_root, lea
     config = tiny_config(data_root, learner)
     config.train.threads = 1
     resumed = train_run(config, out, resume=True, progress=False)  # its lock died with it
-    assert resumed["resumed_from"] == 3
+    assert resumed.resumed_from == 3
     train_run(config, tmp_path / "straight", progress=False)
     final = "checkpoints/step_0000006.safetensors"
     straight, again = load_file(tmp_path / "straight" / final), load_file(out / final)
@@ -360,13 +360,13 @@ def test_a_run_is_read_back_only_as_its_own_kind(tmp_path):
     from attnmeta.checkpoint import CheckpointError
     from attnmeta.runs.config import load_config
     from attnmeta.runs.rl import load_rl_run, train_rl
-    from attnmeta.runs.supervised import load_run
+    from attnmeta.runs.episodic import load_run
 
     config = Path(__file__).parents[2] / "configs" / "rl" / "maml_bandit.yaml"
     train_rl(load_config(config, ["train.steps=1"]), tmp_path / "rl", progress=False)
     assert load_rl_run(tmp_path / "rl")[0].kind == "rl"
-    with pytest.raises(CheckpointError, match=r"is of a meta-RL run \(kind: rl\): expected a "
-                                              r"supervised run \(episodic\)"):
+    with pytest.raises(CheckpointError, match=r"is of a meta-RL run \(kind: rl\): expected an "
+                                              r"episodic run"):
         load_run(tmp_path / "rl")
 
 

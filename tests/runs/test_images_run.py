@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from attnmeta.runs.build import build_backbone, build_learner, make_episodes, training_episodes
 from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, load_config
 from attnmeta.runs.pretrain import class_batches
-from attnmeta.runs.supervised import evaluate_checkpoint, load_run, train_run
+from attnmeta.runs.episodic import evaluate_checkpoint, load_run, train_run
 from attnmeta.tasks import load_image_folder
 from attnmeta.tasks.augment import AUGMENTATIONS, AugmentedEpisodes
 from support import make_image_folder, one_line_error, tiny_config, write_config
@@ -50,10 +50,10 @@ def test_resnet12_protonet_on_rgb_images_trains_with_augmentation_and_evaluates(
     config = rgb_config(rgb_root)
     config.train.eval_every = 1  # evaluation after each step: never augmented
     result = train_run(config, tmp_path / "run", progress=False)
-    assert result["steps"] == 2
+    assert result.steps == 2
     # one call per training episode (2 steps x meta_batch 2), each over support and query
     assert calls == [torch.Size([3 * (1 + 2), 3, 32, 32])] * 4
-    accuracy = evaluate_checkpoint(tmp_path / "run", episodes=4)["accuracy"]
+    accuracy = evaluate_checkpoint(tmp_path / "run", episodes=4).accuracy
     assert 0 <= accuracy <= 1 and len(calls) == 4
     encoder = load_run(tmp_path / "run").learner.encoder
     assert encoder.features[0].conv1.in_channels == 3 and encoder.feature_dim == 80
@@ -77,7 +77,7 @@ def test_an_augmented_run_resumes_to_the_same_weights(tmp_path, rgb_root):
     with pytest.raises(Killed):
         train_run(config, tmp_path / "killed", progress=False, on_step_end=kill_after_step_3)
     assert train_run(config, tmp_path / "killed", resume=True,
-                     progress=False)["resumed_from"] == 2
+                     progress=False).resumed_from == 2
     weights = [load_file(max((tmp_path / run / "checkpoints").glob("*.safetensors")))
                for run in ("straight", "killed")]
     for key in weights[0]:
@@ -150,8 +150,8 @@ def test_a_training_run_reads_pretrained_path_and_a_resume_or_eval_does_not(tmp_
     weights.unlink()
     config.train.steps = 3
     assert train_run(config, tmp_path / "run", resume=True, progress=False,
-                     will_evaluate=False)["steps"] == 3
-    assert 0 <= evaluate_checkpoint(tmp_path / "run", episodes=2)["accuracy"] <= 1
+                     will_evaluate=False).steps == 3
+    assert 0 <= evaluate_checkpoint(tmp_path / "run", episodes=2).accuracy <= 1
     with pytest.raises(ConfigError, match="model.pretrained_path"):
         train_run(config, tmp_path / "fresh", progress=False)
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from attnmeta.checkpoint import read_checkpoint_record
-from attnmeta.runs import supervised
+from attnmeta.runs import episodic
 from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict
 from attnmeta.runs.folder import read_run
-from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
+from attnmeta.runs.episodic import RunError, evaluate_checkpoint, load_run, train_run
 from attnmeta.tasks.data_root import DATA_ROOT_ENV_VAR
 from support import benchmark_module, make_image_folder, one_line_error, tiny_config
 
@@ -109,10 +109,10 @@ def test_lake_run_selects_on_val_and_evaluates_within_alphabet(tmp_path):
     train_run(config, tmp_path / "run", progress=False)
     assert [e["step"] for e in logged(tmp_path / "run") if "val_accuracy" in e] == [2]
     result = evaluate_checkpoint(tmp_path / "run", save=False)
-    assert result["within"] == "alphabet" and result["n_way"] == 20
-    assert result["result_path"].endswith("eval_test_20w1s_within_alphabet.json")
+    assert result.within == "alphabet" and result.n_way == 20
+    assert result.result_path.endswith("eval_test_20w1s_within_alphabet.json")
     across = evaluate_checkpoint(tmp_path / "run", within="none", save=False)
-    assert across["within"] == "none"
+    assert across.within == "none"
 
 
 # train.select: best --------------------------------------------------------------------
@@ -128,7 +128,7 @@ def scripted_evaluations(monkeypatch, accuracy_at: dict[int, float], first_step:
     def evaluation(learner, split, name, *args):
         return lambda: {f"{name}_accuracy": accuracy_at[seen["step"] + 1], f"{name}_ci95": 0.0}
 
-    monkeypatch.setattr(supervised, "in_training_evaluation", evaluation)
+    monkeypatch.setattr(episodic, "in_training_evaluation", evaluation)
     return lambda step: seen.update(step=step)
 
 
@@ -165,7 +165,7 @@ def test_select_best_keeps_and_reads_the_checkpoint_of_the_best_evaluation(
     assert not torch.equal(loaded["encoder.features.0.0.weight"],
                            load_file(run / "checkpoints/step_0000008.safetensors")[
                                "model/encoder.features.0.0.weight"])
-    assert evaluate_checkpoint(run, episodes=4, save=False)["step"] == 4
+    assert evaluate_checkpoint(run, episodes=4, save=False).step == 4
     # benchmarks/pretrain.py: a run started from the selected checkpoint counts the
     # pretraining that chose it (to step 8), not only the minutes up to step 4
     minutes = benchmark_module("pretrain", monkeypatch)
@@ -194,7 +194,7 @@ def test_a_killed_selecting_run_resumes_to_the_same_selection(tmp_path, data_roo
     assert checkpoint_names(killed) == ["step_0000002.json", "step_0000003.json"]
     resumed = train_run(config, killed, resume=True, progress=False,
                         on_step_end=scripted_evaluations(monkeypatch, accuracy, first_step=4))
-    assert resumed["resumed_from"] == 3
+    assert resumed.resumed_from == 3
     # without the selection restored, step 4's 0.6 would have beaten "nothing yet"
     assert read_run(killed, "supervised")[0].name == "step_0000002.json"
     assert checkpoint_names(killed) == checkpoint_names(straight)

@@ -15,15 +15,15 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from attnmeta.cli import EVALUATE_BY_KIND, TRAIN_BY_KIND, main
+from attnmeta.cli import main
 from attnmeta.learners import ProtoNet
 from attnmeta.models import Conv4, FeatureHead
 from attnmeta.runs.build import build_learner, make_episodes
-from attnmeta.runs.config import SCHEMAS, config_from_dict, config_to_dict, load_config
+from attnmeta.runs.config import config_from_dict, config_to_dict, load_config
 from attnmeta.runs.features import cached_features, encoder_sha256, load_init
 from attnmeta.runs.folder import RunError
-from attnmeta.runs.pretrain import class_batches, evaluate_pretrain_run, train_pretrain
-from attnmeta.runs.supervised import evaluate_checkpoint, train_run
+from attnmeta.runs.pretrain import class_batches, train_pretrain
+from attnmeta.runs.episodic import evaluate_checkpoint, train_run
 from attnmeta.tasks import collate_episodes
 from attnmeta.tasks.augment import shift_images
 from attnmeta.tasks.image_folder import load_image_folder
@@ -85,7 +85,7 @@ def test_batches_depend_only_on_the_seed_and_the_step(data_root):
     unshifted = list(class_batches(split, 12, 0, seed=3, start_step=0, steps=3))  # 36 = 1 epoch
     order = torch.cat([batch.y for batch in unshifted])
     assert torch.equal(torch.bincount(order), torch.full((6,), 6))
-    assert from_start[0].num_tasks == 8 and from_start[0].slice(2, 5).x.shape[0] == 3
+    assert from_start[0].num_examples == 8 and from_start[0].slice(2, 5).x.shape[0] == 3
 
 
 # ----------------------------------------------------------------------- the run kind
@@ -116,7 +116,7 @@ def test_kill_9_then_resume_gives_bit_identical_weights(tmp_path, data_root):
     assert killed.returncode == -signal.SIGKILL
     config = tiny_pretrain(data_root)
     config.train.threads = 1
-    assert train_pretrain(config, out, resume=True, progress=False)["resumed_from"] == 3
+    assert train_pretrain(config, out, resume=True, progress=False).resumed_from == 3
     train_pretrain(config, tmp_path / "straight", progress=False)
     straight, again = weights(tmp_path / "straight"), weights(out)
     assert straight.keys() == again.keys()
@@ -128,12 +128,12 @@ def test_pretrain_run_logs_evaluates_and_reports_like_an_episodic_run(tmp_path, 
     logged = [json.loads(line) for line in (pretrained / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "loss" in row] == [2, 4, 6]
     assert [row["step"] for row in logged if "val_accuracy" in row] == [3, 6]
-    result = evaluate_pretrain_run(pretrained, save=False)
-    assert result["learner"] == "pretrain (cosine prototypes)" and result["episodes"] == 8
-    assert 0 <= result["accuracy"] <= 1 and result["step"] == 6
+    result = evaluate_checkpoint(pretrained, save=False)
+    assert result.learner == "pretrain (cosine prototypes)" and result.episodes == 8
+    assert 0 <= result.accuracy <= 1 and result.step == 6
     episodic = tmp_path / "episodic"
     train_run(tiny_config(data_root, "protonet", steps=3), episodic, progress=False)
-    assert set(evaluate_checkpoint(episodic, save=False)) == set(result)
+    assert set(evaluate_checkpoint(episodic, save=False).to_dict()) == set(result.to_dict())
 
 
 def test_cli_trains_and_evaluates_a_pretrain_config(tmp_path, data_root):
@@ -147,8 +147,14 @@ def test_cli_trains_and_evaluates_a_pretrain_config(tmp_path, data_root):
     assert json.loads((out / ".attnmeta-run").read_text())["kind"] == "pretrain"
 
 
-def test_every_run_kind_has_one_train_and_one_eval_entry():
-    assert set(TRAIN_BY_KIND) == set(EVALUATE_BY_KIND) == set(SCHEMAS)
+def test_every_built_in_run_kind_is_one_registry_entry():
+    from attnmeta.runs.kinds import run_kind_named, run_kinds
+
+    assert {kind.name for kind in run_kinds()} >= {"episodic", "rl", "pretrain"}
+    assert run_kind_named("supervised") is run_kind_named("episodic")  # the old name
+    assert [kind.name for kind in run_kinds() if kind.implicit] == ["episodic"]
+    assert run_kind_named("rl").load is None  # meta-RL has no classifier of classes
+    assert run_kind_named("pretrain").counts_classes and run_kind_named("episodic").load
 
 
 def test_the_shipped_pretrain_and_frozen_configs(data_root):
@@ -173,7 +179,7 @@ def test_a_fine_tuned_run_starts_from_the_pretrained_encoder(tmp_path, data_root
     assert all(torch.equal(own[k], v) for k, v in init.state.items())
     assert "head.weight" in own and "head.weight" not in init.state
     result = train_run(config, tmp_path / "tuned", progress=False)
-    assert result["steps"] == 6
+    assert result.steps == 6
     record = json.loads(sorted((tmp_path / "tuned/checkpoints").glob("*.json"))[-1].read_text())
     assert record["inputs"] == {"init_checkpoint": init.checkpoint,
                                 "init_encoder_sha256": init.sha256}
@@ -207,7 +213,7 @@ def test_a_frozen_run_trains_its_head_on_cached_features(tmp_path, data_root, pr
     for key, value in init.state.items():  # never trained
         assert torch.equal(final[f"model/frozen_encoder.{key}"], value), key
     result = evaluate_checkpoint(out, save=False)  # cached; the same on a second read
-    assert result["accuracy"] == evaluate_checkpoint(out, save=False)["accuracy"]
+    assert result.accuracy == evaluate_checkpoint(out, save=False).accuracy
     cached = sorted(p.name for p in (out / "features").glob("*.safetensors"))
     assert {"train", "test"} <= {name.split("-")[0] for name in cached}
     assert all(init.sha256[:16] in name for name in cached)
@@ -246,9 +252,8 @@ def test_the_paired_benchmark_scores_two_runs_on_the_same_episodes(tmp_path, dat
     train_run(frozen_config(data_root, pretrained, "feat", steps=3), frozen, progress=False)
     (row,) = paired.compare(frozen, pretrained, 8, None, "cmd", settings=((3, 1, "none"),))
     # each accuracy is the run's own evaluation on those seeded episodes (the naive reference)
-    alone = [evaluate(run, episodes=8, n_way=3, k_shot=1, seed=5, save=False)["accuracy"]
-             for evaluate, run in ((evaluate_checkpoint, frozen),
-                                   (evaluate_pretrain_run, pretrained))]
+    alone = [evaluate_checkpoint(run, episodes=8, n_way=3, k_shot=1, seed=5, save=False).accuracy
+             for run in (frozen, pretrained)]
     assert (row["first_accuracy"], row["second_accuracy"]) == pytest.approx(
         [100 * a for a in alone], abs=1e-9)
     assert row["difference"] == pytest.approx(row["first_accuracy"] - row["second_accuracy"])
@@ -407,7 +412,7 @@ def test_bad_init_and_freeze_values_are_refused_in_one_line(tmp_path, data_root,
     episodic = tmp_path / "episodic"
     train_run(tiny_config(data_root, "protonet", steps=3), episodic, progress=False)
     one_line_error(pretrain_args(path, out, f"model.init={episodic}"), "model.init",
-                   "supervised run", "expected a pretrain run")
+                   "episodic run", "expected a pretrain run")
     line = one_line_error(pretrain_args(path, out, "model.hidden=4"), "model.init",
                           "does not fit", "tiny-feat", "hidden=4")
     assert str(pretrained) in line
@@ -415,7 +420,9 @@ def test_bad_init_and_freeze_values_are_refused_in_one_line(tmp_path, data_root,
     one_line_error(pretrain_args(path, out, "model.norm=batch"), "model.norm", "running")
     one_line_error(pretrain_args(path, out, "model.freeze=maybe"), "model.freeze", "true or false")
     one_line_error(pretrain_args(path, out, "model.init=3"), "model.init", "a string")
-    one_line_error(pretrain_args(path, out, "learner.name=protonet"), "no trainable")
+    # (a learner's section holds its own keys: protonet's is a config of its own)
+    protonet = write_config(tmp_path / "p.yaml", frozen_config(data_root, pretrained, "protonet"))
+    one_line_error(pretrain_args(protonet, out), "no trainable")
     assert not out.exists()
     one_line_error(["eval", pretrained, "--oos"], "--oos needs out-of-scope utterances",
                    "'image_folder' has none")
@@ -427,7 +434,7 @@ def test_bfloat16_pretraining_keeps_float32_weights_and_maml_refuses_it(tmp_path
     out = tmp_path / "bf16"
     result = train_pretrain(tiny_pretrain(data_root, steps=3, precision="bfloat16", eval_every=0),
                             out, progress=False)
-    assert result["steps"] == 3
+    assert result.steps == 3
     saved = weights(out)
     assert saved and all(t.dtype == torch.float32 for t in saved.values() if t.is_floating_point())
     path = write_config(tmp_path / "maml.yaml", tiny_config(data_root, "maml"))
@@ -480,4 +487,4 @@ def test_a_selecting_pretrain_run_hands_its_best_encoder_to_model_init(
     assert Path(init.checkpoint).name == "step_0000002.json"
     best = load_file(out / "checkpoints/step_0000002.safetensors")
     assert all(torch.equal(v, best[f"model/encoder.{k}"]) for k, v in init.state.items())
-    assert evaluate_pretrain_run(out, episodes=4, save=False)["step"] == 2
+    assert evaluate_checkpoint(out, episodes=4, save=False).step == 2

@@ -47,7 +47,7 @@ def test_seeded_runs_are_reproducible(tmp_path):
     first = train_rl(config, tmp_path / "a", progress=False)
     train_rl(config, tmp_path / "b", progress=False)
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
-    assert first["history"][-1]["step"] == 4 and "return_after" in first["history"][-1]
+    assert first.history[-1]["step"] == 4 and "return_after" in first.history[-1]
     other = rl_config_from_dict({**tiny(), "seed": 8})
     train_rl(other, tmp_path / "c", progress=False)
     assert not weights(tmp_path / "c")["model/model.net.0.weight"].equal(
@@ -59,7 +59,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     train_rl(rl_config_from_dict(tiny(steps=2)), tmp_path / "split", progress=False)
     resumed = train_rl(rl_config_from_dict(tiny(steps=4)), tmp_path / "split", resume=True,
                        progress=False)
-    assert resumed["resumed_from"] == 2
+    assert resumed.resumed_from == 2
     assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "split"))
 
 
@@ -77,9 +77,9 @@ def test_evaluation_of_an_in_context_run_reports_episodes_of_a_trial(tmp_path):
                                       d_model=8, heads=2))
     train_rl(config, tmp_path / "ic", progress=False)
     result = evaluate_rl_run(tmp_path / "ic", seed=3)
-    assert [r["k"] for r in result["returns"]] == [0, 1, 2]       # episodes 1..3
-    assert len(result["per_task"]) == 4 and len(result["per_task"][0]) == 3
-    assert all(r["ci95"] > 0 and r["mean"] < 0 for r in result["returns"])
+    assert [r["k"] for r in result.returns] == [0, 1, 2]       # episodes 1..3
+    assert len(result.per_task) == 4 and len(result.per_task[0]) == 3
+    assert all(r["ci95"] > 0 and r["mean"] < 0 for r in result.returns)
     assert json.loads((tmp_path / "ic" / "eval_rl.json").read_text())["task_seed"] == 3
 
 
@@ -122,7 +122,7 @@ def test_a_resume_may_change_the_threads_and_learning_rate(tmp_path):
     changed["train"].update(threads=2, lr=0.005)
     resumed = train_rl(rl_config_from_dict(changed), tmp_path / "run", resume=True,
                        progress=False)
-    assert resumed["resume_changes"] == {"train.lr": [0.01, 0.005], "train.steps": [2, 4],
+    assert resumed.resume_changes == {"train.lr": [0.01, 0.005], "train.steps": [2, 4],
                                          "train.threads": [1, 2]}
 
 

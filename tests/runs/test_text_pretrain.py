@@ -13,14 +13,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from attnmeta.evaluate import summarize
+from attnmeta.metrics import summarize
 from attnmeta.learners import ProtoNet
 from attnmeta.runs.build import build_backbone, load_split
 from attnmeta.runs.config import config_from_dict, load_config
-from attnmeta.runs.evaluation import episode_accuracies
+from attnmeta.runs.evaluation import episode_accuracies, evaluate_checkpoint
 from attnmeta.runs.out_of_scope import evaluate_out_of_scope
-from attnmeta.runs.pretrain import evaluate_pretrain_run, train_pretrain
-from attnmeta.runs.supervised import load_run, train_run
+from attnmeta.runs.pretrain import train_pretrain
+from attnmeta.runs.episodic import load_run, train_run
 from support import REAL_DATA, needs_real_data, one_line_error, tiny_text_config
 
 pytest.importorskip("wordllama")
@@ -67,7 +67,7 @@ def test_a_text_pretrain_run_keeps_wordllamas_tokenizer_and_resumes_bit_for_bit(
     resumed = tmp_path / "resumed"
     train_pretrain(tiny_pretrain(steps=2), resumed, progress=False)
     config = tiny_pretrain(steps=4)
-    assert train_pretrain(config, resumed, resume=True, progress=False)["resumed_from"] == 2
+    assert train_pretrain(config, resumed, resume=True, progress=False).resumed_from == 2
     again = last_weights(resumed)
     assert all(torch.equal(weights[name], again[name]) for name in weights)
 
@@ -78,7 +78,7 @@ def test_the_untrained_start_is_wordllamas_cosine_prototypes(tmp_path):
     run = tmp_path / "start"
     config = tiny_pretrain(steps=1, lr=1e-12)
     train_pretrain(config, run, progress=False, will_evaluate=False)
-    ours = evaluate_pretrain_run(run, episodes=20, k_shot=5, save=False)
+    ours = evaluate_checkpoint(run, episodes=20, k_shot=5, save=False)
     baseline_config = copy.deepcopy(config)
     baseline_config.model.project = False
     baseline = ProtoNet(build_backbone(baseline_config, 0), "cosine")
@@ -86,8 +86,8 @@ def test_the_untrained_start_is_wordllamas_cosine_prototypes(tmp_path):
     expected = summarize(episode_accuracies(
         baseline, load_split(config, "test", load_run_tokenizer(run)),
         type(test)(test.n_way, 5, test.q_query), 20, config.eval.seed))
-    assert (ours["k_shot"], ours["episodes"]) == (5, 20)
-    assert ours["accuracy"] == pytest.approx(expected.mean, abs=1e-9)
+    assert (ours.k_shot, ours.episodes) == (5, 20)
+    assert ours.accuracy == pytest.approx(expected.mean, abs=1e-9)
 
 
 def load_run_tokenizer(run: Path):
@@ -98,7 +98,7 @@ def load_run_tokenizer(run: Path):
 
 def test_a_text_pretrain_run_detects_out_of_scope_queries_and_fits_from_the_api(pretrained):
     found = evaluate_out_of_scope(pretrained, episodes=6, threshold_episodes=4, save=False)
-    assert found["learner"] == "pretrain" and 0.0 <= found["oos_recall"] <= 1.0
+    assert found.learner == "pretrain" and 0.0 <= found.oos_recall <= 1.0
 
     from attnmeta.fewshot import FewShotClassifier
 
@@ -120,7 +120,7 @@ def test_a_frozen_feat_head_starts_from_the_text_pretrain_run(tmp_path, pretrain
                        last_weights(pretrained)["model/encoder.projection.weight"])
     # out-of-scope queries reach the head as the frozen encoder's features too
     found = evaluate_out_of_scope(run, episodes=4, threshold_episodes=3, save=False)
-    assert found["learner"] == "feat" and 0.0 <= found["in_scope_accuracy"] <= 1.0
+    assert found.learner == "feat" and 0.0 <= found.in_scope_accuracy <= 1.0
 
 
 @pytest.mark.parametrize("override, expected", [

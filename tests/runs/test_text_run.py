@@ -15,7 +15,7 @@ from attnmeta.cli import main
 from attnmeta.runs.build import build_model, load_split
 from attnmeta.runs.config import config_from_dict
 from attnmeta.runs.out_of_scope import evaluate_out_of_scope
-from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
+from attnmeta.runs.episodic import RunError, evaluate_checkpoint, load_run, train_run
 from support import REAL_DATA, needs_real_data, tiny_text_config
 
 
@@ -31,7 +31,7 @@ def real_data(monkeypatch) -> Path:
 def test_text_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path, real_data, dataset):
     run = tmp_path / "run"
     config = config_from_dict(tiny_text_config(dataset))
-    assert train_run(config, run, progress=False)["steps"] == 4
+    assert train_run(config, run, progress=False).steps == 4
     saved_tokenizer = (run / "tokenizer.json").read_text()
     assert json.loads(saved_tokenizer)["model"]["type"] == "BPE"
 
@@ -40,15 +40,15 @@ def test_text_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path, real
     assert (run / "tokenizer.json").read_text() == saved_tokenizer
 
     result = evaluate_checkpoint(run)
-    assert result["step"] == 6 and result["n_way"] == 4 and result["episodes"] == 8
-    assert 0.0 <= result["accuracy"] <= 1.0
-    assert Path(result["written_to"]).name == "eval_test_4w1s.json"
+    assert result.step == 6 and result.n_way == 4 and result.episodes == 8
+    assert 0.0 <= result.accuracy <= 1.0
+    assert Path(result.written_to).name == "eval_test_4w1s.json"
 
     if dataset == "clinc150":
         found = evaluate_out_of_scope(run, episodes=6, threshold_episodes=4)
-        assert found["oos_per_episode"] == 3 and 0.0 <= found["oos_recall"] <= 1.0
-        assert 0.0 <= found["in_scope_accuracy"] <= result["accuracy"] + 0.5
-        assert Path(found["written_to"]).name == "eval_test_oos_4w1s.json"
+        assert found.oos_per_episode == 3 and 0.0 <= found.oos_recall <= 1.0
+        assert 0.0 <= found.in_scope_accuracy <= result.accuracy + 0.5
+        assert Path(found.written_to).name == "eval_test_oos_4w1s.json"
     else:
         with pytest.raises(RunError, match=r"data.dataset='banking77' has none"):
             evaluate_out_of_scope(run, episodes=6, threshold_episodes=4)
@@ -102,7 +102,7 @@ def test_hf_backbone_trains_from_scratch_through_the_same_run(tmp_path, real_dat
     config = config_from_dict(tiny_text_config("banking77", "feat", steps=2, backbone="hf"))
     train_run(config, tmp_path / "hf", progress=False)
     assert type(load_run(tmp_path / "hf").learner.encoder).__name__ == "HFTextEncoder"
-    assert 0.0 <= evaluate_checkpoint(tmp_path / "hf", episodes=4)["accuracy"] <= 1.0
+    assert 0.0 <= evaluate_checkpoint(tmp_path / "hf", episodes=4).accuracy <= 1.0
 
 
 def takes_a_training_step(config, vocab_size: int) -> None:
@@ -153,7 +153,8 @@ def test_each_shipped_text_learner_takes_a_training_step(learner):
 def wordllama_config(learner: str = "protonet", steps: int = 2, depth: int = 1) -> dict:
     values = tiny_text_config("clinc150", learner, steps, backbone="wordllama")
     values["model"] = {"backbone": "wordllama", "depth": depth, "heads": 4}
-    values["learner"]["distance"] = "cosine"
+    if learner == "protonet":  # a key of protonet's own section
+        values["learner"]["distance"] = "cosine"
     return values
 
 
@@ -164,7 +165,7 @@ def test_wordllama_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path,
 
     run = tmp_path / "run"
     config = config_from_dict(wordllama_config())
-    assert train_run(config, run, progress=False)["steps"] == 2
+    assert train_run(config, run, progress=False).steps == 2
     saved_tokenizer = (run / "tokenizer.json").read_text()
     assert saved_tokenizer == wordllama_tokenizer().to_json()  # its own, not a trained BPE
     assert json.loads(saved_tokenizer)["padding"]["pad_token"] == "<unk>"
@@ -176,25 +177,26 @@ def test_wordllama_run_trains_resumes_with_its_tokenizer_and_evaluates(tmp_path,
     assert (run / "tokenizer.json").read_text() == saved_tokenizer
     assert type(load_run(run).learner.encoder).__name__ == "WordLlamaEncoder"
     result = evaluate_checkpoint(run)
-    assert result["step"] == 3 and result["n_way"] == 4 and 0.25 < result["accuracy"] <= 1.0
+    assert result.step == 3 and result.n_way == 4 and 0.25 < result.accuracy <= 1.0
 
 
 @needs_real_data
-@pytest.mark.parametrize("override, expected", [
-    ("model.depth=0", "learner.name='protonet' over model.backbone='wordllama' has no "
-                      "trainable parameters"),
-    ("model.hf_path=/somewhere", "model.hf_path"),
-    ("model.heads=3", "a divisor of 256"),
-    ("learner.name=incontext model.depth=0", "model.depth"),
-    ("model.backbone=text_transformer model.depth=0", "is for model.backbone='wordllama'"),
+@pytest.mark.parametrize("learner, override, expected", [
+    ("protonet", "model.depth=0", "learner.name='protonet' over model.backbone='wordllama' "
+                                  "has no trainable parameters"),
+    ("protonet", "model.hf_path=/somewhere", "model.hf_path"),
+    ("protonet", "model.heads=3", "a divisor of 256"),
+    ("incontext", "model.depth=0", "model.depth"),
+    ("protonet", "model.backbone=text_transformer model.depth=0",
+     "is for model.backbone='wordllama'"),
 ])
-def test_wordllama_options_that_cannot_work_are_one_line_errors(tmp_path, real_data, override,
-                                                                 expected):
+def test_wordllama_options_that_cannot_work_are_one_line_errors(tmp_path, real_data, learner,
+                                                                 override, expected):
     pytest.importorskip("wordllama")
     from support import one_line_error
 
     path = tmp_path / "wordllama.yaml"
-    path.write_text(yaml.safe_dump(wordllama_config()))
+    path.write_text(yaml.safe_dump(wordllama_config(learner)))
     one_line_error(["train", path, *override.split(), "--out", tmp_path / "run",
                     "--no-progress"], expected)
 

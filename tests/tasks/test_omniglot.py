@@ -22,8 +22,8 @@ from PIL import Image
 
 from attnmeta.tasks import FewShotEpisodes
 from attnmeta.tasks import omniglot, omniglot_files
-from attnmeta.tasks.data_root import DATA_ROOT_ENV_VAR, resolve_data_root
-from attnmeta.tasks.omniglot import (OMNIGLOT_MD5, OMNIGLOT_URLS, download_omniglot,
+from attnmeta.tasks.data_root import DATA_ROOT_ENV_VAR
+from attnmeta.tasks.omniglot import (OMNIGLOT_MD5, download_omniglot,
                                      find_omniglot_dir, load_omniglot, load_omniglot_set,
                                      omniglot_episodes)
 
@@ -141,43 +141,6 @@ def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 # --------------------------------------------------------------------------- data root
 
 
-def test_resolve_data_root_prefers_argument_then_env_then_default(tmp_path, monkeypatch):
-    explicit, from_env, home = tmp_path / "explicit", tmp_path / "env", tmp_path / "home"
-    default = home / ".cache" / "attnmeta" / "data"
-    for folder in (explicit, from_env, default):
-        folder.mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv(DATA_ROOT_ENV_VAR, str(from_env))
-    assert resolve_data_root(explicit) == explicit
-    assert resolve_data_root(str(explicit)) == explicit
-    assert resolve_data_root() == from_env
-    monkeypatch.setenv(DATA_ROOT_ENV_VAR, "")  # empty means unset, not the working directory
-    assert resolve_data_root() == default
-    monkeypatch.delenv(DATA_ROOT_ENV_VAR)
-    assert resolve_data_root(None) == default
-
-
-def test_resolve_data_root_missing_paths_name_the_path_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(DATA_ROOT_ENV_VAR, raising=False)
-    missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError) as excinfo:
-        resolve_data_root(missing)
-    assert one_line_error(excinfo) == (f"data root {missing} (argument) does not exist: "
-                                       f"pass --data-root or set ATTNMETA_DATA, or fetch a "
-                                       f"data set with `attnmeta download`")
-    monkeypatch.setenv(DATA_ROOT_ENV_VAR, str(missing))
-    with pytest.raises(FileNotFoundError, match=r"\(\$ATTNMETA_DATA\) does not exist"):
-        resolve_data_root()
-    monkeypatch.delenv(DATA_ROOT_ENV_VAR)
-    with pytest.raises(FileNotFoundError, match=r"home/\.cache/attnmeta/data \(default\) does not"):
-        resolve_data_root()
-    a_file = tmp_path / "file"
-    a_file.write_text("x")
-    with pytest.raises(NotADirectoryError, match="is a file, expected a directory"):
-        resolve_data_root(a_file)
-
-
 def test_find_omniglot_dir_accepts_data_root_or_omniglot_folder(tiny_root, tmp_path):
     assert find_omniglot_dir(tiny_root) == tiny_root / "omniglot"
     assert find_omniglot_dir(tiny_root / "omniglot") == tiny_root / "omniglot"
@@ -204,25 +167,6 @@ def test_missing_set_is_named_with_both_accepted_forms(tmp_path):
 
 
 # --------------------------------------------------------------------------- download
-
-
-def test_download_omniglot_fetches_the_pinned_upstream_zips(tmp_path, monkeypatch):
-    fetched = []
-    monkeypatch.setattr(omniglot_files, "download_files",
-                        lambda folder, urls, hashes: fetched.append((folder, urls, hashes))
-                        or folder)
-    assert download_omniglot(tmp_path) == tmp_path / "omniglot"
-    upstream = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-    assert fetched == [(tmp_path / "omniglot",
-                        {"images_background.zip": f"{upstream}/images_background.zip",
-                         "images_evaluation.zip": f"{upstream}/images_evaluation.zip"},
-                        {"images_background.zip": "md5:68d2efa1b9178cc56df9314c21c6e718",
-                         "images_evaluation.zip": "md5:6b91aef0f799c5bb55b94e3f2daec811"})]
-    assert OMNIGLOT_URLS["background"].endswith("/python/images_background.zip")
-    assert OMNIGLOT_MD5["background"] == "68d2efa1b9178cc56df9314c21c6e718"
-    with pytest.raises(ValueError, match=r"set='small1': expected one of 'background', "):
-        download_omniglot(tmp_path, sets=["small1"])
-    assert len(fetched) == 1
 
 
 def test_download_omniglot_from_a_local_mirror_then_load(tmp_path, local_server, monkeypatch):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from attnmeta.cli import main
 from attnmeta.learners.base import embed_episode
-from attnmeta.runs.supervised import load_run, load_split, make_episodes, train_run
+from attnmeta.runs.episodic import load_run, load_split, make_episodes, train_run
 from attnmeta.viz import (episode_attention, plot_patch_attention, plot_prototype_attention,
                           plot_query_support_attention, shown_queries, write_attention_maps)
 from support import make_image_folder, tiny_config

@@ -8,7 +8,7 @@ import torch
 from attnmeta.learners import MatchingNet, ProtoNet
 from attnmeta.models.text import TextTransformer
 from attnmeta.tasks.text import LabelledTexts, tokenize_split
-from attnmeta.tokenizer import train_tokenizer
+from attnmeta.bpe import train_tokenizer
 from attnmeta.viz.text import learner_encoder, text_attention, write_text_attention_maps
 
 INTENTS = {

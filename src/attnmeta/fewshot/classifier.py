@@ -7,10 +7,6 @@ adapted, ProtoNets, FEAT, Matching Networks and the in-context learner keep the 
 set's embeddings (or, over an encoder that normalises by batch statistics, the support
 inputs, embedded with each query batch as in training). So predictions on an episode are
 the learner's own ``predict`` on it (tested).
-
-The file is over 300 lines because it is one class, the whole interface a person uses
-(``from_run``, ``fit``, ``predict``, ``predict_proba``, ``explain``, ``save``, ``load``),
-with the two small types it returns; the folder format is :mod:`.model_folder`.
 """
 
 from __future__ import annotations
@@ -183,29 +179,21 @@ class FewShotClassifier:
 
     # ------------------------------------------------------------------ from a run
     @classmethod
-    def from_run(cls, run_dir: str | Path, data_root: str | None = None,
-                 precision: str = "float32") -> "FewShotClassifier":
-        """The newest valid checkpoint of an episodic (``attnmeta train``) or pretrain run
-        (``kind: pretrain``: prototypes over its encoder, by ``eval.distance``), predicting
-        in ``precision``."""
+    def from_run(cls, run_dir: str | Path, precision: str = "float32") -> "FewShotClassifier":
+        """The newest valid checkpoint of a run of classes (``attnmeta train``: episodic, or
+        pretrain: prototypes over its encoder, by ``eval.distance``), read by its kind's
+        ``load`` (:mod:`attnmeta.runs.kinds`), predicting in ``precision``. Nothing of its
+        data set is read: the classifier fits the examples it is given."""
         from attnmeta.runs.build import dataset_entry, image_channels
 
         path = Path(run_dir)
         kind = run_kind(path)
-        tokenizer, num_classes = None, None
-        if kind == "supervised":
-            from attnmeta.runs.supervised import load_run
-
-            run = load_run(path, data_root)
-            config, learner, record, tokenizer = run.config, run.learner, run.record, run.tokenizer
-        elif kind == "pretrain":
-            from attnmeta.runs.pretrain import load_pretrain_run
-
-            config, learner, record, tokenizer = load_pretrain_run(path, data_root)
-            num_classes = int(record["inputs"]["num_classes"])
-        else:
-            raise ModelError(f"run {path} is a {kind} run: expected an episodic or "
-                             "pretrain run of classes (attnmeta train configs/...)")
+        if kind.load is None:
+            raise ModelError(f"run {path} is {kind.description}: expected a run of classes "
+                             "(an episodic or pretrain run: attnmeta train configs/...)")
+        run = kind.load(path)
+        config, learner, record, tokenizer = run.config, run.learner, run.record, run.tokenizer
+        num_classes = run.num_classes
         entry = dataset_entry(config)
         preprocessing = Preprocessing(
             "text" if entry.text else "image", image_size=config.data.image_size,
@@ -488,7 +476,7 @@ class FewShotClassifier:
         learner.load_state_dict(state)
         tokenizer = None
         if record.preprocessing.modality == "text":
-            from attnmeta.tokenizer import TextTokenizer
+            from attnmeta.bpe import TextTokenizer
 
             try:
                 tokenizer = TextTokenizer.load(folder / TOKENIZER)

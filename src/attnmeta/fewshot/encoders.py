@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from attnmeta.errors import InputError
 from attnmeta.fewshot.inputs import Preprocessing
 from attnmeta.models.wheel_weights import wheel_file
 
 __all__ = ["EncoderEntry", "ENCODERS", "register_encoder", "encoder_entry", "UnknownEncoderError"]
 
 
-class UnknownEncoderError(ValueError):
+class UnknownEncoderError(InputError):
     """An encoder name that is not built in (the message lists those that are)."""
 
 

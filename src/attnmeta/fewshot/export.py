@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from attnmeta import kernels
+from attnmeta.errors import InputError, MissingDependencyError
 from attnmeta.fewshot.classifier import FewShotClassifier
 from attnmeta.files import atomic_write_bytes
 
@@ -50,7 +51,7 @@ def export_onnx(model: FewShotClassifier, path: str | Path, overwrite: bool = Fa
         raise FileExistsError(f"{path} exists: expected a new file name (or --force to "
                               "replace it)")
     if path.suffix.lower() != ".onnx":
-        raise ValueError(f"--onnx {path}: expected a file name ending in .onnx")
+        raise InputError(f"--onnx {path}: expected a file name ending in .onnx")
     module = model.to_module().eval()
     buffer = io.BytesIO()
     by_export = model.learner.adapts_by_gradient
@@ -61,10 +62,14 @@ def export_onnx(model: FewShotClassifier, path: str | Path, overwrite: bool = Fa
     with warnings.catch_warnings(), torch.no_grad(), kernels.differentiable(export=True), \
             contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporters' notices are not the user's concern
-        exported = torch.onnx.export(module, (_example_queries(model),),
-                                     None if by_export else buffer, dynamo=by_export,
-                                     input_names=["query"], output_names=["probabilities"],
-                                     opset_version=OPSET, **axes)
+        try:
+            exported = torch.onnx.export(module, (_example_queries(model),),
+                                         None if by_export else buffer, dynamo=by_export,
+                                         input_names=["query"], output_names=["probabilities"],
+                                         opset_version=OPSET, **axes)
+        except ImportError as error:  # torch's exporters need the onnx extra's packages
+            raise MissingDependencyError(f"export needs {error.name}: expected pip install "
+                                         "'attnmeta[onnx]'") from error
     atomic_write_bytes(path, exported.model_proto.SerializeToString() if by_export
                        else buffer.getvalue())
     result: dict[str, Any] = {"path": str(path), "inputs": list(model.support_x.shape[1:]),

@@ -29,10 +29,6 @@ body. Each refusal is one line, ``{"error": "..."}``, and nothing of the request
   refused before reading, a chunked body as soon as it passes it: 413.
 - **JSON**: finite numbers only (no ``NaN``, ``Infinity``, ``1e400``) and at most
   :data:`MAX_JSON_DEPTH` levels deep: 400.
-
-The file is over 300 lines because every guard reads the same ASGI messages in one
-middleware: splitting them would make each request pass several wrappers and read its body
-in more than one place.
 """
 
 from __future__ import annotations

@@ -6,9 +6,6 @@ A model reads one modality (:class:`Preprocessing`): images of ``channels`` colo
 resized to ``image_size``, in [0, 1] (a backbone's own normalisation is inside the model,
 so an exported graph starts from these same tensors), or sentences cut to ``max_length``
 tokens by the run's tokenizer.
-
-The file is over 300 lines because every form of input a person may hand over (folders,
-CSVs, pairs, files, strings, tensors) is read here, each with its own one-line refusal.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from attnmeta.errors import InputError, ModelError  # re-exported: their old home
 from attnmeta.files import file_digest
 from attnmeta.tasks.image_folder import (IMAGE_SUFFIXES, _changes_colour, _read_image,
                                         check_fit, check_image_size, is_hidden)
@@ -45,14 +43,6 @@ logger = logging.getLogger(__name__)
 # phone is 2-10 MB; PIL's own decompression-bomb check still applies to what passes).
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 TEXT_SUFFIXES = {".txt", ".csv"}
-
-
-class InputError(ValueError):
-    """A support set or query that cannot be used, with the reason in one line."""
-
-
-class ModelError(InputError):
-    """A saved model folder or a run that cannot be used as a classifier (one line)."""
 
 
 @dataclass(frozen=True)
@@ -475,10 +465,8 @@ def image_tensor(item: Any, preprocessing: Preprocessing) -> tuple[Tensor, str |
         if path.stat().st_size > MAX_IMAGE_BYTES:
             raise InputError(f"image {name} is {path.stat().st_size / 2**20:.0f} MB: expected "
                              f"at most {MAX_IMAGE_BYTES // 2**20} MB")
-    try:
-        array, mode = _read_image(path, size, channels, preprocessing.fit, name)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    # an unreadable image is already an InputError there; any other ValueError is a bug
+    array, mode = _read_image(path, size, channels, preprocessing.fit, name)
     if preprocessing.inverted:
         array = 1.0 - array
     return torch.from_numpy(np.ascontiguousarray(array)), (mode if _changes_colour(mode, channels)

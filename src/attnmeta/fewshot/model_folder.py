@@ -53,9 +53,6 @@ preprocessing's inputs. ``task/support_y`` must be each support label's index in
 Formats 1 and 2 (the whole training config in a ``config`` field, no ``sha256``; format 1's
 ``source`` a run's ``run``, ``checkpoint``, ``checkpoint_sha256``, ``step``) are still read:
 their architecture is taken out of that config, and they are checked as above.
-
-The file is over 300 lines because it is the one statement of the saved format with every
-check of it, so a reader finds what a folder must hold and why one is refused in one place.
 """
 
 from __future__ import annotations
@@ -81,7 +78,9 @@ from attnmeta.fewshot.inputs import InputError, ModelError, Preprocessing
 from attnmeta.files import atomic_write_bytes, file_digest
 from attnmeta.learners import MetaLearner
 from attnmeta.learners.precision import PRECISIONS
-from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, flatten
+from attnmeta.runs.config import (ConfigError, config_from_dict, config_kind, config_to_dict,
+                                  flatten)
+from attnmeta.runs.kinds import find_run_kind, kind_of, run_kinds
 from attnmeta.runs.out_of_scope import SCORES
 from attnmeta.tasks.image_folder import FITS
 
@@ -235,8 +234,9 @@ def architecture_of(config: dict[str, Any]) -> dict[str, Any]:
                             "model": dict(config["model"]), "learner": dict(config["learner"])}
     if isinstance(data.get("train"), dict) and "n_way" in data["train"]:
         spec["data"]["train"] = {"n_way": data["train"]["n_way"]}
-    if config.get("kind") == "pretrain":
-        spec["kind"] = "pretrain"
+    kind = config_kind(config)
+    if kind.counts_classes:  # its learner is rebuilt with num_classes, by its kind
+        spec["kind"] = kind.name
         evaluation = config.get("eval")
         if isinstance(evaluation, dict) and "distance" in evaluation:
             spec["eval"] = {"distance": evaluation["distance"]}
@@ -297,11 +297,8 @@ class ModelRecord:
 
     def build_learner(self) -> MetaLearner:
         """The learner the architecture builds (fresh weights), in eval mode."""
-        from attnmeta.runs.build import build_classifier, build_learner
-
         try:
-            learner = (build_classifier(self.config, self.num_classes)
-                       if self.config.kind == "pretrain" else build_learner(self.config))
+            learner = kind_of(self.config).build(self.config, self.num_classes)
         except ConfigError as error:
             raise self.field_error("architecture", f"builds no learner ({error})") from None
         if self.learner_name is not None and learner.display_name != self.learner_name:
@@ -517,7 +514,7 @@ def _checked(folder: Path, record: dict[str, Any]) -> ModelRecord:
     _check_architecture(folder, config, preprocessing, source)
     _check_files(folder, record, preprocessing)
     num_classes = record["num_classes"]
-    if (config.kind == "pretrain") != (_is_int(num_classes) and num_classes >= 1):
+    if kind_of(config).counts_classes != (_is_int(num_classes) and num_classes >= 1):
         raise _field_error(folder, "num_classes", f"is {_shown(num_classes)}", "a pretrain "
                            "run's classifier width (a number), null for any other kind")
     return ModelRecord(folder, version, record["learner"], list(names), preprocessing,
@@ -578,8 +575,11 @@ def _config(folder: Path, architecture: Any, version: int) -> Any:
     name = "architecture" if version == FORMAT else "config"
     sections = ("data", "model", "learner")
     spec = _exact_keys(folder, name, architecture, sections, ("kind", "eval"))
-    if spec.get("kind", "pretrain") != "pretrain" or ("eval" in spec and "kind" not in spec):
-        raise _field_error(folder, name, f"has kind={spec.get('kind')!r}", "kind 'pretrain' "
+    kind = find_run_kind(spec["kind"]) if "kind" in spec else None
+    if ("kind" in spec and (kind is None or not kind.counts_classes)) or (
+            "eval" in spec and "kind" not in spec):
+        named = " or ".join(repr(k.name) for k in run_kinds() if k.counts_classes)
+        raise _field_error(folder, name, f"has kind={spec.get('kind')!r}", f"kind {named} "
                            "(with its eval.distance), or no kind and no eval (episodic)")
     _exact_keys(folder, name, spec["data"], (), ARCHITECTURE_DATA_KEYS + ("train",))
     if "train" in spec["data"]:
@@ -587,7 +587,7 @@ def _config(folder: Path, architecture: Any, version: int) -> Any:
     if "eval" in spec:
         _exact_keys(folder, name, spec["eval"], (), ("distance",))
     try:
-        return config_from_dict(spec)
+        return config_from_dict(spec, saved=True)
     except ConfigError as error:
         raise _field_error(folder, name, f"is not a config ({error})") from None
 

@@ -1,14 +1,15 @@
 """A built-in image encoder's forward pass run by ONNX Runtime, where it is installed.
 
-On this project's 2-core CPU, ONNX Runtime embeds a 224 px photo with EfficientNet-Lite0 in
-about 10 ms against PyTorch's 16-19 ms (``benchmarks/results/encoder_speed.md``): depthwise
-convolutions are where PyTorch's CPU kernels are slow. So a classifier over a built-in encoder
-that declares ``onnx`` (:class:`attnmeta.fewshot.encoders.EncoderEntry`) embeds through it;
-everything else (the prototypes, the explanation's feature map, training, export) stays in
-PyTorch. The graph is exported once from the folded encoder and kept in
-``$XDG_CACHE_HOME/attnmeta/onnx`` (``~/.cache`` by default; ``ATTNMETA_CACHE`` overrides),
-named by the weights' sha256 and the torch version, so later processes only load it (about
-0.1 s against about 3 s to export). The features equal PyTorch's to about 1e-5 (tested).
+ONNX Runtime embeds a 224 px photo with EfficientNet-Lite0 faster than PyTorch on the CPU
+(``benchmarks/results/encoder_speed.md``): depthwise convolutions are where PyTorch's CPU
+kernels are slow. So a classifier over a built-in encoder that declares ``onnx``
+(:class:`attnmeta.fewshot.encoders.EncoderEntry`) embeds through it; everything else (the
+prototypes, the explanation's feature map, training, export) stays in PyTorch. The graph is
+exported once from the folded encoder and kept in ``$XDG_CACHE_HOME/attnmeta/onnx``
+(``~/.cache`` by default; ``ATTNMETA_CACHE`` overrides), named by the weights' sha256 and the
+torch version, so later processes only load it (far quicker than exporting:
+``benchmarks/results/design_timings.md``). The features equal PyTorch's to about 1e-5
+(tested).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def onnx_runtime_encoder(encoder: nn.Module, key: str, input_shape: tuple[int, .
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     # its threads would otherwise spin after each run, taking the cores from PyTorch's ops
-    # that follow (the prototypes' few ms became 9 ms)
+    # that follow (the prototypes after it ran several times slower)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if path.is_file():
         try:

@@ -66,11 +66,6 @@ the page itself (its ``Origin``) or from a script that sends no Origin and the h
 ``X-Attnmeta-Token`` with this process's token (cross-site requests), and the same for the
 model download, which a browser's own page or address bar may also fetch; the body must
 arrive within ``body_seconds`` and stay within its size.
-
-The file is over 300 lines because it is one app: its endpoints share the model, the upload
-store, the adapt lock, the prediction slots and the progress board (:class:`JobProgress`,
-read by one endpoint and written by the others) made in :func:`create_app`, and each
-endpoint is short.
 """
 
 from __future__ import annotations
@@ -89,11 +84,17 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, NamedTuple, TextIO
 
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
+from attnmeta.errors import AttnmetaError, MissingDependencyError
+
+try:  # the optional extra
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from starlette.background import BackgroundTask
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+except ImportError as error:
+    raise MissingDependencyError(f"serve needs {error.name}: expected pip install "
+                                 "'attnmeta[serve]'") from error
 
 from attnmeta.fewshot import uploads
 from attnmeta.fewshot.fields import MAX_STEPS, RequestFields
@@ -239,7 +240,7 @@ class SupportSet(NamedTuple):
     thumbnails: dict[int, bytes]
 
 
-def create_app(target: str | Path, keep: Path | None = None, data_root: str | None = None,
+def create_app(target: str | Path, keep: Path | None = None,
                *, allowed_hosts: Iterable[str] = LOOPBACK_HOSTS, token: str | None = None,
                body_seconds: float = BODY_SECONDS) -> FastAPI:
     """The app serving ``target`` (a saved model folder, a run folder or a built-in encoder:
@@ -248,7 +249,7 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
     ``allowed_hosts`` (names or addresses, any port); scripts' POSTs carry ``token``
     (None: ``ATTNMETA_SERVE_TOKEN`` or a new random one; ``app.state.token``); a request
     body must arrive within ``body_seconds``."""
-    model = open_classifier(target, data_root)
+    model = open_classifier(target)
     modality = model.preprocessing.modality
     image_size = model.preprocessing.image_size if modality == "image" else None
     store = uploads.UploadStore(keep)
@@ -283,8 +284,9 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
                        token=app.state.token, body_seconds=body_seconds,
                        guarded_gets=(DOWNLOAD_PATH,))
 
-    @app.exception_handler(InputError)
-    @app.exception_handler(ValueError)  # the runs layer's (CheckpointError, ConfigError)
+    # what the user can fix: 400 with its one line; anything else is a bug, a 500 whose
+    # traceback the server logs
+    @app.exception_handler(AttnmetaError)
     async def one_line_error(_: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": str(error).splitlines()[0]}, status_code=400)
 
@@ -460,7 +462,7 @@ def create_app(target: str | Path, keep: Path | None = None, data_root: str | No
         if which not in current.thumbnails:
             try:
                 current.thumbnails[which] = thumbnail(current.pairs[which][0])
-            except ValueError:  # its adapt replaced (and its folder removed) meanwhile
+            except AttnmetaError:  # its adapt replaced (and its folder removed) meanwhile
                 return gone
         # no-store: adapt numbers start again at 1 when the server does
         return Response(current.thumbnails[which], media_type="image/jpeg",
@@ -580,17 +582,21 @@ def hosts_to_allow(host: str, allow_hosts: Iterable[str] = ()) -> list[str]:
 
 
 def run_server(target: str | Path, host: str = "127.0.0.1", port: int = 8000,
-               keep: Path | None = None, data_root: str | None = None,
+               keep: Path | None = None,
                allow_hosts: Iterable[str] = (), body_seconds: float = BODY_SECONDS) -> None:
     """Serve ``target`` until Ctrl+C; prints the URL and the scripts' token. Binds to this
     machine only unless ``host`` says otherwise (e.g. 0.0.0.0: every network it is on).
     Requests are answered for the Host names of :func:`hosts_to_allow`."""
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as error:
+        raise MissingDependencyError(f"serve needs {error.name}: expected pip install "
+                                     "'attnmeta[serve]'") from error
 
     sock = bind(host, port)  # first: a port in use fails before the model loads
     allowed = hosts_to_allow(host, allow_hosts)
     try:
-        app = create_app(target, keep, data_root, allowed_hosts=allowed,
+        app = create_app(target, keep, allowed_hosts=allowed,
                          body_seconds=body_seconds)
     except BaseException:
         sock.close()

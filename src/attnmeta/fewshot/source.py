@@ -53,8 +53,7 @@ def _may_be_run(path: Path) -> bool:
     return path.suffix in (".json", ".safetensors")
 
 
-def open_classifier(target: str | Path, data_root: str | None = None,
-                    precision: str | None = None) -> FewShotClassifier:
+def open_classifier(target: str | Path, precision: str | None = None) -> FewShotClassifier:
     """The classifier ``target`` names (see :func:`source_kind`): a saved model as it was
     saved (``precision`` None keeps its own), a run or an encoder not yet fitted. A path
     that is neither a saved model nor looks like a run (no ``checkpoints/``, no run marker,
@@ -66,5 +65,5 @@ def open_classifier(target: str | Path, data_root: str | None = None,
     if kind == "model":
         return FewShotClassifier.load(target, precision)
     if kind == "run":
-        return FewShotClassifier.from_run(target, data_root, precision or "float32")
+        return FewShotClassifier.from_run(target, precision or "float32")
     return FewShotClassifier.from_encoder(str(target), precision or "float32")

@@ -7,10 +7,6 @@ every request's folder stays.
 
 An upload is any object with ``filename``, ``size`` and a binary ``file`` (Starlette's
 ``UploadFile``), so this module needs no web framework.
-
-The file is over 300 lines because every kind of upload (images, CSVs, sentences, form
-fields) and the folders they are kept in are checked and managed here, each refusal one
-line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -43,11 +39,12 @@ MAX_TEXT_CHARS = 2000        # a sentence; the model reads its first max_length 
 MAX_CSV_BYTES = 4 * 2**20
 MAX_LABEL_CHARS = 100
 # The pixels one request's images may decode, summed over its images and read from their
-# headers before any is decoded: decoding costs about 22 ns and 11 bytes a pixel here (an
-# image at PIL's own limit of 89 million pixels: ~2 s, ~1 GB), so a request holds the
-# server for at most ~6 s of decoding. A JPEG counts at the reduced scale libjpeg decodes
-# it to for the model (at least twice its input size a side): a 12-megapixel phone photo
-# counts 0.75 million for a 224-pixel model, a PNG screenshot its whole size.
+# headers before any is decoded: decoding costs time and about 11 bytes a pixel (an
+# image at PIL's own limit of 89 million pixels: about 1 GB), so a request holds the
+# server for a bounded few seconds of decoding (benchmarks/results/design_timings.md). A
+# JPEG counts at the reduced scale libjpeg decodes it to for the model (at least twice its
+# input size a side): a 12-megapixel phone photo counts 0.75 million for a 224-pixel
+# model, a PNG screenshot its whole size.
 MAX_REQUEST_PIXELS = 250_000_000
 KEEP_MARKER = ".attnmeta-serve"
 

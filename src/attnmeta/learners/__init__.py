@@ -1,7 +1,9 @@
-"""Meta-learners, one file each, over the shared :class:`MetaLearner` interface."""
+"""Meta-learners, one file each, over the shared :class:`MetaLearner` interface; each file
+registers itself (:func:`register_learner`), and importing them all here is what fills
+:data:`LEARNERS` whenever the registry is read."""
 
 from attnmeta.learners.base import EpisodeLearner, MetaLearner, StepOutput, class_count
-from attnmeta.learners.classifier import ClassBatch, SupervisedClassifier
+from attnmeta.learners.pretraining import ClassBatch, SupervisedClassifier
 from attnmeta.learners.feat import FEAT
 from attnmeta.learners.frozen import FrozenFeatureLearner
 from attnmeta.learners.gradient import GradientLearner
@@ -11,7 +13,9 @@ from attnmeta.learners.maml import MAML
 from attnmeta.learners.matching import MatchingNet
 from attnmeta.learners.protonet import ProtoNet, prototype_logits, prototypes
 from attnmeta.learners.reptile import Reptile
+from attnmeta.learners.registry import LEARNERS, Backbone, LearnerEntry, register_learner
 
 __all__ = ["MetaLearner", "EpisodeLearner", "GradientLearner", "StepOutput", "class_count",
            "inner_sgd", "ClassBatch", "SupervisedClassifier", "FrozenFeatureLearner", "FEAT",
-           "InContextClassifier", "InContextLearner", "MAML", "MatchingNet", "ProtoNet", "prototype_logits", "prototypes", "Reptile"]
+           "InContextClassifier", "InContextLearner", "MAML", "MatchingNet", "ProtoNet", "prototype_logits", "prototypes", "Reptile",
+           "LEARNERS", "Backbone", "LearnerEntry", "register_learner"]

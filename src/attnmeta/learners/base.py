@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnmeta.errors import InputError
+from attnmeta.models.capabilities import TokenStatesEncoder, has_token_states
 from attnmeta.norm import uses_batch_statistics
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["MetaLearner", "EpisodeLearner", "StepOutput", "Params", "Head", "class_count",
-           "query_metrics", "embed_episode"]
+           "query_metrics", "embed_episode", "TokenStatesEncoder"]
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -128,6 +130,17 @@ class MetaLearner(nn.Module):
         (see :data:`Head`; what :mod:`attnmeta.learners.finetune` tunes through), else None."""
         return None
 
+    def backbone(self) -> nn.Module | None:
+        """The network the learner embeds or adapts with (what figures look inside: a text
+        encoder's token attention), or None where it has none of its own."""
+        return None
+
+    def token_encoder(self) -> TokenStatesEncoder | None:
+        """:meth:`backbone` where its class declares ``token_states`` (a text encoder whose
+        token attention can be drawn), else None."""
+        backbone = self.backbone()
+        return backbone if backbone is not None and has_token_states(backbone) else None
+
     def attention_map_names(self) -> tuple[str, ...]:
         """The keys :meth:`attention_maps` returns for this learner; ``()`` if it has none."""
         return ()
@@ -142,7 +155,7 @@ class MetaLearner(nn.Module):
         ``[Q, g, g]`` (MAML / Reptile over a vision transformer, at the parameters adapted
         by ``steps`` inner steps, default ``eval_steps``). No gradient is recorded.
         """
-        raise ValueError(f"{type(self).__name__} has no attention to draw: expected "
+        raise InputError(f"{type(self).__name__} has no attention to draw: expected "
                          "MatchingNet, FEAT, InContextClassifier, or MAML/Reptile over a "
                          "vision transformer (model.backbone=vit)")
 
@@ -190,6 +203,9 @@ class EpisodeLearner(MetaLearner):
 
     def encoder_and_head(self) -> tuple[nn.Module, Head]:
         return self.encoder, self.logits_from_features
+
+    def backbone(self) -> nn.Module:
+        return self.encoder
 
     def feature_attention_maps(self, support_z: Tensor, support_y: Tensor, query_z: Tensor
                                ) -> dict[str, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -12,10 +13,12 @@ from attnmeta.attention import MultiHeadAttention
 from attnmeta.learners.base import (EpisodeLearner, StepOutput, class_count, embed_episode,
                                     query_metrics)
 from attnmeta.learners.protonet import prototype_logits, prototypes
+from attnmeta.learners.registry import Backbone, LearnerOptions, register_learner
 from attnmeta.norm import LayerNorm
+from attnmeta.settings import PROBABILITY, setting
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["FEAT", "SetToSetAttention"]
+__all__ = ["FEAT", "FEATOptions", "SetToSetAttention"]
 
 
 class SetToSetAttention(nn.Module):
@@ -114,3 +117,20 @@ class FEAT(EpisodeLearner):
         _, weights = self.adapted_prototypes(support_z[None], support_y[None],
                                              class_count(support_y), need_weights=True)
         return {"prototypes": weights[0]}
+
+
+@dataclass
+class FEATOptions(LearnerOptions):
+    """``learner.name: feat``'s keys."""
+
+    heads: int = setting(1, at_least=1, at_most=64)      # set-to-set heads
+    dropout: float = setting(0.5, **PROBABILITY)
+    temperature: float = setting(1.0, above=0.0)         # the logits / it
+    aux_temperature: float = setting(1.0, above=0.0)     # the regulariser's logits / it
+    balance: float = setting(0.1, at_least=0.0)          # the weight of the regulariser
+
+
+register_learner("feat", FEAT, lambda spec, backbone: FEAT(
+    backbone.model, backbone.width(spec.name), n_heads=spec.heads, dropout=spec.dropout,
+    temperature=spec.temperature, aux_temperature=spec.aux_temperature, balance=spec.balance),
+    options=FEATOptions)

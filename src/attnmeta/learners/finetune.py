@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from attnmeta.errors import InputError
 from attnmeta.learners.base import MetaLearner, Params
-from attnmeta.learners.reptile import inner_adam
+from attnmeta.learners.inner_loop import adam, descend
 
 __all__ = ["SupportFinetuning"]
 
@@ -50,12 +51,12 @@ class SupportFinetuning(MetaLearner):
         super().__init__()
         parts = learner.encoder_and_head()
         if parts is None:
-            raise ValueError(f"{type(learner).__name__} cannot be fine-tuned at test time: "
+            raise InputError(f"{type(learner).__name__} cannot be fine-tuned at test time: "
                              "expected a learner over embeddings (protonet, feat, matching, "
                              "incontext, a pretrain run); MAML and Reptile adapt by their "
                              "own inner steps")
         if steps < 1 or not lr > 0:
-            raise ValueError(f"test-time fine-tuning with steps={steps}, lr={lr}: expected "
+            raise InputError(f"test-time fine-tuning with steps={steps}, lr={lr}: expected "
                              "steps >= 1 and lr > 0")
         self.learner = learner.eval()
         self.steps, self.lr, self.augment, self.seed = steps, lr, augment, seed
@@ -87,7 +88,8 @@ class SupportFinetuning(MetaLearner):
                 grads = torch.autograd.grad(loss, list(leaves.values()))
             return dict(zip(leaves, grads))
 
-        params = inner_adam(support_gradient, params, self.lr, self.steps, betas=(0.9, 0.999))
+        params = descend(support_gradient, params, adam(self.lr, betas=(0.9, 0.999)),
+                         self.steps, first_order=True)
         return {**buffers, **params}
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:

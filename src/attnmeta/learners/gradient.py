@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal, Mapping, Sequence
 
 import torch
@@ -12,11 +13,23 @@ from torch.func import functional_call
 from attnmeta import kernels
 from attnmeta.learners.base import MetaLearner, Params
 from attnmeta.learners.inner_loop import inner_sgd
+from attnmeta.learners.registry import LearnerOptions
+from attnmeta.models.capabilities import has_patch_attention
+from attnmeta.settings import setting
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["GradientLearner", "Strategy"]
+__all__ = ["GradientLearner", "GradientOptions", "Strategy"]
 
 Strategy = Literal["loop", "vmap", "compiled"]
+
+
+@dataclass
+class GradientOptions(LearnerOptions):
+    """The keys of every learner that adapts by gradient steps (MAML, Reptile)."""
+
+    inner_lr: float = setting(0.4, above=0.0, at_most=1e6)
+    inner_steps: int = setting(1, at_least=0, at_most=1000)  # 0: the pretrained baseline
+    eval_steps: int = setting(3, at_least=0, at_most=10_000)
 
 
 class GradientLearner(MetaLearner):
@@ -191,10 +204,13 @@ class GradientLearner(MetaLearner):
                                          {"need_weights": True})
         return {"patch_attention": self.model.patch_attention(weights)}
 
+    def backbone(self) -> nn.Module:
+        return self.model
+
     def attention_map_names(self) -> tuple[str, ...]:
-        """``("patch_attention",)`` over a model that returns attention, else ``()``."""
-        has_maps = callable(getattr(self.model, "patch_attention", None))
-        return ("patch_attention",) if has_maps else ()
+        """``("patch_attention",)`` over a model whose class declares it
+        (:func:`~attnmeta.models.capabilities.has_patch_attention`), else ``()``."""
+        return ("patch_attention",) if has_patch_attention(self.model) else ()
 
     def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                        steps: int | None = None) -> dict[str, Tensor]:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.attention import TransformerBlock
+from attnmeta.errors import ConfigError
 from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
 from attnmeta.learners.protonet import prototype_logits, prototypes
+from attnmeta.learners.registry import Backbone, LearnerOptions, register_learner
 from attnmeta.norm import LayerNorm
+from attnmeta.settings import PROBABILITY, setting
 
-__all__ = ["InContextLearner", "InContextClassifier", "support_query_mask", "elmes",
-           "LABEL_ENCODINGS"]
+__all__ = ["InContextLearner", "InContextClassifier", "InContextOptions",
+           "support_query_mask", "elmes", "LABEL_ENCODINGS"]
 
 LABEL_ENCODINGS = ("learned", "elmes")
 
@@ -71,8 +75,8 @@ def elmes(n_classes: int, dim: int, dtype: torch.dtype | None = None,
     the label embedding absorbs, and free of any random state.
     """
     if not 2 <= n_classes <= dim:
-        raise ValueError(f"ELMES of {n_classes} classes in {dim} dimensions: expected "
-                         f"2 <= n_way <= {dim} (the label-embedding width)")
+        raise ConfigError(f"ELMES of {n_classes} classes in {dim} dimensions: expected "
+                          f"2 <= n_way <= {dim} (the label-embedding width)")
     simplex = math.sqrt(n_classes / (n_classes - 1)) * (
         torch.eye(n_classes, dtype=dtype, device=device) - 1.0 / n_classes)
     return F.pad(simplex, (0, dim - n_classes))
@@ -187,3 +191,31 @@ class InContextClassifier(EpisodeLearner):
         """``{"query_support": [Q, S]}``: :meth:`attention` of one task (no task dim)."""
         return {"query_support": self.feature_attention(support_z[None], support_y[None],
                                                         query_z[None])[0]}
+
+
+@dataclass
+class InContextOptions(LearnerOptions):
+    """``learner.name: incontext``'s keys; its transformer's depth and heads are the
+    model section's (``model.depth``, ``model.heads``)."""
+
+    dropout: float = setting(0.5, **PROBABILITY)
+    # label vectors from each class's support (learned) or CAML's fixed ELMES
+    label_encoding: str = setting("learned", choices=LABEL_ENCODINGS)
+
+    def problems(self, config: Any) -> list[tuple[str, Any, str]]:
+        """Its transformer has ``model.depth`` blocks: at least one."""
+        if config.model.depth < 1:
+            return [("model.depth", config.model.depth, ">= 1 (0, no layers, is for "
+                     "model.backbone='wordllama' with a learner other than 'incontext', "
+                     "which reads model.depth too)")]
+        return []
+
+
+def _build(spec: InContextOptions, backbone: Backbone) -> InContextClassifier:
+    width = backbone.width(spec.name)
+    return InContextClassifier(backbone.model, width, d_model=2 * width,
+                               depth=backbone.config.depth, n_heads=backbone.config.heads,
+                               dropout=spec.dropout, label_encoding=spec.label_encoding)
+
+
+register_learner("incontext", InContextClassifier, _build, options=InContextOptions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
 
 import torch
@@ -10,12 +11,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from attnmeta import kernels
+from attnmeta.errors import ConfigError
 from attnmeta.learners.base import Params, StepOutput, query_metrics
-from attnmeta.learners.gradient import GradientLearner, Strategy
+from attnmeta.learners.gradient import GradientLearner, GradientOptions, Strategy
 from attnmeta.learners.inner_loop import inner_sgd
+from attnmeta.learners.registry import Backbone, register_learner
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["MAML"]
+__all__ = ["MAML", "MAMLOptions", "head_modules"]
 
 
 class MAML(GradientLearner):
@@ -229,3 +232,51 @@ class _KnownGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         return (None, None, *(g * grad_output for g in ctx.grads))
+
+
+def head_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's classification heads by name: modules named ``head`` at any depth
+    (Conv4's ``head``, the vision transformer's ``encoder.head``)."""
+    return {name: module for name, module in model.named_modules()
+            if name.split(".")[-1] == "head"}
+
+
+def _linear_head(model: nn.Module) -> str:
+    """The name of the model's one linear :func:`head_modules` entry (what Proto-MAML sets)."""
+    heads = [name for name, module in head_modules(model).items()
+             if isinstance(module, nn.Linear)]
+    if len(heads) != 1:
+        raise ConfigError("config key 'learner.head_init' is 'prototypes': expected a backbone "
+                          f"with one linear layer named 'head', found {heads or 'none'}")
+    return heads[0]
+
+
+@dataclass
+class MAMLOptions(GradientOptions):
+    """``learner.name: maml`` and ``fomaml``'s keys."""
+
+    learn_inner_lr: bool = False                  # Meta-SGD
+    adapt_only: list[str] | None = None           # ANIL: parameter name prefixes to adapt
+
+
+def _build(spec: MAMLOptions, backbone: Backbone, first_order: bool = False) -> MAML:
+    model = backbone.model
+    if spec.strategy == "compiled" and any(True for _ in model.buffers()):
+        raise ConfigError("config key 'learner.strategy' is 'compiled': expected a model "
+                          f"without buffers (model.norm is {backbone.config.norm!r}: batch "
+                          "norm with running statistics updates them in place); use "
+                          "model.norm: batch, or strategy: loop")
+    head = _linear_head(model) if spec.head_init == "prototypes" else None
+    if head is not None and spec.adapt_only is not None and not any(
+            f"{head}.weight".startswith(prefix) for prefix in spec.adapt_only):
+        raise ConfigError(f"config key 'learner.adapt_only' is {spec.adapt_only}: expected "
+                          f"it to include the head {head!r} that learner.head_init: "
+                          "prototypes sets")
+    return MAML(model, spec.inner_lr, spec.inner_steps, first_order=first_order,
+                learn_inner_lr=spec.learn_inner_lr, adapt_only=spec.adapt_only,
+                strategy=spec.strategy, eval_steps=spec.eval_steps, prototype_head=head)
+
+
+register_learner("maml", MAML, _build, options=MAMLOptions)
+register_learner("fomaml", MAML, lambda spec, backbone: _build(spec, backbone, first_order=True),
+                 options=MAMLOptions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -9,8 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.learners.base import EpisodeLearner, class_count, embed_episode
+from attnmeta.learners.registry import Backbone, LearnerOptions, register_learner
+from attnmeta.settings import setting
 
-__all__ = ["MatchingNet", "FullContextEmbedding", "matching_attention"]
+__all__ = ["MatchingNet", "MatchingOptions", "FullContextEmbedding", "matching_attention"]
 
 
 def matching_attention(query_z: Tensor, support_z: Tensor, scale: float) -> Tensor:
@@ -110,3 +113,22 @@ class MatchingNet(EpisodeLearner):
         """``{"query_support": [Q, S]}``: the weights ``a(x̂, x_i)`` behind the prediction
         (one task, no task dim)."""
         return {"query_support": self.feature_attention(support_z[None], query_z[None])[0]}
+
+
+@dataclass
+class MatchingOptions(LearnerOptions):
+    """``learner.name: matching``'s keys."""
+
+    scale: float = setting(10.0, above=0.0)       # cosine sharpening
+    fce: bool = False                             # full-context embeddings
+    fce_steps: int = setting(5, at_least=1, at_most=100)
+
+
+def _build(spec: MatchingOptions, backbone: Backbone) -> MatchingNet:
+    # full-context embeddings are sized by the features; plain matching reads any encoder
+    width = backbone.width(spec.name) if spec.fce else backbone.feature_dim
+    return MatchingNet(backbone.model, scale=spec.scale, fce=spec.fce, feature_dim=width,
+                       fce_steps=spec.fce_steps)
+
+
+register_learner("matching", MatchingNet, _build, options=MatchingOptions)

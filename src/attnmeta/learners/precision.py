@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ContextManager
 import torch
 from torch import nn
 
+from attnmeta.errors import ConfigError
 from attnmeta.norm import fold_batch_norms
 
 if TYPE_CHECKING:
@@ -21,14 +22,14 @@ __all__ = ["PRECISIONS", "forward_precision", "check_precision", "inference_copy
 # The precisions of a learner's forward passes, in training (train.precision) and in a
 # fitted classifier (attnmeta adapt --precision). bfloat16 runs them under torch.autocast:
 # matrix products and convolutions in bfloat16 (AMX / AVX-512 BF16 kernels on CPUs that have
-# them: 1.8x for Conv4 pretraining here, benchmarks/results/paths.md), weights, gradients
+# them; Conv4 pretraining's speed-up: benchmarks/results/paths.md), weights, gradients
 # and the optimiser in float32.
 PRECISIONS = ("float32", "bfloat16")
 
 
 def _check_name(precision: str, key: str) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"{key}={precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"{key}={precision!r}: expected one of {', '.join(PRECISIONS)}")
 
 
 def forward_precision(learner: nn.Module, precision: str = "float32") -> ContextManager:
@@ -48,14 +49,14 @@ def check_precision(learner: MetaLearner, precision: str, key: str = "precision"
     Raises ``ValueError`` naming ``key`` (the config key or option the value came from).
 
     Why float32 for those: measured (benchmarks/results/speed.md), MAML's bfloat16
-    meta-gradient is 2.4-60% off the float32 one, for a 1.0-1.4x step on Omniglot-sized
-    tasks; rounding compounds through the differentiated support-set steps."""
+    meta-gradient is 2.4-60% off the float32 one, for little or no speed-up on
+    Omniglot-sized tasks; rounding compounds through the differentiated support-set steps."""
     _check_name(precision, key)
     if precision != "float32" and learner.adapts_by_gradient:
-        raise ValueError(f"{key}={precision!r}: expected 'float32' for "
-                         f"{learner.display_name}, which adapts "
-                         "by gradient steps on the support set (bfloat16 rounding compounds "
-                         "through them)")
+        raise ConfigError(f"{key}={precision!r}: expected 'float32' for "
+                          f"{learner.display_name}, which adapts "
+                          "by gradient steps on the support set (bfloat16 rounding compounds "
+                          "through them)")
 
 
 def inference_copy(learner: MetaLearner, precision: str = "float32") -> nn.Module:
@@ -68,12 +69,12 @@ def inference_copy(learner: MetaLearner, precision: str = "float32") -> nn.Modul
       follow it (and :func:`attnmeta.pooling.max_pool2d` keeps it);
     - for ``"bfloat16"``, convolution and linear weights held in bfloat16: autocast casts
       exactly those on every call (its cast cache lasts one autocast block), so casting
-      them once saves the copy each call (5 ms a query for ResNet-12's 12.4M weights).
+      them once saves the copy each call (ResNet-12's 12.4M weights, every query).
 
-    Measured (one query, 2 threads, AMD EPYC; benchmarks/results/paths_amd_epyc.md has the
-    classifier rows): ResNet-12 at 84x84 27.8 -> 22.1 ms in float32, 14.0 -> 10.7 ms in
-    bfloat16; Conv4 0.52 -> 0.37 ms. Learners that adapt by gradient steps get themselves
-    back: their inner loop updates the very weights folding would replace."""
+    Each step makes one query faster for ResNet-12 and Conv4 (timings:
+    ``benchmarks/results/design_timings.md``; the classifier rows of
+    ``benchmarks/results/paths_amd_epyc.md``). Learners that adapt by gradient steps get
+    themselves back: their inner loop updates the very weights folding would replace."""
     if learner.adapts_by_gradient:
         return learner
     fast = copy.deepcopy(learner).eval()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.learners.base import EpisodeLearner, class_count
+from attnmeta.learners.registry import Backbone, LearnerOptions, register_learner
+from attnmeta.settings import setting
 
-__all__ = ["ProtoNet", "prototypes", "prototype_logits"]
+__all__ = ["ProtoNet", "ProtoNetOptions", "prototypes", "prototype_logits"]
 
 
 def prototypes(support_z: Tensor, support_y: Tensor, n_way: int) -> Tensor:
@@ -70,3 +73,24 @@ class ProtoNet(EpisodeLearner):
             support_z, query_z = support_z - mean, query_z - mean
         return prototype_logits(query_z, prototypes(support_z, support_y, n_way),
                                 self.distance) / self.temperature
+
+
+@dataclass
+class ProtoNetOptions(LearnerOptions):
+    """``learner.name: protonet``'s keys."""
+
+    distance: str = setting("sqeuclidean", choices=("sqeuclidean", "cosine"))
+    center: bool = False                          # cosine: centre on the support mean
+    temperature: float = setting(1.0, above=0.0)  # logits / it
+
+    def problems(self, config: Any) -> list[tuple[str, Any, str]]:
+        """Centring needs the cosine distance."""
+        if self.center and self.distance != "cosine":
+            return [("learner.center", self.center, "false unless learner.distance='cosine' "
+                     "(centring does not change a squared distance)")]
+        return []
+
+
+register_learner("protonet", ProtoNet, lambda spec, backbone: ProtoNet(
+    backbone.model, distance=spec.distance, temperature=spec.temperature, center=spec.center),
+    options=ProtoNetOptions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch
@@ -9,35 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnmeta.learners.base import Params, StepOutput, query_metrics
-from attnmeta.learners.inner_loop import support_gradient
-from attnmeta.learners.gradient import GradientLearner
+from attnmeta.learners.inner_loop import adam, descend, support_gradient
+from attnmeta.learners.gradient import GradientLearner, GradientOptions
+from attnmeta.learners.registry import Backbone, register_learner
+from attnmeta.settings import setting
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["Reptile", "inner_adam"]
-
-
-def inner_adam(grad_fn: Callable[[Params], Params], params: Params, lr: float, steps: int,
-               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8,
-               on_step: Callable[[int], None] | None = None) -> Params:
-    """``steps`` of Adam (Kingma & Ba) from fresh moments, as a pure function of ``params``.
-
-    The same arithmetic as ``torch.optim.Adam``; first order (gradients detached).
-    Reptile's few-shot experiments adapt with Adam, β1 = 0. ``on_step(t)`` after step t.
-    """
-    beta1, beta2 = betas
-    first = {n: torch.zeros_like(p) for n, p in params.items()}
-    second = {n: torch.zeros_like(p) for n, p in params.items()}
-    for t in range(1, steps + 1):
-        grads = {n: g.detach() for n, g in grad_fn(params).items()}
-        first = {n: beta1 * first[n] + (1 - beta1) * grads[n] for n in params}
-        second = {n: beta2 * second[n] + (1 - beta2) * grads[n] ** 2 for n in params}
-        step_size = lr / (1 - beta1**t)
-        denominator_scale = (1 - beta2**t) ** 0.5
-        params = {n: p - step_size * first[n] / (second[n].sqrt() / denominator_scale + eps)
-                  for n, p in params.items()}
-        if on_step is not None:
-            on_step(t)
-    return params
+__all__ = ["Reptile", "ReptileOptions"]
 
 
 class Reptile(GradientLearner):
@@ -78,7 +57,9 @@ class Reptile(GradientLearner):
         if self.inner_optimizer == "sgd":
             return super()._descend(params, frozen, support_x, support_y, steps, on_step)
         grad_fn = support_gradient(self.model, frozen, support_x, support_y, self.loss_fn)
-        return inner_adam(grad_fn, params, self.inner_lr, steps, on_step=on_step)
+        # Adam with β1 = 0, as the paper's few-shot experiments adapt
+        return descend(grad_fn, params, adam(self.inner_lr, betas=(0.0, 0.999)), steps,
+                       first_order=True, on_step=on_step)
 
     def training_step(self, batch: Episode) -> StepOutput:
         adapted, predictions = [], []
@@ -96,3 +77,15 @@ class Reptile(GradientLearner):
         metrics = query_metrics(query_loss, query_predictions, batch.query_y)
         metrics["distance"] = loss.detach().item()
         return StepOutput(loss, metrics)
+
+
+@dataclass
+class ReptileOptions(GradientOptions):
+    """``learner.name: reptile``'s keys."""
+
+    inner_optimizer: str = setting("sgd", choices=("sgd", "adam"))
+
+
+register_learner("reptile", Reptile, lambda spec, backbone: Reptile(
+    backbone.model, spec.inner_lr, spec.inner_steps, inner_optimizer=spec.inner_optimizer,
+    eval_steps=spec.eval_steps), options=ReptileOptions)

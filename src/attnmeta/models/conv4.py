@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
 from attnmeta.norm import BatchStatNorm2d
 from attnmeta.pooling import MaxPool2d
 
@@ -29,6 +30,7 @@ def conv_block(in_channels: int, out_channels: int, norm: str = "batch") -> nn.S
     )
 
 
+@declares("features")
 class Conv4(nn.Module):
     """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, features]`` if ``out_dim=0``.
 

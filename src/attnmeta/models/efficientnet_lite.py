@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
 from attnmeta.models.wheel_weights import MissingWeightsError, wheel_file
 
 __all__ = ["LITE0_BLOCKS", "LITE0_WEIGHTS", "WheelWeights", "EfficientNetLite", "MBConvBlock",
@@ -100,7 +101,8 @@ class MBConvBlock(nn.Module):
         super().__init__()
         mid = c_in * expand
         pairs: tuple[tuple[str, str], ...] = ()
-        if expand != 1:
+        self.expands = expand != 1  # expand 1 has no expansion convolution
+        if self.expands:
             self._expand_conv, self._bn0 = _conv(c_in, mid), _norm(mid)
             pairs = (("_expand_conv", "_bn0"),)
         self._depthwise_conv = _conv(mid, mid, kernel, stride, groups=mid)
@@ -113,7 +115,7 @@ class MBConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = x
-        if hasattr(self, "_expand_conv"):
+        if self.expands:
             out = F.relu6(self._bn0(self._expand_conv(out)), inplace=True)
         out = F.relu6(self._bn1(self._depthwise_conv(out)), inplace=True)
         out = self._bn2(self._project_conv(out))
@@ -126,6 +128,7 @@ class MBConvBlock(nn.Module):
         return out + x
 
 
+@declares("features")
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite0: ``x [B, 3, H, W]`` RGB float in [0, 1] (the project's image
     tensors; 224×224 is what the weights saw) -> ``[B, 1280]`` features, the mean over space

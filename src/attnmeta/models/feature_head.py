@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
+
 __all__ = ["FeatureHead"]
 
 
+@declares("features")
 class FeatureHead(nn.Module):
     """``[N, feature_dim]`` features -> themselves, or ``[N, out_dim]`` logits if
     ``out_dim > 0`` (the ``head`` of Conv4 and the vision transformer, by the same name)."""

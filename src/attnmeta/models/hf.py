@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnmeta.errors import ConfigError, MissingDependencyError
+from attnmeta.models.capabilities import declares
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 
 __all__ = ["HFTextEncoder", "tiny_bert", "hf_text_encoder"]
@@ -26,11 +28,12 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("model.backbone='hf' needs the optional `transformers` package: "
-                          "pip install 'attnmeta[hf]'") from None
+        raise MissingDependencyError("model.backbone='hf' needs the optional `transformers` "
+                                     "package: pip install 'attnmeta[hf]'") from None
     return transformers
 
 
+@declares("features", "token_states")
 class HFTextEncoder(nn.Module):
     """Wrap a ``transformers`` encoder: token ids ``[B, L]`` -> masked mean of its last
     hidden states ``[B, hidden_size]`` (``out_dim=0``) or logits ``[B, out_dim]``."""
@@ -85,7 +88,7 @@ def hf_text_encoder(vocab_size: int, max_length: int, out_dim: int = 0,
     unset: :func:`tiny_bert` of ``vocab_size`` ids sized by ``hidden / depth / heads``,
     padding id 0 (the run's BPE tokenizer)."""
     if hf_path:
-        from attnmeta.tokenizer import tokenizer_from_pretrained
+        from attnmeta.bpe import tokenizer_from_pretrained
 
         tokenizer = tokenizer_from_pretrained(hf_path)  # also checks the folder exists
         transformers = _transformers()
@@ -93,12 +96,12 @@ def hf_text_encoder(vocab_size: int, max_length: int, out_dim: int = 0,
             encoder = transformers.AutoModel.from_pretrained(
                 hf_path, local_files_only=True, attn_implementation="eager")
         except OSError as error:
-            raise ValueError(f"model.hf_path={hf_path!r}: cannot load a model from it "
-                             f"({str(error).splitlines()[0]})") from None
+            raise ConfigError(f"model.hf_path={hf_path!r}: cannot load a model from it "
+                              f"({str(error).splitlines()[0]})") from None
         if max_length > encoder.config.max_position_embeddings:
-            raise ValueError(f"data.max_length={max_length} exceeds the "
-                             f"{encoder.config.max_position_embeddings} positions of "
-                             f"{hf_path}: expected at most that")
+            raise ConfigError(f"data.max_length={max_length} exceeds the "
+                              f"{encoder.config.max_position_embeddings} positions of "
+                              f"{hf_path}: expected at most that")
         return HFTextEncoder(encoder, tokenizer.pad_id, out_dim)
     return HFTextEncoder(tiny_bert(vocab_size, hidden, depth, heads, max_length, pad_id=0,
                                    dropout=dropout),

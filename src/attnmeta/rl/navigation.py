@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnmeta.rl.registry import register_task_family
+
 __all__ = ["Navigation2D", "NavigationBatch", "Navigation2DEnv"]
 
 
@@ -150,3 +152,7 @@ class Navigation2DEnv(gymnasium.Env):
         truncated = self._steps >= self.family.horizon and not terminated
         return (self._position.astype(np.float32), -distance, terminated, truncated,
                 {"goal": self.goal.copy(), "distance": distance})
+
+
+register_task_family("navigation2d", lambda env: Navigation2D(
+    env.horizon, env.goal_low, env.goal_high, env.max_speed, env.goal_tolerance))

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from attnmeta.attention import TransformerBlock
 from attnmeta.norm import LayerNorm
 from attnmeta.rl.distributions import ActionDistribution, Categorical, DiagonalGaussian
+from attnmeta.rl.registry import PolicyEntry, register_policy
 
 __all__ = ["MLPPolicy", "HistoryAttentionPolicy", "recent_history_mask", "make_distribution"]
 
@@ -152,3 +153,12 @@ class HistoryAttentionPolicy(_GaussianOrLogits):
         hidden = x[:, -1:] + attended
         hidden = hidden + block.mlp(block.norm_mlp(hidden))
         return hidden[:, 0]
+
+
+register_policy("mlp", PolicyEntry(lambda spec, family: MLPPolicy(
+    family.observation_dim, family.action_dim, family.discrete, hidden=spec.hidden,
+    init_log_std=spec.init_log_std)))
+register_policy("attention", PolicyEntry(lambda spec, family: HistoryAttentionPolicy(
+    family.observation_dim, family.action_dim, family.discrete, window=spec.window,
+    d_model=spec.d_model, n_heads=spec.heads, hidden=spec.hidden,
+    init_log_std=spec.init_log_std), reads_history=True))

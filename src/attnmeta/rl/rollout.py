@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from attnmeta.errors import DivergedError
 from attnmeta.rl.task_family import TaskFamily
 
 __all__ = ["Trajectories", "PolicyForward", "sample_trajectories", "shared_forward",
@@ -110,7 +111,7 @@ def sample_trajectories(family: TaskFamily, policy: nn.Module, forward: PolicyFo
             history = torch.where(alive[..., None, None], shifted, history)
             outputs = forward(history)
             if not bool(torch.isfinite(outputs).all()):
-                raise FloatingPointError(
+                raise DivergedError(
                     "the policy's outputs are not finite: expected finite weights (lower "
                     "learner.inner_lr or train.lr, or set train.grad_clip)")
             action = distribution.sample(outputs, generator)

@@ -2,9 +2,9 @@
 the checks of every key's type and range (:mod:`attnmeta.runs.schema`) before any work.
 
 ``attnmeta train CONFIG train.steps=100 data.root=/data`` overrides any key with dotted
-names; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``). A file with ``kind: rl``
-at its top is a meta-RL config, ``kind: pretrain`` a pretraining one (:data:`SCHEMAS`); any
-other is an episodic (supervised) one. Every problem
+names; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``). A file's top-level
+``kind:`` names its run kind (:mod:`attnmeta.runs.kinds`: ``rl``, ``pretrain``, ...), whose
+schema checks it; a file without one is an episodic run. Every problem
 is a one-line :class:`ConfigError` naming the file or key, the value, and what was
 expected: a file that is not UTF-8, not YAML, empty, not a mapping, or with a key written
 twice; an unknown key; a wrong type; a value out of range.
@@ -19,24 +19,19 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from attnmeta.errors import ConfigError
+from attnmeta.runs.kinds import RunKind, implicit_run_kind, run_kind_named
 from attnmeta.runs.schema import (DataConfig, EpisodeConfig, EvalConfig, ExperimentConfig,
                                   LearnerConfig, ModelConfig, PretrainConfig, RLConfig,
                                   TrainConfig)
 
 __all__ = ["ConfigError", "RunConfig", "EpisodeConfig", "DataConfig", "ModelConfig",
            "LearnerConfig", "TrainConfig", "EvalConfig", "ExperimentConfig", "RLConfig",
-           "PretrainConfig", "SCHEMAS",
+           "PretrainConfig",
            "read_yaml", "config_kind", "load_config", "apply_overrides", "config_from_dict",
            "config_to_dict", "build_section", "flatten"]
 
-RunConfig = ExperimentConfig | RLConfig | PretrainConfig
-# The run kinds: the value of a config's top-level `kind:` key -> its schema.
-SCHEMAS: dict[str, type] = {"supervised": ExperimentConfig, "rl": RLConfig,
-                            "pretrain": PretrainConfig}
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+RunConfig = ExperimentConfig | RLConfig | PretrainConfig  # the built-in kinds' schemas
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -86,16 +81,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def config_kind(values: Mapping[str, Any]) -> str:
-    """The run kind a config's top-level ``kind:`` names (a key of :data:`SCHEMAS`), else
-    ``"supervised"``."""
-    kind = values.get("kind", "supervised")
-    if not isinstance(kind, str) or kind not in SCHEMAS:
-        named = " or ".join(repr(k) for k in SCHEMAS if k != "supervised")
-        raise ConfigError(f"config key 'kind' is {kind!r}: expected {named} or no kind "
-                          "(an episodic run)")
-    return kind
-    return kind
+def config_kind(values: Mapping[str, Any]) -> RunKind:
+    """The run kind a config's top-level ``kind:`` names (or aliases), else the implicit
+    one (episodic)."""
+    return run_kind_named(values["kind"]) if "kind" in values else implicit_run_kind()
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -109,9 +98,14 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def build_section(cls: type, values: Any, path: str) -> Any:
+def build_section(cls: type, values: Any, path: str, saved: bool = False,
+                  whose: str = "") -> Any:
     """A config dataclass ``cls`` from a nested mapping, refusing unknown keys, wrong types
-    and values out of each key's declared range (``path``: the section's dotted name)."""
+    and values out of each key's declared range (``path``: the section's dotted name;
+    ``whose``: what chose ``cls``, for the unknown-key message). A section with
+    :class:`~attnmeta.settings.Variants` is built as the dataclass its values name; with
+    ``saved`` (a record attnmeta wrote, never a user's file) the keys another variant
+    declares are dropped: older records hold every learner's keys in one flat section."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"config section '{path or 'top level'}' is {values!r}: expected "
                           "a mapping")
@@ -122,10 +116,11 @@ def build_section(cls: type, values: Any, path: str) -> Any:
     for key, value in values.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key {dotted!r}: expected one of {sorted(fields)}")
+            raise ConfigError(f"unknown config key {dotted!r}: expected one of "
+                              f"{sorted(fields)}{whose}")
         default = getattr(defaults, key)
         if dataclasses.is_dataclass(default):
-            kwargs[key] = build_section(type(default), value, dotted)
+            kwargs[key] = _subsection(fields[key], default, value, dotted, saved)
             continue
         value = _check_type(dotted, value, hints[key], default)
         limits = fields[key].metadata.get("limits")
@@ -133,6 +128,21 @@ def build_section(cls: type, values: Any, path: str) -> Any:
             raise ConfigError(f"config key '{dotted}' is {value!r}: {expected}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _subsection(field: dataclasses.Field, default: Any, values: Any, path: str,
+                saved: bool) -> Any:
+    """The section ``path`` as its default's dataclass, or the one its variants choose."""
+    variants = field.metadata.get("variants")
+    if variants is None or not isinstance(values, Mapping):
+        return build_section(type(default), values, path, saved)
+    cls = variants.choose(values, default)
+    if saved:
+        own = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in own or k not in variants.known_keys()}
+    name = values.get(variants.key, getattr(default, variants.key))
+    return build_section(cls, values, path, saved,
+                         f" (the keys of {path}.{variants.key} {name!r})")
 
 
 def _check_type(dotted: str, value: Any, hint: Any, default: Any) -> Any:
@@ -183,11 +193,18 @@ def _type_name(hint: Any) -> str:
     return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
-def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
-    """The checked config of either kind (see :func:`config_kind`)."""
+def config_from_dict(values: Mapping[str, Any], saved: bool = False) -> RunConfig:
+    """The checked config of its kind (see :func:`config_kind`); ``saved``: ``values`` are
+    a record attnmeta wrote (a checkpoint's, a run or model folder's), whose learner section
+    may hold other learners' keys (see :func:`build_section`)."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"config is {values!r}: expected a mapping of config keys")
-    config = build_section(SCHEMAS[config_kind(values)], values, "")
+    schema = config_kind(values).schema
+    if "kind" not in {f.name for f in dataclasses.fields(schema)}:
+        # the implicit kind's schema has no kind key: `kind: episodic` (or its old name
+        # `supervised`) says what no kind says
+        values = {key: value for key, value in values.items() if key != "kind"}
+    config = build_section(schema, values, "", saved)
     for key, value, expected in config.cross_problems():
         raise ConfigError(f"config key '{key}' is {value!r}: expected {expected}")
     return config

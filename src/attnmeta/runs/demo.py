@@ -26,7 +26,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from attnmeta.evaluate import Summary, mse, per_task_metric, summarize
+from attnmeta.metrics import Summary, mse, per_task_metric, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners import MAML, InContextLearner, MetaLearner
 from attnmeta.machine import describe_machine

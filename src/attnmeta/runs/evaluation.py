@@ -1,6 +1,8 @@
-"""What every episodic evaluation shares: the test episode shape asked for, per-episode
-accuracy, the evaluation ``train.eval_every`` runs, and the result ``attnmeta eval`` prints and
-saves. The episodic (:mod:`~attnmeta.runs.supervised`), pretrain and out-of-scope kinds use it.
+"""What every evaluation on episodes of classes shares: the request (``attnmeta eval``'s
+options, :class:`EvalRequest`), the test episode shape asked for, per-episode accuracy, the
+evaluation ``train.eval_every`` runs, and the accuracy of a run of either kind over classes
+(:func:`evaluate_checkpoint`). The episodic (:mod:`~attnmeta.runs.episodic`), pretrain and
+out-of-scope evaluations use it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from attnmeta.evaluate import accuracy, per_task_metric, summarize
+from attnmeta.metrics import accuracy, per_task_metric, summarize
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import make_episodes
 from attnmeta.runs.config import EpisodeConfig
-from attnmeta.runs.folder import RunError, write_result
+from attnmeta.runs.schema import has_alphabets
+from attnmeta.checkpoint import CheckpointError
+from attnmeta.runs.folder import RunError, run_kind, write_result
+from attnmeta.runs.results import AccuracyResult
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 __all__ = ["takes_n_way", "check_test_shape", "episode_accuracies", "requested_shape",
-           "result_name", "in_training_evaluation", "accuracy_result", "FinetuneOptions"]
+           "result_name", "in_training_evaluation", "accuracy_result", "FinetuneOptions",
+           "EvalRequest", "evaluate", "load_classes_run", "evaluate_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,54 @@ class FinetuneOptions:
         from attnmeta.tasks.augment import random_shifts
 
         return SupportFinetuning(learner, self.steps, self.lr, random_shifts(self.shift), seed)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """An evaluation asked for (``attnmeta eval``'s options; None: the config's value): the
+    checkpoint (a run folder or ``step_*.json``), the test episodes (meta-RL: held-out tasks)
+    and their seed, the class split, episode shape and data root; ``oos``: out-of-scope
+    queries (CLINC150) at a threshold chosen on ``threshold_episodes`` meta-val episodes;
+    ``within_alphabet``: each episode's classes from one alphabet; ``finetune_*``:
+    test-time fine-tuning (:class:`FinetuneOptions`). Each run kind's ``evaluate`` refuses
+    what it has no use for (:meth:`refuse`)."""
+
+    checkpoint: Path
+    episodes: int | None = None
+    seed: int | None = None
+    split: str | None = None
+    n_way: int | None = None
+    k_shot: int | None = None
+    data_root: str | None = None
+    oos: bool = False
+    threshold_episodes: int = 500
+    within_alphabet: bool = False
+    finetune_steps: int | None = None
+    finetune_lr: float = 1e-3
+    finetune_shift: int = 2
+    command: str = ""
+    progress: bool = False
+    save: bool = True
+
+    @property
+    def tuning(self) -> FinetuneOptions | None:
+        """The test-time fine-tuning asked for (None without ``finetune_steps``)."""
+        if self.finetune_steps is None:
+            return None
+        return FinetuneOptions(self.finetune_steps, self.finetune_lr, self.finetune_shift)
+
+    @property
+    def within(self) -> str | None:
+        return "alphabet" if self.within_alphabet else None
+
+    def refuse(self, names: tuple[str, ...], why: str) -> None:
+        """A :class:`RunError` naming the first of the options ``names`` that is set (as
+        its ``--option value``) and ``why`` it cannot be."""
+        for name in names:
+            value = getattr(self, name)
+            if value not in (None, False):
+                shown = "" if value is True else f" {value}"
+                raise RunError(f"--{name.replace('_', '-')}{shown}: {why}")
 
 
 def takes_n_way(learner: MetaLearner, config: Any, n_way: int) -> bool:
@@ -80,8 +134,7 @@ def requested_shape(config: Any, n_way: int | None, k_shot: int | None, within: 
     test = config.data.test
     shape = EpisodeConfig(n_way or test.n_way, k_shot or test.k_shot, test.q_query,
                           within or test.within)
-    if shape.within != "none" and (config.data.dataset, config.data.protocol) != ("omniglot",
-                                                                              "lake"):
+    if shape.within != "none" and not has_alphabets(config.data):
         raise RunError(f"within={shape.within!r} needs a run trained on Omniglot's background "
                        f"alphabets: expected data.protocol='lake' (this run: "
                        f"data.dataset={config.data.dataset!r}, data.protocol="
@@ -122,7 +175,7 @@ def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str
 def accuracy_result(learner: MetaLearner, learner_name: str, data: LabelledSplit, split: str,
                     shape: EpisodeConfig, episodes: int, seed: int, record: dict[str, Any],
                     command: str, save: bool, batch_size: int = 16, progress: bool = False,
-                    tuning: FinetuneOptions | None = None) -> dict[str, Any]:
+                    tuning: FinetuneOptions | None = None) -> AccuracyResult:
     """The result of ``attnmeta eval`` for any run kind: accuracy (mean ± 95% CI) over
     ``episodes`` seeded ``shape`` episodes of ``data`` (split ``split``), saved beside the
     checkpoint ``record["path"]`` when ``save`` (``written_to``: None if that failed). With
@@ -135,14 +188,54 @@ def accuracy_result(learner: MetaLearner, learner_name: str, data: LabelledSplit
     summary = summarize(episode_accuracies(learner, data, shape, episodes, seed, batch_size,
                                            progress, description=f"eval {split}"))
     run_dir = Path(record["path"]).parent.parent
-    result = {
-        "command": command, "checkpoint": record["path"], "step": record["step"],
-        "learner": learner_name, "split": split, "n_way": shape.n_way,
-        "k_shot": shape.k_shot, "q_query": shape.q_query, "within": shape.within,
-        "episodes": episodes,
-        "episode_seed": seed, "accuracy": summary.mean, "ci95": summary.ci95, "std": summary.std,
-        "result_path": str(run_dir / result_name(split, shape, tuning)),
-        "test_time_finetuning": None if tuning is None else asdict(tuning),
-    }
-    result["written_to"] = write_result(result) if save else None
+    result = AccuracyResult(
+        command=command, checkpoint=record["path"], step=record["step"], learner=learner_name,
+        split=split, n_way=shape.n_way, k_shot=shape.k_shot, q_query=shape.q_query,
+        within=shape.within, episodes=episodes, episode_seed=seed, accuracy=summary.mean,
+        ci95=summary.ci95, std=summary.std,
+        result_path=str(run_dir / result_name(split, shape, tuning)),
+        test_time_finetuning=None if tuning is None else asdict(tuning))
+    result.written_to = write_result(result) if save else None
     return result
+
+
+def evaluate(request: EvalRequest) -> Any:
+    """``attnmeta eval``: ``request`` evaluated by its checkpoint's run kind (which refuses
+    the options it has no use for), a :class:`~attnmeta.runs.results.Result`."""
+    return run_kind(request.checkpoint).evaluate(request)
+
+
+def load_classes_run(checkpoint: Path, data_root: str | None = None) -> Any:
+    """A run of classes of any kind (episodic; pretrain: prototypes over its encoder) read
+    back by its kind's ``load`` (a :class:`~attnmeta.runs.episodic.LoadedRun`); a
+    :class:`CheckpointError` for a kind with no classifier (meta-RL)."""
+    kind = run_kind(checkpoint)
+    if kind.load is None:
+        raise CheckpointError(f"checkpoint {checkpoint} is of {kind.description}: expected "
+                              "a run of classes (an episodic or pretrain run)")
+    return kind.load(Path(checkpoint), data_root)
+
+
+def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
+                        split: str | None = None, data_root: str | None = None,
+                        n_way: int | None = None, k_shot: int | None = None,
+                        batch_size: int = 16, command: str = "", progress: bool = False,
+                        save: bool = True, within: str | None = None,
+                        tuning: FinetuneOptions | None = None) -> AccuracyResult:
+    """Accuracy (mean ± 95% CI) of a run of classes of any kind over a fixed, seeded set of
+    test episodes (a pretrain run: prototypes by ``eval.distance`` over its frozen
+    encoder). With ``save`` the result is also written to ``written_to`` (None if that
+    failed: a warning). ``within='alphabet'``: each episode's classes from one alphabet
+    (Lake et al. 2015; a run of ``data.protocol: lake`` only); default
+    ``data.test.within``. ``tuning``: test-time fine-tuning of the encoder on each support
+    set (a frozen run's too: raw inputs then)."""
+    run = load_classes_run(checkpoint, data_root)
+    config = run.config
+    split = split or config.eval.split
+    episodes = episodes or config.eval.episodes
+    seed = config.eval.seed if seed is None else seed
+    shape = requested_shape(config, n_way, k_shot, within)
+    check_test_shape(run.learner, config, shape)
+    data = run.learner_split(split) if tuning is None else run.split(split)
+    return accuracy_result(run.learner, run.accuracy_name, data, split, shape, episodes, seed,
+                           run.record, command, save, batch_size, progress, tuning)

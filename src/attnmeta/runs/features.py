@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from attnmeta.checkpoint import (CheckpointError, load_checkpoint)
+from attnmeta.errors import AttnmetaError
 from attnmeta.files import atomic_write
 from attnmeta.runs.build import build_classifier
 from attnmeta.runs.folder import read_run
@@ -155,11 +156,15 @@ def load_init(init: str) -> InitEncoder:
     where = f"config key 'model.init' is {init!r}"
     try:
         json_path, record, pretrain = read_run(Path(init), "pretrain")
-        learner = build_classifier(pretrain, int((record.get("inputs") or {})["num_classes"]))
+        try:  # the record's own field: a missing or odd one is the run's fault, not a bug
+            num_classes = int((record.get("inputs") or {})["num_classes"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{json_path} lacks a whole inputs.num_classes ({error!r}): "
+                                  "expected the record a pretrain run writes") from None
+        learner = build_classifier(pretrain, num_classes)
         load_checkpoint(json_path, learner)
-    except (CheckpointError, ConfigError, KeyError, TypeError, ValueError) as error:
-        text = str(error) if not isinstance(error, KeyError) else f"{init} lacks {error}"
-        raise ConfigError(f"{where}: {' '.join(text.split())}") from None
+    except AttnmetaError as error:  # only what the user can fix: a bug keeps its traceback
+        raise ConfigError(f"{where}: {' '.join(str(error).split())}") from None
     encoder = learner.encoder
     return InitEncoder({k: v.clone() for k, v in encoder.state_dict().items()}, str(json_path),
                        encoder_sha256(encoder))

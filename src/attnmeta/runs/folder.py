@@ -22,8 +22,11 @@ import yaml
 from filelock import FileLock, Timeout
 
 from attnmeta.checkpoint import CheckpointError, read_checkpoint_record, resolve_checkpoint
+from attnmeta.errors import RunError
 from attnmeta.files import atomic_write_bytes
 from attnmeta.runs.config import config_from_dict, config_kind
+from attnmeta.runs.kinds import RunKind, find_run_kind, kind_of, run_kind_named
+from attnmeta.runs.results import Result
 
 __all__ = ["RunError", "RunFolder", "RunLog", "write_result", "run_kind", "read_run", "MARKER"]
 
@@ -33,17 +36,14 @@ MARKER = ".attnmeta-run"
 LOCK, OWNER = ".lock", ".lock.owner"
 
 
-class RunError(ValueError):
-    """A run folder or request that cannot be carried out as asked."""
-
-
-def write_result(result: dict[str, Any]) -> str | None:
-    """Write a result JSON atomically to its ``result["result_path"]``; returns that path, or
-    None after a one-line warning when the write failed (a read-only folder, a full disk):
-    an evaluation's figures are printed whether or not they could be saved."""
-    path = result["result_path"]
+def write_result(result: Result) -> str | None:
+    """Write a result's JSON (:meth:`Result.to_dict`) atomically to its ``result_path``;
+    returns that path, or None after a one-line warning when the write failed (a read-only
+    folder, a full disk): an evaluation's figures are printed whether or not they could be
+    saved."""
+    path = result.result_path
     try:
-        atomic_write_bytes(Path(path), json.dumps(result, indent=1).encode())
+        atomic_write_bytes(Path(path), json.dumps(result.to_dict(), indent=1).encode())
     except OSError as error:
         logger.warning("could not write %s (%s); the result is not saved", path,
                        error.strerror or error)
@@ -51,14 +51,10 @@ def write_result(result: dict[str, Any]) -> str | None:
     return path
 
 
-def run_kind(path: Path) -> str:
-    """The kind of the run a folder or checkpoint holds (``"supervised"``, ``"rl"``, ...)."""
+def run_kind(path: Path) -> RunKind:
+    """The kind of the run a folder or checkpoint holds (its checkpoint's config says)."""
     config = read_checkpoint_record(resolve_checkpoint(Path(path)))["config"]
-    return config_kind(config) if isinstance(config, dict) else "supervised"
-
-
-KIND_NAMES = {"supervised": "a supervised run (episodic)", "rl": "a meta-RL run (kind: rl)",
-              "pretrain": "a pretrain run (kind: pretrain)"}
+    return config_kind(config if isinstance(config, dict) else {})
 
 
 def read_run(path: Path, kind: str) -> tuple[Path, dict[str, Any], Any]:
@@ -78,10 +74,11 @@ def read_run(path: Path, kind: str) -> tuple[Path, dict[str, Any], Any]:
                 f"named by {json_path.name}) is missing: expected it in {json_path.parent} "
                 "(or pass a checkpoint file to read another)")
         json_path, record = chosen, read_checkpoint_record(chosen)
-    config = config_from_dict(record["config"])
-    if config.kind != kind:
-        raise CheckpointError(f"checkpoint {json_path} is of {KIND_NAMES[config.kind]}: "
-                              f"expected {KIND_NAMES[kind]}")
+    config = config_from_dict(record["config"], saved=True)
+    found, expected = kind_of(config), run_kind_named(kind)
+    if found != expected:
+        raise CheckpointError(f"checkpoint {json_path} is of {found.description}: "
+                              f"expected {expected.description}")
     return json_path, record, config
 
 
@@ -105,7 +102,8 @@ class RunFolder:
                            "written there")
         if marker.is_file():
             found = _marker_kind(marker)
-            if found != kind:
+            # an alias is the same kind (a run marked before the kind was renamed)
+            if find_run_kind(found) != run_kind_named(kind):
                 raise RunError(f"run folder {path} holds a {found} run: expected a {kind} "
                                "run (or a new --out folder)")
         try:

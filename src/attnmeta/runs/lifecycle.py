@@ -31,15 +31,27 @@ import torch
 from attnmeta.checkpoint import (checkpoint_name, find_latest_checkpoint, load_checkpoint,
                                  read_checkpoint_record, save_checkpoint)
 from attnmeta.distributed import DistributedContext, any_rank, broadcast_parameters
+from attnmeta.errors import ConfigError
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.config import config_from_dict, config_to_dict, flatten
 from attnmeta.runs.folder import RunError, RunFolder, RunLog
+from attnmeta.runs.results import TrainResult
 from attnmeta.threads import choose_threads
 from attnmeta.train import meta_train
 
-__all__ = ["TrainingPlan", "train_in_folder", "set_threads"]
+__all__ = ["TrainingPlan", "train_in_folder", "set_threads", "RESUMABLE", "RESUMABLE_CLASSES"]
 
 logger = logging.getLogger(__name__)
+
+# Config keys a resume of any kind may change: budgets, logging, threads, the evaluation,
+# and the outer step size and clipping (what a NaN error advises to change).
+RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+             "train.max_minutes", "train.threads", "train.lr", "train.grad_clip", "eval.")
+# ... and of a run over classes (episodic, pretrain): the backward's chunks, the schedule,
+# the in-training evaluation and where the data is
+RESUMABLE_CLASSES = RESUMABLE + (
+    "train.backward_chunk", "train.eval_every", "train.eval_episodes", "train.eval_split",
+    "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers")
 
 
 def thread_count(value: str) -> int:
@@ -48,7 +60,7 @@ def thread_count(value: str) -> int:
     if value == "auto":
         return choose_threads(0, "large")
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"--threads {value!r}: expected a whole number of at least 1, or auto")
+        raise ConfigError(f"--threads {value!r}: expected a whole number of at least 1, or auto")
     return int(value)
 
 
@@ -87,7 +99,7 @@ def _resume_changes(saved: dict, current: dict, resumable: tuple[str, ...], wher
     # A key added to attnmeta after the run was made is absent from its saved config and
     # means that key's default: compare the saved config with its defaults filled in.
     try:
-        saved = config_to_dict(config_from_dict(saved))
+        saved = config_to_dict(config_from_dict(saved, saved=True))
     except ValueError:
         pass  # compared as it is: the difference is then named below
     old, new = flatten(saved), flatten(current)
@@ -116,7 +128,7 @@ def train_in_folder(path: Path, kind: str, config: dict[str, Any],
                     resume: bool = False, progress: bool = True, command: str = "",
                     description: str = "meta-train",
                     on_step_end: Callable[[int], None] | None = None,
-                    inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+                    inputs: dict[str, Any] | None = None) -> TrainResult:
     """Meta-train in the run folder ``path`` (claimed first) what ``make_plan(resuming)``
     builds; resumable after a kill with the same result (every RNG state is in the
     checkpoint, and the batches depend only on the step). ``resumable``: the config keys
@@ -128,8 +140,9 @@ def train_in_folder(path: Path, kind: str, config: dict[str, Any],
     created = not Path(path).exists()
     folder = RunFolder.claim(path, kind) if context.is_main else RunFolder(path, kind)
     try:
-        return _train(folder, config, make_plan, resumable, context, resume, progress,
-                      command, description, on_step_end, inputs or {})
+        start = _starting_checkpoint(folder, config, resumable, resume, inputs or {})
+        return _Training(folder, config, make_plan, context, command, on_step_end,
+                         inputs or {}, *start).run(progress, description)
     except BaseException:
         if created and context.is_main and find_latest_checkpoint(folder.path)[0] is None:
             folder.release()
@@ -139,10 +152,11 @@ def train_in_folder(path: Path, kind: str, config: dict[str, Any],
         folder.release()
 
 
-def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool], TrainingPlan],
-           resumable: tuple[str, ...], context: DistributedContext, resume: bool,
-           progress: bool, command: str, description: str,
-           on_step_end: Callable[[int], None] | None, inputs: dict[str, Any]) -> dict[str, Any]:
+def _starting_checkpoint(folder: RunFolder, config: dict[str, Any],
+                         resumable: tuple[str, ...], resume: bool, inputs: dict[str, Any]
+                         ) -> tuple[Path | None, dict[str, list]]:
+    """The checkpoint a run resumes from (None: a fresh start) and the config keys the
+    resume changes; a :class:`RunError` where ``resume`` and the folder disagree."""
     existing, skipped = find_latest_checkpoint(folder.path)
     for line in skipped:
         logger.warning("%s", line)
@@ -156,99 +170,130 @@ def _train(folder: RunFolder, config: dict[str, Any], make_plan: Callable[[bool]
     if existing is None and resume:
         raise RunError(f"--resume: run folder {folder.path} holds no checkpoint to resume "
                        "from: expected checkpoints/step_*.json (run without --resume to start)")
-    changed = {}
+    changed: dict[str, list] = {}
     if existing is not None:
         saved = read_checkpoint_record(existing)
         changed = _resume_changes(saved["config"], config, resumable, existing)
         _check_inputs(saved.get("inputs") or {}, inputs, existing)
-    plan = make_plan(existing is not None)
-    train, learner, optimizer = plan.train, plan.learner, plan.optimizer
-    start_step, elapsed = 0, 0.0
-    selection: dict[str, Any] = {}   # {"step", "checkpoint", "metric", "value"} of the best
-    if existing is not None:
-        record = load_checkpoint(existing, learner, optimizer, restore_rng=True)
-        start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
-        selection = dict(record.get("selected") or {})
-        if start_step > plan.steps:
-            raise RunError(f"cannot resume {folder.path} at step {start_step} with "
-                           f"train.steps={plan.steps}: expected train.steps >= {start_step}")
-    broadcast_parameters(learner)
-    if context.is_main:
-        folder.write_config(config)
-    run_log = RunLog(folder.path, enabled=context.is_main, resumed_at=start_step)
-    if changed:
-        run_log.write(start_step, elapsed, {"event": "resume", "changed": changed}, "run")
-    clock = {"start": time.perf_counter() - elapsed}
-    budget_s = 60 * train.max_minutes
-    stopped: dict[str, int] = {}
+    return existing, changed
 
-    def elapsed_s() -> float:
-        return time.perf_counter() - clock["start"]
 
-    def set_learning_rate(step: int) -> None:
-        if plan.learning_rate is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = plan.learning_rate(step)
+class _Training:
+    """One training call in a claimed folder: the plan built, restored from ``existing``
+    (None: a fresh start), then :meth:`run`. Between steps, :meth:`step_end` sets the
+    learning rate, checkpoints when due, evaluates (the selected checkpoint recorded in
+    ``selection``) and stops at the time budget."""
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(folder.path, step, learner, optimizer, config,
-                        keep=train.keep_checkpoints,
-                        extra={"elapsed_s": elapsed_s(), "command": command,
-                               **({"inputs": inputs} if inputs else {}),
+    def __init__(self, folder: RunFolder, config: dict[str, Any],
+                 make_plan: Callable[[bool], TrainingPlan], context: DistributedContext,
+                 command: str, on_step_end: Callable[[int], None] | None,
+                 inputs: dict[str, Any], existing: Path | None, changed: dict[str, list]
+                 ) -> None:
+        self.folder, self.config, self.context = folder, config, context
+        self.command, self.on_step_end, self.inputs = command, on_step_end, inputs
+        self.existing, self.changed = existing, changed
+        self.plan = make_plan(existing is not None)
+        self.start_step, elapsed = 0, 0.0
+        # {"step", "checkpoint", "metric", "value"} of the best evaluation so far
+        self.selection: dict[str, Any] = {}
+        if existing is not None:
+            record = load_checkpoint(existing, self.plan.learner, self.plan.optimizer,
+                                     restore_rng=True)
+            self.start_step, elapsed = record["step"], record.get("elapsed_s", 0.0)
+            self.selection = dict(record.get("selected") or {})
+            if self.start_step > self.plan.steps:
+                raise RunError(f"cannot resume {folder.path} at step {self.start_step} with "
+                               f"train.steps={self.plan.steps}: expected train.steps >= "
+                               f"{self.start_step}")
+        broadcast_parameters(self.plan.learner)
+        if context.is_main:
+            folder.write_config(config)
+        self.log = RunLog(folder.path, enabled=context.is_main, resumed_at=self.start_step)
+        if changed:
+            self.log.write(self.start_step, elapsed, {"event": "resume", "changed": changed}, "run")
+        self.clock_start = time.perf_counter() - elapsed  # moved on by evaluation time
+        self.budget_s = 60 * self.plan.train.max_minutes
+        self.stopped_at: int | None = None
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.clock_start
+
+    def set_learning_rate(self, step: int) -> None:
+        if self.plan.learning_rate is not None:
+            for group in self.plan.optimizer.param_groups:
+                group["lr"] = self.plan.learning_rate(step)
+
+    def checkpoint(self, step: int) -> None:
+        selection = self.selection
+        save_checkpoint(self.folder.path, step, self.plan.learner, self.plan.optimizer,
+                        self.config, keep=self.plan.train.keep_checkpoints,
+                        extra={"elapsed_s": self.elapsed_s(), "command": self.command,
+                               **({"inputs": self.inputs} if self.inputs else {}),
                                **({"selected": selection} if selection else {})},
                         protect=(selection["step"],) if selection else ())
 
-    def step_end(step: int) -> None:
-        set_learning_rate(step)
-        out_of_time = any_rank(budget_s > 0 and elapsed_s() >= budget_s)
-        due = context.is_main and (step % train.checkpoint_every == 0 or step == plan.steps
-                                   or out_of_time)
+    def step_end(self, step: int) -> None:
+        plan = self.plan
+        self.set_learning_rate(step)
+        out_of_time = any_rank(self.budget_s > 0 and self.elapsed_s() >= self.budget_s)
+        due = self.context.is_main and (step % plan.train.checkpoint_every == 0
+                                        or step == plan.steps or out_of_time)
         evaluating = (plan.evaluate is not None and plan.eval_every > 0
                       and step % plan.eval_every == 0)
         # selecting: the step's checkpoint waits for its evaluation, whose result it records
         selecting = evaluating and plan.select_metric is not None
         if due and not selecting:
-            checkpoint(step)  # before the evaluation: a failing one loses no training
+            self.checkpoint(step)  # before the evaluation: a failing one loses no training
         if evaluating:
-            began = time.perf_counter()
-            try:
-                with torch.random.fork_rng(devices=[]):  # never moves training's RNG
-                    scalars = plan.evaluate()
-            except BaseException:
-                if due and selecting:
-                    checkpoint(step)
-                raise
-            clock["start"] += time.perf_counter() - began  # eval time is not training time
-            run_log.write(step, elapsed_s(), scalars, "eval")
-            if selecting and scalars[plan.select_metric] > selection.get("value", -math.inf):
-                selection.update(step=step, checkpoint=checkpoint_name(step),
-                                 metric=plan.select_metric, value=scalars[plan.select_metric])
-                due = context.is_main  # the selected model must be on disk
-            if due and selecting:
-                checkpoint(step)
-        if on_step_end is not None:
-            on_step_end(step)
+            self.evaluate(step, due, selecting)
+        if self.on_step_end is not None:
+            self.on_step_end(step)
         if out_of_time and step < plan.steps:
-            stopped["at"] = step
+            self.stopped_at = step
             raise _BudgetReached
 
-    set_learning_rate(start_step)
-    history: list[dict[str, float]] = []
-    try:
-        history = meta_train(learner, plan.batches(start_step), optimizer, plan.steps,
-                             start_step=start_step, grad_clip=train.grad_clip,
-                             log_every=train.log_every, progress=progress and context.is_main,
-                             description=description,
-                             on_log=lambda step, m: run_log.write(step, elapsed_s(), m, "train"),
-                             on_step_end=step_end, backward_chunk=plan.backward_chunk,
-                             workers=plan.workers, precision=plan.precision)
-    except _BudgetReached:
-        pass
-    finally:
-        run_log.close()
-    if context.is_main and start_step == plan.steps and existing is None:
-        checkpoint(plan.steps)  # steps = 0 (RL): the untrained policy, e.g. a random baseline
-    return {"run_dir": str(folder.path), "steps": stopped.get("at", plan.steps),
-            "resumed_from": start_step, "is_main_process": context.is_main,
-            "stopped_by_time_budget": bool(stopped), "train_seconds": elapsed_s(),
-            "resume_changes": changed, "history": history}
+    def evaluate(self, step: int, due: bool, selecting: bool) -> None:
+        """The evaluation after ``step``, logged; with selection, the step's checkpoint
+        (``due``, or made due by a new best) written after it, recording what it chose."""
+        plan = self.plan
+        began = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=[]):  # never moves training's RNG
+                scalars = plan.evaluate()
+        except BaseException:
+            if due and selecting:
+                self.checkpoint(step)
+            raise
+        self.clock_start += time.perf_counter() - began  # eval time is not training time
+        self.log.write(step, self.elapsed_s(), scalars, "eval")
+        if selecting and scalars[plan.select_metric] > self.selection.get("value", -math.inf):
+            self.selection.update(step=step, checkpoint=checkpoint_name(step),
+                                  metric=plan.select_metric, value=scalars[plan.select_metric])
+            due = self.context.is_main  # the selected model must be on disk
+        if due and selecting:
+            self.checkpoint(step)
+
+    def run(self, progress: bool, description: str) -> TrainResult:
+        """Train from the start step to ``plan.steps`` (or the budget)."""
+        plan, train = self.plan, self.plan.train
+        self.set_learning_rate(self.start_step)
+        history: list[dict[str, float]] = []
+        try:
+            history = meta_train(
+                plan.learner, plan.batches(self.start_step), plan.optimizer, plan.steps,
+                start_step=self.start_step, grad_clip=train.grad_clip,
+                log_every=train.log_every, progress=progress and self.context.is_main,
+                description=description,
+                on_log=lambda step, m: self.log.write(step, self.elapsed_s(), m, "train"),
+                on_step_end=self.step_end, backward_chunk=plan.backward_chunk,
+                workers=plan.workers, precision=plan.precision)
+        except _BudgetReached:
+            pass
+        finally:
+            self.log.close()
+        if self.context.is_main and self.start_step == plan.steps and self.existing is None:
+            self.checkpoint(plan.steps)  # steps = 0 (RL): the untrained policy, e.g. a baseline
+        return TrainResult(
+            str(self.folder.path), plan.steps if self.stopped_at is None else self.stopped_at,
+            self.elapsed_s(), self.start_step, self.context.is_main, self.stopped_at is not None,
+            self.changed, history)

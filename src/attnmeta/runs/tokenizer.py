@@ -1,7 +1,7 @@
 """A text run's tokenizer: made when the run starts, kept in the run folder, reused after.
 
 A new run trains byte-level BPE on the **meta-train** sentences only
-(:func:`attnmeta.tasks.intents.meta_train_texts`), or takes the tokenizer of a local pretrained
+(the ``"train"`` split of its data set entry's ``texts``), or takes the tokenizer of a local pretrained
 Hugging Face model (``model.backbone: hf`` with ``model.hf_path``) or WordLlama's own
 (``model.backbone: wordllama``, from its installed wheel), and saves it as
 ``<run>/tokenizer.json`` (atomically) before the first training step. A resumed run and
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnmeta.models.wordllama import wordllama_tokenizer
+from attnmeta.models.registry import backbone_entry
+from attnmeta.runs.build import dataset_entry
 from attnmeta.runs.config import ExperimentConfig
-from attnmeta.tasks.intents import meta_train_texts
-from attnmeta.tokenizer import TextTokenizer, tokenizer_from_pretrained, train_tokenizer
+from attnmeta.bpe import TextTokenizer, train_tokenizer
 
 __all__ = ["TOKENIZER_FILE", "make_tokenizer", "run_tokenizer", "load_run_tokenizer"]
 
@@ -26,20 +26,19 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def make_tokenizer(config: ExperimentConfig) -> TextTokenizer:
     """A fresh tokenizer for ``config``: that of the pretrain run ``model.init``, the
-    pretrained model's, or BPE with at most ``data.vocab_size`` ids trained on the
-    meta-train sentences."""
+    one the backbone's entry declares (a pretrained model's own,
+    :mod:`attnmeta.models.registry`), or BPE with at most ``data.vocab_size`` ids trained
+    on the meta-train sentences."""
     if config.model.init and (Path(config.model.init) / TOKENIZER_FILE).is_file():
         return TextTokenizer.load(Path(config.model.init) / TOKENIZER_FILE)
-    if config.model.backbone == "hf" and config.model.hf_path:
-        return tokenizer_from_pretrained(config.model.hf_path)
-    if config.model.backbone == "wordllama":  # data.vocab_size is not read: it has 32,000
-        return wordllama_tokenizer()
-    if config.model.backbone == "minilm":  # its WordPiece, cutting at data.max_length
-        from attnmeta.models.minilm import minilm_tokenizer
-
-        return minilm_tokenizer(config.data.max_length)
-    tokenizer = train_tokenizer(meta_train_texts(config.data.dataset, config.data.root),
-                                config.data.vocab_size)
+    own = backbone_entry(config.model.backbone).tokenizer
+    if own is not None and (tokenizer := own(config)) is not None:
+        return tokenizer
+    texts = dataset_entry(config).texts
+    if texts is None:
+        raise ValueError(f"data.dataset={config.data.dataset!r} holds images: expected a "
+                         "text data set to train a tokenizer on")
+    tokenizer = train_tokenizer(texts(config.data.root, "train").texts, config.data.vocab_size)
     if tokenizer.pad_id != 0:  # the text encoders are built with padding id 0
         raise ValueError(f"trained tokenizer pads with id {tokenizer.pad_id}: expected 0")
     return tokenizer

@@ -12,10 +12,6 @@ steps of one implementation.
 
     attnmeta bench speed [--repeats 5] [--out benchmarks/results]
     python benchmarks/speed.py ...            (the same)
-
-The file is over 300 lines because timing, gradient checks, FLOPs, the machine's peak,
-memory and the report must agree on one protocol; the peers' steps are in
-:mod:`attnmeta.speed.peers`.
 """
 
 from __future__ import annotations

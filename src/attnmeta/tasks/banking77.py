@@ -23,8 +23,10 @@ import json
 import logging
 from pathlib import Path
 
+from attnmeta.errors import DataError, MissingDataError
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.download import download_files
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
 from attnmeta.tasks.text import (LabelledTexts, check_counts, check_split, labelled_texts,
                                  ordered_by_digest, require_files)
 
@@ -58,9 +60,9 @@ def find_banking77_dir(data_root: str | Path | None = None) -> Path:
         return root / "banking77"
     if (root / "train.csv").is_file() and (root / "categories.json").is_file():
         return root
-    raise FileNotFoundError(f"no BANKING77 data under {root}: expected "
-                            f"{root / 'banking77'}/train.csv, test.csv and categories.json; "
-                            f"`attnmeta download banking77 --data-root {root}` fetches them")
+    raise MissingDataError(f"no BANKING77 data under {root}: expected "
+                           f"{root / 'banking77'}/train.csv, test.csv and categories.json; "
+                           f"`attnmeta download banking77 --data-root {root}` fetches them")
 
 
 def read_banking77_categories(path: Path) -> list[str]:
@@ -68,12 +70,12 @@ def read_banking77_categories(path: Path) -> list[str]:
     try:
         names = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} line {error.lineno} column {error.colno}: not valid JSON "
-                         f"({error.msg})") from None
+        raise DataError(f"{path} line {error.lineno} column {error.colno}: not valid JSON "
+                        f"({error.msg})") from None
     if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
-        raise ValueError(f"{path}: expected a JSON list of intent names")
+        raise DataError(f"{path}: expected a JSON list of intent names")
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: intent names repeat: expected each once")
+        raise DataError(f"{path}: intent names repeat: expected each once")
     return names
 
 
@@ -93,8 +95,8 @@ def read_banking77_csv(path: Path, categories: list[str] | None = None
             reader = csv.reader(handle, strict=True)
             header = next(reader, None)
             if header != CSV_HEADER:
-                raise ValueError(f"{path} line 1: header is {header!r}, expected "
-                                 f"{','.join(CSV_HEADER)!r}")
+                raise DataError(f"{path} line 1: header is {header!r}, expected "
+                                f"{','.join(CSV_HEADER)!r}")
             first_line = reader.line_num + 1
             for row in reader:
                 where = f"{path} line {first_line}"
@@ -102,19 +104,19 @@ def read_banking77_csv(path: Path, categories: list[str] | None = None
                 if not row:  # a blank line
                     continue
                 if len(row) != 2:
-                    raise ValueError(f"{where}: {len(row)} fields {row!r:.80}, expected 2 "
-                                     "(text,category); quote texts that contain commas")
+                    raise DataError(f"{where}: {len(row)} fields {row!r:.80}, expected 2 "
+                                    "(text,category); quote texts that contain commas")
                 text, category = row
                 if not text.strip():
-                    raise ValueError(f"{where}: empty text, expected an utterance")
+                    raise DataError(f"{where}: empty text, expected an utterance")
                 if known is not None and category not in known:
-                    raise ValueError(f"{where}: category {category!r} is not in "
-                                     "categories.json: expected one of its 77 intents")
+                    raise DataError(f"{where}: category {category!r} is not in "
+                                    "categories.json: expected one of its 77 intents")
                 rows.append((text, category))
     except csv.Error as error:
-        raise ValueError(f"{path} line {reader.line_num}: not valid CSV ({error})") from None
+        raise DataError(f"{path} line {reader.line_num}: not valid CSV ({error})") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error})") from None
+        raise DataError(f"{path} is not UTF-8 text ({error})") from None
     return rows
 
 
@@ -124,8 +126,8 @@ def banking77_class_split(categories: list[str]) -> dict[str, list[str]]:
     ordered = ordered_by_digest(categories)
     n_test, n_val = CLASSES_PER_SPLIT["test"], CLASSES_PER_SPLIT["val"]
     if len(ordered) <= n_test + n_val:
-        raise ValueError(f"{len(ordered)} intents: expected more than {n_test + n_val} "
-                         f"({n_test} test, {n_val} val, the rest train)")
+        raise DataError(f"{len(ordered)} intents: expected more than {n_test + n_val} "
+                        f"({n_test} test, {n_val} val, the rest train)")
     return {"test": sorted(ordered[:n_test]), "val": sorted(ordered[n_test:n_test + n_val]),
             "train": sorted(ordered[n_test + n_val:])}
 
@@ -141,8 +143,8 @@ def load_banking77(data_root: str | Path | None = None, split: str = "train") ->
             for row in read_banking77_csv(folder / name, categories)]
     missing = set(categories) - {category for _, category in rows}
     if missing:
-        raise ValueError(f"{folder}: intents {sorted(missing)[:3]} of categories.json have no "
-                         "row in train.csv or test.csv: expected some for each")
+        raise DataError(f"{folder}: intents {sorted(missing)[:3]} of categories.json have no "
+                        "row in train.csv or test.csv: expected some for each")
     classes = banking77_class_split(categories)
     if len(categories) == 77:
         check_counts("BANKING77", {k: len(v) for k, v in classes.items()},
@@ -156,3 +158,6 @@ def download_banking77(data_root: str | Path | None = None) -> Path:
     return download_files(data_root_path(data_root) / "banking77",
                           {file: BANKING77_URLS[file] for file in BANKING77_FILES},
                           {file: f"sha256:{BANKING77_SHA256[file]}" for file in BANKING77_FILES})
+
+
+register_dataset("banking77", DatasetEntry(texts=load_banking77, download=download_banking77))

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attnmeta.errors import ConfigError, DataError, MissingDataError
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.download import download_files
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
 from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, check_split,
                                  labelled_texts, ordered_by_digest, require_files)
 
@@ -73,19 +75,19 @@ def find_clinc150_dir(data_root: str | Path | None = None) -> Path:
         return root / "clinc150"
     if (root / "data_full.json").is_file():
         return root
-    raise FileNotFoundError(f"no CLINC150 data under {root}: expected "
-                            f"{root / 'clinc150'}/data_full.json and domains.json; `attnmeta "
-                            f"download clinc150 --data-root {root}` fetches them")
+    raise MissingDataError(f"no CLINC150 data under {root}: expected "
+                           f"{root / 'clinc150'}/data_full.json and domains.json; `attnmeta "
+                           f"download clinc150 --data-root {root}` fetches them")
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} line {error.lineno} column {error.colno}: not valid JSON "
-                         f"({error.msg})") from None
+        raise DataError(f"{path} line {error.lineno} column {error.colno}: not valid JSON "
+                        f"({error.msg})") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error})") from None
+        raise DataError(f"{path} is not UTF-8 text ({error})") from None
 
 
 def _is_text(value: Any) -> bool:
@@ -95,18 +97,18 @@ def _is_text(value: Any) -> bool:
 def _rows(path: Path, data: dict, key: str, out_of_scope: bool) -> list[tuple[str, str]]:
     rows = data.get(key)
     if not isinstance(rows, list):
-        raise ValueError(f"{path}: key {key!r} is {type(rows).__name__}, expected a list of "
-                         "[text, intent] pairs")
+        raise DataError(f"{path}: key {key!r} is {type(rows).__name__}, expected a list of "
+                        "[text, intent] pairs")
     parsed = []
     for index, row in enumerate(rows):
         if not (isinstance(row, list) and len(row) == 2 and _is_text(row[0])
                 and _is_text(row[1])):
-            raise ValueError(f"{path}: {key}[{index}] is {json.dumps(row)[:80]}: expected "
-                             "[text, intent] with two non-empty strings")
+            raise DataError(f"{path}: {key}[{index}] is {json.dumps(row)[:80]}: expected "
+                            "[text, intent] with two non-empty strings")
         if (row[1] == OUT_OF_SCOPE_INTENT) != out_of_scope:
             expected = f"intent {OUT_OF_SCOPE_INTENT!r}" if out_of_scope else \
                 f"an in-scope intent (not {OUT_OF_SCOPE_INTENT!r})"
-            raise ValueError(f"{path}: {key}[{index}] has intent {row[1]!r}: expected {expected}")
+            raise DataError(f"{path}: {key}[{index}] has intent {row[1]!r}: expected {expected}")
         parsed.append((row[0], row[1]))
     return parsed
 
@@ -131,30 +133,30 @@ def _read_clinc150(folder: Path, stamps: tuple) -> Clinc150:
     data_path, domains_path = folder / "data_full.json", folder / "domains.json"
     data = _read_json(data_path)
     if not isinstance(data, dict):
-        raise ValueError(f"{data_path}: top level is {type(data).__name__}, expected an object "
-                         f"with keys {', '.join(IN_SCOPE_KEYS + tuple(OUT_OF_SCOPE_KEYS.values()))}")
+        raise DataError(f"{data_path}: top level is {type(data).__name__}, expected an object "
+                        f"with keys {', '.join(IN_SCOPE_KEYS + tuple(OUT_OF_SCOPE_KEYS.values()))}")
     rows = [row for key in IN_SCOPE_KEYS for row in _rows(data_path, data, key, False)]
     out_of_scope = {split: [text for text, _ in _rows(data_path, data, key, True)]
                     for split, key in OUT_OF_SCOPE_KEYS.items()}
     domains = _read_json(domains_path)
     if not (isinstance(domains, dict) and all(
             isinstance(v, list) and all(_is_text(i) for i in v) for v in domains.values())):
-        raise ValueError(f"{domains_path}: expected an object mapping each domain to a list "
-                         "of intent names")
+        raise DataError(f"{domains_path}: expected an object mapping each domain to a list "
+                        "of intent names")
     owner: dict[str, str] = {}
     for domain, intents in domains.items():
         for intent in intents:
             if intent in owner:
-                raise ValueError(f"{domains_path}: intent {intent!r} is in domains "
-                                 f"{owner[intent]!r} and {domain!r}: expected one domain each")
+                raise DataError(f"{domains_path}: intent {intent!r} is in domains "
+                                f"{owner[intent]!r} and {domain!r}: expected one domain each")
             owner[intent] = domain
     seen = {intent for _, intent in rows}
     if seen - set(owner):
-        raise ValueError(f"{data_path}: intents {sorted(seen - set(owner))[:3]} are in no "
-                         f"domain of {domains_path}: expected every intent listed there")
+        raise DataError(f"{data_path}: intents {sorted(seen - set(owner))[:3]} are in no "
+                        f"domain of {domains_path}: expected every intent listed there")
     if set(owner) - seen:
-        raise ValueError(f"{domains_path}: intents {sorted(set(owner) - seen)[:3]} have no "
-                         f"utterance in {data_path}: expected each to have some")
+        raise DataError(f"{domains_path}: intents {sorted(set(owner) - seen)[:3]} have no "
+                        f"utterance in {data_path}: expected each to have some")
     return Clinc150(rows, out_of_scope, {d: list(v) for d, v in domains.items()})
 
 
@@ -166,8 +168,8 @@ def clinc150_class_split(domains: dict[str, list[str]]) -> dict[str, list[str]]:
     for domain in sorted(domains):
         intents = ordered_by_digest(domains[domain])
         if len(intents) < needed:
-            raise ValueError(f"domain {domain!r} has {len(intents)} intents: expected at least "
-                             f"{needed} (3 test, 2 val, 1 or more train)")
+            raise DataError(f"domain {domain!r} has {len(intents)} intents: expected at least "
+                            f"{needed} (3 test, 2 val, 1 or more train)")
         n_test, n_val = INTENTS_PER_DOMAIN_SPLIT["test"], INTENTS_PER_DOMAIN_SPLIT["val"]
         split["test"] += intents[:n_test]
         split["val"] += intents[n_test:n_test + n_val]
@@ -193,8 +195,8 @@ def load_clinc150_out_of_scope(data_root: str | Path | None = None, split: str =
                                ) -> list[str]:
     """Out-of-scope utterances: ``oos_<split>`` (100 train, 100 val, 1000 test upstream)."""
     if split not in OUT_OF_SCOPE_KEYS:
-        raise ValueError(f"split={split!r}: expected one of "
-                         f"{', '.join(map(repr, OUT_OF_SCOPE_KEYS))}")
+        raise ConfigError(f"split={split!r}: expected one of "
+                          f"{', '.join(map(repr, OUT_OF_SCOPE_KEYS))}")
     return read_clinc150(find_clinc150_dir(data_root)).out_of_scope[split]
 
 
@@ -204,3 +206,7 @@ def download_clinc150(data_root: str | Path | None = None) -> Path:
     return download_files(data_root_path(data_root) / "clinc150",
                           {file: CLINC150_URLS[file] for file in CLINC150_FILES},
                           {file: f"sha256:{CLINC150_SHA256[file]}" for file in CLINC150_FILES})
+
+
+register_dataset("clinc150", DatasetEntry(texts=load_clinc150, download=download_clinc150,
+                                          out_of_scope=load_clinc150_out_of_scope))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from attnmeta.errors import MissingDataError
+
 __all__ = ["DATA_ROOT_ENV_VAR", "DEFAULT_DATA_ROOT", "data_root_path", "resolve_data_root"]
 
 DATA_ROOT_ENV_VAR = "ATTNMETA_DATA"
@@ -41,7 +43,7 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
     """
     path, origin = _data_root_with_origin(data_root)
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"data root {path} ({origin}) does not exist: pass --data-root or set "
             f"{DATA_ROOT_ENV_VAR}, or fetch a data set with `attnmeta download`"
         )

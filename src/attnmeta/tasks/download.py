@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
+from attnmeta.errors import DataError, DownloadError, MissingDependencyError
 from attnmeta.files import file_digest
 
 __all__ = ["download_file", "download_files"]
@@ -43,13 +44,13 @@ def _keep_existing(destination: Path, known_hash: str) -> None:
     """Return if ``destination`` holds the pinned bytes; raise (touching nothing) if not."""
     algorithm, expected = _split_hash(known_hash)
     if not destination.is_file():
-        raise ValueError(f"{destination} exists but is not a file: expected the downloaded "
-                         f"file there; move it away to download again")
+        raise DataError(f"{destination} exists but is not a file: expected the downloaded "
+                        f"file there; move it away to download again")
     actual = file_digest(destination, algorithm)
     if actual != expected:
-        raise ValueError(f"{destination} has {algorithm} {actual}, expected {expected}: it is "
-                         f"not the pinned upstream file and was left untouched; move it away "
-                         f"to download again")
+        raise DataError(f"{destination} has {algorithm} {actual}, expected {expected}: it is "
+                        f"not the pinned upstream file and was left untouched; move it away "
+                        f"to download again")
     logger.info("keeping existing %s (%s matches)", destination, algorithm)
 
 
@@ -65,9 +66,10 @@ def download_file(url: str, destination: str | Path, known_hash: str, *,
         timeout_s: seconds to wait for the server at each read.
 
     Raises:
-        ValueError: an existing file differs from the pinned checksum (it is left as it
+        DataError: an existing file differs from the pinned checksum (it is left as it
             is), or the downloaded bytes do (nothing is written).
         OSError: the transfer failed (nothing is written).
+        MissingDependencyError: pooch is not installed.
     """
     destination = Path(destination).expanduser()
     algorithm, expected = _split_hash(known_hash)
@@ -78,8 +80,8 @@ def download_file(url: str, destination: str | Path, known_hash: str, *,
         import pooch
         import requests
     except ImportError as error:
-        raise OSError(f"downloading {url} needs the pooch package ({error}): "
-                      "pip install pooch") from None
+        raise MissingDependencyError(f"downloading {url} needs the pooch package ({error}): "
+                                     "pip install pooch") from None
     # pooch picks a downloader from the scheme; HTTP gets ours so the timeout applies
     downloader = (pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout_s)
                   if urlparse(url).scheme in ("http", "https") else None)
@@ -88,16 +90,16 @@ def download_file(url: str, destination: str | Path, known_hash: str, *,
         pooch.retrieve(url, known_hash=known_hash, fname=destination.name,
                        path=destination.parent, downloader=downloader, progressbar=progressbar)
     except requests.RequestException as error:
-        raise OSError(f"cannot download {url} ({error}); {destination} was not written"
-                      ) from None
+        raise DownloadError(f"cannot download {url} ({error}); {destination} was not "
+                            "written") from None
     except ValueError as error:
         got = re.search(r"but got (\w+)", str(error))
-        if got is None:  # not a checksum mismatch, e.g. an unknown URL scheme
+        if got is None:  # not a checksum mismatch (an unknown URL scheme): a bug, kept
             raise ValueError(f"cannot download {url} ({error}); {destination} was not "
-                             "written") from None
-        raise ValueError(f"download of {url} has {algorithm} {got.group(1)}, expected "
-                         f"{expected}: corrupted transfer or changed upstream file; "
-                         f"{destination} was not written") from None
+                             "written") from error
+        raise DataError(f"download of {url} has {algorithm} {got.group(1)}, expected "
+                        f"{expected}: corrupted transfer or changed upstream file; "
+                        f"{destination} was not written") from None
     os.chmod(destination, _SHARED_FILE_MODE)
     return destination
 

@@ -54,9 +54,6 @@ Cross-style episodes (:func:`cross_style_episodes`) take their support from one 
 their queries from the other: a model must recognise the Twitter drawing of an emoji it has
 seen only as Google's. The generic sampler over a ``style="both"`` split with 1-shot 1-query
 episodes is cross-style too (each class then has exactly two images, one per style).
-
-The file is over 300 lines because a third of it is this description of the data set (its
-classes, split rule and counts), which belongs beside the code that makes them true.
 """
 
 from __future__ import annotations
@@ -82,10 +79,13 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from attnmeta.errors import ConfigError, DataError, MissingDataError
 from attnmeta.files import atomic_write, file_digest
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.download import download_files
 from attnmeta.tasks.episode import Episode
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
+from attnmeta.tasks.splits import ImageSplit
 from attnmeta.tasks.text import ordered_by_digest
 
 __all__ = ["EMOJI_STYLES", "EMOJI_SPLITS", "SKIN_TONES", "EXCLUDED_CATEGORY", "EMOJI_URLS",
@@ -148,9 +148,9 @@ def find_emoji_dir(data_root: str | Path | None = None) -> Path:
     for folder in (root / "emoji", root):
         if (folder / "emoji.json").is_file():
             return folder
-    raise FileNotFoundError(f"no emoji data under {root}: expected {root / 'emoji'}/emoji.json "
-                            f"with google/ and twitter/ PNG folders; `attnmeta download emoji "
-                            f"--data-root {root}` fetches them")
+    raise MissingDataError(f"no emoji data under {root}: expected {root / 'emoji'}/emoji.json "
+                           f"with google/ and twitter/ PNG folders; `attnmeta download emoji "
+                           f"--data-root {root}` fetches them")
 
 
 def _text(value: Any) -> bool:
@@ -161,8 +161,8 @@ def _variant_images(path: Path, index: int, entry: dict) -> list[tuple[str, str]
     """``(tone, image)`` of the five single-tone variants of ``entry`` (none without any)."""
     variations = entry.get("skin_variations") or {}
     if not isinstance(variations, dict):
-        raise ValueError(f"{path}: entry {index} ({entry['short_name']!r}) has skin_variations "
-                         f"of type {type(variations).__name__}: expected an object")
+        raise DataError(f"{path}: entry {index} ({entry['short_name']!r}) has skin_variations "
+                        f"of type {type(variations).__name__}: expected an object")
     if not variations:
         return []
     chosen = []
@@ -170,9 +170,9 @@ def _variant_images(path: Path, index: int, entry: dict) -> list[tuple[str, str]
         # one-person emoji key a variant by its tone, two-person ones by both people's
         variant = variations.get(tone, variations.get(f"{tone}-{tone}"))
         if not (isinstance(variant, dict) and _text(variant.get("image"))):
-            raise ValueError(f"{path}: entry {index} ({entry['short_name']!r}) has no skin "
-                             f"variation {tone} (or {tone}-{tone}) with an image: expected "
-                             f"all five tones {', '.join(SKIN_TONES)}")
+            raise DataError(f"{path}: entry {index} ({entry['short_name']!r}) has no skin "
+                            f"variation {tone} (or {tone}-{tone}) with an image: expected "
+                            f"all five tones {', '.join(SKIN_TONES)}")
         chosen.append((tone, variant["image"]))
     return chosen
 
@@ -182,9 +182,9 @@ def read_emoji(folder: str | Path) -> tuple[list[EmojiClass], int]:
     all (Component included). ``ValueError`` naming the file and the bad entry."""
     path = Path(folder) / "emoji.json"
     if not path.is_file():
-        raise FileNotFoundError(f"emoji file {path} does not exist: expected emoji.json beside "
-                                f"google/ and twitter/; `attnmeta download emoji --data-root "
-                                f"DIR` fetches them")
+        raise MissingDataError(f"emoji file {path} does not exist: expected emoji.json beside "
+                               f"google/ and twitter/; `attnmeta download emoji --data-root "
+                               f"DIR` fetches them")
     stat = path.stat()
     return _read_emoji(path.resolve(), (stat.st_size, stat.st_mtime_ns))
 
@@ -194,23 +194,23 @@ def _read_emoji(path: Path, stamp: tuple) -> tuple[list[EmojiClass], int]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} line {error.lineno} column {error.colno}: not valid JSON "
-                         f"({error.msg})") from None
+        raise DataError(f"{path} line {error.lineno} column {error.colno}: not valid JSON "
+                        f"({error.msg})") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error})") from None
+        raise DataError(f"{path} is not UTF-8 text ({error})") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: top level is {type(data).__name__}, expected a list of emoji")
+        raise DataError(f"{path}: top level is {type(data).__name__}, expected a list of emoji")
     classes, seen = [], set()
     for index, entry in enumerate(data):
         fields = ("name", "short_name", "image", "category", "subcategory")
         if not (isinstance(entry, dict) and all(_text(entry.get(f)) for f in fields)):
-            raise ValueError(f"{path}: entry {index} is {json.dumps(entry)[:80]}: expected an "
-                             f"object with non-empty {', '.join(fields)}")
+            raise DataError(f"{path}: entry {index} is {json.dumps(entry)[:80]}: expected an "
+                            f"object with non-empty {', '.join(fields)}")
         if entry["category"] == EXCLUDED_CATEGORY:
             continue
         if entry["short_name"] in seen:
-            raise ValueError(f"{path}: entry {index} repeats short_name "
-                             f"{entry['short_name']!r}: expected one entry per emoji")
+            raise DataError(f"{path}: entry {index} repeats short_name "
+                            f"{entry['short_name']!r}: expected one entry per emoji")
         seen.add(entry["short_name"])
         variants = _variant_images(path, index, entry)
         classes.append(EmojiClass(
@@ -218,8 +218,8 @@ def _read_emoji(path: Path, stamp: tuple) -> tuple[list[EmojiClass], int]:
             (entry["image"],) + tuple(image for _, image in variants),
             ("",) + tuple(tone for tone, _ in variants)))
     if not classes:
-        raise ValueError(f"{path} lists no emoji outside the {EXCLUDED_CATEGORY!r} category: "
-                         "expected emoji-data's emoji.json")
+        raise DataError(f"{path} lists no emoji outside the {EXCLUDED_CATEGORY!r} category: "
+                        "expected emoji-data's emoji.json")
     return sorted(classes, key=lambda c: c.name), len(data)
 
 
@@ -264,10 +264,10 @@ def _decode_png(path: Path, image_size: int, channels: int) -> np.ndarray:
         with Image.open(path) as image:
             rgba = image.convert("RGBA")
     except FileNotFoundError:
-        raise FileNotFoundError(f"emoji image {path} does not exist: expected every image "
-                                f"emoji.json lists in {path.parent}") from None
+        raise MissingDataError(f"emoji image {path} does not exist: expected every image "
+                               f"emoji.json lists in {path.parent}") from None
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read emoji image {path}: {error}") from None
+        raise DataError(f"cannot read emoji image {path}: {error}") from None
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     flat = Image.alpha_composite(white, rgba).convert("RGB" if channels == 3 else "L")
     if flat.size != (image_size, image_size):
@@ -289,8 +289,8 @@ def _style_images(folder: Path, style: str, names: list[str], image_size: int,
     once per process (until ``emoji.json`` or the style folder changes)."""
     style_dir = folder / style
     if not style_dir.is_dir():
-        raise FileNotFoundError(f"emoji style folder {style_dir} does not exist: expected the "
-                                f"{style} PNGs beside {folder / 'emoji.json'}")
+        raise MissingDataError(f"emoji style folder {style_dir} does not exist: expected the "
+                               f"{style} PNGs beside {folder / 'emoji.json'}")
     stamp = ((folder / "emoji.json").stat().st_mtime_ns, style_dir.stat().st_mtime_ns)
     cache = _decoded(folder.resolve(), style, image_size, channels, stamp)
     for name in names:
@@ -305,7 +305,7 @@ def _style_images(folder: Path, style: str, names: list[str], image_size: int,
 
 
 @dataclass
-class EmojiSplit:
+class EmojiSplit(ImageSplit):
     """The emoji of one class split in one style (or both), ready for episodes.
 
     Attributes:
@@ -332,18 +332,6 @@ class EmojiSplit:
     split: str = ""
     variants: bool = False
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def items(self) -> Tensor:
-        """``images``, under the name every :class:`attnmeta.tasks.LabelledSplit` uses."""
-        return self.images
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     @property
     def images_per_class(self) -> Tensor:
         """int64 ``[C]``: how many images each class has here (the largest usable K)."""
@@ -352,7 +340,7 @@ class EmojiSplit:
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
 def load_emoji(data_root: str | Path | None = None, split: str = "train",
@@ -374,15 +362,15 @@ def load_emoji(data_root: str | Path | None = None, split: str = "train",
     _check_choice("channels", channels, (1, 3))
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) \
             or image_size < 1:
-        raise ValueError(f"image_size={image_size!r}: expected a positive integer")
+        raise ConfigError(f"image_size={image_size!r}: expected a positive integer")
     folder = find_emoji_dir(data_root)
     classes, listed = read_emoji(folder)
     names = emoji_class_split(classes)
     if listed == FULL_EMOJI_COUNT:
         counts = {name: len(members) for name, members in names.items()}
         if counts != EXPECTED_CLASSES:
-            raise ValueError(f"{folder / 'emoji.json'}: class split sizes {counts}, expected "
-                             f"{EXPECTED_CLASSES} (emoji-data {_VERSION})")
+            raise DataError(f"{folder / 'emoji.json'}: class split sizes {counts}, expected "
+                            f"{EXPECTED_CLASSES} (emoji-data {_VERSION})")
     chosen = set(names[split])
     members = [c for c in classes if c.name in chosen]  # sorted by name, as classes are
     styles = EMOJI_STYLES if style == "both" else (style,)
@@ -418,7 +406,7 @@ def load_emoji(data_root: str | Path | None = None, split: str = "train",
 
 def _positive(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+        raise ConfigError(f"{name}={value!r}: expected an integer >= {low}")
     return int(value)
 
 
@@ -469,8 +457,8 @@ class CrossStyleEpisodes(Dataset):
                 raise ValueError(f"{role} split has style={split.style!r}: expected one of "
                                  f"{', '.join(map(repr, EMOJI_STYLES))}")
         if support_split.style == query_split.style:
-            raise ValueError(f"support and query splits are both {support_split.style!r}: "
-                             f"expected two different styles")
+            raise ConfigError(f"support and query splits are both {support_split.style!r}: "
+                              f"expected two different styles")
         self.support_split, self.query_split = support_split, query_split
         self._support_rows = _rows_by_class(support_split)
         self._query_rows = _rows_by_class(query_split)
@@ -481,7 +469,7 @@ class CrossStyleEpisodes(Dataset):
         if len(self.classes) < self.n_way:
             hint = "" if support_split.variants and query_split.variants else \
                 "; load both splits with variants=True for K or Q > 1"
-            raise ValueError(
+            raise ConfigError(
                 f"n_way={self.n_way} but only {len(self.classes)} classes of the "
                 f"{support_split.split} split have >= {self.k_shot} {support_split.style} and "
                 f">= {self.q_query} {query_split.style} images: expected n_way <= "
@@ -552,14 +540,14 @@ def _extract_style(tarball: Path, style: str, folder: Path) -> None:
                     (partial / name).write_bytes(archive.extractfile(member).read())
                     os.chmod(partial / name, _SHARED_FILE_MODE)
         if not any(partial.iterdir()):
-            raise ValueError(f"{tarball} holds no {prefix}*.png: expected the "
-                             f"emoji-datasource-{style} package")
+            raise DataError(f"{tarball} holds no {prefix}*.png: expected the "
+                            f"emoji-datasource-{style} package")
         os.chmod(partial, _SHARED_DIR_MODE)
         os.replace(partial, target)
     except (tarfile.TarError, EOFError, OSError) as error:
         shutil.rmtree(partial, ignore_errors=True)
-        raise ValueError(f"cannot unpack {tarball} ({error}): move it away to download "
-                         "again") from None
+        raise DataError(f"cannot unpack {tarball} ({error}): move it away to download "
+                        "again") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -570,9 +558,9 @@ def _extract_member(tarball: Path, member: str, destination: Path, sha256: str |
     ``sha256``, check it); the bytes are checked before they are written."""
     if destination.exists():
         if sha256 is not None and file_digest(destination, "sha256") != sha256:
-            raise ValueError(f"{destination} has sha256 {file_digest(destination, 'sha256')}, "
-                             f"expected {sha256}: it is not emoji-data {_VERSION}'s and was "
-                             f"left untouched; move it away to download again")
+            raise DataError(f"{destination} has sha256 {file_digest(destination, 'sha256')}, "
+                            f"expected {sha256}: it is not emoji-data {_VERSION}'s and was "
+                            f"left untouched; move it away to download again")
         return
     try:
         with tarfile.open(tarball, "r:gz") as archive:
@@ -581,14 +569,14 @@ def _extract_member(tarball: Path, member: str, destination: Path, sha256: str |
     except KeyError:
         data = None
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"cannot unpack {tarball} ({error}): move it away to download "
-                         "again") from None
+        raise DataError(f"cannot unpack {tarball} ({error}): move it away to download "
+                        "again") from None
     if data is None:
-        raise ValueError(f"{tarball} has no file {member}: expected the emoji-datasource "
-                         "package")
+        raise DataError(f"{tarball} has no file {member}: expected the emoji-datasource "
+                        "package")
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"{tarball}: {member} has sha256 {hashlib.sha256(data).hexdigest()}, "
-                         f"expected {sha256}")
+        raise DataError(f"{tarball}: {member} has sha256 {hashlib.sha256(data).hexdigest()}, "
+                        f"expected {sha256}")
     with atomic_write(destination, mode=_SHARED_FILE_MODE) as temp:
         temp.write_bytes(data)
 
@@ -607,3 +595,15 @@ def download_emoji(data_root: str | Path | None = None) -> Path:
     _extract_member(google, "package/emoji.json", folder / "emoji.json", EMOJI_JSON_SHA256)
     _extract_member(google, "package/LICENSE", folder / "LICENSE.txt", None)
     return folder
+
+
+def _load(config: Any, split: str, tokenizer: object) -> ImageSplit:
+    """Both styles of each emoji class (two images a class, one Google, one Twitter), so
+    1-shot 1-query episodes of the generic sampler are cross-style; tone variants and
+    one-style support need :func:`cross_style_episodes`."""
+    data = config.data
+    return load_emoji(data.root, split, style="both", image_size=data.image_size,
+                      channels=data.channels)
+
+
+register_dataset("emoji", DatasetEntry(_load, channels=3, download=download_emoji))

@@ -33,6 +33,10 @@ class Episode:
         """Size of the leading task dimension (only meaningful for a batch)."""
         return self.support_y.shape[0]
 
+    def __len__(self) -> int:
+        """The units the training loop splits a batch into: its tasks (:attr:`num_tasks`)."""
+        return self.num_tasks
+
     def task(self, index: int) -> "Episode":
         """The ``index``-th episode of a batch."""
         return Episode(*(getattr(self, f.name)[index] for f in fields(self)))

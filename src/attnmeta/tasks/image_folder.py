@@ -9,10 +9,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from attnmeta.errors import ConfigError, DataError, InputError, MissingDataError
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
 
 __all__ = ["LabelledImages", "load_image_folder", "load_image", "IMAGE_SUFFIXES", "FITS",
            "check_image_size", "is_hidden"]
@@ -61,7 +65,7 @@ def is_hidden(path: Path, root: Path | None = None) -> bool:
 def check_fit(fit: str) -> str:
     """``fit`` itself if it is one of :data:`FITS`, else a ``ValueError`` naming it."""
     if fit not in FITS:
-        raise ValueError(f"unknown fit {fit!r}: expected {_FIT_HELP}")
+        raise InputError(f"unknown fit {fit!r}: expected {_FIT_HELP}")
     return fit
 
 
@@ -185,18 +189,18 @@ def _read_image(path: Path | io.BytesIO | Image.Image, image_size: int, channels
         # PIL's message: "Image size (N pixels) exceeds limit of M pixels, could be ..."
         counts = re.findall(r"\d+", str(error))
         size = f"{counts[0]} pixels, over the {counts[1]}" if len(counts) >= 2 else "over the"
-        raise ValueError(f"image {shown} is too large: {size} PIL decodes safely (a possible "
+        raise InputError(f"image {shown} is too large: {size} PIL decodes safely (a possible "
                          f"decompression bomb); shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS "
                          f"if you trust the file") from None
     except UnidentifiedImageError:
-        raise ValueError(f"cannot read image {shown}: its contents are in no image format PIL "
+        raise InputError(f"cannot read image {shown}: its contents are in no image format PIL "
                          f"reads: expected an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"
                          ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # ValueError: a mode PIL cannot convert (e.g. LAB), or a corrupt EXIF block;
         # SyntaxError, EOFError: how some of PIL's decoders report a damaged file
         damaged = "truncated" in str(error).lower() or isinstance(error, EOFError)
-        raise ValueError(f"cannot read image {shown}: {error or type(error).__name__}: expected "
+        raise InputError(f"cannot read image {shown}: {error or type(error).__name__}: expected "
                          + ("a complete image file" if damaged else
                             "an image file PIL can decode")) from None
     return (array[None] if channels == 1 else array.transpose(2, 0, 1)), mode
@@ -207,7 +211,7 @@ def check_image_size(image_size: int) -> int:
     ``ValueError`` naming it)."""
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) \
             or image_size < 1:
-        raise ValueError(f"image_size={image_size!r}: expected the side, in pixels, of the "
+        raise InputError(f"image_size={image_size!r}: expected the side, in pixels, of the "
                          "square images the model reads (1 or more)")
     return image_size
 
@@ -266,20 +270,20 @@ def load_image_folder(root: str | Path, split: str | None = "train", image_size:
     check_image_size(image_size)
     folder = Path(root) if split is None else Path(root) / split
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"image folder {folder} does not exist: expected {folder}/<class>/<images>")
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d))
     if not class_dirs:
-        raise ValueError(f"image folder {folder} has no class sub-folders: "
-                         f"expected {folder}/<class>/<images>")
+        raise DataError(f"image folder {folder} has no class sub-folders: "
+                        f"expected {folder}/<class>/<images>")
     images, labels, names = [], [], []
     converted: Counter[str] = Counter()  # stored mode -> count, for converted images only
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir()
                        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p) and p.is_file())
         if not files:
-            raise ValueError(f"class folder {class_dir} holds no images: expected files "
-                             f"ending in {sorted(IMAGE_SUFFIXES)}")
+            raise DataError(f"class folder {class_dir} holds no images: expected files "
+                            f"ending in {sorted(IMAGE_SUFFIXES)}")
         for path in files:
             array, mode = _read_image(path, image_size, channels, fit)
             images.append(array)
@@ -296,3 +300,14 @@ def load_image_folder(root: str | Path, split: str | None = "train", image_size:
                        channels, "" if channels == 1 else "s")
     return LabelledImages(torch.from_numpy(np.stack(images)),
                           torch.tensor(labels, dtype=torch.int64), names, split or "")
+
+
+def _load(config: Any, split: str, tokenizer: object) -> LabelledImages:
+    if config.data.root is None:
+        raise ConfigError("config key 'data.root' is not set: expected the image folder's "
+                          "path (data.root=/path/with/train/and/test)")
+    return load_image_folder(config.data.root, split=split, image_size=config.data.image_size,
+                             channels=config.data.channels)
+
+
+register_dataset("image_folder", DatasetEntry(_load, channels=3))

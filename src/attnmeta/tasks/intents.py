@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from attnmeta.tasks.banking77 import load_banking77
-from attnmeta.tasks.clinc150 import load_clinc150, load_clinc150_out_of_scope
+from attnmeta.errors import ConfigError
+from attnmeta.tasks.registry import DATASETS
 from attnmeta.tasks.text import (TEXT_DATASETS, LabelledTexts, LabelledTokens, check_split,
                                  tokenize_split)
 
 if TYPE_CHECKING:
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
 __all__ = ["INTENT_DATASETS", "load_intent_texts", "load_intent_tokens", "meta_train_texts",
            "load_out_of_scope_tokens"]
@@ -31,9 +31,10 @@ INTENT_DATASETS: tuple[str, ...] = TEXT_DATASETS
 
 
 def _check_dataset(dataset: str) -> None:
-    if dataset not in INTENT_DATASETS:
-        raise ValueError(f"data.dataset={dataset!r}: expected one of "
-                         f"{', '.join(INTENT_DATASETS)}")
+    """``dataset`` is a registered data set of sentences (its entry declares ``texts``)."""
+    texts = [name for name, entry in DATASETS.items() if entry.texts is not None]
+    if dataset not in texts:
+        raise ConfigError(f"data.dataset={dataset!r}: expected one of {', '.join(texts)}")
 
 
 def load_intent_texts(dataset: str, root: str | Path | None, split: str) -> LabelledTexts:
@@ -45,9 +46,7 @@ def load_intent_texts(dataset: str, root: str | Path | None, split: str) -> Labe
     """
     _check_dataset(dataset)
     check_split(split)
-    if dataset == "clinc150":
-        return load_clinc150(root, split)
-    return load_banking77(root, split)
+    return DATASETS[dataset].texts(root, split)  # the loader its entry declares
 
 
 def load_intent_tokens(dataset: str, root: str | Path | None, split: str,
@@ -68,7 +67,9 @@ def load_out_of_scope_tokens(dataset: str, root: str | Path | None, split: str,
     """CLINC150's out-of-scope utterances for ``split`` as int64 ids ``[M, max_length]``
     (``oos_val`` for 'val', ``oos_test`` for 'test', ``oos_train`` for 'train')."""
     check_split(split)
-    if dataset != "clinc150":
-        raise ValueError(f"data.dataset={dataset!r} has no out-of-scope utterances: "
-                         "expected 'clinc150'")
-    return tokenizer.encode_batch(load_clinc150_out_of_scope(root, split), max_length)
+    sentences = DATASETS[dataset].out_of_scope if dataset in DATASETS else None
+    if sentences is None:
+        having = [name for name, entry in DATASETS.items() if entry.out_of_scope is not None]
+        raise ConfigError(f"data.dataset={dataset!r} has no out-of-scope utterances: "
+                          f"expected one of {', '.join(map(repr, having))}")
+    return tokenizer.encode_batch(sentences(root, split), max_length)

@@ -29,15 +29,18 @@ import numbers
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from attnmeta.errors import ConfigError, DataError, MissingDataError
 from attnmeta.files import file_digest
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.download import download_files
 from attnmeta.tasks.image_folder import LabelledImages
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
 
 __all__ = ["MEDMNIST_SETS", "MEDMNIST_SPLITS", "MEDMNIST_URLS", "MEDMNIST_MD5", "MEDMNIST_INFO",
            "MedmnistInfo", "find_medmnist_file", "load_medmnist", "download_medmnist",
@@ -89,7 +92,7 @@ MEDMNIST_MD5: dict[str, str] = {name: info.md5 for name, info in MEDMNIST_INFO.i
 
 def _check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
 def find_medmnist_file(name: str, data_root: str | Path | None = None) -> Path:
@@ -100,17 +103,17 @@ def find_medmnist_file(name: str, data_root: str | Path | None = None) -> Path:
     for path in (root / "medmnist" / f"{name}.npz", root / f"{name}.npz"):
         if path.is_file():
             return path
-    raise FileNotFoundError(f"no {name} data under {root}: expected "
-                            f"{root / 'medmnist' / (name + '.npz')}; `attnmeta download {name} "
-                            f"--data-root {root}` fetches it")
+    raise MissingDataError(f"no {name} data under {root}: expected "
+                           f"{root / 'medmnist' / (name + '.npz')}; `attnmeta download {name} "
+                           f"--data-root {root}` fetches it")
 
 
 def _check_md5(path: Path, name: str) -> None:
     stat = path.stat()
     actual = _md5(path.resolve(), stat.st_size, stat.st_mtime_ns)
     if actual != MEDMNIST_MD5[name]:
-        raise ValueError(f"{path} has md5 {actual}, expected {MEDMNIST_MD5[name]}: it is not "
-                         f"the official {name}.npz (move it away and `attnmeta download {name}`)")
+        raise DataError(f"{path} has md5 {actual}, expected {MEDMNIST_MD5[name]}: it is not "
+                        f"the official {name}.npz (move it away and `attnmeta download {name}`)")
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,22 +128,22 @@ def _read_split(path: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarr
         with np.load(path, allow_pickle=False) as data:
             images, labels = data[f"{split}_images"], data[f"{split}_labels"]
     except KeyError as error:
-        raise ValueError(f"{path} has no array {error}: expected {split}_images and "
-                         f"{split}_labels") from None
+        raise DataError(f"{path} has no array {error}: expected {split}_images and "
+                        f"{split}_labels") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"cannot read {path} ({error}): expected MedMNIST's .npz") from None
+        raise DataError(f"cannot read {path} ({error}): expected MedMNIST's .npz") from None
     count = info.n_samples[split]
     shape = (count, NATIVE_SIZE, NATIVE_SIZE) + ((3,) if info.n_channels == 3 else ())
     if images.dtype != np.uint8 or images.shape != shape:
-        raise ValueError(f"{path}: {split}_images is {images.dtype} {images.shape}, expected "
-                         f"uint8 {shape}")
+        raise DataError(f"{path}: {split}_images is {images.dtype} {images.shape}, expected "
+                        f"uint8 {shape}")
     if labels.shape not in ((count, 1), (count,)):
-        raise ValueError(f"{path}: {split}_labels has shape {labels.shape}, expected "
-                         f"({count}, 1)")
+        raise DataError(f"{path}: {split}_labels has shape {labels.shape}, expected "
+                        f"({count}, 1)")
     labels = labels.reshape(-1).astype(np.int64)
     if labels.min() < 0 or labels.max() >= len(info.label):
-        raise ValueError(f"{path}: {split}_labels span {labels.min()}..{labels.max()}, "
-                         f"expected 0..{len(info.label) - 1}")
+        raise DataError(f"{path}: {split}_labels span {labels.min()}..{labels.max()}, "
+                        f"expected 0..{len(info.label) - 1}")
     return images, labels
 
 
@@ -167,7 +170,7 @@ def load_medmnist(name: str, data_root: str | Path | None = None, split: str = "
     _check_choice("channels", channels, (None, 1, 3))
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) \
             or image_size < 1:
-        raise ValueError(f"image_size={image_size!r}: expected a positive integer")
+        raise ConfigError(f"image_size={image_size!r}: expected a positive integer")
     path = find_medmnist_file(name, data_root)
     _check_md5(path, name)
     images, labels = _read_split(path, name, split)
@@ -206,3 +209,15 @@ def download_breastmnist(data_root: str | Path | None = None) -> Path:
 def download_retinamnist(data_root: str | Path | None = None) -> Path:
     """:func:`download_medmnist` of ``retinamnist.npz`` alone (3.3 MB)."""
     return download_medmnist(data_root, ("retinamnist",))
+
+
+def _load(config: Any, split: str, tokenizer: object) -> LabelledImages:
+    """The official *image* split ``split`` (every class in each): for few-shot evaluation
+    with the official test set as queries, never meta-training (no class split)."""
+    data = config.data
+    return load_medmnist(data.dataset, data.root, split, image_size=data.image_size,
+                         channels=data.channels)
+
+
+register_dataset("breastmnist", DatasetEntry(_load, download=download_breastmnist))
+register_dataset("retinamnist", DatasetEntry(_load, channels=3, download=download_retinamnist))

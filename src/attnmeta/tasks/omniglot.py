@@ -29,10 +29,6 @@ Two split protocols are provided by :func:`load_omniglot`:
 Splits made before the validation split was carved out trained on all 1200 Vinyals
 characters (all 964 background characters for Lake): results made with them are not
 comparable character for character with runs made now.
-
-The file is over 300 lines because decoding, the cache that must match what it decodes, and
-the two split protocols are one data set's reading; its files' locating, listing and
-download are in :mod:`attnmeta.tasks.omniglot_files`.
 """
 
 from __future__ import annotations
@@ -53,13 +49,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from attnmeta.errors import ConfigError, DataError
 from attnmeta.files import atomic_write
 from attnmeta.tasks.omniglot_files import (DRAWINGS_PER_CHARACTER, EXPECTED_CHARACTERS,
                                            OMNIGLOT_MD5, OMNIGLOT_SETS, OMNIGLOT_URLS,
                                            _bad_zip_message, _check_choice, _check_structure,
                                            _list_set, _SetListing, default_cache_dir,
                                            download_omniglot, find_omniglot_dir)
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
 from attnmeta.tasks.sampler import FewShotEpisodes
+from attnmeta.tasks.splits import ImageSplit
 
 __all__ = [
     "OMNIGLOT_SETS",
@@ -119,13 +118,14 @@ def _decode_listing(listing: _SetListing, image_size: int) -> np.ndarray:
                 png = archive.read(member) if archive is not None else Path(member).read_bytes()
             except (zipfile.BadZipFile, zlib.error, EOFError) as error:
                 message = _bad_zip_message(listing.location, f"{member}: {error}")
-                raise ValueError(message) from error
-            try:
-                images[index] = _decode_drawing(png, image_size)
+                raise DataError(message) from error
+            try:  # the decode alone: a wrong shape stored below is a bug, not the file's
+                drawing = _decode_drawing(png, image_size)
             except (UnidentifiedImageError, OSError, ValueError) as error:
                 where = f"{listing.location}: {member}" if listing.is_zip else member
-                raise ValueError(f"{where} is not a readable PNG ({error}): expected a 1-bit "
-                                 f"Omniglot drawing") from error
+                raise DataError(f"{where} is not a readable PNG ({error}): expected a 1-bit "
+                                f"Omniglot drawing") from error
+            images[index] = drawing
     return images
 
 
@@ -207,7 +207,7 @@ def _write_cache_atomically(path: Path, data: OmniglotSet, fingerprint: str) -> 
 def _check_image_size(image_size: Any) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
             or image_size < 1:
-        raise ValueError(f"image_size={image_size!r}: expected a positive integer")
+        raise ConfigError(f"image_size={image_size!r}: expected a positive integer")
 
 
 def load_omniglot_set(data_root: str | Path | None = None, set_name: str = "background",
@@ -260,7 +260,7 @@ def load_omniglot_set(data_root: str | Path | None = None, set_name: str = "back
 
 
 @dataclass
-class OmniglotSplit:
+class OmniglotSplit(ImageSplit):
     """Images and class labels of one split, ready for :func:`omniglot_episodes`.
 
     Attributes:
@@ -277,18 +277,6 @@ class OmniglotSplit:
     class_names: list[str]
     protocol: str = ""
     split: str = ""
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def items(self) -> Tensor:
-        """``images``, under the name every :class:`attnmeta.tasks.LabelledSplit` uses."""
-        return self.images
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def class_alphabets(self) -> list[str]:
@@ -370,9 +358,9 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
         alphabets = sorted(set(data.alphabets))
         if isinstance(num_val_alphabets, bool) or not isinstance(num_val_alphabets, int) \
                 or not 0 < num_val_alphabets < len(alphabets):
-            raise ValueError(f"num_val_alphabets={num_val_alphabets!r}: expected 1.."
-                             f"{len(alphabets) - 1} to leave training alphabets among the "
-                             f"{len(alphabets)} background alphabets")
+            raise ConfigError(f"num_val_alphabets={num_val_alphabets!r}: expected 1.."
+                              f"{len(alphabets) - 1} to leave training alphabets among the "
+                              f"{len(alphabets)} background alphabets")
         held_out = set(alphabets[-num_val_alphabets:])
         in_val = np.array([alphabet in held_out for alphabet in data.alphabets])
         chosen = np.flatnonzero(in_val if split == "val" else ~in_val)
@@ -381,12 +369,12 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
     background, evaluation = load("background"), load("evaluation")
     total = background.num_characters + evaluation.num_characters
     if not 0 < num_train_characters < total:
-        raise ValueError(f"num_train_characters={num_train_characters}: expected 1..{total - 1} "
-                         f"to leave test characters among the {total} found")
+        raise ConfigError(f"num_train_characters={num_train_characters}: expected 1..{total - 1} "
+                          f"to leave test characters among the {total} found")
     if not 0 < num_val_characters < num_train_characters:
-        raise ValueError(f"num_val_characters={num_val_characters}: expected "
-                         f"1..{num_train_characters - 1} (val is carved from the "
-                         f"{num_train_characters} training characters, leaving some to train on)")
+        raise ConfigError(f"num_val_characters={num_val_characters}: expected "
+                          f"1..{num_train_characters - 1} (val is carved from the "
+                          f"{num_train_characters} training characters, leaving some to train on)")
     start, stop = {"train": (0, num_train_characters - num_val_characters),
                    "val": (num_train_characters - num_val_characters, num_train_characters),
                    "test": (num_train_characters, total)}[split]
@@ -409,3 +397,14 @@ def omniglot_episodes(split: OmniglotSplit, n_way: int = 5, k_shot: int = 1, q_q
     return FewShotEpisodes(split.images, split.labels.tolist(), n_way=n_way, k_shot=k_shot,
                            q_query=q_query, num_episodes=num_episodes, seed=seed,
                            transform=transform)
+
+
+def _load(config: Any, split: str, tokenizer: object) -> OmniglotSplit:
+    data = config.data
+    return load_omniglot(data.root, split=split, protocol=data.protocol,
+                         image_size=data.image_size)
+
+
+# within-alphabet episodes: a model trained on the background alphabets only (protocol lake)
+register_dataset("omniglot", DatasetEntry(_load, download=download_omniglot, inverted=True,
+                                          alphabets=lambda data: data.protocol == "lake"))

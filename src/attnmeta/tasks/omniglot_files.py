@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from attnmeta.errors import ConfigError, DataError, MissingDataError
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.download import download_files
 
@@ -71,7 +72,7 @@ def download_omniglot(data_root: str | Path | None = None,
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
 def _set_paths(omniglot_dir: Path, set_name: str) -> tuple[Path, Path]:
@@ -90,7 +91,7 @@ def find_omniglot_dir(data_root: str | Path | None = None) -> Path:
         return root / "omniglot"
     if any(path.exists() for name in OMNIGLOT_SETS for path in _set_paths(root, name)):
         return root
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"no Omniglot data under {root}: expected {root / 'omniglot'}/images_background.zip "
         f"(or an unpacked images_background/ folder); `attnmeta download omniglot "
         f"--data-root {root}` fetches it"
@@ -162,7 +163,7 @@ def _list_zip(zip_path: Path, set_name: str) -> _SetListing:
         with zipfile.ZipFile(zip_path) as archive:
             infos = archive.infolist()
     except zipfile.BadZipFile as error:
-        raise ValueError(_bad_zip_message(zip_path)) from error
+        raise DataError(_bad_zip_message(zip_path)) from error
     drawings: dict[tuple[str, str], list[str]] = {}
     stamps: list[str] = []
     top_level: set[str] = set()
@@ -181,13 +182,13 @@ def _list_zip(zip_path: Path, set_name: str) -> _SetListing:
         if not parts[-1].lower().endswith(".png"):
             continue
         if len(parts) != 4:
-            raise ValueError(f"{zip_path}: {info.filename} is not at {_layout_hint(set_name)}")
+            raise DataError(f"{zip_path}: {info.filename} is not at {_layout_hint(set_name)}")
         drawings.setdefault((parts[1], parts[2]), []).append(info.filename)
         stamps.append(f"{info.filename}\t{info.file_size}\t{info.CRC}")
     if f"{top}/" not in top_level:
         found = ", ".join(sorted(top_level)[:5]) or "nothing"
-        raise ValueError(f"{zip_path} has no {top}/ top folder: expected "
-                         f"{_layout_hint(set_name)}, found {found}")
+        raise DataError(f"{zip_path} has no {top}/ top folder: expected "
+                        f"{_layout_hint(set_name)}, found {found}")
     return _SetListing(zip_path, set_name, True, _sorted_characters(drawings), stamps)
 
 
@@ -223,15 +224,15 @@ def _check_structure(listing: _SetListing, expected_characters: Mapping[str, int
     set_name, location = listing.set_name, listing.location
     alphabets = {alphabet for alphabet, _, _ in listing.characters}
     if not alphabets:
-        raise ValueError(f"{location}: no alphabets found under images_{set_name}/: expected "
-                         f"{_layout_hint(set_name)}")
+        raise DataError(f"{location}: no alphabets found under images_{set_name}/: expected "
+                        f"{_layout_hint(set_name)}")
     for alphabet, character, drawings in listing.characters:
         if len(drawings) != DRAWINGS_PER_CHARACTER:
-            raise ValueError(f"{location}: {alphabet}/{character} has {len(drawings)} drawings, "
-                             f"expected {DRAWINGS_PER_CHARACTER}")
+            raise DataError(f"{location}: {alphabet}/{character} has {len(drawings)} drawings, "
+                            f"expected {DRAWINGS_PER_CHARACTER}")
     expected = None if expected_characters is None else expected_characters.get(set_name)
     if expected is not None and len(listing.characters) != expected:
-        raise ValueError(
+        raise DataError(
             f"{location} has {len(listing.characters)} characters in {len(alphabets)} alphabets, "
             f"expected {expected} for the full Omniglot {set_name} set (incomplete copy? pass "
             f"expected_characters=None to accept a partial set)"
@@ -245,7 +246,7 @@ def _list_set(omniglot_dir: Path, set_name: str) -> _SetListing:
         return _list_folder(folder, set_name)
     if zip_path.is_file():
         return _list_zip(zip_path, set_name)
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"Omniglot {set_name} set not found: expected {zip_path} or an unpacked {folder}/ "
         f"folder (download_omniglot() fetches the zips)"
     )

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from attnmeta.errors import ConfigError
 from attnmeta.tasks.episode import Episode
 
 __all__ = ["FewShotEpisodes"]
@@ -40,8 +41,8 @@ def _eligible_groups(classes: list[Hashable],
     eligible = [np.asarray(m) for m in members.values() if len(m) >= n_way]
     if not eligible:
         largest = max((len(m) for m in members.values()), default=0)
-        raise ValueError(f"n_way={n_way} exceeds the {largest} classes of the largest of the "
-                         f"{len(members)} class groups: expected n_way <= {largest}")
+        raise ConfigError(f"n_way={n_way} exceeds the {largest} classes of the largest of the "
+                          f"{len(members)} class groups: expected n_way <= {largest}")
     return eligible
 
 
@@ -79,7 +80,7 @@ class FewShotEpisodes(Dataset):
         for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1),
                                  ("q_query", q_query, 0), ("num_episodes", num_episodes, 0)):
             if int(value) != value or value < low:
-                raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+                raise ConfigError(f"{name}={value!r}: expected an integer >= {low}")
         if labels is None:
             labels = [items[i][1] for i in range(len(items))]
             self._paired = True
@@ -91,13 +92,13 @@ class FewShotEpisodes(Dataset):
         for index, label in enumerate(labels):
             by_class[label.item() if isinstance(label, Tensor) else label].append(index)
         if n_way > len(by_class):
-            raise ValueError(
+            raise ConfigError(
                 f"n_way={n_way} exceeds the {len(by_class)} classes available in the data"
             )
         needed = k_shot + q_query
         for label, indices in by_class.items():
             if len(indices) < needed:
-                raise ValueError(
+                raise ConfigError(
                     f"k_shot + q_query = {k_shot} + {q_query} = {needed} exceeds the "
                     f"{len(indices)} examples of class {label!r}"
                 )

@@ -17,7 +17,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["LabelledSplit", "WITHIN", "class_groups", "check_episode_shape"]
+from attnmeta.errors import ConfigError
+
+__all__ = ["LabelledSplit", "ImageSplit", "WITHIN", "class_groups", "check_episode_shape"]
 
 # what every class of an episode may be required to share: nothing, or its alphabet
 WITHIN = ("none", "alphabet")
@@ -38,6 +40,27 @@ class LabelledSplit(Protocol):
     def class_names(self) -> list[str]: ...
 
 
+class ImageSplit:
+    """What an image split's dataclass shares (``images [N, C, H, W]``, ``class_names
+    [C]``): its length, ``items`` under the name :class:`LabelledSplit` uses, and its class
+    count. A base, not a field holder: each split declares its own fields."""
+
+    images: Tensor
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def items(self) -> Tensor:
+        """``images``, under the name every :class:`LabelledSplit` uses."""
+        return self.images
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}es" if noun.endswith("s") \
         else f"{count} {noun}s"
@@ -45,24 +68,24 @@ def _plural(count: int, noun: str) -> str:
 
 def class_groups(split: LabelledSplit, within: str, where: str) -> list[str] | None:
     """The group of each class ``[C]`` that episodes must stay within (``within``: one of
-    :data:`WITHIN`), or None for ``"none"``; a one-line ``ValueError`` naming ``where``
+    :data:`WITHIN`), or None for ``"none"``; a one-line ``ConfigError`` naming ``where``
     (the config key prefix) when the split has no such groups."""
     if within not in WITHIN:
-        raise ValueError(f"{where}.within={within!r}: expected one of "
-                         + ", ".join(map(repr, WITHIN)))
+        raise ConfigError(f"{where}.within={within!r}: expected one of "
+                          + ", ".join(map(repr, WITHIN)))
     if within == "none":
         return None
     groups = getattr(split, "class_alphabets", None)
     if groups is None:
-        raise ValueError(f"{where}.within={within!r} but the split has no alphabets: expected "
-                         f"an Omniglot split (data.dataset=omniglot), or within='none'")
+        raise ConfigError(f"{where}.within={within!r} but the split has no alphabets: expected "
+                          f"an Omniglot split (data.dataset=omniglot), or within='none'")
     return list(groups)
 
 
 def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: int,
                         where: str, *, split_name: str | None = None,
                         within: str = "none") -> None:
-    """Raise a one-line ``ValueError`` if ``n_way``-way ``k_shot``-shot ``q_query``-query
+    """Raise a one-line ``ConfigError`` if ``n_way``-way ``k_shot``-shot ``q_query``-query
     episodes cannot be drawn from ``split``.
 
     Args:
@@ -80,7 +103,7 @@ def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: 
     for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1),
                              ("q_query", q_query, 0)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{where}.{name}={value!r}: expected an integer >= {low}")
+            raise ConfigError(f"{where}.{name}={value!r}: expected an integer >= {low}")
     labels, items = split.labels, split.items
     if labels.ndim != 1 or labels.shape[0] != items.shape[0]:
         raise ValueError(f"{where}: labels of shape {tuple(labels.shape)} for "
@@ -94,14 +117,14 @@ def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: 
     counts = torch.bincount(labels.long(), minlength=len(split.class_names))
     present = torch.nonzero(counts).flatten()
     if n_way > len(present):
-        raise ValueError(f"{where}: n_way={n_way} but {the_split} has "
-                         f"{_plural(len(present), 'class')}: expected n_way <= {len(present)}")
+        raise ConfigError(f"{where}: n_way={n_way} but {the_split} has "
+                          f"{_plural(len(present), 'class')}: expected n_way <= {len(present)}")
     smallest = int(present[torch.argmin(counts[present])])
     fewest, needed = int(counts[smallest]), k_shot + q_query
     if needed > fewest:
-        raise ValueError(f"{where}: k_shot + q_query = {needed} but class "
-                         f"{split.class_names[smallest]!r} has {_plural(fewest, 'example')}: "
-                         f"expected at most {fewest}")
+        raise ConfigError(f"{where}: k_shot + q_query = {needed} but class "
+                          f"{split.class_names[smallest]!r} has {_plural(fewest, 'example')}: "
+                          f"expected at most {fewest}")
     groups = class_groups(split, within, where)
     if groups is not None:
         sizes: dict[str, int] = {}
@@ -109,6 +132,6 @@ def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: 
             sizes[groups[c]] = sizes.get(groups[c], 0) + 1
         largest = max(sizes.values())
         if n_way > largest:
-            raise ValueError(f"{where}: n_way={n_way} with within={within!r} but the largest "
-                             f"{within} of {the_split} has {_plural(largest, 'class')}: "
-                             f"expected n_way <= {largest}")
+            raise ConfigError(f"{where}: n_way={n_way} with within={within!r} but the largest "
+                              f"{within} of {the_split} has {_plural(largest, 'class')}: "
+                              f"expected n_way <= {largest}")

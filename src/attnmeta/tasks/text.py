@@ -8,7 +8,7 @@ upstream train/val/test example splits are pooled). Class splits are fixed lists
 once by ordering the intents by the SHA-256 of their names (a shuffle that needs no random
 generator and so cannot change with a library version).
 
-A split is tokenized by the run's tokenizer (:mod:`attnmeta.tokenizer`) into
+A split is tokenized by the run's tokenizer (:mod:`attnmeta.bpe`) into
 :class:`LabelledTokens`, whose ``token_ids [N, L]`` the generic N-way K-shot sampler
 (:class:`attnmeta.tasks.FewShotEpisodes`) draws episodes from unchanged.
 
@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from attnmeta.errors import ConfigError, DataError, MissingDataError
+from attnmeta.tasks.registry import DatasetEntry, register_dataset
+
 if TYPE_CHECKING:
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
 __all__ = ["TEXT_DATASETS", "TEXT_SPLITS", "LabelledTexts", "LabelledTokens",
            "ordered_by_digest", "labelled_texts", "tokenize_split", "check_split",
@@ -103,22 +106,22 @@ def tokenize_split(split: LabelledTexts, tokenizer: "TextTokenizer", max_length:
 def check_split(split: str) -> None:
     """Raise unless ``split`` is one of :data:`TEXT_SPLITS`."""
     if split not in TEXT_SPLITS:
-        raise ValueError(f"split={split!r}: expected one of {', '.join(map(repr, TEXT_SPLITS))}")
+        raise ConfigError(f"split={split!r}: expected one of {', '.join(map(repr, TEXT_SPLITS))}")
 
 
 def check_counts(where: str, counts: Mapping[str, int], expected: Mapping[str, int]) -> None:
     """Raise if a class split's sizes differ from the documented ones."""
     if dict(counts) != dict(expected):
-        raise ValueError(f"{where}: class split sizes {dict(counts)}, expected {dict(expected)}")
+        raise DataError(f"{where}: class split sizes {dict(counts)}, expected {dict(expected)}")
 
 
 def require_files(folder: Path, names: Sequence[str], dataset: str) -> None:
     """One line naming the first missing file and how to fetch it."""
     for name in names:
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{dataset} file {folder / name} does not exist: expected "
-                                    f"{', '.join(names)} in {folder}; `attnmeta download "
-                                    f"{dataset} --data-root DIR` fetches them")
+            raise MissingDataError(f"{dataset} file {folder / name} does not exist: expected "
+                                   f"{', '.join(names)} in {folder}; `attnmeta download "
+                                   f"{dataset} --data-root DIR` fetches them")
 
 
 def load_sentences(root: str | Path, split: str) -> LabelledTexts:
@@ -131,14 +134,24 @@ def load_sentences(root: str | Path, split: str) -> LabelledTexts:
             rows = [row for row in csv.DictReader(handle) if any((v or "").strip()
                                                                for v in row.values())]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"cannot read {path} ({error}): expected a UTF-8 CSV with columns "
-                         "text,label") from None
+        raise DataError(f"cannot read {path} ({error}): expected a UTF-8 CSV with columns "
+                        "text,label") from None
     if not rows or any(not (row.get("text") or "").strip() or not (row.get("label") or "").strip()
                        for row in rows):
-        raise ValueError(f"{path} has no rows, or a row without text or label: expected "
-                         "columns text,label and a value in each")
+        raise DataError(f"{path} has no rows, or a row without text or label: expected "
+                        "columns text,label and a value in each")
     names = sorted({row["label"].strip() for row in rows})
     index = {name: i for i, name in enumerate(names)}
     return LabelledTexts([row["text"].strip() for row in rows],
                          torch.tensor([index[row["label"].strip()] for row in rows]), names,
                          split)
+
+
+def _sentences(root: str | Path | None, split: str) -> LabelledTexts:
+    if root is None:
+        raise ConfigError("config key 'data.root' is not set: expected a folder holding "
+                          "train.csv, val.csv and test.csv (columns text,label)")
+    return load_sentences(root, split)
+
+
+register_dataset("sentences", DatasetEntry(texts=_sentences))

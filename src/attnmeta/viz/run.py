@@ -17,7 +17,7 @@ def write_run_attention_maps(run: Any, split: str, episode_seed: int, out_dir: P
     """Draw ``run.learner`` on episode 0 of ``episode_seed`` over class split ``split``,
     shaped as the run's test episodes; returns the PNGs written in ``out_dir``.
 
-    ``run`` is what :func:`attnmeta.runs.supervised.load_run` returns (typed loosely so
+    ``run`` is what :func:`attnmeta.runs.episodic.load_run` returns (typed loosely so
     that viz/ never imports the run types): its ``learner``, ``config.data.test`` (the
     episode shape), ``split(name)`` (the labelled split) and ``tokenizer`` (a text run's,
     else None). Image runs get :func:`~attnmeta.viz.images.write_attention_maps`, text runs

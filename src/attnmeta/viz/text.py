@@ -20,32 +20,38 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from torch import Tensor, nn
+from torch import Tensor
 
+from attnmeta.errors import ConfigError, InputError
 from attnmeta.learners import MetaLearner
+from attnmeta.learners.base import TokenStatesEncoder
 from attnmeta.tasks.sampler import FewShotEpisodes
 from attnmeta.tasks.text import LabelledTokens
-from attnmeta.tokenizer import TextTokenizer
 
 __all__ = ["TextAttention", "learner_encoder", "text_attention", "plot_text_attention",
            "write_text_attention_maps", "sentence_states"]
 
 
-def learner_encoder(learner: MetaLearner) -> nn.Module:
-    """The sentence encoder inside ``learner`` (``.encoder``, or ``.model`` for MAML /
-    Reptile); it must offer ``token_states`` (the text encoders of :mod:`attnmeta.models`)."""
-    encoder = getattr(learner, "encoder", None)
+def learner_encoder(learner: MetaLearner) -> TokenStatesEncoder:
+    """The sentence encoder inside ``learner`` (:meth:`~attnmeta.learners.MetaLearner.backbone`),
+    where its class declares ``token_states`` (the text encoders of :mod:`attnmeta.models`)."""
+    encoder = learner.token_encoder()
     if encoder is None:
-        encoder = getattr(learner, "model", None)
-    if encoder is None or not hasattr(encoder, "token_states"):
-        raise ValueError(f"{type(learner).__name__} has no text encoder to draw: expected a "
+        raise InputError(f"{type(learner).__name__} has no text encoder to draw: expected a "
                          "learner over model.backbone text_transformer or hf")
     return encoder
+
+
+class TokenNames(Protocol):
+    """What the figures need of a tokenizer (:class:`attnmeta.bpe.TextTokenizer`)."""
+
+    def token_strings(self, ids: list[int]) -> list[str]: ...
 
 
 class TextAttention:
@@ -68,12 +74,12 @@ class TextAttention:
         self.support_attention, self.token_similarity = support_attention, token_similarity
 
 
-def sentence_states(encoder: nn.Module, token_ids: Tensor) -> tuple[Tensor, Tensor]:
+def sentence_states(encoder: TokenStatesEncoder, token_ids: Tensor) -> tuple[Tensor, Tensor]:
     """One sentence ``[L]`` -> its token states ``[L', D]`` and last-layer attention
     ``[L', L']`` (heads averaged), ``L'`` its own length."""
     states, keep, weights = encoder.token_states(token_ids[None], need_weights=True)
     if not weights:  # e.g. wordllama with model.depth=0: a mean of embeddings, no attention
-        raise ValueError(f"the {type(encoder).__name__} has no attention layer to draw: "
+        raise InputError(f"the {type(encoder).__name__} has no attention layer to draw: "
                          "expected a text encoder with some (model.depth >= 1)")
     length = int(keep[0].sum())
     last = weights[-1][0].mean(0)  # [L', L'] over heads
@@ -157,13 +163,13 @@ def plot_text_attention(attention: TextAttention, query_text: str, query_tokens:
 
 def write_text_attention_maps(learner: MetaLearner, split: LabelledTokens, n_way: int,
                               k_shot: int, q_query: int, episode_seed: int, out_dir: Path,
-                              tokenizer: TextTokenizer, queries: int = 3) -> list[Path]:
+                              tokenizer: TokenNames, queries: int = 3) -> list[Path]:
     """Draw episode 0 of ``episode_seed`` (``n_way``-way ``k_shot``-shot, ``q_query``
     queries per class) over ``split``: one PNG for each of the first ``queries`` classes'
     first query, ``attention_text_q<i>.png`` in ``out_dir``. The predicted intent is the
     learner's ``predict`` (a gradient learner adapts for its ``eval_steps``)."""
     if q_query < 1:
-        raise ValueError(f"q_query={q_query}: expected at least 1 query to draw")
+        raise ConfigError(f"q_query={q_query}: expected at least 1 query to draw")
     episodes = FewShotEpisodes(split.token_ids, split.labels.tolist(), n_way, k_shot, q_query,
                                1, episode_seed)
     episode = episodes[0]

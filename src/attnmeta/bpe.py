@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from attnmeta.errors import ConfigError, InputError, MissingDependencyError
 from attnmeta.files import atomic_write_bytes
 
 __all__ = ["PAD_TOKEN", "MIN_VOCAB_SIZE", "TextTokenizer", "train_tokenizer",
@@ -34,8 +35,8 @@ def _import_tokenizers():
     try:
         import tokenizers
     except ImportError:  # pragma: no cover - a core dependency, but say so if it is missing
-        raise ImportError("text data sets need the `tokenizers` package: "
-                          "pip install tokenizers") from None
+        raise MissingDependencyError("text data sets need the `tokenizers` package: "
+                                     "pip install tokenizers") from None
     return tokenizers
 
 
@@ -49,7 +50,7 @@ class TextTokenizer:
     def __init__(self, tokenizer, pad_token: str = PAD_TOKEN) -> None:
         pad_id = tokenizer.token_to_id(pad_token)
         if pad_id is None:
-            raise ValueError(f"tokenizer has no padding token {pad_token!r}: expected it in "
+            raise InputError(f"tokenizer has no padding token {pad_token!r}: expected it in "
                              "its vocabulary")
         self.tokenizer = tokenizer
         self.pad_token, self.pad_id = pad_token, pad_id
@@ -76,7 +77,7 @@ class TextTokenizer:
     def encode_batch(self, texts: Sequence[str], max_length: int) -> Tensor:
         """int64 ``[len(texts), max_length]``: tokens cut after ``max_length``, then padding."""
         if max_length < 1:
-            raise ValueError(f"max_length={max_length}: expected at least 1 token")
+            raise ConfigError(f"max_length={max_length}: expected at least 1 token")
         ids = torch.full((len(texts), max_length), self.pad_id, dtype=torch.int64)
         self.tokenizer.no_padding()
         try:
@@ -117,7 +118,7 @@ class TextTokenizer:
         try:
             tokenizer = tokenizers.Tokenizer.from_str(text)
         except Exception as error:  # the Rust side raises plain Exceptions
-            raise ValueError(f"{where} is not a readable tokenizers JSON ({error})") from None
+            raise InputError(f"{where} is not a readable tokenizers JSON ({error})") from None
         padding = tokenizer.padding
         pad_token = padding["pad_token"] if padding else PAD_TOKEN
         return cls(tokenizer, pad_token)
@@ -143,8 +144,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     ``min_frequency`` times. Training is deterministic for the same texts in the same order.
     """
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size={vocab_size}: expected at least {MIN_VOCAB_SIZE} "
-                         "(256 byte symbols, the padding token and some merges)")
+        raise ConfigError(f"vocab_size={vocab_size}: expected at least {MIN_VOCAB_SIZE} "
+                          "(256 byte symbols, the padding token and some merges)")
     tokenizers = _import_tokenizers()
     from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -173,12 +174,12 @@ def tokenizer_from_pretrained(path: str | Path) -> TextTokenizer:
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise ImportError("model.backbone='hf' needs the optional `transformers` package: "
-                          "pip install 'attnmeta[hf]'") from None
+        raise MissingDependencyError("model.backbone='hf' needs the optional `transformers` "
+                                     "package: pip install 'attnmeta[hf]'") from None
     hf_tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
     if backend is None or hf_tokenizer.pad_token is None:
-        raise ValueError(f"the tokenizer in {path} is not a fast tokenizer with a padding "
+        raise InputError(f"the tokenizer in {path} is not a fast tokenizer with a padding "
                          "token: expected a tokenizer.json with one")
     return TextTokenizer(_import_tokenizers().Tokenizer.from_str(backend.to_str()),
                          hf_tokenizer.pad_token)

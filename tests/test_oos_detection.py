@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnmeta.out_of_scope import (OUT_OF_SCOPE, OutOfScopeEpisodes, choose_threshold,
+from attnmeta.oos_detection import (OUT_OF_SCOPE, OutOfScopeEpisodes, choose_threshold,
                                    max_softmax_scores, out_of_scope_metrics)
 from attnmeta.tasks import FewShotEpisodes
 
@@ -67,7 +67,7 @@ def test_out_of_scope_episodes_append_seeded_distinct_queries():
 
 
 def test_score_is_chosen_on_val_where_softmax_saturates():
-    from attnmeta.out_of_scope import QueryScores, choose_score
+    from attnmeta.oos_detection import QueryScores, choose_score
 
     # squared-distance logits: every softmax is ~1, but the nearest distance separates
     labels = np.array([[0, 1, OUT_OF_SCOPE, OUT_OF_SCOPE]])

@@ -26,15 +26,20 @@ __all__ = ["ClassBatch", "CosineClassifier", "SupervisedClassifier"]
 class ClassBatch:
     """A batch of labelled examples ``x [B, ...]``, ``y [B]`` (class ids of the whole split).
 
-    Each example counts as one "task" of the shared training loop, so ``backward_chunk``
-    splits a batch into chunks of examples and weights them by their share."""
+    The shared training loop splits it by example (``len(batch)``, see
+    :class:`attnmeta.train.MetaBatch`): ``backward_chunk`` cuts it into chunks of examples
+    and weights each by its share."""
 
     x: Tensor
     y: Tensor
 
     @property
-    def num_tasks(self) -> int:
+    def num_examples(self) -> int:
         return self.y.shape[0]
+
+    def __len__(self) -> int:
+        """The units the training loop splits this batch into: its examples."""
+        return self.num_examples
 
     def slice(self, start: int, stop: int) -> "ClassBatch":
         return ClassBatch(self.x[start:stop], self.y[start:stop])

@@ -15,7 +15,7 @@ from attnmeta.checkpoint import CheckpointError, load_checkpoint
 from attnmeta.cli import main
 from attnmeta.runs.build import build_learner
 from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, load_config
-from attnmeta.runs.supervised import RunError, evaluate_checkpoint, load_run, train_run
+from attnmeta.runs.episodic import RunError, evaluate_checkpoint, load_run, train_run
 from support import make_image_folder, one_line_error, tiny_config
 
 
@@ -55,7 +55,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_root, learner, ex
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("*.json")) == [
         "step_0000003.json"]
     resumed = train_run(config, tmp_path / "killed", resume=True, progress=False)
-    assert resumed["resumed_from"] == 3
+    assert resumed.resumed_from == 3
     straight, again = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
     assert straight.keys() == again.keys()
     for key in straight:
@@ -81,12 +81,12 @@ def test_run_folder_contents_and_eval(tmp_path, data_root):
     assert list((run / "tb").glob("events.out.tfevents.*"))
     first = evaluate_checkpoint(run)
     second = evaluate_checkpoint(run / "checkpoints" / "step_0000006.json")
-    assert first["accuracy"] == second["accuracy"]  # same seeded episodes, same weights
-    assert first["episodes"] == 8 and first["episode_seed"] == 5 and first["step"] == 6
-    saved = json.loads(Path(first["written_to"]).read_text())
-    assert saved["accuracy"] == first["accuracy"] and 0 <= saved["accuracy"] <= 1
+    assert first.accuracy == second.accuracy  # same seeded episodes, same weights
+    assert first.episodes == 8 and first.episode_seed == 5 and first.step == 6
+    saved = json.loads(Path(first.written_to).read_text())
+    assert saved["accuracy"] == first.accuracy and 0 <= saved["accuracy"] <= 1
     other_seed = evaluate_checkpoint(run, seed=6, episodes=8)
-    assert other_seed["episode_seed"] == 6
+    assert other_seed.episode_seed == 6
 
 
 def test_learning_rate_halves_on_schedule(tmp_path, data_root):
@@ -122,7 +122,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path, data_root):
     with pytest.raises(RunError, match=r"learner.distance: 'sqeuclidean' -> 'cosine'"):
         train_run(changed, tmp_path / "run", resume=True, progress=False)
     longer = tiny_config(data_root, "protonet", steps=6)  # more steps is a valid resume
-    assert train_run(longer, tmp_path / "run", resume=True, progress=False)["resumed_from"] == 3
+    assert train_run(longer, tmp_path / "run", resume=True, progress=False).resumed_from == 3
 
 
 def test_config_errors(tmp_path):
@@ -183,7 +183,7 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):
     config = tiny_config(data_root, "protonet", steps=50)
     config.train.max_minutes = 1e-9  # spent after the first step
     result = train_run(config, tmp_path / "run", progress=False)
-    assert result["stopped_by_time_budget"] and result["steps"] == 1
+    assert result.stopped_by_time_budget and result.steps == 1
     assert [p.name for p in (tmp_path / "run/checkpoints").glob("*.json")] == ["step_0000001.json"]
 
 
@@ -193,7 +193,7 @@ def test_every_shipped_config_is_valid():
     for path in configs:
         config = load_config(path)
         assert config.name == path.stem, path
-        if config.kind != "supervised":  # pretrain_conv4: tests/runs/test_pretrain.py
+        if config.kind != "episodic":  # pretrain_conv4: tests/runs/test_pretrain.py
             continue
         learner = build_learner(config)
         assert sum(p.numel() for p in learner.parameters()) > 100_000, path  # Conv4-64
@@ -223,9 +223,10 @@ def test_registered_backbone_is_built_from_config(data_root):
 
 def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
     import attnmeta.tasks.download as download
+    from attnmeta.errors import DownloadError
 
-    def refuse(url, destination, known_hash, **options):
-        raise OSError(f"cannot reach {url}")
+    def refuse(url, destination, known_hash, **options):  # a failed transfer, as download_file says
+        raise DownloadError(f"cannot reach {url}")
 
     monkeypatch.setattr(download, "download_file", refuse)
     one_line_error(["download", "omniglot", "--data-root", tmp_path], "cannot reach https://")
@@ -238,7 +239,7 @@ def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
 
 
 def test_learning_rate_schedules(data_root):
-    from attnmeta.runs.supervised import learning_rate
+    from attnmeta.runs.episodic import learning_rate
 
     config = tiny_config(data_root, "reptile", steps=10)
     config.train.lr_schedule = "linear"
@@ -256,15 +257,15 @@ def test_a_new_learner_and_a_new_data_set_are_one_registry_line_each(tmp_path, d
     from attnmeta.tasks.image_folder import load_image_folder
 
     LEARNERS["cosine_protonet"] = LearnerEntry(
-        ProtoNet, lambda spec, model_config, model: ProtoNet(model, distance="cosine"))
+        ProtoNet, lambda spec, backbone: ProtoNet(backbone.model, distance="cosine"))
     DATASETS["my_images"] = DatasetEntry(
         lambda config, split, tokenizer: load_image_folder(config.data.root, split, 16))
     try:
         config = tiny_config(data_root, "protonet", steps=2)
         config.learner.name, config.data.dataset = "cosine_protonet", "my_images"
         result = train_run(config, tmp_path / "run", progress=False)
-        assert result["steps"] == 2
-        assert 0 <= evaluate_checkpoint(tmp_path / "run", episodes=4)["accuracy"] <= 1
+        assert result.steps == 2
+        assert 0 <= evaluate_checkpoint(tmp_path / "run", episodes=4).accuracy <= 1
         assert build_learner(config).distance == "cosine"
     finally:
         LEARNERS.pop("cosine_protonet")

@@ -1,7 +1,9 @@
-"""The episodic run kind (images and text): meta-train from a config, evaluate a checkpoint.
+"""The episodic run kind (``kind: episodic``, or no kind; ``supervised`` before it was
+renamed): meta-train from a config on episodes of images or text, evaluate a checkpoint.
 
 ``attnmeta train`` and ``attnmeta eval`` call :func:`train_run` and
-:func:`evaluate_checkpoint`. A run folder holds its marker, ``config.yaml`` (resolved),
+:func:`evaluate_classes` through the kind's registry entry (:mod:`attnmeta.runs.kinds`,
+registered at the bottom). A run folder holds its marker, ``config.yaml`` (resolved),
 ``checkpoints/``, ``log.jsonl``, TensorBoard scalars in ``tb/``, a text run's
 ``tokenizer.json`` and, after evaluation, ``eval_<split>_<N>w<K>s.json``. Everything a
 run reads is loaded and checked before its first step: the splits it trains and
@@ -26,27 +28,24 @@ from attnmeta.runs.build import (build_learner, build_optimizer, is_text, load_s
                                  make_episodes, training_episodes)
 from attnmeta.runs.config import ExperimentConfig, config_to_dict
 from attnmeta.runs.features import InitEncoder, load_init, model_input, model_items
-from attnmeta.runs.evaluation import (FinetuneOptions, accuracy_result, check_test_shape,
-                                      in_training_evaluation, requested_shape,
-                                      selection_metric)
+from attnmeta.runs.evaluation import (EvalRequest, check_test_shape, evaluate_checkpoint,
+                                      in_training_evaluation, selection_metric)
 from attnmeta.runs.folder import RunError, read_run
-from attnmeta.runs.lifecycle import TrainingPlan, set_threads, train_in_folder
+from attnmeta.runs.kinds import RunKind, register_run_kind
+from attnmeta.runs.lifecycle import RESUMABLE_CLASSES, TrainingPlan, set_threads, train_in_folder
+from attnmeta.runs.out_of_scope import evaluate_out_of_scope
+from attnmeta.runs.results import AccuracyResult, OutOfScopeResult, TrainResult
 from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 if TYPE_CHECKING:
-    from attnmeta.tokenizer import TextTokenizer
+    from attnmeta.bpe import TextTokenizer
 
-__all__ = ["RESUMABLE", "LoadedRun", "learning_rate", "train_run", "load_run",
+__all__ = ["KIND", "RESUMABLE", "LoadedRun", "learning_rate", "train_run", "load_run",
            "evaluate_checkpoint", "RunError"]
 
-KIND = "supervised"
-# Config keys a resume may change: budgets, logging, speed knobs, where the data is, and
-# the outer optimiser's step size and clipping (what a NaN error advises to change).
-RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.backward_chunk",
-             "train.workers", "train.threads", "train.keep_checkpoints", "train.eval_every",
-             "train.eval_episodes", "train.eval_split", "train.max_minutes", "train.lr",
-             "train.grad_clip", "train.lr_schedule", "train.lr_decay_every", "data.root",
-             "data.workers", "eval.")
+KIND = "episodic"
+# Config keys a resume may change: those of every kind over classes, and the worker threads
+RESUMABLE = RESUMABLE_CLASSES + ("train.workers",)
 
 
 def learning_rate(config: ExperimentConfig, step: int) -> float:
@@ -158,7 +157,7 @@ def _plan(config: ExperimentConfig, run_dir: Path, resuming: bool, context: Dist
 
 def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
               progress: bool = True, command: str = "", will_evaluate: bool = True,
-              on_step_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+              on_step_end: Callable[[int], None] | None = None) -> TrainResult:
     """Meta-train as configured, checkpointing into ``run_dir``; resumable after a kill.
 
     Episode ``i`` of training depends only on ``(config.seed, i)`` and every RNG state is
@@ -181,13 +180,23 @@ def train_run(config: ExperimentConfig, run_dir: Path, resume: bool = False,
 
 @dataclass
 class LoadedRun:
-    """A trained run read back: its config, learner (checkpoint weights), checkpoint record
-    (``record["path"]``: the JSON), and a text run's tokenizer."""
+    """A trained run of classes read back (what a kind's ``load`` gives): its config,
+    learner (checkpoint weights), checkpoint record (``record["path"]``: the JSON), a text
+    run's tokenizer, the classifier width a pretrain run's learner is built with (None for
+    others), and what results call the learner: ``learner_name`` (out-of-scope results),
+    ``accuracy_name`` (accuracy results; the learner's name unless said otherwise)."""
 
-    config: ExperimentConfig
+    config: Any
     learner: MetaLearner
     record: dict[str, Any]
     tokenizer: TextTokenizer | None = None
+    num_classes: int | None = None
+    learner_name: str = ""
+    accuracy_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.learner_name = self.learner_name or self.config.learner.name
+        self.accuracy_name = self.accuracy_name or self.learner_name
 
     @property
     def run_dir(self) -> Path:
@@ -222,26 +231,38 @@ def load_run(checkpoint: Path, data_root: str | None = None) -> LoadedRun:
     return LoadedRun(config, learner, record, tokenizer)
 
 
-def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int | None = None,
-                        split: str | None = None, data_root: str | None = None,
-                        n_way: int | None = None, k_shot: int | None = None,
-                        batch_size: int = 16, command: str = "", progress: bool = False,
-                        save: bool = True, within: str | None = None,
-                        tuning: FinetuneOptions | None = None) -> dict[str, Any]:
-    """Accuracy (mean ± 95% CI) over a fixed, seeded set of test episodes. With ``save`` the
-    result is also written to ``result["written_to"]`` (None if that failed: a warning).
-    ``within='alphabet'``: each episode's classes from one alphabet (Lake et al. 2015; a run
-    of ``data.protocol: lake`` only); default ``data.test.within``. ``tuning``: test-time
-    fine-tuning of the encoder on each support set (a frozen run's too: raw inputs then)."""
-    run = load_run(checkpoint, data_root)
-    config = run.config
-    split = split or config.eval.split
-    episodes = episodes or config.eval.episodes
-    seed = config.eval.seed if seed is None else seed
-    shape = requested_shape(config, n_way, k_shot, within)
-    check_test_shape(run.learner, config, shape)
-    data = run.learner_split(split) if tuning is None else run.split(split)
-    return accuracy_result(run.learner, config.learner.name, data, split, shape, episodes,
-                           seed, run.record, command, save, batch_size, progress, tuning)
+def evaluate_classes(request: EvalRequest) -> AccuracyResult | OutOfScopeResult:
+    """``attnmeta eval`` of a run of classes (episodic or pretrain): accuracy on seeded test
+    episodes, or with ``request.oos`` in-scope accuracy and out-of-scope recall at a
+    threshold chosen on meta-val (:func:`~attnmeta.runs.out_of_scope.evaluate_out_of_scope`,
+    which needs the test split and no alphabets or fine-tuning)."""
+    if not request.oos:
+        return evaluate_checkpoint(request.checkpoint, request.episodes, request.seed,
+                                   request.split, request.data_root, request.n_way,
+                                   request.k_shot, command=request.command,
+                                   progress=request.progress, save=request.save,
+                                   within=request.within, tuning=request.tuning)
+    if request.split not in (None, "test"):
+        raise RunError(f"--split {request.split} with --oos: expected test (the threshold is "
+                       "chosen on val)")
+    if request.within_alphabet:
+        raise RunError("--within-alphabet with --oos: expected one of them (intents have no "
+                       "alphabets)")
+    request.refuse(("finetune_steps",), "with --oos: expected one of them")
+    return evaluate_out_of_scope(request.checkpoint, episodes=request.episodes,
+                                 seed=request.seed,
+                                 threshold_episodes=request.threshold_episodes,
+                                 n_way=request.n_way, k_shot=request.k_shot,
+                                 data_root=request.data_root, command=request.command,
+                                 save=request.save)
 
 
+def fresh_learner(config: ExperimentConfig, num_classes: int | None = None) -> MetaLearner:
+    """The learner ``config`` builds, with fresh weights (the kind's ``build``; its width is
+    ``data.train.n_way``, so ``num_classes`` is not read)."""
+    return build_learner(config)
+
+
+register_run_kind(RunKind(
+    KIND, ExperimentConfig, "an episodic run", train_run, evaluate_classes, load_run,
+    fresh_learner, resumable=RESUMABLE, aliases=("supervised",), implicit=True))

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from attnmeta.errors import InputError
 from attnmeta.learners import MetaLearner
 from attnmeta.tasks.episode import Episode, collate_episodes
 from attnmeta.tasks.sampler import FewShotEpisodes
@@ -53,7 +54,7 @@ class OutOfScopeEpisodes(Dataset):
     def __init__(self, episodes: FewShotEpisodes, out_of_scope: Tensor, oos_per_episode: int,
                  seed: int) -> None:
         if not 1 <= oos_per_episode <= len(out_of_scope):
-            raise ValueError(f"oos_per_episode={oos_per_episode}: expected 1..{len(out_of_scope)}"
+            raise InputError(f"oos_per_episode={oos_per_episode}: expected 1..{len(out_of_scope)}"
                              " (the out-of-scope utterances available)")
         self.episodes, self.out_of_scope = episodes, out_of_scope
         self.oos_per_episode, self.seed = oos_per_episode, seed
