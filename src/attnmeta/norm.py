@@ -11,7 +11,6 @@ and faster, so :class:`BatchStatNorm2d` uses it unless the enclosing code has de
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 
 from attnmeta.kernels import native_kernels_allowed
 
-__all__ = ["BatchStatNorm2d", "LayerNorm", "uses_batch_statistics", "fold_batch_norms"]
+__all__ = ["BatchStatNorm2d", "ConvNormPairs", "LayerNorm", "uses_batch_statistics", "fold_batch_norms"]
 
 
 class BatchStatNorm2d(nn.Module):
@@ -29,7 +28,6 @@ class BatchStatNorm2d(nn.Module):
     own batch, which is what MAML does at both meta-train and meta-test time.
     """
 
-    batch_statistics: ClassVar[bool] = True  # an example's output depends on its batch
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -63,12 +61,21 @@ class LayerNorm(nn.LayerNorm):
         return x_hat
 
 
+class ConvNormPairs(nn.Module):
+    """A module that declares which of its convolutions a batch norm directly follows, as
+    ``(conv, norm)`` attribute-name pairs (a class constant, or set per instance where the
+    layers present vary), for :func:`fold_batch_norms`: a block whose layers are attributes,
+    not an ``nn.Sequential``, says so by deriving from this."""
+
+    conv_norm_pairs: tuple[tuple[str, str], ...] = ()
+
+
 def uses_batch_statistics(module: nn.Module) -> bool:
     """Whether ``module``'s output for one example depends on the other examples of its
-    batch: a layer that declares ``batch_statistics`` (:class:`BatchStatNorm2d`), or a
+    batch: a :class:`BatchStatNorm2d` (it normalises by the batch's statistics), or a
     torch batch norm in training mode or without running statistics."""
     for layer in module.modules():
-        if getattr(layer, "batch_statistics", False):
+        if isinstance(layer, BatchStatNorm2d):
             return True
         if isinstance(layer, nn.modules.batchnorm._BatchNorm) and (
                 layer.training or not layer.track_running_stats):
@@ -87,8 +94,8 @@ def fold_batch_norms(model: nn.Module) -> int:
     statistics that directly follows a ``Conv2d`` is folded into that convolution
     (``torch.nn.utils.fusion.fuse_conv_bn_eval``: weight and bias rescaled) and replaced by
     ``nn.Identity``, the same function to round-off. "Directly follows": consecutive in an
-    ``nn.Sequential``, or an ``(conv, norm)`` pair of attribute names a module declares in
-    ``conv_norm_pairs`` (:class:`attnmeta.models.resnet12.ResidualBlock`). Returns how many
+    ``nn.Sequential``, or an ``(conv, norm)`` pair of attribute names a
+    :class:`ConvNormPairs` module declares (:class:`attnmeta.models.resnet12.ResidualBlock`). Returns how many
     were folded. Batch-statistics norms (:class:`BatchStatNorm2d`, training mode) stay.
 
     Why: a batch norm at inference is a memory-bound pass over every activation; folded,
@@ -105,7 +112,8 @@ def fold_batch_norms(model: nn.Module) -> int:
                     module[index] = fuse_conv_bn_eval(module[index], module[index + 1])
                     module[index + 1] = nn.Identity()
                     folded += 1
-        for conv_name, norm_name in getattr(module, "conv_norm_pairs", ()):
+        pairs = module.conv_norm_pairs if isinstance(module, ConvNormPairs) else ()
+        for conv_name, norm_name in pairs:
             conv, norm = getattr(module, conv_name), getattr(module, norm_name)
             if _foldable(conv, norm):
                 setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))

@@ -114,7 +114,8 @@ def test_explanation_png_reads_an_explanation_by_its_fields():
         query=torch.tensor([5, 6, 0]), query_name="book a table", label="restaurant",
         probabilities=torch.tensor([0.75, 0.25]), class_names=["restaurant", "weather"],
         maps={}, support_x=torch.tensor([[1, 0], [2, 0]]),
-        support_names=["table for two", "rain today"], support_labels=["restaurant", "weather"])
+        support_names=["table for two", "rain today"], support_labels=["restaurant", "weather"],
+        query_tokens=None)
     data = explanation_png(explanation)  # token ids: drawn as sentences
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG" and image.size == (12 * 110, 3 * 110)

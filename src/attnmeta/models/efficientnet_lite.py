@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
 from attnmeta.models.wheel_weights import MissingWeightsError, wheel_file
+from attnmeta.norm import ConvNormPairs
 
 __all__ = ["LITE0_BLOCKS", "LITE0_WEIGHTS", "WheelWeights", "EfficientNetLite", "MBConvBlock",
            "SameConv2d", "efficientnet_lite0"]
@@ -89,7 +90,7 @@ def _norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
-class MBConvBlock(nn.Module):
+class MBConvBlock(ConvNormPairs):
     """Mobile inverted bottleneck without squeeze-excitation, ``[B, C_in, H, W]`` ->
     ``[B, C_out, ceil(H / stride), ceil(W / stride)]``: ReLU6 after the expansion and the
     depthwise convolution, none after the projection; ``x +`` the result where stride is 1
@@ -129,7 +130,7 @@ class MBConvBlock(nn.Module):
 
 
 @declares("features")
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(ConvNormPairs):
     """EfficientNet-Lite0: ``x [B, 3, H, W]`` RGB float in [0, 1] (the project's image
     tensors; 224×224 is what the weights saw) -> ``[B, 1280]`` features, the mean over space
     of :meth:`feature_map` (``out_dim=0``), or ``[B, out_dim]`` of a fresh linear ``head``

@@ -19,7 +19,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
-from attnmeta.norm import BatchStatNorm2d
+from attnmeta.norm import BatchStatNorm2d, ConvNormPairs
 from attnmeta.pooling import MaxPool2d
 
 __all__ = ["ResNet12", "ResidualBlock", "resnet12_widths"]
@@ -42,7 +42,7 @@ def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(ConvNormPairs):
     """``[N, C_in, H, W]`` -> ``[N, C_out, H // 2, W // 2]``: three conv-norm layers plus a
     1×1 conv-norm shortcut, LeakyReLU, 2×2 max-pool."""
 

@@ -108,7 +108,7 @@ def cached_features(encoder: nn.Module, split: LabelledSplit, cache_dir: Path | 
     ``also_read`` (other runs' caches: only read, never written) that has one, else
     computed; what was not in ``cache_dir`` is written there (a failed write is a warning;
     other splits' files of that name are replaced)."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", getattr(split, "split", "") or "split")
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", split.split or "split")
     encoder_key, data_key = encoder_sha256(encoder), split_fingerprint(split)
     count = split.items.shape[0]
     file_name = f"{name}-{encoder_key[:16]}-{data_key[:16]}.safetensors"

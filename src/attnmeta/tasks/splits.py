@@ -39,6 +39,19 @@ class LabelledSplit(Protocol):
     @property
     def class_names(self) -> list[str]: ...
 
+    @property
+    def split(self) -> str:
+        """The class split's name for messages and file names ("" when it has none)."""
+
+
+class GroupedSplit(LabelledSplit, Protocol):
+    """A split whose classes fall into groups that episodes may stay within (Omniglot's
+    alphabets, Lake et al. 2015); a data set declares it has them on its registry entry
+    (``DatasetEntry.alphabets``), and its splits then offer this."""
+
+    @property
+    def class_alphabets(self) -> list[str]: ...
+
 
 class ImageSplit:
     """What an image split's dataclass shares (``images [N, C, H, W]``, ``class_names
@@ -68,18 +81,17 @@ def _plural(count: int, noun: str) -> str:
 
 def class_groups(split: LabelledSplit, within: str, where: str) -> list[str] | None:
     """The group of each class ``[C]`` that episodes must stay within (``within``: one of
-    :data:`WITHIN`), or None for ``"none"``; a one-line ``ConfigError`` naming ``where``
-    (the config key prefix) when the split has no such groups."""
+    :data:`WITHIN`), or None for ``"none"``. ``"alphabet"`` reads the split as a
+    :class:`GroupedSplit`: the run layer refuses it (a ConfigError naming the key) for a
+    data set whose entry does not declare alphabets, so a split without them here is a
+    bug in that declaration."""
     if within not in WITHIN:
         raise ConfigError(f"{where}.within={within!r}: expected one of "
                           + ", ".join(map(repr, WITHIN)))
     if within == "none":
         return None
-    groups = getattr(split, "class_alphabets", None)
-    if groups is None:
-        raise ConfigError(f"{where}.within={within!r} but the split has no alphabets: expected "
-                          f"an Omniglot split (data.dataset=omniglot), or within='none'")
-    return list(groups)
+    grouped: GroupedSplit = split  # type: ignore[assignment]  (declared by its data set)
+    return list(grouped.class_alphabets)
 
 
 def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: int,
@@ -112,7 +124,7 @@ def check_episode_shape(split: LabelledSplit, n_way: int, k_shot: int, q_query: 
         raise ValueError(f"{where}: labels span {int(labels.min())}..{int(labels.max())}: "
                          f"expected 0..{len(split.class_names) - 1} (one per class name)")
     if split_name is None:
-        split_name = getattr(split, "split", None) or None
+        split_name = split.split or None
     the_split = f"the {split_name} split" if split_name else "the split"
     counts = torch.bincount(labels.long(), minlength=len(split.class_names))
     present = torch.nonzero(counts).flatten()

@@ -187,7 +187,7 @@ def explanation_png(explanation) -> bytes:
                               explanation.class_names, explanation.probabilities,
                               explanation.maps, f"{explanation.query_name}: "
                               f"{explanation.label} ({probability:.0%})",
-                              getattr(explanation, "query_tokens", None))
+                              explanation.query_tokens)
     return figure_png(figure)
 
 
