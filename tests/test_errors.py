@@ -112,6 +112,7 @@ def episodes_larger_than_the_split(tmp: Path) -> None:
 
     class Split:
         items, labels, class_names = torch.zeros(4, 1), torch.tensor([0, 0, 1, 1]), ["a", "b"]
+        split = "test"
 
     check_episode_shape(Split(), 5, 1, 1, "data.test")
 

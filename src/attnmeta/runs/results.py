@@ -46,9 +46,9 @@ class TrainResult:
 
 
 @dataclass
-class AccuracyResult(Result):
-    """Accuracy (mean ± 95% CI, and the standard deviation) over ``episodes`` seeded test
-    episodes of a run of classes (:func:`attnmeta.runs.evaluation.accuracy_result`)."""
+class EpisodesResult(Result):
+    """What every evaluation of a run of classes on seeded episodes records first: the
+    command, the checkpoint and its step, the learner, and the episodes' split and shape."""
 
     command: str
     checkpoint: str
@@ -58,6 +58,13 @@ class AccuracyResult(Result):
     n_way: int
     k_shot: int
     q_query: int
+
+
+@dataclass
+class AccuracyResult(EpisodesResult):
+    """Accuracy (mean ± 95% CI, and the standard deviation) over ``episodes`` seeded test
+    episodes of a run of classes (:func:`attnmeta.runs.evaluation.accuracy_result`)."""
+
     within: str
     episodes: int
     episode_seed: int
@@ -76,19 +83,11 @@ class AccuracyResult(Result):
 
 
 @dataclass
-class OutOfScopeResult(Result):
+class OutOfScopeResult(EpisodesResult):
     """``eval --oos``: the score and threshold chosen on meta-val, and meta-test in-scope
     accuracy and out-of-scope recall at them
     (:func:`attnmeta.runs.out_of_scope.evaluate_out_of_scope`)."""
 
-    command: str
-    checkpoint: str
-    step: int
-    learner: str
-    split: str
-    n_way: int
-    k_shot: int
-    q_query: int
     oos_per_episode: int
     episodes: int
     episode_seed: int

@@ -23,8 +23,8 @@ import json
 import logging
 from pathlib import Path
 
-from attnmeta.errors import DataError, MissingDataError
-from attnmeta.tasks.data_root import data_root_path, resolve_data_root
+from attnmeta.errors import DataError
+from attnmeta.tasks.data_root import data_root_path, find_dataset_dir
 from attnmeta.tasks.download import download_files
 from attnmeta.tasks.registry import DatasetEntry, register_dataset
 from attnmeta.tasks.text import (LabelledTexts, check_counts, check_split, labelled_texts,
@@ -55,14 +55,8 @@ CLASSES_PER_SPLIT: dict[str, int] = {"test": 17, "val": 10}
 
 def find_banking77_dir(data_root: str | Path | None = None) -> Path:
     """``<data root>/banking77`` or, if it holds ``train.csv``, the root itself."""
-    root = resolve_data_root(data_root)
-    if (root / "banking77").is_dir():
-        return root / "banking77"
-    if (root / "train.csv").is_file() and (root / "categories.json").is_file():
-        return root
-    raise MissingDataError(f"no BANKING77 data under {root}: expected "
-                           f"{root / 'banking77'}/train.csv, test.csv and categories.json; "
-                           f"`attnmeta download banking77 --data-root {root}` fetches them")
+    return find_dataset_dir(data_root, "banking77", "categories.json", "BANKING77",
+                            "train.csv, test.csv and categories.json")
 
 
 def read_banking77_categories(path: Path) -> list[str]:

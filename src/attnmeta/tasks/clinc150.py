@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnmeta.errors import ConfigError, DataError, MissingDataError
-from attnmeta.tasks.data_root import data_root_path, resolve_data_root
+from attnmeta.errors import ConfigError, DataError
+from attnmeta.tasks.data_root import data_root_path, find_dataset_dir
 from attnmeta.tasks.download import download_files
 from attnmeta.tasks.registry import DatasetEntry, register_dataset
 from attnmeta.tasks.text import (TEXT_SPLITS, LabelledTexts, check_counts, check_split,
@@ -70,14 +70,8 @@ class Clinc150:
 
 def find_clinc150_dir(data_root: str | Path | None = None) -> Path:
     """``<data root>/clinc150`` or, if it holds ``data_full.json``, the root itself."""
-    root = resolve_data_root(data_root)
-    if (root / "clinc150").is_dir():
-        return root / "clinc150"
-    if (root / "data_full.json").is_file():
-        return root
-    raise MissingDataError(f"no CLINC150 data under {root}: expected "
-                           f"{root / 'clinc150'}/data_full.json and domains.json; `attnmeta "
-                           f"download clinc150 --data-root {root}` fetches them")
+    return find_dataset_dir(data_root, "clinc150", "data_full.json", "CLINC150",
+                            "data_full.json and domains.json")
 
 
 def _read_json(path: Path) -> Any:

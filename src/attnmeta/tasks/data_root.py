@@ -12,7 +12,8 @@ from pathlib import Path
 
 from attnmeta.errors import MissingDataError
 
-__all__ = ["DATA_ROOT_ENV_VAR", "DEFAULT_DATA_ROOT", "data_root_path", "resolve_data_root"]
+__all__ = ["DATA_ROOT_ENV_VAR", "DEFAULT_DATA_ROOT", "data_root_path", "resolve_data_root",
+           "find_dataset_dir"]
 
 DATA_ROOT_ENV_VAR = "ATTNMETA_DATA"
 DEFAULT_DATA_ROOT = "~/.cache/attnmeta/data"
@@ -53,3 +54,18 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
             f"or set {DATA_ROOT_ENV_VAR}"
         )
     return path
+
+
+def find_dataset_dir(data_root: str | Path | None, name: str, marker: str, title: str,
+                     expected: str) -> Path:
+    """The folder of data set ``name``: ``<data root>/<name>``, or the root itself when it
+    holds the data set's ``marker`` file (a root pointed straight at one data set). A
+    one-line :class:`MissingDataError` otherwise, naming what the folder should hold
+    (``expected``) and the ``attnmeta download`` line that fetches it."""
+    root = resolve_data_root(data_root)
+    if (root / name).is_dir():
+        return root / name
+    if (root / marker).is_file():
+        return root
+    raise MissingDataError(f"no {title} data under {root}: expected {root / name}/{expected}; "
+                           f"`attnmeta download {name} --data-root {root}` fetches them")

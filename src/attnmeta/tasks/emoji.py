@@ -81,7 +81,7 @@ from torch.utils.data import Dataset
 
 from attnmeta.errors import ConfigError, DataError, MissingDataError
 from attnmeta.files import atomic_write, file_digest
-from attnmeta.tasks.data_root import data_root_path, resolve_data_root
+from attnmeta.tasks.data_root import data_root_path, find_dataset_dir
 from attnmeta.tasks.download import download_files
 from attnmeta.tasks.episode import Episode
 from attnmeta.tasks.registry import DatasetEntry, register_dataset
@@ -144,13 +144,8 @@ class EmojiClass:
 
 def find_emoji_dir(data_root: str | Path | None = None) -> Path:
     """``<data root>/emoji`` or, if it holds ``emoji.json``, the root itself."""
-    root = resolve_data_root(data_root)
-    for folder in (root / "emoji", root):
-        if (folder / "emoji.json").is_file():
-            return folder
-    raise MissingDataError(f"no emoji data under {root}: expected {root / 'emoji'}/emoji.json "
-                           f"with google/ and twitter/ PNG folders; `attnmeta download emoji "
-                           f"--data-root {root}` fetches them")
+    return find_dataset_dir(data_root, "emoji", "emoji.json", "emoji",
+                            "emoji.json with google/ and twitter/ PNG folders")
 
 
 def _text(value: Any) -> bool:
