@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 __all__ = ["atomic_write", "atomic_write_bytes", "write_synced", "remove_stale_temporaries",
-           "file_digest"]
+           "file_digest", "NamedPath", "named_path", "shown_name"]
 
 # atomic_write's temporaries are ".<name>.<random>.tmp" beside the file they become.
 _TEMP_SUFFIX = ".tmp"
@@ -90,3 +91,28 @@ def remove_stale_temporaries(folder: Path, name_glob: str = "*") -> list[Path]:
             continue  # only wasted space; it must not stop the write that called us
         removed.append(path)
     return removed
+
+
+class NamedPath(type(Path())):  # type: ignore[misc]
+    """A file that messages and reports name otherwise than by its path: an upload that
+    ``attnmeta serve`` stored as ``<its folder>/adapt-0001/0003-cat.png`` is ``cat.png``,
+    as it was sent (see :func:`named_path`). Every other use of it is its path's."""
+
+    shown: str
+
+
+def named_path(path: str | Path, shown: str) -> NamedPath:
+    """``path``, named ``shown`` in messages and reports (:func:`shown_name`)."""
+    named = NamedPath(path)
+    named.shown = shown
+    return named
+
+
+def shown_name(item: Any) -> str:
+    """How messages and reports name an example: a :class:`NamedPath` by its name, else as
+    a string; bytes of a file name that are not UTF-8 shown as U+FFFD (the file is read as
+    it is, and its name can be written to JSON)."""
+    name = item.shown if isinstance(item, NamedPath) else str(item)
+    if any(unicodedata.category(c) == "Cs" for c in name):
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return name

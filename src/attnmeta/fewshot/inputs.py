@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor
 
 from attnmeta.errors import InputError, ModelError  # re-exported: their old home
-from attnmeta.files import file_digest
+from attnmeta.files import NamedPath, file_digest, named_path, shown_name  # noqa: F401 (re-exported)
 from attnmeta.tasks.image_folder import (IMAGE_SUFFIXES, _changes_colour, _read_image,
                                         check_fit, check_image_size, is_hidden)
 
@@ -94,29 +94,6 @@ class Examples:
     labels: list[str]
 
 
-class NamedPath(type(Path())):  # type: ignore[misc]
-    """A file that messages and reports name otherwise than by its path: an upload that
-    ``attnmeta serve`` stored as ``<its folder>/adapt-0001/0003-cat.png`` is ``cat.png``,
-    as it was sent (see :func:`named_path`). Every other use of it is its path's."""
-
-    shown: str
-
-
-def named_path(path: str | Path, shown: str) -> NamedPath:
-    """``path``, named ``shown`` in messages and reports (:func:`shown_name`)."""
-    named = NamedPath(path)
-    named.shown = shown
-    return named
-
-
-def shown_name(item: Any) -> str:
-    """How messages and reports name an example: a :class:`NamedPath` by its name, else as
-    a string; bytes of a file name that are not UTF-8 shown as U+FFFD (the file is read as
-    it is, and its name can be written to JSON)."""
-    name = getattr(item, "shown", None) or str(item)
-    if any(unicodedata.category(c) == "Cs" for c in name):
-        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return name
 
 
 def _is_image_path(path: Path) -> bool:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from attnmeta.errors import ConfigError, DataError, InputError, MissingDataError
+from attnmeta.files import shown_name
 from attnmeta.tasks.registry import DatasetEntry, register_dataset
 
 __all__ = ["LabelledImages", "load_image_folder", "load_image", "IMAGE_SUFFIXES", "FITS",
@@ -172,7 +173,7 @@ def _read_image(path: Path | io.BytesIO | Image.Image, image_size: int, channels
     """
     check_fit(fit)
     check_image_size(image_size)
-    shown = name or getattr(path, "shown", None) or (path if isinstance(path, Path) else "image")
+    shown = name or (shown_name(path) if isinstance(path, (str, Path)) else "image")
     try:
         if isinstance(path, Image.Image):
             mode = path.mode
