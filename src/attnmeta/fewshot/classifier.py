@@ -130,7 +130,7 @@ class FewShotClassifier:
             below it are rejected by :meth:`predict` (``None`` as the label).
         precision: of the forward passes of :meth:`fit` and the predictions: "float32", or
             "bfloat16" (``torch.autocast``, :func:`attnmeta.learners.precision.forward_precision`;
-            1.9x for a ResNet-12 at 84x84 on a CPU with AMX, slower for small models and on
+            faster for large convolutions on CPUs with AMX, slower for small models and on
             CPUs without bfloat16 instructions: ``benchmarks/results/paths.md``;
             accuracy against float32 on the same episodes:
             ``benchmarks/results/inference_precision.md``). Learners that adapt by gradient
@@ -385,7 +385,8 @@ class FewShotClassifier:
     def _onnx_runtime_encoder(self) -> nn.Module | None:
         """The frozen built-in encoder run by ONNX Runtime, where the source declares that
         it may be (:attr:`EncoderEntry.onnx`) and onnxruntime is installed, else None
-        (:mod:`attnmeta.fewshot.onnx_engine`: about 1.6x PyTorch's speed for Lite0)."""
+        (:mod:`attnmeta.fewshot.onnx_engine`; its speed against PyTorch's:
+        ``benchmarks/results/encoder_speed.md``)."""
         from attnmeta.fewshot.encoders import encoder_entry
         from attnmeta.fewshot.onnx_engine import onnx_runtime_encoder
 
