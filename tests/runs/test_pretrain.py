@@ -147,16 +147,6 @@ def test_cli_trains_and_evaluates_a_pretrain_config(tmp_path, data_root):
     assert json.loads((out / ".attnmeta-run").read_text())["kind"] == "pretrain"
 
 
-def test_every_built_in_run_kind_is_one_registry_entry():
-    from attnmeta.runs.kinds import run_kind_named, run_kinds
-
-    assert {kind.name for kind in run_kinds()} >= {"episodic", "rl", "pretrain"}
-    assert run_kind_named("supervised") is run_kind_named("episodic")  # the old name
-    assert [kind.name for kind in run_kinds() if kind.implicit] == ["episodic"]
-    assert run_kind_named("rl").load is None  # meta-RL has no classifier of classes
-    assert run_kind_named("pretrain").counts_classes and run_kind_named("episodic").load
-
-
 def test_the_shipped_pretrain_and_frozen_configs(data_root):
     pretrain = load_config(CONFIGS / "pretrain_conv4.yaml")
     assert (pretrain.kind, pretrain.train.batch_size, pretrain.train.shift) == ("pretrain", 256, 2)
