@@ -67,3 +67,14 @@ def check_download_from_a_local_mirror(module: ModuleType, dataset: str, upstrea
                                          r"[0-9a-f]{64}: .*left untouched"):
         download(tmp_path / "root")
     assert first.read_text() == "edited by hand"
+
+
+def check_pinned_checksums(folder: Path, digests: dict[str, str]) -> None:
+    """The pinned upstream SHA-256s are those of the shared copy in ``folder`` (skipped when
+    it is not there)."""
+    from attnmeta.files import file_digest
+
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found (set ATTNMETA_DATA)")
+    for name, digest in digests.items():
+        assert file_digest(folder / name, "sha256") == digest, folder / name

@@ -11,7 +11,8 @@ from attnmeta.tasks.banking77 import (banking77_class_split, find_banking77_dir,
                                       read_banking77_csv)
 from attnmeta.tasks.registry import DATASETS
 from attnmeta.tasks.text import TEXT_SPLITS, ordered_by_digest
-from intent_files import check_download_from_a_local_mirror, write_banking77
+from intent_files import (check_download_from_a_local_mirror, check_pinned_checksums,
+                          write_banking77)
 from support import REAL_DATA, needs_real_data
 
 
@@ -120,13 +121,7 @@ def test_download_banking77_from_a_local_mirror(tmp_path, local_server, monkeypa
 
 def test_pinned_banking77_checksums_match_the_shared_copy():
     """The pinned upstream SHA-256s are the ones of the shared data (when present)."""
-    from attnmeta.files import file_digest
-
-    folder = REAL_DATA / "banking77"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found (set ATTNMETA_DATA)")
-    for name, digest in banking77.BANKING77_SHA256.items():
-        assert file_digest(folder / name, "sha256") == digest, folder / name
+    check_pinned_checksums(REAL_DATA / "banking77", banking77.BANKING77_SHA256)
 
 
 @needs_real_data

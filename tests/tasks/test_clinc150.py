@@ -13,7 +13,8 @@ from attnmeta.tasks.clinc150 import (clinc150_class_split, find_clinc150_dir, lo
                                      load_clinc150_out_of_scope, read_clinc150)
 from attnmeta.tasks.registry import DATASETS
 from attnmeta.tasks.text import TEXT_SPLITS, ordered_by_digest
-from intent_files import check_download_from_a_local_mirror, write_clinc150
+from intent_files import (check_download_from_a_local_mirror, check_pinned_checksums,
+                          write_clinc150)
 from support import REAL_DATA, needs_real_data
 
 
@@ -131,13 +132,7 @@ def test_download_clinc150_from_a_local_mirror(tmp_path, local_server, monkeypat
 
 def test_pinned_clinc150_checksums_match_the_shared_copy():
     """The pinned upstream SHA-256s are the ones of the shared data (when present)."""
-    from attnmeta.files import file_digest
-
-    folder = REAL_DATA / "clinc150"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found (set ATTNMETA_DATA)")
-    for name, digest in clinc150.CLINC150_SHA256.items():
-        assert file_digest(folder / name, "sha256") == digest, folder / name
+    check_pinned_checksums(REAL_DATA / "clinc150", clinc150.CLINC150_SHA256)
 
 
 @needs_real_data
