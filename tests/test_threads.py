@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from attnmeta import threads
-from support import one_line_error
 
 
 def test_an_explicit_count_wins_and_small_workloads_get_one_thread(monkeypatch):
@@ -52,9 +51,3 @@ def test_use_threads_sets_torchs_count():
         assert threads.use_threads(1, "large") == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.mark.parametrize("value", ["0", "two", "-1"])
-def test_train_threads_option_refuses_a_bad_count(tmp_path, value):
-    one_line_error(["train", tmp_path / "none.yaml", "--threads", value],
-                   f"--threads {value!r}: expected a whole number of at least 1, or auto")

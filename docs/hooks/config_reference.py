@@ -132,8 +132,8 @@ def describe_limits(limits: Any) -> str:
         if item.name in signs:
             parts.append(f"{signs[item.name]} {value:g}" if isinstance(value, float)
                          else f"{signs[item.name]} {value}")
-        elif item.name == "choices":
-            parts.append("one of " + ", ".join(f"`{choice}`" for choice in value))
+        elif item.name == "choices":  # a registry's names are read now (limits.allowed)
+            parts.append("one of " + ", ".join(f"`{choice}`" for choice in limits.allowed()))
         elif item.name == "pattern":
             parts.append(f"matches `{getattr(value, 'pattern', value)}`")
         elif item.name == "each":

@@ -1,9 +1,10 @@
 """How a config key declares its default and the values it accepts, for every layer.
 
 A config section is a dataclass whose fields are written with :func:`setting`
-(``setting(0.4, above=0.0)``, ``setting("loop", choices=("loop", "vmap"))``); the
-:class:`Limits` in each field's metadata is what :mod:`attnmeta.runs.config` checks a value
-against, and what the config reference prints. It lives below the run layer so that a
+(``setting(0.4, above=0.0)``, ``setting("loop", choices=("loop", "vmap"))``, or
+``choices=lambda: tuple(REGISTRY)`` for a registry's names as they are when a config is
+checked); the :class:`Limits` in each field's metadata is what :mod:`attnmeta.runs.config`
+checks a value against, and what the config reference prints. It lives below the run layer so that a
 learner's own options (``learners/<name>.py``) are declared the same way as the run's
 sections (:mod:`attnmeta.runs.schema` re-exports it). A section whose keys depend on one of
 its values (the learner section: ``learner.name`` picks the learner's options) declares its
@@ -16,7 +17,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from attnmeta.errors import ConfigError
 
@@ -31,9 +32,15 @@ class Limits:
     above: float | None = None         # value > above
     at_most: float | None = None       # value <= at_most
     below: float | None = None         # value < below
-    choices: tuple[Any, ...] | None = None
+    # the values, or a zero-argument callable returning them when a value is checked (the
+    # names of a registry, so that entries registered after import are accepted)
+    choices: tuple[Any, ...] | Callable[[], Iterable[Any]] | None = None
     pattern: re.Pattern | None = None  # strings: the whole value matches
     each: "Limits | None" = None       # lists: every element
+
+    def allowed(self) -> tuple[Any, ...] | None:
+        """The choices as they are now (a callable's are read at each call)."""
+        return tuple(self.choices()) if callable(self.choices) else self.choices
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` ("expected ..."), or None when it is accepted."""
@@ -44,8 +51,8 @@ class Limits:
                 if self.each is not None and (wrong := self.each.problem(item)):
                     return f"{wrong} for every element"
             return None
-        if self.choices is not None and value not in self.choices:
-            return "expected one of " + ", ".join(repr(c) for c in self.choices)
+        if (choices := self.allowed()) is not None and value not in choices:
+            return "expected one of " + ", ".join(repr(c) for c in choices)
         if self.pattern is not None and not self.pattern.fullmatch(str(value)):
             return ("expected a plain name (letters, digits, '.', '_', '-'; no path "
                     "separators, no leading '.')")

@@ -102,19 +102,6 @@ def test_an_image_folder_without_a_test_split_is_refused_before_training(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_the_checkpoint_is_written_before_the_evaluation_that_follows_it(
-        tmp_path, data_root, monkeypatch):
-    import attnmeta.runs.evaluation as evaluation
-
-    def failing(*args, **kwargs):
-        raise RuntimeError("evaluation failed")
-
-    monkeypatch.setattr(evaluation, "episode_accuracies", failing)
-    with pytest.raises(RuntimeError):
-        train_run(tiny_config(data_root, "protonet"), tmp_path / "run", progress=False)
-    assert [p.name for p in (tmp_path / "run/checkpoints").glob("*.json")] == ["step_0000003.json"]
-
-
 # 5: evaluating a run folder that cannot be written ----------------------------------------
 def test_eval_prints_before_saving_and_a_failed_write_is_a_warning(tmp_path, config_file,
                                                                    monkeypatch):
@@ -267,25 +254,6 @@ def test_colour_images_turned_grey_are_reported(tmp_path):
 
 
 # 9, 11: resuming -----------------------------------------------------------------------------
-def test_resume_logs_no_duplicate_rows_and_may_change_the_learning_rate(tmp_path, data_root):
-    config = tiny_config(data_root, "protonet", steps=6)
-
-    def stop_at_5(step: int) -> None:
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_run(config, tmp_path / "run", progress=False, on_step_end=stop_at_5)
-    config.train.lr, config.train.grad_clip = 0.005, 1.0
-    result = train_run(config, tmp_path / "run", resume=True, progress=False)
-    assert result.resume_changes == {"train.grad_clip": [None, 1.0], "train.lr": [0.01, 0.005]}
-    rows = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
-    train_steps = [row["step"] for row in rows if "loss" in row]
-    assert train_steps == [2, 4, 6]
-    assert [row["changed"] for row in rows if row.get("event") == "resume"] == [
-        result.resume_changes]
-
-
 def test_stale_temporary_files_are_cleaned_up(tmp_path, data_root):
     config = tiny_config(data_root, "protonet", steps=3)
     train_run(config, tmp_path / "run", progress=False)
@@ -354,20 +322,6 @@ def test_a_run_of_another_kind_is_refused(tmp_path, config_file):
     out.mkdir()
     (out / MARKER).write_text(json.dumps({"kind": "rl"}))
     one_line_error(train_args(config_file, out), "rl run")
-
-
-def test_a_run_is_read_back_only_as_its_own_kind(tmp_path):
-    from attnmeta.checkpoint import CheckpointError
-    from attnmeta.runs.config import load_config
-    from attnmeta.runs.rl import load_rl_run, train_rl
-    from attnmeta.runs.episodic import load_run
-
-    config = Path(__file__).parents[2] / "configs" / "rl" / "maml_bandit.yaml"
-    train_rl(load_config(config, ["train.steps=1"]), tmp_path / "rl", progress=False)
-    assert load_rl_run(tmp_path / "rl")[0].kind == "rl"
-    with pytest.raises(CheckpointError, match=r"is of a meta-RL run \(kind: rl\): expected an "
-                                              r"episodic run"):
-        load_run(tmp_path / "rl")
 
 
 @pytest.mark.parametrize("learner, override, expected", [

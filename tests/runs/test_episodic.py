@@ -15,7 +15,7 @@ from attnmeta.checkpoint import CheckpointError, load_checkpoint
 from attnmeta.cli import main
 from attnmeta.runs.build import build_learner
 from attnmeta.runs.config import ConfigError, config_from_dict, config_to_dict, load_config
-from attnmeta.runs.episodic import RunError, evaluate_checkpoint, load_run, train_run
+from attnmeta.runs.episodic import evaluate_checkpoint, train_run
 from support import make_image_folder, one_line_error, tiny_config
 
 
@@ -112,19 +112,6 @@ def test_corrupt_checkpoint_is_refused(tmp_path, data_root):
         load_checkpoint(tmp_path / "run/checkpoints/step_0000006.json", build_learner(config))
 
 
-def test_existing_run_needs_resume_and_the_same_config(tmp_path, data_root):
-    config = tiny_config(data_root, "protonet", steps=3)
-    train_run(config, tmp_path / "run", progress=False)
-    with pytest.raises(RunError, match="already holds checkpoints: pass --resume"):
-        train_run(config, tmp_path / "run", progress=False)
-    changed = tiny_config(data_root, "protonet", steps=3)
-    changed.learner.distance = "cosine"
-    with pytest.raises(RunError, match=r"learner.distance: 'sqeuclidean' -> 'cosine'"):
-        train_run(changed, tmp_path / "run", resume=True, progress=False)
-    longer = tiny_config(data_root, "protonet", steps=6)  # more steps is a valid resume
-    assert train_run(longer, tmp_path / "run", resume=True, progress=False).resumed_from == 3
-
-
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key 'train.stpes'"):
         config_from_dict({"train": {"stpes": 3}})
@@ -164,29 +151,6 @@ def test_cli_train_eval_and_one_line_errors(tmp_path, data_root):
     one_line_error(["train", tmp_path / "nope.yaml"], "config file")
 
 
-def test_a_head_of_n_outputs_takes_only_its_training_n_way(tmp_path, data_root):
-    from attnmeta.runs.evaluation import takes_n_way
-
-    out = tmp_path / "maml"
-    train_run(tiny_config(data_root, "maml", steps=2), out, progress=False)
-    run = load_run(out)
-    assert takes_n_way(run.learner, run.config, 3) and not takes_n_way(run.learner, run.config, 4)
-    one_line_error(["eval", out, "--n-way", "4", "--no-progress"],
-                   "n_way=4 at test but the maml head has 3 outputs")
-    protonet = tmp_path / "protonet"
-    train_run(tiny_config(data_root, "protonet", steps=2), protonet, progress=False)
-    run = load_run(protonet)
-    assert takes_n_way(run.learner, run.config, 4)  # prototypes take any number of classes
-
-
-def test_time_budget_stops_with_a_checkpoint(tmp_path, data_root):
-    config = tiny_config(data_root, "protonet", steps=50)
-    config.train.max_minutes = 1e-9  # spent after the first step
-    result = train_run(config, tmp_path / "run", progress=False)
-    assert result.stopped_by_time_budget and result.steps == 1
-    assert [p.name for p in (tmp_path / "run/checkpoints").glob("*.json")] == ["step_0000001.json"]
-
-
 def test_every_shipped_config_is_valid():
     configs = sorted((Path(__file__).parents[2] / "configs" / "omniglot").glob("*.yaml"))
     assert len(configs) >= 40
@@ -197,28 +161,6 @@ def test_every_shipped_config_is_valid():
             continue
         learner = build_learner(config)
         assert sum(p.numel() for p in learner.parameters()) > 100_000, path  # Conv4-64
-
-
-def test_registered_backbone_is_built_from_config(data_root):
-    from torch import nn
-
-    from attnmeta.runs.build import BACKBONES, register_backbone
-
-    def tiny(model, in_channels, out_dim, image_size):
-        return nn.Sequential(nn.Flatten(),
-                             nn.Linear(in_channels * image_size**2, out_dim or model.hidden))
-
-    register_backbone("tiny-linear", tiny)
-    try:
-        config = tiny_config(data_root, "protonet")
-        config.model.backbone = "tiny-linear"
-        learner = build_learner(config)
-        assert isinstance(learner.encoder[1], nn.Linear) and learner.encoder[1].out_features == 8
-        config.model.backbone = "resnet999"
-        with pytest.raises(ConfigError, match="'model.backbone' is 'resnet999': expected one of"):
-            build_learner(config)
-    finally:
-        BACKBONES.pop("tiny-linear")
 
 
 def test_download_command_reports_errors_in_one_line(tmp_path, monkeypatch):
@@ -270,17 +212,3 @@ def test_a_new_learner_and_a_new_data_set_are_one_registry_line_each(tmp_path, d
     finally:
         LEARNERS.pop("cosine_protonet")
         DATASETS.pop("my_images")
-
-
-def test_a_key_added_after_a_run_was_made_does_not_block_its_resume(tmp_path):
-    """A saved config without a key that attnmeta added later means that key's default."""
-    from attnmeta.runs.config import config_to_dict
-    from attnmeta.runs.lifecycle import _resume_changes
-
-    current = config_to_dict(tiny_config(tmp_path))
-    saved = json.loads(json.dumps(current))
-    del saved["data"]["augment"], saved["model"]["pretrained_path"]
-    assert _resume_changes(saved, current, ("train.steps",), tmp_path) == {}
-    saved["data"]["image_size"] = 20  # a real change is still refused, named
-    with pytest.raises(RunError, match="data.image_size: 20 -> 16"):
-        _resume_changes(saved, current, ("train.steps",), tmp_path)

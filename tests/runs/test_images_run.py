@@ -106,41 +106,6 @@ def test_pretraining_batches_are_augmented_by_seed_and_step(rgb_root):
     assert torch.equal(later[0].x, once[1].x)
 
 
-def test_pretrained_path_loads_a_backbone_file_strictly_but_for_the_head(tmp_path, rgb_root):
-    config = rgb_config(rgb_root)
-    torch.manual_seed(0)
-    source = build_backbone(config, 5).eval()  # with a 5-way head, and input_norm
-    x = torch.rand(4, 3, 32, 32)
-    save_file(source.state_dict(), tmp_path / "resnet12.safetensors")
-    torch.save({"state_dict": source.state_dict()}, tmp_path / "resnet12.pth")  # a checkpoint
-    for name in ("resnet12.safetensors", "resnet12.pth"):
-        config.model.pretrained_path = str(tmp_path / name)
-        torch.manual_seed(1)
-        loaded = build_backbone(config, 0, pretrained=True).eval()  # features, no head
-        with torch.no_grad():
-            assert torch.equal(loaded.features(loaded.input_norm(x)),
-                               source.features(source.input_norm(x))), name
-            assert torch.equal(loaded(x), source.features(source.input_norm(x)).mean((2, 3)))
-    # what a checkpoint is read back with: no file needed
-    config.model.pretrained_path = str(tmp_path / "gone.safetensors")
-    build_learner(config)
-    with pytest.raises(ConfigError, match=r"^config key 'model.pretrained_path' is '.*gone"
-                                          r"\.safetensors': weights file .* does not exist"):
-        build_learner(config, pretrained=True)
-    # a conv4 file for a resnet12, and a file that holds no weights
-    conv4 = rgb_config(rgb_root)
-    conv4.model.backbone = "conv4"
-    save_file(build_backbone(conv4, 0).state_dict(), tmp_path / "conv4.safetensors")
-    (tmp_path / "notes.pth").write_text("not weights")
-    for name, expected in (("conv4.safetensors", (r"does not fit the ResNet12 backbone: "
-                                                  r"missing \['features.0.conv1.weight'")),
-                           ("notes.pth", "cannot be read as a torch state dict")):
-        config.model.pretrained_path = str(tmp_path / name)
-        with pytest.raises(ConfigError, match=expected) as error:
-            build_backbone(config, 0, pretrained=True)
-        assert str(tmp_path / name) in str(error.value) and "\n" not in str(error.value)
-
-
 def test_a_training_run_reads_pretrained_path_and_a_resume_or_eval_does_not(tmp_path, rgb_root):
     config = rgb_config(rgb_root, steps=2)
     weights = tmp_path / "start.safetensors"

@@ -116,6 +116,24 @@ def test_bad_config_values_give_one_line_errors(tmp_path, override, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_task_family_registered_after_import_is_accepted_by_the_config_check():
+    """env.name's choices are the registry's names when a config is checked, not those it
+    held when the schema was imported."""
+    from attnmeta.rl.navigation import Navigation2D
+    from attnmeta.rl.registry import TASK_FAMILIES, register_task_family
+
+    config = tiny()
+    config["env"]["name"] = "late-navigation"
+    with pytest.raises(ConfigError, match="config key 'env.name' is 'late-navigation'"):
+        rl_config_from_dict(config)
+    register_task_family("late-navigation", lambda env: Navigation2D(env.horizon))
+    try:
+        assert rl_config_from_dict(config).env.name == "late-navigation"
+        assert build_family(rl_config_from_dict(config)).horizon == 5
+    finally:
+        TASK_FAMILIES.pop("late-navigation")
+
+
 def test_a_resume_may_change_the_threads_and_learning_rate(tmp_path):
     train_rl(rl_config_from_dict(tiny(steps=2)), tmp_path / "run", progress=False)
     changed = tiny(steps=4)

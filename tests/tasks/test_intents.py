@@ -7,16 +7,15 @@ import torch
 
 from attnmeta.tasks.banking77 import load_banking77
 from attnmeta.tasks.clinc150 import load_clinc150
-from attnmeta.tasks.intents import (INTENT_DATASETS, load_intent_texts, load_intent_tokens,
+from attnmeta.tasks.intents import (load_intent_texts, load_intent_tokens,
                                     load_out_of_scope_tokens, meta_train_texts)
-from attnmeta.tasks.text import TEXT_DATASETS
+from attnmeta.tasks.registry import DATASETS
 from attnmeta.bpe import train_tokenizer
 from intent_files import write_banking77, write_clinc150
 
 
 def test_intent_data_sets_by_name_with_plain_arguments(tmp_path):
     write_clinc150(tmp_path, domains=2, intents=7, per_intent=6)
-    assert INTENT_DATASETS == TEXT_DATASETS == ("clinc150", "banking77")
     texts = load_intent_texts("clinc150", tmp_path, "test")
     assert texts.texts == load_clinc150(tmp_path, "test").texts and texts.split == "test"
     tokenizer = train_tokenizer(meta_train_texts("clinc150", tmp_path), 300)
@@ -28,6 +27,15 @@ def test_intent_data_sets_by_name_with_plain_arguments(tmp_path):
     assert out_of_scope.shape == (5, 6) and out_of_scope.dtype == torch.int64
     with pytest.raises(ValueError, match=r"data.dataset='banking77' has no out-of-scope"):
         load_out_of_scope_tokens("banking77", tmp_path, "test", tokenizer, 6)
+
+
+def test_the_registry_declares_which_data_sets_are_sentences_and_which_have_out_of_scope():
+    texts = {name for name, entry in DATASETS.items() if entry.text}
+    out_of_scope = {name for name, entry in DATASETS.items() if entry.out_of_scope is not None}
+    assert {"clinc150", "banking77", "sentences"} <= texts
+    assert not {"omniglot", "emoji", "image_folder", "breastmnist", "retinamnist"} & texts
+    assert "clinc150" in out_of_scope and not {"banking77", "sentences"} & out_of_scope
+    assert out_of_scope <= texts
 
 
 def test_unknown_text_dataset_and_split_are_named(tmp_path):

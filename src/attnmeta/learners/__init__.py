@@ -5,6 +5,8 @@ registers itself (:func:`register_learner`), and importing them all here is what
 from attnmeta.learners.base import EpisodeLearner, MetaLearner, StepOutput, class_count
 from attnmeta.learners.pretraining import ClassBatch, SupervisedClassifier
 from attnmeta.learners.feat import FEAT
+from attnmeta.learners.cross_transformer import CrossTransformer
+from attnmeta.learners.pair_matcher import PairMatcher
 from attnmeta.learners.frozen import FrozenFeatureLearner
 from attnmeta.learners.gradient import GradientLearner
 from attnmeta.learners.inner_loop import inner_sgd
@@ -17,5 +19,6 @@ from attnmeta.learners.registry import LEARNERS, Backbone, LearnerEntry, registe
 
 __all__ = ["MetaLearner", "EpisodeLearner", "GradientLearner", "StepOutput", "class_count",
            "inner_sgd", "ClassBatch", "SupervisedClassifier", "FrozenFeatureLearner", "FEAT",
-           "InContextClassifier", "InContextLearner", "MAML", "MatchingNet", "ProtoNet", "prototype_logits", "prototypes", "Reptile",
+           "InContextClassifier", "InContextLearner", "MAML", "MatchingNet", "ProtoNet",
+           "CrossTransformer", "PairMatcher", "prototype_logits", "prototypes", "Reptile",
            "LEARNERS", "Backbone", "LearnerEntry", "register_learner"]

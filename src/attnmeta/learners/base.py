@@ -77,6 +77,11 @@ class MetaLearner(nn.Module):
         head_inits: the ``learner.head_init`` values it takes: ``"meta"`` (its head, if any,
             starts each task at the meta-learned weights) or also ``"prototypes"``
             (Proto-MAML: MAML's head starts at the support set's prototypes).
+        reads_spatial_tokens: the learner compares the parts of images: its encoder must
+            return a backbone's spatial tokens flattened, ``[n, L·D]``
+            (:class:`~attnmeta.models.spatial.SpatialTokens`, built by the run code around a
+            backbone that declares ``spatial_tokens``), and it takes their ``grid`` and
+            ``token_dim`` (CrossTransformers, the pair matcher). False: one vector per image.
 
     A learner that can show where it looks overrides :meth:`attention_maps` (and
     :meth:`attention_map_names`).
@@ -87,6 +92,7 @@ class MetaLearner(nn.Module):
     display_name: ClassVar[str] = "meta-learner"
     strategies: ClassVar[tuple[str, ...]] = ("loop", "vmap")
     head_inits: ClassVar[tuple[str, ...]] = ("meta",)
+    reads_spatial_tokens: ClassVar[bool] = False
 
     def training_step(self, batch: Episode) -> StepOutput:
         raise NotImplementedError
@@ -153,7 +159,10 @@ class MetaLearner(nn.Module):
         Keys, by learner: ``"query_support"`` ``[Q, S]`` (Matching Networks, the in-context
         classifier), ``"prototypes"`` ``[H, N, N]`` (FEAT), ``"patch_attention"``
         ``[Q, g, g]`` (MAML / Reptile over a vision transformer, at the parameters adapted
-        by ``steps`` inner steps, default ``eval_steps``). No gradient is recorded.
+        by ``steps`` inner steps, default ``eval_steps``), ``"correspondence"``
+        ``[Q, L, S, L]`` (the learners that read spatial tokens: how much each query
+        location attended to each location of each support image, heads averaged). No
+        gradient is recorded.
         """
         raise InputError(f"{type(self).__name__} has no attention to draw: expected "
                          "MatchingNet, FEAT, InContextClassifier, or MAML/Reptile over a "

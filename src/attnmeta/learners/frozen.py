@@ -33,6 +33,8 @@ class FrozenFeatureLearner(MetaLearner):
     # what the inner learner declares, asked of this instance
     adapts_by_gradient = property(lambda self: self.learner.adapts_by_gradient)  # type: ignore
     needs_head = property(lambda self: self.learner.needs_head)  # type: ignore
+    reads_spatial_tokens = property(  # type: ignore
+        lambda self: self.learner.reads_spatial_tokens)
     display_name = property(  # type: ignore
         lambda self: f"{self.learner.display_name} (frozen features)")
 

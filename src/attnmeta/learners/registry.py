@@ -51,11 +51,24 @@ class Backbone:
 
     model: nn.Module
     config: Any
+    # where the model returns spatial tokens flattened (a learner that reads_spatial_tokens)
+    token_grid: tuple[int, int] | None = None  # (H, W) of the token map
+    token_dim: int | None = None               # the width D of one token
 
     @property
     def feature_dim(self) -> int | None:
         """The width of the model's features where its class declares ``features``."""
         return self.model.feature_dim if has_features(self.model) else None
+
+    def tokens(self, learner: str) -> tuple[tuple[int, int], int]:
+        """``(token_grid, token_dim)``, or a ConfigError naming ``learner``, which reads
+        spatial tokens (set by :func:`attnmeta.runs.build.build_learner`)."""
+        if self.token_grid is None or self.token_dim is None:
+            raise ConfigError(f"config key 'learner.name' is {learner!r}, which reads "
+                              "spatial tokens: expected the backbone wrapped in "
+                              "attnmeta.models.spatial.SpatialTokens (a backbone whose class "
+                              "declares 'spatial_tokens')")
+        return self.token_grid, self.token_dim
 
     def width(self, learner: str) -> int:
         """:attr:`feature_dim`, or a ConfigError naming ``learner``, which needs it."""

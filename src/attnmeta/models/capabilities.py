@@ -19,6 +19,10 @@ The capabilities:
   (:class:`TokenStatesEncoder`; the text attention figures).
 - ``pretrained_parts``: ``pretrained_parts() -> (module, free key prefixes)``, the part a
   weights file loads into (:class:`PartlyPretrained`).
+- ``spatial_tokens``: ``token_map(x) -> [n, L, token_dim]``, its last feature map before
+  pooling as ``L = H·W`` tokens (row-major), and ``token_grid(image_size) -> (H, W)``
+  (:class:`SpatialTokensEncoder`; the relational learners read them through
+  :class:`attnmeta.models.spatial.SpatialTokens`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from typing import Callable, Literal, Protocol, TypeGuard, TypeVar
 from torch import Tensor, nn
 
 __all__ = ["Capability", "FeatureEncoder", "PatchAttentionModel", "TokenStatesEncoder",
-           "PartlyPretrained", "declares", "declared", "has_features", "has_patch_attention",
-           "has_token_states", "has_pretrained_parts"]
+           "PartlyPretrained", "SpatialTokensEncoder", "declares", "declared", "has_features", "has_patch_attention",
+           "has_token_states", "has_pretrained_parts", "has_spatial_tokens"]
 
-Capability = Literal["features", "patch_attention", "token_states", "pretrained_parts"]
+Capability = Literal["features", "patch_attention", "token_states", "pretrained_parts",
+                     "spatial_tokens"]
 ModuleClass = TypeVar("ModuleClass", bound=type)
 
 # class -> what it declares; a subclass has its bases' capabilities too
@@ -67,6 +72,20 @@ class PartlyPretrained(Protocol):
     def pretrained_parts(self) -> tuple[nn.Module, tuple[str, ...]]: ...
 
 
+class SpatialTokensEncoder(Protocol):
+    """An image backbone that hands over its last feature map, before pooling, as tokens."""
+
+    token_dim: int
+
+    def token_map(self, x: Tensor) -> Tensor:
+        """``x [n, C, S, S]`` -> ``[n, H·W, token_dim]``, locations row-major."""
+        ...
+
+    def token_grid(self, image_size: int) -> tuple[int, int]:
+        """``(H, W)`` of :meth:`token_map` for ``image_size × image_size`` inputs."""
+        ...
+
+
 def declares(*capabilities: Capability) -> Callable[[ModuleClass], ModuleClass]:
     """Class decorator: instances of the class (and of its subclasses) have ``capabilities``."""
 
@@ -96,3 +115,7 @@ def has_token_states(model: nn.Module) -> TypeGuard[TokenStatesEncoder]:
 
 def has_pretrained_parts(model: nn.Module) -> TypeGuard[PartlyPretrained]:
     return declared(model, "pretrained_parts")
+
+
+def has_spatial_tokens(model: nn.Module) -> TypeGuard[SpatialTokensEncoder]:
+    return declared(model, "spatial_tokens")

@@ -1,9 +1,11 @@
 """Conv4, the backbone of MAML, ProtoNets and Matching Networks on Omniglot / miniImageNet.
 
 4 × [conv 3×3 (64), BatchNorm, ReLU, max-pool 2]; on 28×28 inputs the feature map ends
-at 1×1×64. BatchNorm uses the statistics of the batch it sees (as in MAML's reference
-code; see :mod:`attnmeta.norm` for its vmap-exact form). The block pools before the ReLU:
-ReLU is monotone, so ``relu(maxpool(x)) == maxpool(relu(x))`` value for value and
+at 1×1×64 (the blocks give 14, 7, 3, 1: each pool floors). Its spatial tokens
+(:meth:`Conv4.token_map`) are the last block's map before its pool: 3×3×64 at 28×28.
+BatchNorm uses the statistics of the batch it sees (as in MAML's reference code; see
+:mod:`attnmeta.norm` for its vmap-exact form). The block pools before the ReLU: ReLU is
+monotone, so ``relu(maxpool(x)) == maxpool(relu(x))`` value for value and
 gradient for gradient, and the ReLU then runs on a quarter of the elements. Pooling uses
 :mod:`attnmeta.pooling`'s faster forward kernel.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_backbone
 from attnmeta.norm import BatchStatNorm2d
 from attnmeta.pooling import MaxPool2d
 
@@ -30,9 +33,19 @@ def conv_block(in_channels: int, out_channels: int, norm: str = "batch") -> nn.S
     )
 
 
-@declares("features")
+def _halved(side: int, times: int) -> int:
+    """The side of a map after ``times`` 2×2 max-pools (each floors)."""
+    for _ in range(times):
+        side //= 2
+    return side
+
+
+@declares("features", "spatial_tokens")
 class Conv4(nn.Module):
     """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, features]`` if ``out_dim=0``.
+
+    Spatial tokens (:meth:`token_map`): the fourth block's conv, norm and ReLU without its
+    pool, ``[N, h·h, hidden]`` with ``h = ⌊⌊⌊S/2⌋/2⌋/2⌋`` (3 at 28×28, 10 at 84×84).
 
     ``norm="batch"`` normalises with each batch's statistics (MAML); ``"running"`` uses
     ``nn.BatchNorm2d`` with running statistics in eval mode (ProtoNets, Matching Nets).
@@ -45,11 +58,26 @@ class Conv4(nn.Module):
             conv_block(in_channels, hidden, norm), conv_block(hidden, hidden, norm),
             conv_block(hidden, hidden, norm), conv_block(hidden, hidden, norm),
         )
-        side = image_size
-        for _ in range(4):
-            side //= 2
+        side = _halved(image_size, 4)
         self.feature_dim = hidden * side * side
+        self.token_dim = hidden
         self.head = nn.Linear(self.feature_dim, out_dim) if out_dim else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))
+
+    def token_map(self, x: Tensor) -> Tensor:
+        """``x [N, C, S, S]`` -> ``[N, h·h, hidden]``: the last block's map before its pool
+        (row-major locations; see :meth:`token_grid`). The norm precedes the pool, so it
+        sees what it sees in :meth:`forward`."""
+        conv, norm, _pool, relu = self.features[-1]
+        return relu(norm(conv(self.features[:-1](x)))).flatten(2).transpose(1, 2)
+
+    def token_grid(self, image_size: int) -> tuple[int, int]:
+        """``(h, h)`` of :meth:`token_map` at ``image_size × image_size``."""
+        side = _halved(image_size, 3)
+        return side, side
+
+
+register_backbone("conv4", lambda m, in_channels, out_dim, image_size: Conv4(
+    in_channels, out_dim, m.hidden, image_size, m.norm), norm_configurable=True)

@@ -14,12 +14,17 @@ double backward works and the attention weights can be drawn.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from attnmeta.errors import ConfigError, MissingDependencyError
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_text_backbone
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
+
+if TYPE_CHECKING:
+    from attnmeta.bpe import TextTokenizer
 
 __all__ = ["HFTextEncoder", "tiny_bert", "hf_text_encoder"]
 
@@ -106,3 +111,18 @@ def hf_text_encoder(vocab_size: int, max_length: int, out_dim: int = 0,
     return HFTextEncoder(tiny_bert(vocab_size, hidden, depth, heads, max_length, pad_id=0,
                                    dropout=dropout),
                          pad_id=0, out_dim=out_dim)
+
+
+def _hf(model: Any, config: Any, out_dim: int) -> nn.Module:
+    return hf_text_encoder(config.data.vocab_size, config.data.max_length, out_dim,
+                           model.hf_path, model.hidden, model.depth, model.heads, model.dropout)
+
+
+def _hf_tokenizer(config: Any) -> "TextTokenizer | None":
+    from attnmeta.bpe import tokenizer_from_pretrained
+
+    # a local pretrained model's own; without one (a tiny BERT), BPE on the data
+    return tokenizer_from_pretrained(config.model.hf_path) if config.model.hf_path else None
+
+
+register_text_backbone("hf", _hf, tokenizer=_hf_tokenizer)

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnmeta.errors import ConfigError, MissingDependencyError
 from attnmeta.models.hf import HFTextEncoder
+from attnmeta.models.registry import register_text_backbone
 from attnmeta.models.tokens import masked_mean
 from attnmeta.models.wheel_weights import MissingWeightsError, wheel_file
 
@@ -149,3 +150,14 @@ def minilm_encoder(out_dim: int = 0, max_length: int = MINILM.max_length) -> Min
         raise MissingWeightsError(f"{folder} holds a model {model.config.hidden_size} wide: "
                                   f"expected all-MiniLM-L6-v2's {MINILM.feature_dim}")
     return MiniLMEncoder(model, pad_id=0, out_dim=out_dim, max_length=max_length)
+
+
+def _minilm(model: Any, config: Any, out_dim: int) -> nn.Module:
+    return minilm_encoder(out_dim, config.data.max_length)  # transformers: when it builds
+
+
+def _minilm_tokenizer(config: Any) -> "TextTokenizer":
+    return minilm_tokenizer(config.data.max_length)  # its WordPiece, cut at data.max_length
+
+
+register_text_backbone("minilm", _minilm, pretrained=True, tokenizer=_minilm_tokenizer)

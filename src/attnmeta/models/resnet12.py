@@ -19,6 +19,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_backbone
 from attnmeta.norm import BatchStatNorm2d, ConvNormPairs
 from attnmeta.pooling import MaxPool2d
 
@@ -68,7 +69,7 @@ class ResidualBlock(ConvNormPairs):
         return self.activation(self.pool(out + self.shortcut(x)))
 
 
-@declares("features")
+@declares("features", "spatial_tokens")
 class ResNet12(nn.Module):
     """``[N, C, H, W]`` images -> ``[N, out_dim]`` logits, or ``[N, feature_dim]`` features
     (``feature_dim`` = the last width, 640 for ``hidden=64``) if ``out_dim=0``.
@@ -76,6 +77,10 @@ class ResNet12(nn.Module):
     Any side from 16 up works (four halvings, then the average over what is left); the
     papers use 84×84. ``norm="batch"`` normalises with each batch's statistics (MAML);
     ``"running"`` uses ``nn.BatchNorm2d`` with running statistics in eval mode.
+
+    Spatial tokens (:meth:`token_map`): the last block's map before the average,
+    ``[N, h·h, feature_dim]``, ``h`` = four floored halvings of the side (5 at 84×84, 1 at
+    28×28).
     """
 
     def __init__(self, in_channels: int = 3, out_dim: int = 0, hidden: int = 64,
@@ -85,7 +90,7 @@ class ResNet12(nn.Module):
         self.features = nn.Sequential(*(
             ResidualBlock(c_in, c_out, norm)
             for c_in, c_out in zip((in_channels, *widths[:-1]), widths)))
-        self.feature_dim = widths[-1]
+        self.feature_dim = self.token_dim = widths[-1]
         self.head = nn.Linear(self.feature_dim, out_dim) if out_dim else nn.Identity()
         for module in self.modules():
             if isinstance(module, nn.Conv2d):  # RFS's initialisation
@@ -94,3 +99,19 @@ class ResNet12(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
+
+    def token_map(self, x: Tensor) -> Tensor:
+        """``x [N, C, S, S]`` -> ``[N, h·h, feature_dim]``: the map :meth:`forward` averages,
+        locations row-major."""
+        return self.features(x).flatten(2).transpose(1, 2)
+
+    def token_grid(self, image_size: int) -> tuple[int, int]:
+        """``(h, h)`` of :meth:`token_map` at ``image_size × image_size``."""
+        side = image_size
+        for _ in self.features:
+            side //= 2
+        return side, side
+
+
+register_backbone("resnet12", lambda m, in_channels, out_dim, image_size: ResNet12(
+    in_channels, out_dim, m.hidden, m.norm), norm_configurable=True)

@@ -21,11 +21,13 @@ second order through ``torch.func``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_text_backbone
 from attnmeta.attention import TransformerBlock
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
 from attnmeta.norm import LayerNorm
@@ -97,3 +99,12 @@ class TextTransformer(nn.Module):
         states, keep, weights = self.token_states(token_ids, need_weights)
         out = self.head(masked_mean(states, keep))
         return (out, weights) if need_weights else out
+
+
+def _text_transformer(model: Any, config: Any, out_dim: int) -> nn.Module:
+    data = config.data
+    return TextTransformer(data.vocab_size, out_dim, model.hidden, model.depth, model.heads,
+                           data.max_length, pad_id=0, dropout=model.dropout)
+
+
+register_text_backbone("text_transformer", _text_transformer, heads_divide_hidden=True)

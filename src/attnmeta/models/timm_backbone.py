@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from attnmeta.errors import ConfigError, MissingDependencyError
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_backbone
 
 __all__ = ["TimmBackbone", "timm_backbone", "import_timm"]
 
@@ -84,3 +85,19 @@ def timm_backbone(name: str, in_channels: int, out_dim: int, image_size: int) ->
                           f"images ({type(error).__name__}: {detail}): expected another "
                           "image size or timm model") from None
     return model
+
+
+def _timm(model: Any, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
+    """``model.backbone: timm``: :func:`timm_backbone` of ``model.timm_name`` (timm is
+    imported when it builds, never when it registers)."""
+    try:
+        return timm_backbone(model.timm_name, in_channels, out_dim, image_size)
+    except ImportError as error:
+        raise ConfigError(f"config key 'model.backbone' is 'timm': {error}; expected it "
+                          "installed: pip install 'attnmeta[timm]'") from None
+    except ValueError as error:
+        raise ConfigError(f"config key 'model.timm_name' is {model.timm_name!r}: {error}"
+                          ) from None
+
+
+register_backbone("timm", _timm, needs_timm_name=True)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_backbone
 from attnmeta.attention import TransformerBlock
 from attnmeta.norm import LayerNorm
 
@@ -59,14 +60,21 @@ class SequenceTransformer(nn.Module):
         if x.shape[1] > self.max_length:
             raise ValueError(f"sequence length {x.shape[1]} exceeds max_length="
                              f"{self.max_length} of this model")
+        tokens, weights = self.states(x, need_weights)
+        out = self.head(self.norm(tokens[:, 0]))
+        return (out, weights) if need_weights else out
+
+    def states(self, x: Tensor, need_weights: bool = False
+               ) -> tuple[Tensor, list[Tensor | None]]:
+        """The last block's tokens ``[N, L + 1, d_model]`` (``[CLS]`` first, before the final
+        norm) and each block's weights (``None`` unless ``need_weights``)."""
         tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), self.embed(x)], dim=1)
         tokens = tokens + self.position[:, : tokens.shape[1]]
         weights = []
         for block in self.blocks:
             tokens, block_weights = block(tokens, need_weights=need_weights)
             weights.append(block_weights)
-        out = self.head(self.norm(tokens[:, 0]))
-        return (out, weights) if need_weights else out
+        return tokens, weights
 
 
 def patchify(images: Tensor, patch_size: int) -> Tensor:
@@ -79,11 +87,13 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     return patches.permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * patch_size * patch_size)
 
 
-@declares("features", "patch_attention")
+@declares("features", "patch_attention", "spatial_tokens")
 class VisionTransformer(nn.Module):
     """A small ViT: ``[N, C, H, W]`` images -> ``[N, out_dim]`` (features if ``out_dim=0``).
 
-    28×28 Omniglot characters with ``patch_size=7`` make 16 patches of 49 pixels.
+    28×28 Omniglot characters with ``patch_size=7`` make 16 patches of 49 pixels. Spatial
+    tokens (:meth:`token_map`): the last block's patch tokens after the final norm, the
+    ``[CLS]`` token left out, ``[N, g·g, d_model]``.
     """
 
     def __init__(self, in_channels: int = 1, out_dim: int = 5, d_model: int = 64,
@@ -97,12 +107,22 @@ class VisionTransformer(nn.Module):
         self.grid = image_size // patch_size
         self.encoder = SequenceTransformer(in_channels * patch_size ** 2, out_dim, d_model,
                                            depth, n_heads, self.grid ** 2, mlp_ratio, dropout)
-        self.feature_dim = d_model
+        self.feature_dim = self.token_dim = d_model
 
     def forward(self, x: Tensor, need_weights: bool = False
                 ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """See :meth:`SequenceTransformer.forward`; attention is over ``[CLS]`` + patches."""
         return self.encoder(patchify(x, self.patch_size), need_weights=need_weights)
+
+    def token_map(self, x: Tensor) -> Tensor:
+        """``x [N, C, S, S]`` -> ``[N, g·g, d_model]``: the patch tokens, row-major."""
+        tokens, _ = self.encoder.states(patchify(x, self.patch_size))
+        return self.encoder.norm(tokens[:, 1:])
+
+    def token_grid(self, image_size: int) -> tuple[int, int]:
+        """``(g, g)``, ``g = image_size // patch_size``."""
+        side = image_size // self.patch_size
+        return side, side
 
     def patch_attention(self, weights: list[Tensor]) -> Tensor:
         """The last block's ``[CLS]`` attention over the patches, heads averaged, as
@@ -110,3 +130,8 @@ class VisionTransformer(nn.Module):
         weights (each ``[N, n_heads, 1 + g², 1 + g²]``)."""
         cls_to_patches = weights[-1].mean(1)[:, 0, 1:]  # [N, g*g]: [CLS] row, patch columns
         return cls_to_patches.reshape(-1, self.grid, self.grid)
+
+
+register_backbone("vit", lambda m, in_channels, out_dim, image_size: VisionTransformer(
+    in_channels, out_dim, m.hidden, image_size, m.patch_size, m.depth, m.heads),
+    patch_size_divides_image=True, heads_divide_hidden=True)

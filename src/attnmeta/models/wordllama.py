@@ -29,12 +29,13 @@ what a pretrain run over the training intents adapts (``configs/text/pretrain_*.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from attnmeta.models.capabilities import declares
+from attnmeta.models.registry import register_text_backbone
 from attnmeta.attention import TransformerBlock
 from attnmeta.models.wheel_weights import wheel_file
 from attnmeta.models.tokens import masked_mean, token_mask, trim_padding
@@ -185,3 +186,15 @@ def wordllama_encoder(out_dim: int = 0, depth: int = 0, n_heads: int = 4, max_le
     return WordLlamaEncoder(wordllama_embeddings(), out_dim, depth, n_heads, max_length,
                             pad_id=pad_id, dropout=dropout, tune_embeddings=tune_embeddings,
                             normalize=normalize, project=project)
+
+
+def _wordllama(model: Any, config: Any, out_dim: int) -> nn.Module:
+    return wordllama_encoder(out_dim, model.depth, model.heads, config.data.max_length,
+                             model.dropout, model.tune_embeddings, model.normalize,
+                             model.project)
+
+
+# data.vocab_size is not read: its tokenizer has 32,000 ids
+register_text_backbone("wordllama", _wordllama, pretrained=True, width=WORDLLAMA_DIM,
+                       depth_optional=True, maps_sentences=True, wheel_tokenizer=True,
+                       tokenizer=lambda config: wordllama_tokenizer())

@@ -4,9 +4,10 @@ functions that build a run's split, episodes, model, learner and optimiser from 
 Adding a learner is its own file under ``learners/`` ending in one
 :func:`~attnmeta.learners.registry.register_learner` line (:data:`LEARNERS`); adding a data
 set is its loader under ``tasks/`` ending in one
-:func:`~attnmeta.tasks.registry.register_dataset` line (:data:`DATASETS`); a backbone, one
-:func:`register_backbone` line (:mod:`attnmeta.models.registry`, whose entries declare
-what the config rules ask of a backbone). What a learner needs
+:func:`~attnmeta.tasks.registry.register_dataset` line (:data:`DATASETS`); a backbone, its
+model file under ``models/`` ending in one :func:`register_backbone` line
+(:mod:`attnmeta.models.registry`, whose entries declare what the config rules ask of a
+backbone). What a learner needs
 from the model (a head of ``n_way`` outputs or plain features) is read from the learner
 class's declared capabilities and the backbone class's (:mod:`attnmeta.models.capabilities`),
 what a data set offers from its entry's fields, never from a name.
@@ -30,6 +31,8 @@ from attnmeta.learners import MetaLearner
 from attnmeta.learners.registry import (LEARNERS, Backbone, LearnerEntry,
                                         register_learner)
 from attnmeta.models import FeatureHead
+from attnmeta.models.capabilities import has_spatial_tokens
+from attnmeta.models.spatial import SpatialTokens
 from attnmeta.models.normalize import imagenet_normalization, normalize_inputs
 from attnmeta.models.pretrained import load_pretrained, state_mismatch
 from attnmeta.models.registry import (BACKBONES, TEXT_BACKBONES, BackboneEntry,
@@ -197,11 +200,35 @@ def build_learner(config: ExperimentConfig, encoder_state: dict | None = None,
                           f"{config.learner.name!r}")
     if not config.model.freeze:
         model = load_encoder_state(build_model(config, pretrained), encoder_state, config)
-        return entry.build(config.learner, Backbone(model, config.model))
+        model, tokens = spatial_encoder(config, entry, model)
+        return entry.build(config.learner, Backbone(model, config.model, **tokens))
     encoder = load_encoder_state(build_backbone(config, 0, pretrained), encoder_state, config)
+    encoder, tokens = spatial_encoder(config, entry, encoder)
     head = FeatureHead(Backbone(encoder, config.model).width(config.learner.name),
                        config.data.train.n_way if entry.cls.needs_head else 0)
-    return FrozenFeatureLearner(encoder, entry.build(config.learner, Backbone(head, config.model)))
+    return FrozenFeatureLearner(encoder, entry.build(config.learner,
+                                                     Backbone(head, config.model, **tokens)))
+
+
+def spatial_encoder(config: Any, entry: LearnerEntry, model: nn.Module
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    """``model`` as the learner reads it, and the token fields of its :class:`Backbone`:
+    as it is where the learner class does not declare ``reads_spatial_tokens``; else its
+    tokens flattened (:class:`SpatialTokens`, after the encoder state is loaded so that a
+    pretrain run's keys fit; a frozen run caches those), normalised as ``data.normalize``
+    says (the tokens bypass the backbone's forward, where its own normalisation runs)."""
+    if not entry.cls.reads_spatial_tokens:
+        return model, {}
+    if not has_spatial_tokens(model):
+        raise ConfigError(f"config key 'learner.name' is {config.learner.name!r}, which reads "
+                          f"spatial tokens: expected a model.backbone whose class declares "
+                          f"'spatial_tokens' (model.backbone={config.model.backbone!r}, "
+                          f"{type(model).__name__}, does not; conv4, resnet12, vit and "
+                          "efficientnet_lite0 do)")
+    tokens = SpatialTokens(model, config.data.image_size)
+    if config.data.normalize == "imagenet":
+        tokens = normalize_inputs(tokens, imagenet_normalization(image_channels(config)))
+    return tokens, {"token_grid": tokens.grid, "token_dim": tokens.token_dim}
 
 
 def load_encoder_state(model: nn.Module, state: dict | None, config: Any) -> nn.Module:

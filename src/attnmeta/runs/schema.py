@@ -235,7 +235,8 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------- meta-RL runs
 @dataclass
 class RLEnvConfig:
-    name: str = setting("navigation2d", choices=tuple(TASK_FAMILIES))  # attnmeta.rl.registry
+    # registered in attnmeta.rl.registry (entries registered after import count too)
+    name: str = setting("navigation2d", choices=lambda: tuple(TASK_FAMILIES))
     horizon: int = setting(100, at_least=1, at_most=100_000)  # steps per episode
     goal_low: float = -0.5                        # navigation2d: goals uniform in [low, high]²
     goal_high: float = 0.5
@@ -247,7 +248,8 @@ class RLEnvConfig:
 
 @dataclass
 class RLPolicyConfig:
-    kind: str = setting("mlp", choices=tuple(POLICIES))  # attnmeta.rl.registry
+    # registered in attnmeta.rl.registry (entries registered after import count too)
+    kind: str = setting("mlp", choices=lambda: tuple(POLICIES))
     hidden: list[int] = setting(factory=lambda: [100, 100], each=Limits(at_least=1))
     init_log_std: float = setting(0.0, at_least=-20.0, at_most=20.0)
     window: int = setting(16, at_least=1, at_most=100_000)  # attention: steps attended to
@@ -257,7 +259,8 @@ class RLPolicyConfig:
 
 @dataclass
 class RLLearnerConfig:
-    name: str = setting("maml", choices=tuple(RL_LEARNERS))  # attnmeta.rl.registry
+    # registered in attnmeta.rl.registry (entries registered after import count too)
+    name: str = setting("maml", choices=lambda: tuple(RL_LEARNERS))
     inner_lr: float = setting(0.1, above=0.0, at_most=1e6)
     inner_steps: int = setting(1, at_least=0, at_most=100)  # maml, fomaml
     episodes_per_task: int = setting(20, at_least=1, at_most=100_000)

@@ -16,18 +16,13 @@ from torch import Tensor
 
 from attnmeta.errors import ConfigError
 from attnmeta.tasks.registry import DATASETS
-from attnmeta.tasks.text import (TEXT_DATASETS, LabelledTexts, LabelledTokens, check_split,
-                                 tokenize_split)
+from attnmeta.tasks.text import LabelledTexts, LabelledTokens, check_split, tokenize_split
 
 if TYPE_CHECKING:
     from attnmeta.bpe import TextTokenizer
 
-__all__ = ["INTENT_DATASETS", "load_intent_texts", "load_intent_tokens", "meta_train_texts",
+__all__ = ["load_intent_texts", "load_intent_tokens", "meta_train_texts",
            "load_out_of_scope_tokens"]
-
-# the same tuple as attnmeta.tasks.text.TEXT_DATASETS (defined there, so that module can
-# answer "is this a text data set?" without importing the loaders)
-INTENT_DATASETS: tuple[str, ...] = TEXT_DATASETS
 
 
 def _check_dataset(dataset: str) -> None:

@@ -33,13 +33,10 @@ from attnmeta.tasks.registry import DatasetEntry, register_dataset
 if TYPE_CHECKING:
     from attnmeta.bpe import TextTokenizer
 
-__all__ = ["TEXT_DATASETS", "TEXT_SPLITS", "LabelledTexts", "LabelledTokens",
+__all__ = ["TEXT_SPLITS", "LabelledTexts", "LabelledTokens",
            "ordered_by_digest", "labelled_texts", "tokenize_split", "check_split",
            "check_counts", "require_files", "load_sentences"]
 
-# the intent data sets, loaded by name through attnmeta.tasks.intents (a plain tuple here,
-# so that callers which only ask "is this text?" need not import the loaders)
-TEXT_DATASETS: tuple[str, ...] = ("clinc150", "banking77")
 TEXT_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
