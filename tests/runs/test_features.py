@@ -101,3 +101,20 @@ def test_features_another_run_cached_are_read_by_their_full_keys_and_copied(
     fresh = cached_features(changed, split, tmp_path / "d" / "features",
                             also_read=[target.parent])
     assert embedded == [1] and not torch.equal(fresh.items, first.items)
+
+
+def test_cached_features_keep_the_alphabets_of_the_split_they_came_from():
+    """Within-alphabet episodes over a frozen encoder's cached features group classes as the
+    images' split does (a split without alphabets stays without: the bug shows)."""
+    import torch
+    from torch import nn
+
+    from attnmeta.runs.features import cached_features
+    from attnmeta.tasks.omniglot import OmniglotSplit
+    from attnmeta.tasks.splits import class_groups
+
+    split = OmniglotSplit(torch.rand(6, 1, 4, 4), torch.tensor([0, 0, 1, 1, 2, 2]),
+                          ["A/c1", "A/c2", "B/c1"], "lake", "test")
+    features = cached_features(nn.Flatten(), split, None)
+    assert features.class_alphabets == ["A", "A", "B"]
+    assert class_groups(features, "alphabet", "data.test") == ["A", "A", "B"]

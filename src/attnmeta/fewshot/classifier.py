@@ -79,7 +79,10 @@ class Explanation:
     in-context learner), else None. ``query`` / ``support_x`` are the model inputs
     (images ``[C, H, W]`` / ``[S, C, H, W]``, or token ids) for drawing. For a text model
     whose encoder attends over tokens, ``maps["query_tokens"]`` ``[1, L, L]`` is the last
-    block's attention among the query's ``query_tokens`` (heads averaged)."""
+    block's attention among the query's ``query_tokens`` (heads averaged). For a learner
+    that compares spatial tokens, ``maps["correspondence"]`` ``[1, L, S, L]`` is over the
+    ``token_grid`` ``(H, W)`` of its ``L = H·W`` locations
+    (:meth:`MetaLearner.token_grid`; None for other learners)."""
 
     query_name: str
     label: str
@@ -92,6 +95,7 @@ class Explanation:
     support_names: list[str]
     support_labels: list[str]
     query_tokens: list[str] | None = None
+    token_grid: tuple[int, int] | None = None
 
 
 class FittedModule(nn.Module):
@@ -380,7 +384,7 @@ class FewShotClassifier:
         return Explanation(examples.names[0], self.class_names[int(probabilities.argmax())],
                            probabilities, list(self.class_names), maps, weights, query_x[0],
                            self.support_x, list(self.support.names), list(self.support.labels),
-                           tokens)
+                           tokens, self.learner.token_grid())
 
     def _onnx_runtime_encoder(self) -> nn.Module | None:
         """The frozen built-in encoder run by ONNX Runtime, where the source declares that

@@ -81,7 +81,8 @@ class MetaLearner(nn.Module):
             return a backbone's spatial tokens flattened, ``[n, L·D]``
             (:class:`~attnmeta.models.spatial.SpatialTokens`, built by the run code around a
             backbone that declares ``spatial_tokens``), and it takes their ``grid`` and
-            ``token_dim`` (CrossTransformers, the pair matcher). False: one vector per image.
+            ``token_dim``, kept as attributes of those names (:meth:`token_grid`;
+            CrossTransformers, the pair matcher, ``incontext_spatial``). False: one vector per image.
 
     A learner that can show where it looks overrides :meth:`attention_maps` (and
     :meth:`attention_map_names`).
@@ -150,6 +151,12 @@ class MetaLearner(nn.Module):
     def attention_map_names(self) -> tuple[str, ...]:
         """The keys :meth:`attention_maps` returns for this learner; ``()`` if it has none."""
         return ()
+
+    def token_grid(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the spatial tokens a learner that :attr:`reads_spatial_tokens`
+        compares (its ``grid``: the ``L = H·W`` row-major locations of its
+        ``"correspondence"`` maps, what a drawing places on the images), else None."""
+        return tuple(self.grid) if self.reads_spatial_tokens else None  # type: ignore
 
     def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                        steps: int | None = None) -> dict[str, Tensor]:

@@ -64,6 +64,9 @@ class FrozenFeatureLearner(MetaLearner):
     def attention_map_names(self) -> tuple[str, ...]:
         return self.learner.attention_map_names()
 
+    def token_grid(self) -> tuple[int, int] | None:
+        return self.learner.token_grid()
+
     def attention_maps(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                        steps: int | None = None) -> dict[str, Tensor]:
         """The inner learner's maps for one task of raw inputs (images, to draw them over),

@@ -48,10 +48,19 @@ class FeatureSplit:
     labels: Tensor
     class_names: list[str]
     split: str = ""
+    # the split the features were computed from: what it declares about its classes (an
+    # Omniglot split's alphabets) holds for its features too
+    source: Any = None
 
     @property
     def items(self) -> Tensor:
         return self.features
+
+    @property
+    def class_alphabets(self) -> list[str]:
+        """The source split's alphabets (a :class:`~attnmeta.tasks.splits.GroupedSplit`'s;
+        read only where its data set declares them)."""
+        return self.source.class_alphabets
 
 
 def _digest_tensors(named: list[tuple[str, Tensor]]) -> str:
@@ -115,7 +124,7 @@ def cached_features(encoder: nn.Module, split: LabelledSplit, cache_dir: Path | 
     path = None if cache_dir is None else Path(cache_dir) / file_name
     features = None if path is None else _read_cached(path, encoder_key, data_key, count)
     if features is not None:
-        return FeatureSplit(features, split.labels, list(split.class_names), name)
+        return FeatureSplit(features, split.labels, list(split.class_names), name, split)
     for folder in also_read:  # the full keys and the count are checked, not just the name
         features = _read_cached(Path(folder) / file_name, encoder_key, data_key, count)
         if features is not None:
@@ -134,7 +143,7 @@ def cached_features(encoder: nn.Module, split: LabelledSplit, cache_dir: Path | 
         except OSError as error:
             logger.warning("could not cache features in %s (%s); they are kept in memory",
                            path, error.strerror or error)
-    return FeatureSplit(features, split.labels, list(split.class_names), name)
+    return FeatureSplit(features, split.labels, list(split.class_names), name, split)
 
 
 @dataclass

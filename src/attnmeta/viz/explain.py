@@ -5,6 +5,9 @@ model used drawn on it: the picture behind ``attnmeta explain`` and the web page
   example is framed in a colour, and labelled with the weight, of its attention.
 - Patch attention (MAML / Reptile over a vision transformer): a heat map over the query.
 - FEAT's prototype-to-prototype attention: a class x class matrix.
+- Correspondences (the learners that compare spatial tokens: CrossTransformers, the pair
+  matcher): the query beside its predicted class's support images, a line from each query
+  location to the support location it attends to most (:mod:`attnmeta.viz.correspondence`).
 - A convolutional encoder's class similarity (a built-in encoder such as EfficientNet-Lite0):
   for the likeliest classes, where in the query its features match the class's prototype,
   as a heat map over the photo.
@@ -25,6 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from attnmeta.viz.correspondence import (CORRESPONDENCE, class_correspondence,  # noqa: E402
+                                         draw_correspondence)
+
 __all__ = ["plot_explanation", "figure_png", "explanation_png"]
 
 MAX_SUPPORT_SHOWN = 40
@@ -41,16 +47,24 @@ def _image(ax, image: Tensor) -> None:
 def plot_explanation(query: Tensor | str, support: Tensor | list[str], support_labels: list[str],
                      class_names: list[str], probabilities: Tensor,
                      maps: dict[str, Tensor], title: str,
-                     query_tokens: list[str] | None = None) -> Figure:
+                     query_tokens: list[str] | None = None,
+                     token_grid: tuple[int, int] | None = None) -> Figure:
     """The figure: ``query`` (an image ``[C, H, W]`` or a sentence), ``support`` (images
     ``[S, C, H, W]`` or sentences) with their class names ``support_labels``, the query's
     ``probabilities [N]`` over ``class_names``, and ``maps`` as the learner returned them
     for this one query (``query_support [1, S]``, ``patch_attention [1, g, g]``,
-    ``prototypes [H, N, N]``; for sentences ``query_tokens [1, L, L]`` over the
-    ``query_tokens`` strings)."""
+    ``prototypes [H, N, N]``, ``correspondence [1, L, S, L]`` over the ``token_grid``
+    ``(H, W)`` of ``L = H·W`` locations; for sentences ``query_tokens [1, L, L]`` over the
+    ``query_tokens`` strings). The kind drawn is chosen by the maps' names."""
     if isinstance(query, str):
         return _plot_text(query, support, support_labels, class_names, probabilities, maps,
                           title, query_tokens)
+    if CORRESPONDENCE in maps:
+        if token_grid is None:
+            raise ValueError("a correspondence map needs the token grid (H, W) of its "
+                             "locations: expected token_grid (MetaLearner.token_grid())")
+        return _plot_correspondence(query, support, support_labels, class_names,
+                                    probabilities, maps[CORRESPONDENCE][0], token_grid, title)
     if "class_similarity" in maps:
         return _plot_similarity(query, support, support_labels, class_names, probabilities,
                                 maps["class_similarity"], title)
@@ -157,6 +171,28 @@ def _plot_similarity(query: Tensor, support: Tensor, support_labels: list[str],
     return figure
 
 
+def _plot_correspondence(query: Tensor, support: Tensor, support_labels: list[str],
+                         class_names: list[str], probabilities: Tensor, weights: Tensor,
+                         grid: tuple[int, int], title: str) -> Figure:
+    """The query beside its predicted class's support images with the correspondence
+    ``weights [L, S, L]`` of that class's images drawn
+    (:func:`~attnmeta.viz.correspondence.draw_correspondence`); the probabilities as bars."""
+    predicted = class_names[int(probabilities.argmax())]
+    shown, part = class_correspondence(weights, support_labels, predicted)
+    figure = plt.figure(figsize=(2.6 + 2.2 * len(shown) + 3.2, 3.4), constrained_layout=True)
+    grid_spec = figure.add_gridspec(1, 2, width_ratios=[1 + len(shown), 1.4])
+    figure.suptitle(title)
+    ax = figure.add_subplot(grid_spec[0, 0])
+    draw_correspondence(ax, query, support[shown], part, grid,
+                        [f"{predicted[:14]} #{i}" for i in shown])
+    ax.set_title(f"each query part -> the part of {predicted[:24]} it attends to most "
+                 "(heat: attention received)", fontsize=8)
+    order = probabilities.detach().float().cpu().argsort(descending=True)[:10]
+    _probability_bars(figure.add_subplot(grid_spec[0, 1]), probabilities, class_names, order,
+                      int(order[0]))
+    return figure
+
+
 def _probability_bars(ax, probabilities: Tensor, class_names: list[str], order: Tensor,
                       marked: int) -> None:
     ax.barh(range(len(order)), probabilities.detach().float().cpu()[order].numpy(),
@@ -183,11 +219,13 @@ def explanation_png(explanation) -> bytes:
     query = explanation.query_name if text else explanation.query
     support = explanation.support_names if text else explanation.support_x
     probability = float(explanation.probabilities.max())
+    # the grid of its locations, read where a correspondence map is drawn
+    grid = explanation.token_grid if CORRESPONDENCE in explanation.maps else None
     figure = plot_explanation(query, support, explanation.support_labels,
                               explanation.class_names, explanation.probabilities,
                               explanation.maps, f"{explanation.query_name}: "
                               f"{explanation.label} ({probability:.0%})",
-                              explanation.query_tokens)
+                              explanation.query_tokens, grid)
     return figure_png(figure)
 
 
