@@ -189,3 +189,93 @@ def test_elmes_classifier_training_step_runs_and_learns():
         losses.append(float(output.loss.detach()))
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
     assert not torch.equal(learner.elmes_scale.detach(), before)  # the scale is trained
+
+
+# -- incontext_spatial: every spatial token of every image -------------------------------
+SPATIAL_GRID, SPATIAL_DIM = (2, 2), 5
+
+
+def spatial_learner(label_encoding: str = "learned"):
+    from attnmeta.learners.in_context import InContextSpatialClassifier
+
+    torch.manual_seed(0)
+    return InContextSpatialClassifier(nn.Identity(), SPATIAL_GRID, SPATIAL_DIM, d_model=8,
+                                      depth=2, n_heads=2,
+                                      label_encoding=label_encoding).double().eval()
+
+
+def spatial_tokens(tasks: int, count: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(tasks, count, 4 * SPATIAL_DIM, generator=gen, dtype=torch.float64)
+
+
+def test_spatial_mask_lets_a_query_see_the_support_and_its_own_tokens_only():
+    from attnmeta.learners.in_context import spatial_support_query_mask
+
+    mask = spatial_support_query_mask(2, 2, 3)                     # 6 support, 2 × 3 query
+    assert mask.shape == (12, 12) and mask[:, :6].all()
+    assert not mask[:6, 6:].any()                                  # support: support only
+    assert mask[6:9, 6:9].all() and mask[9:, 9:].all()             # each query: its own
+    assert not mask[6:9, 9:].any() and not mask[9:, 6:9].any()     # never the other's
+    assert torch.equal(spatial_support_query_mask(3, 2, 1), support_query_mask(3, 2))
+
+
+def test_spatial_in_context_relabelling_permutes_and_support_order_changes_nothing():
+    """What the pooled learner promises with learned labels, promised again."""
+    learner = spatial_learner()
+    support_y = torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+    support_z, query_z = spatial_tokens(2, 6, 1), spatial_tokens(2, 4, 2)
+    logits = learner.logits_from_features(support_z, support_y, query_z)
+    relabel = torch.tensor([2, 0, 1])                              # class c becomes relabel[c]
+    relabelled = learner.logits_from_features(support_z, relabel[support_y], query_z)
+    torch.testing.assert_close(relabelled[..., relabel], logits, rtol=1e-10, atol=1e-12)
+    order = torch.tensor([4, 1, 5, 0, 3, 2])
+    reordered = learner.logits_from_features(support_z[:, order], support_y[:, order], query_z)
+    torch.testing.assert_close(reordered, logits, rtol=1e-10, atol=1e-12)
+    # queries do not see one another: one query alone scores as in its batch
+    alone = learner.logits_from_features(support_z, support_y, query_z[:, 2:3])
+    torch.testing.assert_close(alone, logits[:, 2:3], rtol=1e-10, atol=1e-12)
+
+
+def test_spatial_in_context_correspondence_is_the_last_blocks_query_rows():
+    learner = spatial_learner("elmes")
+    support_y = torch.tensor([0, 1, 2, 1])
+    support_z, query_z = spatial_tokens(1, 4, 3)[0], spatial_tokens(1, 3, 4)[0]
+    maps = learner.feature_attention_maps(support_z, support_y, query_z)
+    _, _, weights = learner.read_episode(support_z[None], support_y[None], query_z[None],
+                                         need_weights=True)
+    last = weights[-1][0].mean(0)                                  # [(S+Q)·L, (S+Q)·L]
+    found = maps["correspondence"]
+    assert found.shape == (3, 4, 4, 4)
+    for q in range(3):
+        for p in range(4):
+            row = last[16 + 4 * q + p]
+            torch.testing.assert_close(found[q, p], row[:16].reshape(4, 4))
+            # the rest of the row: its own image's tokens
+            own = row[16 + 4 * q:16 + 4 * q + 4].sum()
+            torch.testing.assert_close(found[q, p].sum() + own, torch.tensor(1.0).double())
+    torch.testing.assert_close(maps["query_support"], found.sum(-1).mean(1))
+    assert learner.token_grid() == SPATIAL_GRID and learner.reads_spatial_tokens
+
+
+def test_spatial_in_context_training_step_is_finite_and_reaches_every_parameter(tmp_path):
+    from attnmeta.learners.in_context import InContextSpatialClassifier
+    from attnmeta.models.spatial import SpatialTokens
+    from attnmeta.runs.build import build_learner
+    from support import tiny_config
+
+    config = tiny_config(tmp_path, "incontext_spatial", label_encoding="elmes")
+    config.model.heads = 2
+    learner = build_learner(config)
+    assert isinstance(learner, InContextSpatialClassifier)
+    assert isinstance(learner.encoder, SpatialTokens) and learner.token_grid() == (2, 2)
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.arange(3).expand(2, -1)
+    batch = Episode(torch.randn(2, 3, 1, 16, 16, generator=gen), labels,
+                    torch.randn(2, 3, 1, 16, 16, generator=gen), labels)
+    output = learner.training_step(batch)
+    assert torch.isfinite(output.loss) and 0 <= output.metrics["accuracy"] <= 1
+    output.loss.backward()
+    for name, parameter in learner.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name

@@ -8,6 +8,10 @@
 - MAML / Reptile over a vision transformer: the ``[CLS]`` token's attention over the image
   patches in the last block, at the parameters adapted to the episode's support set,
   drawn over each query image.
+- The learners that compare spatial tokens (CrossTransformers, the pair matcher): for each
+  shown query, its predicted class's support images beside it, a line from each query
+  location to the support location it attends to most
+  (:mod:`attnmeta.viz.correspondence`).
 
 The functions take the weights the model computed in its forward pass and draw exactly
 those (the returned figures hold them in their images), with the episode's images on the
@@ -24,9 +28,12 @@ from torch import Tensor
 
 from attnmeta.learners import MetaLearner, class_count
 from attnmeta.tasks.episode import Episode
+from attnmeta.viz.correspondence import (CORRESPONDENCE, Matches, class_correspondence,
+                                         draw_correspondence)
 
 __all__ = ["episode_attention", "plot_query_support_attention", "plot_prototype_attention",
-           "plot_patch_attention", "shown_queries", "write_attention_maps"]
+           "plot_patch_attention", "plot_episode_correspondence", "shown_queries",
+           "write_attention_maps"]
 
 
 def episode_attention(learner: MetaLearner, episode: Episode, steps: int | None = None
@@ -121,10 +128,37 @@ def plot_patch_attention(weights: Tensor, episode: Episode, max_queries: int = 1
     return fig
 
 
+def plot_episode_correspondence(weights: Tensor, episode: Episode, grid: tuple[int, int],
+                                predicted: Tensor, max_queries: int = 4,
+                                title: str = "correspondence") -> tuple[Figure, list[Matches]]:
+    """One row per shown query (:func:`shown_queries`): the query beside the support images
+    of its ``predicted [Q]`` class with its ``weights [Q, L, S, L]`` over them drawn
+    (:func:`~attnmeta.viz.correspondence.draw_correspondence`; ``L = H·W`` of ``grid``);
+    returns the figure and each row's matches."""
+    rows = shown_queries(episode.query_y, max_queries)
+    labels = [int(y) for y in episode.support_y]
+    drawn = [class_correspondence(weights[row], labels, int(predicted[row])) for row in rows]
+    images = max(len(shown) for shown, _ in drawn)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.6 + 1.7 * (1 + images),
+                                                    0.4 + 1.9 * len(rows)), squeeze=False)
+    matches = []
+    for ax, row, (shown, part) in zip(axes[:, 0], rows, drawn):
+        matches.append(draw_correspondence(ax, episode.query_x[row], episode.support_x[shown],
+                                           part, grid, [f"class {labels[i]}" for i in shown]))
+        ax.set_ylabel(f"label {int(episode.query_y[row])}\npredicted {int(predicted[row])}",
+                      fontsize=7)
+    fig.suptitle(f"{title}: each query part -> the support part it attends to most "
+                 "(heat: attention received)", fontsize=8)
+    fig.tight_layout()
+    return fig, matches
+
+
 def write_attention_maps(learner: MetaLearner, episode: Episode, out_dir: Path,
                          steps: int | None = None) -> list[Path]:
     """Draw every attention map of ``learner`` on ``episode`` into ``out_dir`` as PNGs
-    (``steps``: see :func:`episode_attention`)."""
+    (``steps``: see :func:`episode_attention`), each by its kind, the map's name: a
+    ``"correspondence"`` ``[Q, L, S, L]`` over the learner's :meth:`~MetaLearner.token_grid`
+    with the support images of each query's predicted class."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, weights in episode_attention(learner, episode, steps).items():
@@ -132,8 +166,17 @@ def write_attention_maps(learner: MetaLearner, episode: Episode, out_dir: Path,
             fig = plot_query_support_attention(weights, episode, title=learner.display_name)
         elif name == "patch_attention":
             fig = plot_patch_attention(weights, episode)
-        else:
+        elif name == CORRESPONDENCE:
+            predicted = learner.predict(episode.support_x, episode.support_y,
+                                        episode.query_x).argmax(-1)
+            fig, _ = plot_episode_correspondence(weights, episode, learner.token_grid(),
+                                                 predicted, title=learner.display_name)
+        elif name == "prototypes":
             fig = plot_prototype_attention(weights)
+        else:
+            raise ValueError(f"attention map {name!r} of {type(learner).__name__}: expected "
+                             "one of query_support, patch_attention, prototypes, "
+                             f"{CORRESPONDENCE} (a kind attnmeta.viz.images draws)")
         path = out_dir / f"attention_{name}.png"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
