@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save
 from torch import Tensor, nn
 
+from attnmeta.errors import ConfigError
 from attnmeta.fewshot.inputs import (Examples, InputError, ModelError, Preprocessing, Progress,
                                      images_to_tensor, note_converted, read_queries,
                                      read_support)
@@ -146,7 +147,7 @@ class FewShotClassifier:
                  out_of_scope: dict[str, Any] | None = None, precision: str = "float32") -> None:
         try:
             check_precision(learner, precision)
-        except ValueError as error:
+        except ConfigError as error:  # the option a person chose, named as an input here
             raise InputError(str(error)) from None
         self.precision = precision
         self.learner = learner.eval()
@@ -421,7 +422,7 @@ class FewShotClassifier:
             encoder = learner_encoder(self.learner)
             with torch.no_grad():
                 _, attention = sentence_states(encoder, query_x[0])
-        except ValueError:
+        except InputError:  # no text encoder, or one without attention: nothing to draw
             return None
         return attention[None], self.tokenizer.token_strings(query_x[0].tolist())
 
@@ -485,7 +486,7 @@ class FewShotClassifier:
 
             try:
                 tokenizer = TextTokenizer.load(folder / TOKENIZER)
-            except ValueError as error:
+            except (InputError, FileNotFoundError) as error:
                 raise ModelError(f"model {folder}: {TOKENIZER} cannot be read ({error}): "
                                  "expected the file attnmeta adapt wrote") from None
         model = cls(learner, record.config, record.preprocessing, record.source, tokenizer,
