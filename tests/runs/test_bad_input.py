@@ -275,21 +275,27 @@ def kill_at_4(step):
     if step == 4:
         os.kill(os.getpid(), signal.SIGKILL)
 
-config = tiny_config(Path({root!r}), {learner!r})
+config = tiny_config(Path({root!r}), {learner!r}, **{fields!r})
 config.train.threads = 1  # the same arithmetic in this process and the test's
 train_run(config, Path({out!r}), progress=False, on_step_end=kill_at_4)
 """
 
 
-@pytest.mark.parametrize("learner", ["protonet", "maml"])
+# a relational learner (CrossTransformers over Conv4's spatial tokens) resumes as exactly
+RESUMED = {"protonet": {}, "maml": {},
+           "cross_transformer": {"heads": 2, "key_dim": 8, "value_dim": 8}}
+
+
+@pytest.mark.parametrize("learner", sorted(RESUMED))
 def test_kill_9_then_resume_gives_bit_identical_weights(tmp_path, data_root, learner):
+    fields = RESUMED[learner]
     out = tmp_path / "killed"
     script = KILLED.format(tests=str(Path(__file__).parents[1]), root=str(data_root),
-                           learner=learner, out=str(out))
+                           learner=learner, fields=fields, out=str(out))
     killed = subprocess.run([sys.executable, "-c", script], env={**os.environ,
                                                                  "OMP_NUM_THREADS": "1"})
     assert killed.returncode == -signal.SIGKILL
-    config = tiny_config(data_root, learner)
+    config = tiny_config(data_root, learner, **fields)
     config.train.threads = 1
     resumed = train_run(config, out, resume=True, progress=False)  # its lock died with it
     assert resumed.resumed_from == 3
