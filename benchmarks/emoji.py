@@ -114,15 +114,16 @@ def prototypes_learner(center: bool = True) -> ProtoNet:
 
 
 def episode_values(learner: nn.Module, support: EmojiSplit, query: EmojiSplit, n_way: int,
-                   k_shot: int, episodes: int, seed: int) -> np.ndarray:
-    """Accuracy of each seeded cross-style episode ``[episodes]``."""
+                   k_shot: int, episodes: int, seed: int, batch_size: int = 50) -> np.ndarray:
+    """Accuracy of each seeded cross-style episode ``[episodes]`` (``batch_size`` tasks at
+    a time: the relational learners hold ``Q·L × S·L`` scores a task)."""
     data = cross_style_episodes(support, query, n_way, k_shot, 1, episodes, seed)
-    loader = DataLoader(data, batch_size=50, collate_fn=collate_episodes)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_episodes)
     learner.eval()
     return per_task_metric(learner.predict_batch, loader, accuracy)
 
 
-def training_batches(splits: dict, seed: int):
+def training_batches(splits: dict, seed: int, meta_batch: int = META_BATCH):
     """Endless meta-batches of cross-style TRAIN episodes: shapes and directions in turn."""
     rng = np.random.default_rng(seed)
     samplers = {}
@@ -136,19 +137,47 @@ def training_batches(splits: dict, seed: int):
     step = 0
     while True:
         sampler = samplers[keys[step % len(keys)]]
-        indices = rng.integers(0, 10 ** 9, size=META_BATCH)
+        indices = rng.integers(0, 10 ** 9, size=meta_batch)
         yield collate_episodes([sampler[int(i)] for i in indices])
         step += 1
 
 
-def val_score(head: nn.Module, val: dict) -> float:
-    values = [episode_values(head, val[s], val[t], 20, 1, VAL_EPISODES, VAL_SEED)
+def val_score(head: nn.Module, val: dict, batch_size: int = 50) -> float:
+    values = [episode_values(head, val[s], val[t], 20, 1, VAL_EPISODES, VAL_SEED, batch_size)
               for s, t in DIRECTIONS]
     return float(np.concatenate(values).mean())
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def select_on_val(head: nn.Module, optimizer: torch.optim.Optimizer, batches, val: dict,
+                  minutes: float, chunk: int = 100, val_batch: int = 50
+                  ) -> tuple[tuple[float, int, dict], list[dict], int, float]:
+    """Meta-train ``head`` for ``minutes`` of wall clock, scoring it on the VAL episodes
+    every ``chunk`` steps: ``((best VAL score, its step, its weights), history, steps,
+    minutes)``. TEST is not read here."""
+    best: tuple[float, int, dict] = (-1.0, 0, {})
+    history = []
+    start, step = time.time(), 0
+    while time.time() - start < 60 * minutes:
+        head.train()
+        logged = meta_train(head, batches, optimizer, step + chunk, start_step=step,
+                            grad_clip=1.0, log_every=chunk, progress=False)
+        step += chunk
+        score = val_score(head, val, val_batch)
+        elapsed = (time.time() - start) / 60
+        history.append({"step": step, "minutes": elapsed, "val_20w1s": 100 * score,
+                        "train_loss": logged[-1].get("loss"),
+                        "train_accuracy": logged[-1].get("accuracy")})
+        if score > best[0]:
+            best = (score, step, {k: v.detach().clone() for k, v in head.state_dict().items()})
+        print(f"step {step}: train loss {logged[-1].get('loss'):.3f} acc "
+              f"{100 * logged[-1].get('accuracy', 0):.1f}%, VAL 20w1s {100 * score:.2f}% "
+              f"(best {100 * best[0]:.2f}% at {best[1]}), {elapsed:.1f} / {minutes} min",
+              flush=True)
+    return best, history, step, (time.time() - start) / 60
 
 
 def train_head(data_root: str | None, minutes: float, seed: int) -> dict:
@@ -167,26 +196,7 @@ def train_head(data_root: str | None, minutes: float, seed: int) -> dict:
     batches = training_batches(splits, seed)
     protos_val = val_score(prototypes_learner(), val)
     print(f"VAL 20w1s cosine prototypes: {100 * protos_val:.2f}%", flush=True)
-    best = (-1.0, 0, None)
-    history = []
-    start, step, chunk = time.time(), 0, 100
-    while time.time() - start < 60 * minutes:
-        head.train()
-        logged = meta_train(head, batches, optimizer, step + chunk, start_step=step,
-                            grad_clip=1.0, log_every=chunk, progress=False)
-        step += chunk
-        score = val_score(head, val)
-        elapsed = (time.time() - start) / 60
-        history.append({"step": step, "minutes": elapsed, "val_20w1s": 100 * score,
-                        "train_loss": logged[-1].get("loss"),
-                        "train_accuracy": logged[-1].get("accuracy")})
-        if score > best[0]:
-            best = (score, step, {k: v.detach().clone() for k, v in head.state_dict().items()})
-        print(f"step {step}: train loss {logged[-1].get('loss'):.3f} acc "
-              f"{100 * logged[-1].get('accuracy', 0):.1f}%, VAL 20w1s {100 * score:.2f}% "
-              f"(best {100 * best[0]:.2f}% at {best[1]}), {elapsed:.1f} / {minutes} min",
-              flush=True)
-    train_minutes = (time.time() - start) / 60
+    best, history, step, train_minutes = select_on_val(head, optimizer, batches, val, minutes)
     HEAD_DIR.mkdir(parents=True, exist_ok=True)
     weights = HEAD_DIR / "head.safetensors"
     save_file({k: v.contiguous() for k, v in best[2].items()}, str(weights))

@@ -71,15 +71,17 @@ def weights_sha256() -> str:
     return file_digest(encoder_entry(ENCODER).weights_path(), "sha256")
 
 
-def _embed(items: list, what: str) -> torch.Tensor:
-    """``[len(items), 1280]`` features of image files or PIL images, with progress."""
+def _embed(items: list, what: str, tokens: bool = False) -> torch.Tensor:
+    """``[len(items), 1280]`` features of image files or PIL images, with progress;
+    ``tokens``: the 7x7 token maps instead, flattened ``[len(items), 49·1280]``."""
     model, _ = encoder()
     preprocessing = encoder_entry(ENCODER).preprocessing
     out, start = [], time.time()
     with torch.inference_mode():
         for begin in range(0, len(items), BATCH):
             pixels = images_to_tensor(items[begin:begin + BATCH], preprocessing)
-            out.append(model(pixels.to(memory_format=torch.channels_last)).float())
+            pixels = pixels.to(memory_format=torch.channels_last)
+            out.append((model.token_map(pixels).flatten(1) if tokens else model(pixels)).float())
             done = begin + pixels.shape[0]
             rate = done / (time.time() - start)
             if (begin // BATCH) % 10 == 0 or done == len(items):
@@ -88,10 +90,11 @@ def _embed(items: list, what: str) -> torch.Tensor:
     return torch.cat(out).contiguous()
 
 
-def _cached(what: str, data_key: str, items_fn) -> torch.Tensor:
+def _cached(what: str, data_key: str, items_fn, tokens: bool = False) -> torch.Tensor:
     sha = weights_sha256()
     preprocessing = json.dumps(encoder_entry(ENCODER).preprocessing.to_dict(), sort_keys=True)
-    key = hashlib.sha256(f"{data_key}|{preprocessing}|channels_last|batch{BATCH}".encode()
+    read = "|tokens" if tokens else ""  # only the token files' keys say it: old keys hold
+    key = hashlib.sha256(f"{data_key}|{preprocessing}|channels_last|batch{BATCH}{read}".encode()
                          ).hexdigest()
     path = CACHE_DIR / f"{what}-{sha[:12]}-{key[:12]}.safetensors"
     if path.is_file():
@@ -101,7 +104,7 @@ def _cached(what: str, data_key: str, items_fn) -> torch.Tensor:
                 return handle.get_tensor("features")
     items = items_fn()
     print(f"embedding {what} ({len(items)} images) -> {path}", flush=True)
-    features = _embed(items, what)
+    features = _embed(items, what, tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as temp:
         save_file({"features": features}, temp,
@@ -125,9 +128,11 @@ def emoji_files(data_root: str | None, split: str, style: str, variants: bool) -
 
 
 def emoji_features(data_root: str | None, split: str, style: str,
-                   variants: bool = True) -> EmojiSplit:
+                   variants: bool = True, tokens: bool = False) -> EmojiSplit:
     """``load_emoji``'s split with ``images`` replaced by the cached Lite0 features
-    ``[N, 1280]`` (rows, labels, tones as they are), for ``cross_style_episodes``."""
+    ``[N, 1280]`` (rows, labels, tones as they are), for ``cross_style_episodes``;
+    ``tokens``: the spatial tokens ``[N, 49·1280]`` (7x7 map, row-major; 245 KiB an image,
+    1.5 GB for the six emoji splits) for the relational learners."""
     root = _data_root(data_root)
     meta = load_emoji(root, split, style, image_size=8, variants=variants)
     files = emoji_files(root, split, style, variants)
@@ -137,7 +142,8 @@ def emoji_features(data_root: str | None, split: str, style: str,
     for path in files:
         digest.update(path.name.encode() + b"|" + file_digest(path, "sha256").encode())
     what = f"emoji-{split}-{style}-{'variants' if variants else 'base'}"
-    features = _cached(what, digest.hexdigest(), lambda: list(files))
+    what += "-tokens" if tokens else ""
+    features = _cached(what, digest.hexdigest(), lambda: list(files), tokens)
     return replace(meta, images=features)
 
 

@@ -1,5 +1,6 @@
 """Flip-and-crop augmentation of training episodes: exact flips, boxes of the stated size,
-and the same augmented episode for the same (seed, episode index) wherever it is built."""
+and the same augmented episode for the same (seed, episode index) wherever it is built;
+the affine distortions against exact pixel moves and quarter turns."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from attnmeta.tasks import FewShotEpisodes, collate_episodes
-from attnmeta.tasks.augment import (AugmentedEpisodes, augment_seed, flip_crop, horizontal_flip,
-                                    random_boxes, resized_crop)
+from attnmeta.tasks.augment import (AugmentedEpisodes, affine_matrices,
+                                    augment_seed, flip_crop, horizontal_flip, random_affine,
+                                    random_boxes, resized_crop, shift_images)
 
 
 def images(count: int = 6, channels: int = 3, side: int = 20) -> torch.Tensor:
@@ -75,3 +77,46 @@ def test_episode_i_is_augmented_by_seed_and_i_alone_in_any_order_and_worker():
     # another base seed or index: other draws
     assert not torch.equal(AugmentedEpisodes(plain, seed=6)[3].support_x, episode.support_x)
     assert augment_seed(5, 3) != augment_seed(5, 4) != augment_seed(6, 3)
+
+
+def warp(x: torch.Tensor, degrees: float = 0.0, shear=(0.0, 0.0), scale=(1.0, 1.0),
+         shift=(0.0, 0.0)) -> torch.Tensor:
+    """``x`` through one affine map of :func:`affine_matrices`, as random_affine samples."""
+    double = torch.float64
+    theta = affine_matrices(torch.tensor([degrees], dtype=double),
+                            torch.tensor([shear], dtype=double),
+                            torch.tensor([scale], dtype=double),
+                            torch.tensor([shift], dtype=double))
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)
+
+
+def test_affine_identity_pixel_shifts_and_quarter_turns_are_exact():
+    x = images(1, 1, 12).double()
+    assert torch.allclose(warp(x), x, atol=1e-12)
+    # a shift of one twelfth of the side is one pixel: shift_images' move, zeros coming in
+    moved = warp(x, shift=(1 / 12, 2 / 12))
+    assert torch.allclose(moved, shift_images(x, torch.tensor([[2, 1]])), atol=1e-12)
+    # pixel centres land on pixel centres under a quarter turn of a square image
+    turned = warp(x, degrees=90.0)
+    assert torch.allclose(turned, torch.rot90(x, k=-1, dims=(2, 3)), atol=1e-9)
+
+
+def test_affine_scale_grows_the_stroke_by_its_factor():
+    x = torch.zeros(1, 1, 40, 40, dtype=torch.float64)
+    x[..., 16:24, 16:24] = 1.0                     # an 8x8 square in the middle
+    grown = warp(x, scale=(1.25, 1.25))
+    assert abs(float(grown.sum()) - 64 * 1.25 ** 2) < 1.0   # area x 1.5625, bilinear edges
+    wide = warp(x, scale=(1.25, 1.0))
+    assert float(wide.sum(dim=2).amax()) == 8.0    # the columns keep their height
+    assert abs(float(wide.sum()) - 64 * 1.25) < 1.0
+
+
+def test_random_affine_is_drawn_from_the_generator_alone_and_keeps_the_range():
+    x = images(5, 1, 28)
+    first = random_affine(x, torch.Generator().manual_seed(3))
+    again = random_affine(x, torch.Generator().manual_seed(3))
+    other = random_affine(x, torch.Generator().manual_seed(4))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.shape == x.shape and float(first.min()) >= 0.0 and float(first.max()) <= 1.0

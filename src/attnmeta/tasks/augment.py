@@ -1,5 +1,11 @@
 """Image augmentation of meta-training episodes, in plain torch ops (no torchvision).
 
+``affine``: each image is rotated, sheared, scaled and moved at random (:func:`random_affine`)
+with the ranges of Koch, Zemel & Salakhutdinov's Siamese networks for Omniglot (ICML 2015
+Deep Learning Workshop, section 4.1): rotation within ±10°, shear within ±0.3 per axis,
+scale within [0.8, 1.2] per axis, translation within ±2 px at their 105 px (here a share
+of the side: ±2/105), bilinear, the uncovered border zero (Omniglot's background).
+
 ``flip_crop``: each image is mirrored left-right with probability 1/2 and cut to a random
 box of 80-100% of its area with aspect ratio in [3/4, 4/3] (:func:`random_boxes`), then
 resized back to its size (bilinear): torchvision's ``RandomHorizontalFlip`` +
@@ -23,12 +29,47 @@ from torch.utils.data import Dataset
 
 from attnmeta.tasks.episode import Episode
 
-__all__ = ["AUGMENTATIONS", "horizontal_flip", "random_boxes", "resized_crop", "flip_crop",
+__all__ = ["AUGMENTATIONS", "affine_matrices", "random_affine", "horizontal_flip",
+           "random_boxes", "resized_crop", "flip_crop",
            "augment_seed", "AugmentedEpisodes", "shift_images", "random_shifts"]
 
 CROP_SCALE = (0.8, 1.0)          # the box's share of the image's area
 CROP_RATIO = (3 / 4, 4 / 3)      # the box's width / height (torchvision's default)
 _STREAM = 0xA06                  # keeps augmentation draws apart from the episode's picks
+# Koch et al. 2015's ranges: degrees, shear, scale, translation as a share of the side
+AFFINE_ROTATION, AFFINE_SHEAR, AFFINE_SCALE, AFFINE_SHIFT = 10.0, 0.3, (0.8, 1.2), 2 / 105
+
+
+def affine_matrices(degrees: Tensor, shear: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``[B, 2, 3]`` maps from output to input coordinates in ``F.affine_grid``'s [-1, 1]
+    frame, for per-image ``degrees [B]``, ``shear [B, 2]``, ``scale [B, 2]`` and ``shift
+    [B, 2]`` (x, y; a share of the side): the image is scaled, sheared, rotated, then moved.
+    All zeros and ones give the identity."""
+    angle = torch.deg2rad(degrees)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotate = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    ones = torch.ones_like(shear[:, 0])
+    sheared = torch.stack([torch.stack([ones, shear[:, 0]], -1),
+                           torch.stack([shear[:, 1], ones], -1)], -2)
+    forward = rotate @ sheared @ torch.diag_embed(scale)              # input -> output
+    inverse = torch.linalg.inv(forward)                               # output -> input
+    # a shift of s of the side is 2·s in the [-1, 1] frame
+    offset = -(inverse @ (2 * shift)[..., None])
+    return torch.cat([inverse, offset], dim=-1)
+
+
+def random_affine(images: Tensor, generator: torch.Generator) -> Tensor:
+    """``images [B, C, H, W]`` -> the same shape, each through its own random affine map
+    (the module docstring's ranges); the draws come from ``generator`` only."""
+    count = images.shape[0]
+    draws = torch.rand(count, 7, generator=generator, dtype=torch.float64) * 2 - 1  # [-1, 1)
+    low, high = AFFINE_SCALE
+    matrices = affine_matrices(AFFINE_ROTATION * draws[:, 0], AFFINE_SHEAR * draws[:, 1:3],
+                               (low + high) / 2 + (high - low) / 2 * draws[:, 3:5],
+                               AFFINE_SHIFT * draws[:, 5:7])
+    grid = F.affine_grid(matrices.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
 
 
 def horizontal_flip(images: Tensor, flip: Tensor) -> Tensor:
@@ -104,7 +145,8 @@ def random_shifts(max_shift: int) -> Callable[[Tensor, torch.Generator], Tensor]
 
 
 # data.augment -> the function; "none" is no wrapper at all
-AUGMENTATIONS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {"flip_crop": flip_crop}
+AUGMENTATIONS: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = {
+    "flip_crop": flip_crop, "affine": random_affine}
 
 
 def augment_seed(seed: int, index: int) -> int:
