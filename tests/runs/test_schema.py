@@ -3,10 +3,12 @@ run's plain name, and which data sections have alphabets."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from attnmeta.errors import ConfigError
-from attnmeta.runs.config import config_from_dict
+from attnmeta.runs.config import config_from_dict, load_config
 from attnmeta.runs.schema import (PLAIN_NAME, DataConfig, TrainConfig, has_alphabets,
                                   selection_rule)
 
@@ -21,6 +23,8 @@ from attnmeta.runs.schema import (PLAIN_NAME, DataConfig, TrainConfig, has_alpha
      "config key 'model.freeze' is True: expected false without model.init"),
     ({"model": {"init": "runs/p", "pretrained_path": "w.pth"}},
      "config key 'model.pretrained_path' is 'w.pth': expected null with model.init"),
+    ({"data": {"background": "small1"}},
+     "config key 'data.background' is 'small1': expected 'full' unless data.protocol='lake'"),
 ])
 def test_a_broken_rule_between_keys_names_the_key_and_what_it_expects(values, message):
     with pytest.raises(ConfigError) as error:
@@ -44,3 +48,19 @@ def test_a_plain_name_is_one_path_component_and_alphabets_are_omniglots_lake_spl
     assert not has_alphabets(DataConfig(dataset="omniglot"))  # vinyals: rotated classes
     assert not has_alphabets(DataConfig(dataset="image_folder", protocol="lake"))
     assert not has_alphabets(DataConfig(dataset="nonesuch"))
+
+
+def test_omniglot_background_is_a_lake_key_with_three_choices():
+    for background in ("small1", "small2"):
+        config = config_from_dict({"data": {"dataset": "omniglot", "protocol": "lake",
+                                            "background": background}})
+        assert config.data.background == background
+    assert DataConfig().background == "full"
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"data": {"protocol": "lake", "background": "small3"}})
+    assert str(error.value).startswith(
+        "config key 'data.background' is 'small3': expected one of 'full', 'small1', 'small2'")
+    shipped = Path(__file__).parents[2] / "configs" / "omniglot" / "pretrain_conv4_lake_small1.yaml"
+    config = load_config(shipped)
+    assert (config.kind, config.name) == ("pretrain", shipped.stem)
+    assert (config.data.protocol, config.data.background) == ("lake", "small1")

@@ -178,7 +178,7 @@ def test_download_omniglot_from_a_local_mirror_then_load(tmp_path, local_server,
         name: local_server.url_of(f"images_{name}.zip") for name in omniglot_files.OMNIGLOT_SETS})
     monkeypatch.setattr(omniglot_files, "OMNIGLOT_MD5", {
         name: hashlib.md5((mirror / f"images_{name}.zip").read_bytes()).hexdigest()
-        for name in omniglot_files.OMNIGLOT_SETS})
+        for name in omniglot_files.DEFAULT_DOWNLOAD_SETS})  # the sets fetched by default
     folder = download_omniglot(tmp_path / "root")
     assert sorted(p.name for p in folder.iterdir()) == ["images_background.zip",
                                                        "images_evaluation.zip"]
@@ -323,6 +323,11 @@ def test_full_size_character_counts_are_checked_by_default(tiny_root):
     (dict(num_val_characters=5),
      "num_val_characters=5: expected 1..4 (val is carved from the 5 training characters, "
      "leaving some to train on)"),
+    (dict(background="small1"),
+     "background='small1': expected 'full' with protocol='vinyals' (the minimal background "
+     "sets are for protocol='lake')"),
+    (dict(protocol="lake", background="small3"),
+     "background='small3': expected one of 'full', 'small1', 'small2'"),
 ])
 def test_bad_arguments_are_reported(tiny_root, kwargs, message):
     arguments = {**TINY, **kwargs}
@@ -502,6 +507,41 @@ def test_lake_protocol_is_background_vs_evaluation_without_rotation(tiny_root):
     assert rotated.num_classes == 4 * 3
 
 
+# a minimal background set, as its own zip beside the full ones (unsorted on purpose)
+SMALL = {"Lambda": 1, "Kappa": 2}
+
+
+def test_lake_small_background_is_carved_from_its_own_set_holding_out_one_alphabet(tiny_root):
+    write_zip(tiny_root / "omniglot" / "images_background_small1.zip",
+              set_members("background_small1", SMALL))
+    splits = {name: load_omniglot(tiny_root, name, "lake", image_size=PNG_SIZE,
+                                  expected_characters=None, background="small1")
+              for name in ("train", "val", "test")}
+    # default for a small set: 1 alphabet held out, the last by name (Lambda)
+    assert splits["train"].class_names == ["Kappa/character01", "Kappa/character02"]
+    assert splits["val"].class_names == ["Lambda/character01"]
+    assert not set(splits["train"].class_alphabets) & set(splits["val"].class_alphabets)
+    assert splits["test"].class_names == POOLED[5:]  # still the evaluation set
+    # the full background's default holds out 5 alphabets, too many for its 2
+    with pytest.raises(ValueError, match=r"^num_val_alphabets=5: expected 1\.\.1 "):
+        load_omniglot(tiny_root, "val", "lake", expected_characters=None)
+    # small2 is another zip: absent here, and named as such
+    with pytest.raises(FileNotFoundError, match="Omniglot background_small2 set not found"):
+        load_omniglot(tiny_root, "train", "lake", expected_characters=None,
+                      background="small2")
+
+
+def test_config_background_key_reaches_the_loader(monkeypatch):
+    from attnmeta.runs.config import config_from_dict
+
+    calls = []
+    monkeypatch.setattr(omniglot, "load_omniglot", lambda *args, **kwargs: calls.append(kwargs))
+    config = config_from_dict({"data": {"dataset": "omniglot", "protocol": "lake",
+                                        "background": "small2"}})
+    omniglot._load(config, "val", None)
+    assert calls == [dict(split="val", protocol="lake", image_size=28, background="small2")]
+
+
 def test_omniglot_episodes_draw_from_split_classes(tiny_root):
     split = load_omniglot(tiny_root, "train", **TINY)
     episodes = omniglot_episodes(split, n_way=3, k_shot=2, q_query=4, num_episodes=7, seed=5)
@@ -588,3 +628,27 @@ def test_real_omniglot_lake_protocol_and_within_alphabet_episodes(real_vinyals):
         alphabets = {test.class_alphabets[c] for c in classes}
         assert len(set(classes)) == 20 and len(alphabets) == 1  # one evaluation alphabet
         assert not alphabets & background and "rot" not in test.class_names[classes[0]]
+
+
+@pytest.mark.parametrize(("background", "train_val", "val_alphabet"), [
+    ("small1", (110, 26), "Latin"), ("small2", (139, 17), "Tagalog")])
+def test_real_omniglot_lake_protocol_on_a_minimal_background_set(real_vinyals, background,
+                                                                 train_val, val_alphabet):
+    """Lake et al.'s 5-alphabet background sets: 4 alphabets train, the last validates."""
+    root, cache_dir, _, _ = real_vinyals
+    omniglot_dir = find_omniglot_dir(root)
+    if not (omniglot_dir / f"images_background_{background}.zip").is_file() \
+            and not (omniglot_dir / f"images_background_{background}").is_dir():
+        pytest.skip(f"images_background_{background}.zip not in {omniglot_dir}")
+    train, val, test = (load_omniglot(root, name, "lake", cache_dir=cache_dir,
+                                      background=background)
+                        for name in ("train", "val", "test"))
+    assert (train.num_classes, val.num_classes) == train_val
+    assert train.num_classes + val.num_classes == \
+        omniglot_files.EXPECTED_CHARACTERS[f"background_{background}"]
+    assert set(val.class_alphabets) == {val_alphabet}
+    assert len(set(train.class_alphabets)) == 4
+    assert not set(train.class_alphabets) & set(val.class_alphabets)
+    assert test.num_classes == 659  # the evaluation set, whatever the background
+    assert not (set(train.class_alphabets) | set(val.class_alphabets)) \
+        & set(test.class_alphabets)

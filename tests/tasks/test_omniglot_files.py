@@ -138,7 +138,8 @@ def test_real_omniglot_holds_964_and_659_characters_in_30_and_20_alphabets():
     omniglot_dir = REAL_DATA / "omniglot"
     if not (omniglot_dir / "images_background.zip").is_file():
         pytest.skip(f"{omniglot_dir} not found (set ATTNMETA_DATA)")
-    assert EXPECTED_CHARACTERS == {"background": 964, "evaluation": 659}
+    assert EXPECTED_CHARACTERS == {"background": 964, "evaluation": 659,
+                                   "background_small1": 136, "background_small2": 156}
     alphabets = {}
     for set_name in ("background", "evaluation"):
         listing = omniglot_files._list_set(omniglot_dir, set_name)

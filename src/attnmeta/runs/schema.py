@@ -22,6 +22,7 @@ from attnmeta.learners.registry import LearnerOptions, learner_options
 from attnmeta.models.registry import BACKBONES, TEXT_BACKBONES, BackboneEntry, backbone_entry
 from attnmeta.rl.registry import POLICIES, RL_LEARNERS, TASK_FAMILIES
 from attnmeta.settings import PROBABILITY, Limits, Variants, setting
+from attnmeta.tasks.augment import AUGMENTATIONS
 from attnmeta.tasks.registry import DATASETS
 from attnmeta.train import PRECISIONS
 
@@ -62,12 +63,15 @@ class DataConfig:
     dataset: str = "omniglot"                     # a name of attnmeta.runs.build.DATASETS
     root: str | None = None                       # data root; else $ATTNMETA_DATA, else the cache
     protocol: str = setting("vinyals", choices=("vinyals", "lake"))  # omniglot's class split
+    # omniglot, protocol lake: train/val from the full background set or a minimal 5-alphabet one
+    background: str = setting("full", choices=("full", "small1", "small2"))
     image_size: int = setting(28, at_least=16, at_most=1024)  # conv4, resnet12 halve it 4 times
     channels: int = setting(1, choices=(1, 3))    # images: read as grey (1) or RGB (3)
     # imagenet: the model starts with (x - mean) / std of ImageNet's channels (inputs in [0, 1])
     normalize: str = setting("none", choices=("none", "imagenet"))
-    # flip_crop: meta-training images flipped and cropped at random (evaluation never)
-    augment: str = setting("none", choices=("none", "flip_crop"))
+    # training images through attnmeta.tasks.augment's function of that name (evaluation
+    # never): flip_crop (RFS's flips and crops), affine (Koch et al.'s Omniglot distortions)
+    augment: str = setting("none", choices=lambda: ("none", *AUGMENTATIONS))
     max_length: int = setting(48, at_least=1, at_most=4096)  # text: tokens per sentence
     vocab_size: int = setting(4000, at_least=300, at_most=1_000_000)  # text: BPE vocabulary
     train: EpisodeConfig = setting(factory=_episode(5, 1, 15))
@@ -193,6 +197,9 @@ class ExperimentConfig:
                "alphabets (omniglot with data.protocol='lake': within-alphabet episodes are "
                "for models trained on the background alphabets only, without rotations)")
               for where, shape in (("train", data.train), ("test", data.test))),
+            (data.background == "full" or data.protocol == "lake", "data.background",
+             data.background, "'full' unless data.protocol='lake' (the minimal background "
+             "sets are Lake et al.'s; vinyals pools the full sets)"),
             (model.depth >= 1 or backbone.depth_optional,
              "model.depth", model.depth, f">= 1 (0, no layers, is for "
              f"{_backbone_is(lambda e: e.depth_optional)} with a learner other than "

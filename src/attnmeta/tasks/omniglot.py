@@ -24,7 +24,10 @@ Two split protocols are provided by :func:`load_omniglot`:
 * ``"lake"`` (Lake et al. 2015): background for training, evaluation for testing, no rotation;
   ``"val"`` is the last 5 background alphabets by folder name (Ojibwe, Sanskrit, Syriac
   (Estrangelo), Tagalog, Tifinagh: 151 characters), so ``"train"`` is the other 25 (813
-  characters): alphabet-disjoint from training, as the test set is.
+  characters): alphabet-disjoint from training, as the test set is. ``background="small1"``
+  or ``"small2"`` carves train and val from one of Lake et al.'s minimal background sets
+  instead (5 alphabets, 136 / 156 characters; the last alphabet is ``"val"``); the test set
+  is still the evaluation set.
 
 Splits made before the validation split was carved out trained on all 1200 Vinyals
 characters (all 964 background characters for Lake): results made with them are not
@@ -69,6 +72,8 @@ __all__ = [
     "VINYALS_TRAIN_CHARACTERS",
     "VINYALS_VAL_CHARACTERS",
     "LAKE_VAL_ALPHABETS",
+    "LAKE_SMALL_VAL_ALPHABETS",
+    "BACKGROUND_SETS",
     "OmniglotSet",
     "OmniglotSplit",
     "download_omniglot",
@@ -84,10 +89,14 @@ logger = logging.getLogger(__name__)
 VINYALS_TRAIN_CHARACTERS = 1200
 VINYALS_VAL_CHARACTERS = 100
 LAKE_VAL_ALPHABETS = 5
+LAKE_SMALL_VAL_ALPHABETS = 1  # of a minimal background set's 5 alphabets
 ROTATION_DEGREES: tuple[int, ...] = (0, 90, 180, 270)
 
 SPLITS = ("train", "val", "test")
 PROTOCOLS = ("vinyals", "lake")
+# protocol lake's background: the full set, or one of Lake et al.'s minimal (5-alphabet) sets
+BACKGROUND_SETS: dict[str, str] = {"full": "background", "small1": "background_small1",
+                                   "small2": "background_small2"}
 # bump when the decoding changes, so stale caches are rebuilt instead of silently reused
 _CACHE_FORMAT = "attnmeta-omniglot-v1"
 # mkstemp creates 0600 files; data and caches are meant to be readable by other users
@@ -218,13 +227,15 @@ def load_omniglot_set(data_root: str | Path | None = None, set_name: str = "back
 
     Args:
         data_root: data root or Omniglot folder, see :func:`find_omniglot_dir`.
-        set_name: ``"background"`` or ``"evaluation"``.
+        set_name: ``"background"``, ``"evaluation"``, ``"background_small1"`` or
+            ``"background_small2"``.
         image_size: side ``S`` of the square images (Lanczos resize of the 105x105 PNGs).
         cache_dir: where ``omniglot_<set>_<S>px.npz`` is kept; default
             :func:`default_cache_dir`. A cache made from other PNGs (the listing's names,
             sizes and CRCs or mtimes differ) is rebuilt.
-        expected_characters: character count required per set name (default: the full
-            sets, 964 and 659); None accepts any count, e.g. for a partial or synthetic copy.
+        expected_characters: character count required per set name (default: complete
+            sets, 964, 659, 136 and 156); None accepts any count, e.g. for a partial or
+            synthetic copy.
     """
     _check_choice("set_name", set_name, OMNIGLOT_SETS)
     _check_image_size(image_size)
@@ -312,7 +323,8 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
                   expected_characters: Mapping[str, int] | None = EXPECTED_CHARACTERS,
                   num_train_characters: int = VINYALS_TRAIN_CHARACTERS,
                   num_val_characters: int = VINYALS_VAL_CHARACTERS,
-                  num_val_alphabets: int = LAKE_VAL_ALPHABETS) -> OmniglotSplit:
+                  num_val_alphabets: int | None = None,
+                  background: str = "full") -> OmniglotSplit:
     """One Omniglot split under a standard protocol.
 
     ``protocol="vinyals"``: all characters are pooled in this exact order: background
@@ -326,7 +338,10 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
     ``protocol="lake"``: ``"test"`` is the evaluation set (20 alphabets, 659 characters);
     ``"val"`` the last ``num_val_alphabets`` (5) background alphabets in folder-name order
     (151 characters) and ``"train"`` the other background alphabets (25, 813 characters), so
-    no alphabet is in two splits. Rotations default to off.
+    no alphabet is in two splits. Rotations default to off. With ``background="small1"`` or
+    ``"small2"``, train and val come from that minimal background set instead, and val is its
+    last alphabet by default (small1: Latin, 26 characters, train 110; small2: Tagalog, 17
+    characters, train 139).
 
     Args:
         data_root: data root or Omniglot folder, see :func:`find_omniglot_dir`.
@@ -338,11 +353,21 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
         expected_characters: see :func:`load_omniglot_set` (None for partial/synthetic sets).
         num_train_characters, num_val_characters: Vinyals split sizes (only change them for
             partial or synthetic data).
-        num_val_alphabets: Lake: background alphabets held out as ``"val"``.
+        num_val_alphabets: Lake: background alphabets held out as ``"val"``; None = 5
+            (:data:`LAKE_VAL_ALPHABETS`) for the full background set, 1 for a small one.
+        background: Lake: ``"full"``, ``"small1"`` or ``"small2"``, the background set that
+            train and val are carved from (only ``"full"`` with ``protocol="vinyals"``).
     """
     _check_choice("split", split, SPLITS)
     _check_choice("protocol", protocol, PROTOCOLS)
+    _check_choice("background", background, tuple(BACKGROUND_SETS))
+    if protocol == "vinyals" and background != "full":
+        raise ConfigError(f"background={background!r}: expected 'full' with protocol='vinyals' "
+                          f"(the minimal background sets are for protocol='lake')")
     _check_image_size(image_size)
+    if num_val_alphabets is None:
+        num_val_alphabets = LAKE_VAL_ALPHABETS if background == "full" \
+            else LAKE_SMALL_VAL_ALPHABETS
     if rotations is None:
         rotations = protocol == "vinyals"
 
@@ -354,7 +379,7 @@ def load_omniglot(data_root: str | Path | None = None, split: str = "train",
             data = load("evaluation")
             return _assemble_split([(data, np.arange(data.num_characters))], rotations,
                                    protocol, split)
-        data = load("background")
+        data = load(BACKGROUND_SETS[background])
         alphabets = sorted(set(data.alphabets))
         if isinstance(num_val_alphabets, bool) or not isinstance(num_val_alphabets, int) \
                 or not 0 < num_val_alphabets < len(alphabets):
@@ -402,7 +427,7 @@ def omniglot_episodes(split: OmniglotSplit, n_way: int = 5, k_shot: int = 1, q_q
 def _load(config: Any, split: str, tokenizer: object) -> OmniglotSplit:
     data = config.data
     return load_omniglot(data.root, split=split, protocol=data.protocol,
-                         image_size=data.image_size)
+                         image_size=data.image_size, background=data.background)
 
 
 # within-alphabet episodes: a model trained on the background alphabets only (protocol lake)

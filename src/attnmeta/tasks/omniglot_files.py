@@ -5,6 +5,12 @@ the upstream zips or their unpacked folders::
 
     images_background.zip  or  images_background/<Alphabet>/characterNN/NNNN_DD.png
     images_evaluation.zip   or  images_evaluation/<Alphabet>/characterNN/NNNN_DD.png
+    images_background_small1.zip  or  images_background_small1/<Alphabet>/...  (optional)
+    images_background_small2.zip  or  images_background_small2/<Alphabet>/...  (optional)
+
+The two small sets are Lake et al.'s "minimal" background sets (5 alphabets each, drawn from
+the background set), for training on few alphabets; only the two full sets are downloaded
+unless ``sets`` names the small ones.
 
 Loading checks a copy by structure (alphabets, 20 drawings per character, character
 counts), not by md5, because re-zipped copies of the same PNGs are equally valid. Only
@@ -27,11 +33,15 @@ from attnmeta.errors import ConfigError, DataError, MissingDataError
 from attnmeta.tasks.data_root import data_root_path, resolve_data_root
 from attnmeta.tasks.download import download_files
 
-__all__ = ["OMNIGLOT_SETS", "OMNIGLOT_URLS", "OMNIGLOT_MD5", "EXPECTED_CHARACTERS",
-           "DRAWINGS_PER_CHARACTER", "download_omniglot", "find_omniglot_dir",
-           "default_cache_dir"]
+__all__ = ["OMNIGLOT_SETS", "DEFAULT_DOWNLOAD_SETS", "OMNIGLOT_URLS", "OMNIGLOT_MD5",
+           "EXPECTED_CHARACTERS", "DRAWINGS_PER_CHARACTER", "download_omniglot",
+           "find_omniglot_dir", "default_cache_dir"]
 
-OMNIGLOT_SETS: tuple[str, ...] = ("background", "evaluation")
+# the full sets, then Lake et al.'s minimal background sets (subsets of "background")
+OMNIGLOT_SETS: tuple[str, ...] = ("background", "evaluation", "background_small1",
+                                  "background_small2")
+# what download_omniglot fetches unless told otherwise
+DEFAULT_DOWNLOAD_SETS: tuple[str, ...] = ("background", "evaluation")
 OMNIGLOT_URLS: dict[str, str] = {
     name: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_{name}.zip"
     for name in OMNIGLOT_SETS
@@ -40,9 +50,16 @@ OMNIGLOT_URLS: dict[str, str] = {
 OMNIGLOT_MD5: dict[str, str] = {
     "background": "68d2efa1b9178cc56df9314c21c6e718",
     "evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+    # computed from copies that the shared data's SOURCE.md records as byte-identical to
+    # upstream (sha256 f38eb80f...cb8a4 for small1, 3ccaa407...1c7f for small2)
+    "background_small1": "e704a628b5459e08445c13499850abc4",
+    "background_small2": "b75a71a51d3b13f821f212756fe481fd",
 }
-# character counts of the full sets, checked when loading unless expected_characters=None
-EXPECTED_CHARACTERS: dict[str, int] = {"background": 964, "evaluation": 659}
+# character counts of each complete set, checked when loading unless expected_characters=None
+# (small1: Balinese, Early_Aramaic, Greek, Korean, Latin; small2: Greek, Japanese_(katakana),
+# Latin, Sanskrit, Tagalog; 5 alphabets each)
+EXPECTED_CHARACTERS: dict[str, int] = {"background": 964, "evaluation": 659,
+                                       "background_small1": 136, "background_small2": 156}
 DRAWINGS_PER_CHARACTER = 20
 
 
@@ -50,8 +67,11 @@ DRAWINGS_PER_CHARACTER = 20
 
 
 def download_omniglot(data_root: str | Path | None = None,
-                      sets: Sequence[str] = OMNIGLOT_SETS) -> Path:
+                      sets: Sequence[str] = DEFAULT_DOWNLOAD_SETS) -> Path:
     """Download the upstream zips into ``<data_root>/omniglot/`` and return that folder.
+
+    ``sets`` defaults to the two full sets; name ``"background_small1"`` or
+    ``"background_small2"`` to fetch Lake et al.'s minimal background sets too.
 
     ``data_root`` defaults to ``$ATTNMETA_DATA`` or ``~/.cache/attnmeta/data`` and is created
     if missing. Each zip is checked against :data:`OMNIGLOT_MD5` (see
