@@ -5,6 +5,7 @@ episodes".
 
     python benchmarks/paired.py runs/incontext_frozen_20w1s runs/pretrain_conv4_bf16_equal \
         [--episodes 1000] [--data-root ../shared/data] [--out benchmarks/results]
+        [--second-as-prototypes]
 
 Either run may be a pretrain run (prototypes over its frozen encoder) or an episodic one.
 Both read the same test split (checked: the same classes and labels, so the same seed draws
@@ -13,6 +14,11 @@ episodes, so the difference's interval is narrower than the two accuracies' inte
 suggest: "ahead" below means that interval excludes zero. Training minutes include the
 pretraining a run started from. Rows of earlier invocations are kept (keyed by the two runs
 and the setting); writes ``paired.json``, ``paired.md`` and ``paired.png``.
+
+``--second-as-prototypes``: the second run's encoder read as cosine prototypes of its
+pooled features (the backbone under a relational learner's token map), for "the relational
+learner against the prototypes of the same encoder" when the encoder trained with it (an
+end-to-end run; give the same run twice). Its row names it ``<run>:prototypes``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from dataclasses import replace
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +38,7 @@ from attnmeta.checkpoint import read_checkpoint_record, resolve_checkpoint
 from attnmeta.errors import AttnmetaError, InputError
 from attnmeta.metrics import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
+from attnmeta.learners.protonet import ProtoNet
 from attnmeta.machine import describe_machine
 from attnmeta.runs.evaluation import (episode_accuracies, load_classes_run, requested_shape,
                                       takes_n_way)
@@ -58,14 +66,31 @@ def verdict(row: dict) -> str:
             else "tie (the interval holds 0)")
 
 
+def as_prototypes(run: Any, run_dir: Path) -> Any:
+    """``run`` with its learner replaced by cosine prototypes (Chen et al. ICLR 2019) over
+    the pooled features of its encoder's backbone; an InputError for a frozen run (its
+    pretrain run is those prototypes already)."""
+    if run.config.model.freeze:
+        raise InputError(f"--second-as-prototypes with {run_dir}: expected a run whose encoder "
+                         "trained (model.freeze: false); a frozen run's prototypes are its "
+                         "model.init run's")
+    encoder = run.learner.encoder
+    backbone = encoder.backbone if run.learner.reads_spatial_tokens else encoder
+    learner = ProtoNet(backbone, distance="cosine", temperature=0.1).eval()
+    return replace(run, learner=learner, accuracy_name="protonet")
+
+
 def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | None,
-            command: str, settings: Sequence[tuple[int, int, str]] | None = None
-            ) -> list[dict]:
+            command: str, settings: Sequence[tuple[int, int, str]] | None = None,
+            second_as_prototypes: bool = False) -> list[dict]:
     """One row per setting (``(n_way, k_shot, within)``; default the four Omniglot ones, or
     Lake's for a run of that protocol) both runs take: accuracies on the same episodes and
     their paired difference (first − second), in %. ValueError if the two runs read
     different test splits (the same seed would draw different episodes)."""
     first, second = (load_classes_run(run_dir, data_root) for run_dir in (first_dir, second_dir))
+    second_name = second_dir.name
+    if second_as_prototypes:
+        second, second_name = as_prototypes(second, second_dir), f"{second_dir.name}:prototypes"
     split_name = first.config.eval.split
     splits = [run.learner_split(split_name) for run in (first, second)]
     if (not torch.equal(splits[0].labels, splits[1].labels)
@@ -84,7 +109,7 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
                   for run, split in zip((first, second), splits)]
         one, other = summarize(values[0]), summarize(values[1])
         difference = paired_difference(values[0], values[1])
-        row = {"first": first_dir.name, "second": second_dir.name,
+        row = {"first": first_dir.name, "second": second_name,
                "first_learner": first.learner.display_name,
                "second_learner": second.learner.display_name,
                "first_step": first.record["step"], "second_step": second.record["step"],
@@ -167,6 +192,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=None,
                         help="folder holding omniglot/ (default: $ATTNMETA_DATA, as the runs)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--second-as-prototypes", action="store_true",
+                        help="the second run's encoder as cosine prototypes (see above)")
     args = parser.parse_args()
     try:
         evaluate_and_record(args, "python " + " ".join(shlex.quote(a) for a in sys.argv))
@@ -184,7 +211,8 @@ def evaluate_and_record(args: argparse.Namespace, command: str) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file: expected a folder for the results")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = compare(args.first, args.second, args.episodes, args.data_root, command)
+    rows = compare(args.first, args.second, args.episodes, args.data_root, command,
+                   second_as_prototypes=args.second_as_prototypes)
     # read only now: another invocation may have written rows while this one evaluated
     path = args.out / "paired.json"
     saved = json.loads(path.read_text()) if path.is_file() else []

@@ -252,6 +252,35 @@ def test_the_paired_benchmark_scores_two_runs_on_the_same_episodes(tmp_path, dat
     assert same["verdict"].startswith("tie")
 
 
+def test_the_paired_benchmark_reads_an_end_to_end_run_as_its_encoders_prototypes(
+        tmp_path, data_root, pretrained, monkeypatch):
+    paired = benchmark_module("paired", monkeypatch)
+    # a relational run fine-tuned from a pretrain run by a step too small to move a weight
+    # past float32 round-off, and with batch norm of the batch (no running statistics to
+    # update): its encoder's prototypes are the pretrain run's
+    pretrain = tiny_pretrain(data_root)
+    pretrain.model.norm = "batch"
+    batch_norm = tmp_path / "pretrain"
+    train_pretrain(pretrain, batch_norm, progress=False)
+    config = frozen_config(data_root, batch_norm, "cross_transformer", freeze=False,
+                           key_dim=8, value_dim=8)
+    config.model.norm, config.train.lr = "batch", 1e-30
+    tuned = tmp_path / "tuned"
+    train_run(config, tuned, progress=False)
+    (row,) = paired.compare(tuned, tuned, 8, None, "cmd", settings=((3, 1, "none"),),
+                            second_as_prototypes=True)
+    (reference,) = paired.compare(batch_norm, batch_norm, 8, None, "cmd",
+                                  settings=((3, 1, "none"),))
+    assert row["second"] == "tuned:prototypes"
+    assert row["second_learner"] == "Prototypical Networks"
+    assert row["second_accuracy"] == reference["first_accuracy"]
+    frozen = tmp_path / "frozen"
+    train_run(frozen_config(data_root, pretrained, "cross_transformer", steps=1, key_dim=8,
+                            value_dim=8), frozen, progress=False)
+    with pytest.raises(paired.InputError, match="expected a run whose encoder trained"):
+        paired.compare(frozen, frozen, 8, None, "cmd", second_as_prototypes=True)
+
+
 def test_the_paired_benchmark_refuses_bad_input_in_one_line_before_evaluating(
         tmp_path, data_root, pretrained, monkeypatch):
     paired = benchmark_module("paired", monkeypatch)
