@@ -318,11 +318,13 @@ def plot(rows: list[dict], out: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_arguments(description: str, train_minutes: float) -> tuple[argparse.Namespace, str]:
+    """The emoji benchmarks' command line (the script's docstring shows it) and the command
+    as the results record it; one torch thread, ``--out`` created."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--train-minutes", type=float, default=10.0)
+    parser.add_argument("--train-minutes", type=float, default=train_minutes)
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--retrain", action="store_true")
@@ -330,8 +332,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    command = "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in sys.argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    return args, "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def main() -> None:
+    args, command = parse_arguments(__doc__, 10.0)
     path = args.out / "emoji.json"
     rows = json.loads(path.read_text()) if args.resume and path.is_file() else []
     if args.retrain or not (HEAD_DIR / "head.safetensors").is_file() \
