@@ -58,7 +58,7 @@ def plot(runs: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     protocols = [p for p in ("lake", "vinyals") if any(r["protocol"] == p for r in runs)]
-    figure, axes = plt.subplots(1, len(protocols), figsize=(6.5 * len(protocols), 4.4),
+    figure, axes = plt.subplots(1, len(protocols), figsize=(6.5 * len(protocols), 7.0),
                                 squeeze=False)
     for ax, protocol in zip(axes[0], protocols):
         for run in (r for r in runs if r["protocol"] == protocol):
@@ -75,7 +75,7 @@ def plot(runs: list[dict], out: Path) -> None:
                      else "Vinyals split, 20-way 1-shot")
         ax.set_xlabel("training minutes on this CPU (pretraining included)")
         ax.set_ylabel("accuracy % (curve: validation; star: test)")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
         ax.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
