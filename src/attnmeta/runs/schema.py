@@ -23,6 +23,7 @@ from attnmeta.models.registry import BACKBONES, TEXT_BACKBONES, BackboneEntry, b
 from attnmeta.rl.registry import POLICIES, RL_LEARNERS, TASK_FAMILIES
 from attnmeta.settings import PROBABILITY, Limits, Variants, setting
 from attnmeta.tasks.augment import AUGMENTATIONS
+from attnmeta.tasks.omniglot import BACKGROUND_SETS
 from attnmeta.tasks.registry import DATASETS
 from attnmeta.train import PRECISIONS
 
@@ -64,7 +65,7 @@ class DataConfig:
     root: str | None = None                       # data root; else $ATTNMETA_DATA, else the cache
     protocol: str = setting("vinyals", choices=("vinyals", "lake"))  # omniglot's class split
     # omniglot, protocol lake: train/val from the full background set or a minimal 5-alphabet one
-    background: str = setting("full", choices=("full", "small1", "small2"))
+    background: str = setting("full", choices=lambda: tuple(BACKGROUND_SETS))
     image_size: int = setting(28, at_least=16, at_most=1024)  # conv4, resnet12 halve it 4 times
     channels: int = setting(1, choices=(1, 3))    # images: read as grey (1) or RGB (3)
     # imagenet: the model starts with (x - mean) / std of ImageNet's channels (inputs in [0, 1])
