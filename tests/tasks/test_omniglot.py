@@ -539,7 +539,42 @@ def test_config_background_key_reaches_the_loader(monkeypatch):
     config = config_from_dict({"data": {"dataset": "omniglot", "protocol": "lake",
                                         "background": "small2"}})
     omniglot._load(config, "val", None)
-    assert calls == [dict(split="val", protocol="lake", image_size=28, background="small2")]
+    assert calls == [dict(split="val", protocol="lake", image_size=28, background="small2",
+                          rotations=None)]
+
+
+@pytest.mark.parametrize("rotations, split, expected", [
+    ("train", "train", True), ("train", "val", None), ("train", "test", None),
+    ("protocol", "train", None)])
+def test_config_rotations_key_rotates_only_the_training_split(monkeypatch, rotations, split,
+                                                              expected):
+    from attnmeta.runs.config import config_from_dict
+
+    calls = []
+    monkeypatch.setattr(omniglot, "load_omniglot", lambda *args, **kwargs: calls.append(kwargs))
+    config = config_from_dict({"data": {"dataset": "omniglot", "protocol": "lake",
+                                        "rotations": rotations}})
+    omniglot._load(config, split, None)
+    assert calls[0]["rotations"] is expected
+
+
+def test_config_rotations_train_is_refused_with_vinyals():
+    from attnmeta.runs.config import config_from_dict
+
+    with pytest.raises(ValueError, match=r"data\.rotations.*'protocol' unless data\.protocol="):
+        config_from_dict({"data": {"dataset": "omniglot", "rotations": "train"}})
+
+
+def test_lake_rotated_training_classes_keep_their_alphabet(tiny_root):
+    plain = load_omniglot(tiny_root, "train", "lake", expected_characters=None,
+                          num_val_alphabets=1)
+    rotated = load_omniglot(tiny_root, "train", "lake", expected_characters=None,
+                            num_val_alphabets=1, rotations=True)
+    assert rotated.num_classes == 4 * plain.num_classes
+    # within-alphabet episodes group rotated classes with their character's alphabet
+    assert rotated.class_alphabets == [a for a in plain.class_alphabets for _ in range(4)]
+    first = rotated.images[rotated.labels == 1][0, 0]  # class 1: character 0 at 90 degrees
+    assert torch.equal(first, torch.rot90(plain.images[plain.labels == 0][0, 0], 1, (-2, -1)))
 
 
 def test_omniglot_episodes_draw_from_split_classes(tiny_root):

@@ -66,6 +66,9 @@ class DataConfig:
     protocol: str = setting("vinyals", choices=("vinyals", "lake"))  # omniglot's class split
     # omniglot, protocol lake: train/val from the full background set or a minimal 5-alphabet one
     background: str = setting("full", choices=lambda: tuple(BACKGROUND_SETS))
+    # omniglot: "protocol" (vinyals rotates every split, lake none) or "train": lake's training
+    # characters at 0/90/180/270 degrees as 4 classes each (val and test stay as drawn)
+    rotations: str = setting("protocol", choices=("protocol", "train"))
     image_size: int = setting(28, at_least=16, at_most=1024)  # conv4, resnet12 halve it 4 times
     channels: int = setting(1, choices=(1, 3))    # images: read as grey (1) or RGB (3)
     # imagenet: the model starts with (x - mean) / std of ImageNet's channels (inputs in [0, 1])
@@ -201,6 +204,9 @@ class ExperimentConfig:
             (data.background == "full" or data.protocol == "lake", "data.background",
              data.background, "'full' unless data.protocol='lake' (the minimal background "
              "sets are Lake et al.'s; vinyals pools the full sets)"),
+            (data.rotations == "protocol" or data.protocol == "lake", "data.rotations",
+             data.rotations, "'protocol' unless data.protocol='lake' (vinyals already makes "
+             "every split's rotations classes)"),
             (model.depth >= 1 or backbone.depth_optional,
              "model.depth", model.depth, f">= 1 (0, no layers, is for "
              f"{_backbone_is(lambda e: e.depth_optional)} with a learner other than "

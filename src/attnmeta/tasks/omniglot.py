@@ -426,8 +426,11 @@ def omniglot_episodes(split: OmniglotSplit, n_way: int = 5, k_shot: int = 1, q_q
 
 def _load(config: Any, split: str, tokenizer: object) -> OmniglotSplit:
     data = config.data
+    # rotated training classes only: val and test keep the protocol's (unrotated) characters
+    rotations = True if data.rotations == "train" and split == "train" else None
     return load_omniglot(data.root, split=split, protocol=data.protocol,
-                         image_size=data.image_size, background=data.background)
+                         image_size=data.image_size, background=data.background,
+                         rotations=rotations)
 
 
 # within-alphabet episodes: a model trained on the background alphabets only (protocol lake)
