@@ -5,7 +5,7 @@ episodes".
 
     python benchmarks/paired.py runs/incontext_frozen_20w1s runs/pretrain_conv4_bf16_equal \
         [--episodes 1000] [--data-root ../shared/data] [--out benchmarks/results]
-        [--second-as-prototypes]
+        [--second-as-prototypes] [--one-to-one first|second|both]
 
 Either run may be a pretrain run (prototypes over its frozen encoder) or an episodic one.
 Both read the same test split (checked: the same classes and labels, so the same seed draws
@@ -19,6 +19,14 @@ and the setting); writes ``paired.json``, ``paired.md`` and ``paired.png``.
 pooled features (the backbone under a relational learner's token map), for "the relational
 learner against the prototypes of the same encoder" when the encoder trained with it (an
 end-to-end run; give the same run twice). Its row names it ``<run>:prototypes``.
+
+``--one-to-one first|second|both``: that run's queries are decided together by the
+transductive balanced assignment (:mod:`attnmeta.assignment`; Lake's runs hold one query per
+class) instead of one by one; its row names it ``<run>:one-to-one``. Give a run twice with
+``--one-to-one first`` to measure what the assignment adds on the same episodes.
+
+Each setting's row is written as soon as it is measured, so a stopped invocation keeps the
+settings it finished (a rerun measures them again and replaces them).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import shlex
 import sys
 from pathlib import Path
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +48,8 @@ from attnmeta.metrics import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners.protonet import ProtoNet
 from attnmeta.machine import describe_machine
-from attnmeta.runs.evaluation import (episode_accuracies, load_classes_run, requested_shape,
-                                      takes_n_way)
+from attnmeta.runs.evaluation import (ONE_TO_ONE, episode_accuracies, load_classes_run,
+                                      requested_shape, takes_n_way)
 from pretrain import LAKE_SETTINGS, PUBLISHED, SETTINGS, train_minutes  # benchmarks/ on sys.path
 
 
@@ -82,15 +90,21 @@ def as_prototypes(run: Any, run_dir: Path) -> Any:
 
 def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | None,
             command: str, settings: Sequence[tuple[int, int, str]] | None = None,
-            second_as_prototypes: bool = False) -> list[dict]:
+            second_as_prototypes: bool = False, one_to_one: str = "none",
+            on_row: Callable[[dict], None] = lambda row: None) -> list[dict]:
     """One row per setting (``(n_way, k_shot, within)``; default the four Omniglot ones, or
     Lake's for a run of that protocol) both runs take: accuracies on the same episodes and
-    their paired difference (first − second), in %. ValueError if the two runs read
-    different test splits (the same seed would draw different episodes)."""
+    their paired difference (first − second), in %, each handed to ``on_row`` once measured.
+    ``one_to_one``: ``"first"``, ``"second"`` or ``"both"`` runs decide their queries by the
+    transductive balanced assignment. ValueError if the two runs read different test splits
+    (the same seed would draw different episodes)."""
     first, second = (load_classes_run(run_dir, data_root) for run_dir in (first_dir, second_dir))
-    second_name = second_dir.name
+    first_name, second_name = first_dir.name, second_dir.name
     if second_as_prototypes:
         second, second_name = as_prototypes(second, second_dir), f"{second_dir.name}:prototypes"
+    assigned = (one_to_one in ("first", "both"), one_to_one in ("second", "both"))
+    first_name += ":one-to-one" if assigned[0] else ""
+    second_name += ":one-to-one" if assigned[1] else ""
     split_name = first.config.eval.split
     splits = [run.learner_split(split_name) for run in (first, second)]
     if (not torch.equal(splits[0].labels, splits[1].labels)
@@ -105,11 +119,12 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
         shape = requested_shape(first.config, n_way, k_shot, within)
         if not all(takes_n_way(run.learner, run.config, n_way) for run in (first, second)):
             continue
-        values = [episode_accuracies(run.learner, split, shape, episodes, seed)
-                  for run, split in zip((first, second), splits)]
+        values = [episode_accuracies(run.learner, split, shape, episodes, seed,
+                                     one_to_one=decided_together)
+                  for run, split, decided_together in zip((first, second), splits, assigned)]
         one, other = summarize(values[0]), summarize(values[1])
         difference = paired_difference(values[0], values[1])
-        row = {"first": first_dir.name, "second": second_name,
+        row = {"first": first_name, "second": second_name,
                "first_learner": first.learner.display_name,
                "second_learner": second.learner.display_name,
                "first_step": first.record["step"], "second_step": second.record["step"],
@@ -120,6 +135,8 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
                "first_accuracy": 100 * one.mean, "first_ci95": 100 * one.ci95,
                "second_accuracy": 100 * other.mean, "second_ci95": 100 * other.ci95,
                "difference": 100 * difference.mean, "difference_ci95": 100 * difference.ci95,
+               "transductive": {name: ONE_TO_ONE for name, decided_together
+                                in zip((first_name, second_name), assigned) if decided_together},
                "first_better_episodes": int(np.sum(values[0] > values[1])),
                "second_better_episodes": int(np.sum(values[0] < values[1])),
                "published": PUBLISHED.get((n_way, k_shot, within), (None,))[0],
@@ -131,6 +148,7 @@ def compare(first_dir: Path, second_dir: Path, episodes: int, data_root: str | N
               f"{row['second_accuracy']:.2f}, difference {row['difference']:+.2f} ± "
               f"{row['difference_ci95']:.2f} ({row['verdict']})", flush=True)
         rows.append(row)
+        on_row(row)
     return rows
 
 
@@ -140,7 +158,8 @@ def markdown(rows: list[dict]) -> str:
              "over the episodes; the difference is first − second, paired by episode, with "
              "the 95% CI of that difference (normal approximation, as the accuracies). "
              "\"ahead\": the difference's interval excludes 0. Training minutes include "
-             "pretraining.", "",
+             "pretraining. A run named `<run>:one-to-one` decided each episode's queries "
+             "together (balanced assignment: transductive); every other run is inductive.", "",
              "| first (train min) | second (train min) | setting | first | second | "
              "difference | episodes first / second better | verdict |",
              "|---|---|---|---|---|---|---|---|"]
@@ -194,6 +213,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--second-as-prototypes", action="store_true",
                         help="the second run's encoder as cosine prototypes (see above)")
+    parser.add_argument("--one-to-one", choices=("none", "first", "second", "both"),
+                        default="none", help="runs whose queries the transductive balanced "
+                        "assignment decides (see above)")
     args = parser.parse_args()
     try:
         evaluate_and_record(args, "python " + " ".join(shlex.quote(a) for a in sys.argv))
@@ -211,16 +233,20 @@ def evaluate_and_record(args: argparse.Namespace, command: str) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file: expected a folder for the results")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = compare(args.first, args.second, args.episodes, args.data_root, command,
-                   second_as_prototypes=args.second_as_prototypes)
-    # read only now: another invocation may have written rows while this one evaluated
     path = args.out / "paired.json"
-    saved = json.loads(path.read_text()) if path.is_file() else []
-    merged = {row_key(r): r for r in saved + rows}
-    ordered = [merged[k] for k in sorted(merged)]
-    atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
-    atomic_write_bytes(args.out / "paired.md", markdown(ordered).encode())
-    plot(ordered, args.out / "paired.png")
+
+    def record(row: dict) -> None:
+        # read at each row: another invocation may have written rows while this one evaluated
+        saved = json.loads(path.read_text()) if path.is_file() else []
+        merged = {row_key(r): r for r in saved + [row]}
+        ordered = [merged[k] for k in sorted(merged)]
+        atomic_write_bytes(path, json.dumps(ordered, indent=1).encode())
+        atomic_write_bytes(args.out / "paired.md", markdown(ordered).encode())
+        plot(ordered, args.out / "paired.png")
+
+    compare(args.first, args.second, args.episodes, args.data_root, command,
+            second_as_prototypes=args.second_as_prototypes, one_to_one=args.one_to_one,
+            on_row=record)
     print(f"wrote {path}, {args.out / 'paired.md'} and {args.out / 'paired.png'}")
 
 

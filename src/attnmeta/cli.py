@@ -222,6 +222,9 @@ def download(dataset: str, data_root: str | None) -> None:
               show_default=True, help="With --oos: meta-val episodes that choose the threshold.")
 @click.option("--within-alphabet", is_flag=True, help="Omniglot, a run of data.protocol lake: "
               "each episode's classes from one alphabet (Lake et al. 2015).")
+@click.option("--one-to-one", is_flag=True, help="Transductive: decide an episode's queries "
+              "together, each class taking as many as it has queries (Hungarian assignment; "
+              "Lake's runs hold one query per class). The result says it is transductive.")
 @click.option("--finetune-steps", type=click.IntRange(min=1), default=None,
               help="Test-time fine-tuning (P>M>F): Adam steps on each episode's support set "
                    "before it is predicted (learners over embeddings).")

@@ -59,3 +59,41 @@ def test_a_head_of_n_outputs_takes_only_its_training_n_way(tmp_path, data_root):
     train_run(tiny_config(data_root, "protonet", steps=2), protonet, progress=False)
     run = load_run(protonet)
     assert takes_n_way(run.learner, run.config, 4)  # prototypes take any number of classes
+
+
+def test_one_to_one_evaluation_is_the_best_balanced_labelling_of_each_episode(tmp_path, data_root):
+    import itertools
+
+    import torch
+    from click.testing import CliRunner
+
+    from attnmeta.cli import main
+    from attnmeta.runs.build import make_episodes
+    from attnmeta.runs.evaluation import evaluate_checkpoint
+
+    out = tmp_path / "protonet"
+    train_run(tiny_config(data_root, "protonet", steps=2), out, progress=False)
+    result = evaluate_checkpoint(out, episodes=8, seed=5, one_to_one=True, save=True)
+    # naive: every balanced labelling of an episode's 6 queries (3 classes x 2), scored by
+    # its total log-probability; the accuracy of the best one (ties: none with real logits)
+    run = load_run(out)
+    shape = requested_shape(run.config, None, None, None)
+    slots = sorted(set(itertools.permutations([0, 0, 1, 1, 2, 2])))
+    correct = []
+    for episode in make_episodes(run.learner_split("test"), shape, 8, 5):
+        with torch.no_grad():
+            log_probs = torch.log_softmax(run.learner.predict(
+                episode.support_x, episode.support_y, episode.query_x).double(), -1)
+        best = max(slots, key=lambda labels: log_probs[torch.arange(6), list(labels)].sum())
+        correct.append((torch.tensor(best) == episode.query_y).double().mean().item())
+    assert result.accuracy == pytest.approx(sum(correct) / len(correct), abs=1e-6)
+    assert result.transductive is not None and "transductive" in result.line()
+    assert result.result_path.endswith("eval_test_3w1s_one_to_one.json")
+    assert Path(result.written_to).is_file()
+    # the command line's flag reaches it; the inductive evaluation keeps its own name
+    shown = CliRunner().invoke(main, ["eval", str(out), "--one-to-one", "--episodes", "8",
+                                      "--seed", "5", "--no-progress"])
+    assert shown.exit_code == 0 and f"{100 * result.accuracy:.2f}" in shown.output
+    assert "transductive" in shown.output
+    inductive = evaluate_checkpoint(out, episodes=8, seed=5, save=False)
+    assert inductive.transductive is None and "transductive" not in inductive.line()

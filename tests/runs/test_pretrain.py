@@ -250,6 +250,18 @@ def test_the_paired_benchmark_scores_two_runs_on_the_same_episodes(tmp_path, dat
                              settings=((3, 1, "none"),))
     assert (same["difference"], same["difference_ci95"]) == (0.0, 0.0)
     assert same["verdict"].startswith("tie")
+    # --one-to-one first: the same run, its first copy decided by the balanced assignment;
+    # each row reaches on_row as soon as it is measured
+    written = []
+    (assigned,) = paired.compare(pretrained, pretrained, 8, None, "cmd",
+                                 settings=((3, 1, "none"),), one_to_one="first",
+                                 on_row=written.append)
+    decided = evaluate_checkpoint(pretrained, episodes=8, n_way=3, k_shot=1, seed=5,
+                                  save=False, one_to_one=True)
+    assert written == [assigned] and assigned["first"] == f"{pretrained.name}:one-to-one"
+    assert (assigned["first_accuracy"], assigned["second_accuracy"]) == pytest.approx(
+        [100 * decided.accuracy, 100 * alone[1]], abs=1e-9)
+    assert list(assigned["transductive"]) == [assigned["first"]]
 
 
 def test_the_paired_benchmark_reads_an_end_to_end_run_as_its_encoders_prototypes(

@@ -241,14 +241,15 @@ def evaluate_classes(request: EvalRequest) -> AccuracyResult | OutOfScopeResult:
                                    request.split, request.data_root, request.n_way,
                                    request.k_shot, command=request.command,
                                    progress=request.progress, save=request.save,
-                                   within=request.within, tuning=request.tuning)
+                                   within=request.within, tuning=request.tuning,
+                                   one_to_one=request.one_to_one)
     if request.split not in (None, "test"):
         raise RunError(f"--split {request.split} with --oos: expected test (the threshold is "
                        "chosen on val)")
     if request.within_alphabet:
         raise RunError("--within-alphabet with --oos: expected one of them (intents have no "
                        "alphabets)")
-    request.refuse(("finetune_steps",), "with --oos: expected one of them")
+    request.refuse(("finetune_steps", "one_to_one"), "with --oos: expected one of them")
     return evaluate_out_of_scope(request.checkpoint, episodes=request.episodes,
                                  seed=request.seed,
                                  threshold_episodes=request.threshold_episodes,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from attnmeta.assignment import assigned_accuracy
 from attnmeta.metrics import accuracy, per_task_metric, summarize
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import make_episodes
@@ -27,7 +28,10 @@ from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 __all__ = ["takes_n_way", "check_test_shape", "episode_accuracies", "requested_shape",
            "result_name", "in_training_evaluation", "accuracy_result", "FinetuneOptions",
-           "EvalRequest", "evaluate", "load_classes_run", "evaluate_checkpoint"]
+           "EvalRequest", "evaluate", "load_classes_run", "evaluate_checkpoint", "ONE_TO_ONE"]
+
+# how a result decided by attnmeta.assignment names its transductive rule
+ONE_TO_ONE = "one-to-one assignment of each episode's queries"
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,9 @@ class EvalRequest:
     checkpoint (a run folder or ``step_*.json``), the test episodes (meta-RL: held-out tasks)
     and their seed, the class split, episode shape and data root; ``oos``: out-of-scope
     queries (CLINC150) at a threshold chosen on ``threshold_episodes`` meta-val episodes;
-    ``within_alphabet``: each episode's classes from one alphabet; ``finetune_*``:
+    ``within_alphabet``: each episode's classes from one alphabet; ``one_to_one``: the
+    transductive balanced assignment of each episode's queries
+    (:mod:`attnmeta.assignment`) instead of each query's argmax; ``finetune_*``:
     test-time fine-tuning (:class:`FinetuneOptions`). Each run kind's ``evaluate`` refuses
     what it has no use for (:meth:`refuse`)."""
 
@@ -68,6 +74,7 @@ class EvalRequest:
     oos: bool = False
     threshold_episodes: int = 500
     within_alphabet: bool = False
+    one_to_one: bool = False
     finetune_steps: int | None = None
     finetune_lr: float = 1e-3
     finetune_shift: int = 2
@@ -111,8 +118,10 @@ def check_test_shape(learner: MetaLearner, config: Any, shape: EpisodeConfig) ->
 
 def episode_accuracies(learner: MetaLearner, split: LabelledSplit, shape: EpisodeConfig,
                        episodes: int, seed: int, batch_size: int = 16, progress: bool = False,
-                       description: str = "eval") -> np.ndarray:
-    """Accuracy of each of ``episodes`` seeded ``shape`` episodes of ``split``: ``[episodes]``."""
+                       description: str = "eval", one_to_one: bool = False) -> np.ndarray:
+    """Accuracy of each of ``episodes`` seeded ``shape`` episodes of ``split``: ``[episodes]``
+    (``one_to_one``: of the transductive balanced assignment of each episode's queries,
+    :func:`attnmeta.assignment.assigned_accuracy`, instead of each query's argmax)."""
     loader = DataLoader(make_episodes(split, shape, episodes, seed), batch_size=batch_size,
                         collate_fn=collate_episodes, generator=torch.Generator().manual_seed(seed))
     if progress:
@@ -122,7 +131,8 @@ def episode_accuracies(learner: MetaLearner, split: LabelledSplit, shape: Episod
     was_training = learner.training
     learner.eval()
     try:
-        return per_task_metric(learner.predict_batch, loader, accuracy)
+        return per_task_metric(learner.predict_batch, loader,
+                               assigned_accuracy if one_to_one else accuracy)
     finally:
         learner.train(was_training)
 
@@ -142,11 +152,13 @@ def requested_shape(config: Any, n_way: int | None, k_shot: int | None, within: 
     return shape
 
 
-def result_name(split: str, shape: EpisodeConfig, tuning: "FinetuneOptions | None" = None) -> str:
-    """``eval_<split>_<N>w<K>s[_within_<group>][_finetune<steps>].json``."""
+def result_name(split: str, shape: EpisodeConfig, tuning: "FinetuneOptions | None" = None,
+                one_to_one: bool = False) -> str:
+    """``eval_<split>_<N>w<K>s[_within_<group>][_finetune<steps>][_one_to_one].json``."""
     within = "" if shape.within == "none" else f"_within_{shape.within}"
     tuned = "" if tuning is None else f"_finetune{tuning.steps}"
-    return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}{tuned}.json"
+    assigned = "_one_to_one" if one_to_one else ""
+    return f"eval_{split}_{shape.n_way}w{shape.k_shot}s{within}{tuned}{assigned}.json"
 
 
 def accuracy_key(split: str) -> str:
@@ -175,26 +187,30 @@ def in_training_evaluation(learner: MetaLearner, split: LabelledSplit, name: str
 def accuracy_result(learner: MetaLearner, learner_name: str, data: LabelledSplit, split: str,
                     shape: EpisodeConfig, episodes: int, seed: int, record: dict[str, Any],
                     command: str, save: bool, batch_size: int = 16, progress: bool = False,
-                    tuning: FinetuneOptions | None = None) -> AccuracyResult:
+                    tuning: FinetuneOptions | None = None, one_to_one: bool = False
+                    ) -> AccuracyResult:
     """The result of ``attnmeta eval`` for any run kind: accuracy (mean ± 95% CI) over
     ``episodes`` seeded ``shape`` episodes of ``data`` (split ``split``), saved beside the
     checkpoint ``record["path"]`` when ``save`` (``written_to``: None if that failed). With
     ``tuning``, the learner is fine-tuned on each episode's support set first (``data``
-    then holds the raw inputs the encoder reads)."""
+    then holds the raw inputs the encoder reads). ``one_to_one``: the transductive balanced
+    assignment decides each episode's queries together (the result says so)."""
     if tuning is not None:
         learner, learner_name = tuning.wrap(learner, seed), f"{learner_name} + fine-tuning"
     check_episode_shape(data, shape.n_way, shape.k_shot, shape.q_query, f"--split {split}",
                         within=shape.within)
     summary = summarize(episode_accuracies(learner, data, shape, episodes, seed, batch_size,
-                                           progress, description=f"eval {split}"))
+                                           progress, description=f"eval {split}",
+                                           one_to_one=one_to_one))
     run_dir = Path(record["path"]).parent.parent
     result = AccuracyResult(
         command=command, checkpoint=record["path"], step=record["step"], learner=learner_name,
         split=split, n_way=shape.n_way, k_shot=shape.k_shot, q_query=shape.q_query,
         within=shape.within, episodes=episodes, episode_seed=seed, accuracy=summary.mean,
         ci95=summary.ci95, std=summary.std,
-        result_path=str(run_dir / result_name(split, shape, tuning)),
-        test_time_finetuning=None if tuning is None else asdict(tuning))
+        result_path=str(run_dir / result_name(split, shape, tuning, one_to_one)),
+        test_time_finetuning=None if tuning is None else asdict(tuning),
+        transductive=ONE_TO_ONE if one_to_one else None)
     result.written_to = write_result(result) if save else None
     return result
 
@@ -221,14 +237,16 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
                         n_way: int | None = None, k_shot: int | None = None,
                         batch_size: int = 16, command: str = "", progress: bool = False,
                         save: bool = True, within: str | None = None,
-                        tuning: FinetuneOptions | None = None) -> AccuracyResult:
+                        tuning: FinetuneOptions | None = None, one_to_one: bool = False
+                        ) -> AccuracyResult:
     """Accuracy (mean ± 95% CI) of a run of classes of any kind over a fixed, seeded set of
     test episodes (a pretrain run: prototypes by ``eval.distance`` over its frozen
     encoder). With ``save`` the result is also written to ``written_to`` (None if that
     failed: a warning). ``within='alphabet'``: each episode's classes from one alphabet
     (Lake et al. 2015; a run of ``data.protocol: lake`` only); default
     ``data.test.within``. ``tuning``: test-time fine-tuning of the encoder on each support
-    set (a frozen run's too: raw inputs then)."""
+    set (a frozen run's too: raw inputs then). ``one_to_one``: the transductive balanced
+    assignment of each episode's queries (:mod:`attnmeta.assignment`)."""
     run = load_classes_run(checkpoint, data_root)
     config = run.config
     split = split or config.eval.split
@@ -238,4 +256,4 @@ def evaluate_checkpoint(checkpoint: Path, episodes: int | None = None, seed: int
     check_test_shape(run.learner, config, shape)
     data = run.learner_split(split) if tuning is None else run.split(split)
     return accuracy_result(run.learner, run.accuracy_name, data, split, shape, episodes, seed,
-                           run.record, command, save, batch_size, progress, tuning)
+                           run.record, command, save, batch_size, progress, tuning, one_to_one)

@@ -73,10 +73,13 @@ class AccuracyResult(EpisodesResult):
     std: float
     result_path: str
     test_time_finetuning: dict[str, Any] | None = None
+    transductive: str | None = None  # the transductive decision rule, if one decided
     written_to: str | None = None
 
     def line(self) -> str:
         within = "" if self.within == "none" else f", within {self.within}"
+        if self.transductive is not None:
+            within += f", transductive: {self.transductive}"
         return (f"{self.learner} {self.n_way}-way {self.k_shot}-shot ({self.split}{within}, "
                 f"{self.episodes} episodes, seed {self.episode_seed}): accuracy "
                 f"{100 * self.accuracy:.2f} ± {100 * self.ci95:.2f}%")
