@@ -61,9 +61,13 @@ def plot(runs: list[dict], out: Path) -> None:
     figure, axes = plt.subplots(1, len(protocols), figsize=(6.5 * len(protocols), 7.0),
                                 squeeze=False)
     for ax, protocol in zip(axes[0], protocols):
-        for run in (r for r in runs if r["protocol"] == protocol):
+        drawn = [r for r in runs if r["protocol"] == protocol]
+        # tab10 repeats after 10 runs; tab20 keeps up to 20 runs of a panel apart
+        colours = plt.get_cmap("tab10" if len(drawn) <= 10 else "tab20").colors
+        for run, colour in zip(drawn, colours * (len(drawn) // len(colours) + 1)):
             minutes, accuracy = zip(*run["curve"]) if run["curve"] else ((), ())
-            line, = ax.plot(minutes, accuracy, marker=".", label=f"{run['run']} (val)")
+            line, = ax.plot(minutes, accuracy, marker=".", color=colour,
+                            label=f"{run['run']} (val)")
             if run["test_accuracy"] is not None:
                 ax.plot([run["minutes"]], [run["test_accuracy"]], marker="*", markersize=12,
                         color=line.get_color(), linestyle="none",
