@@ -48,8 +48,9 @@ from attnmeta.metrics import paired_difference, summarize
 from attnmeta.files import atomic_write_bytes
 from attnmeta.learners.protonet import ProtoNet
 from attnmeta.machine import describe_machine
-from attnmeta.runs.evaluation import (ONE_TO_ONE, episode_accuracies, load_classes_run,
-                                      requested_shape, takes_n_way)
+from attnmeta.assignment import ONE_TO_ONE
+from attnmeta.runs.evaluation import (episode_accuracies, load_classes_run, requested_shape,
+                                      takes_n_way)
 from pretrain import LAKE_SETTINGS, PUBLISHED, SETTINGS, train_minutes  # benchmarks/ on sys.path
 
 

@@ -22,7 +22,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["balanced_assignment", "assigned_accuracy"]
+__all__ = ["ONE_TO_ONE", "balanced_assignment", "assigned_accuracy"]
+
+# how a result this rule decided names it (AccuracyResult.transductive, paired.py's rows)
+ONE_TO_ONE = "one-to-one assignment of each episode's queries"
 
 
 def balanced_assignment(logits: Tensor, per_class: int) -> Tensor:

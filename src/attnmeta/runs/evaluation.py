@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from attnmeta.assignment import assigned_accuracy
+from attnmeta.assignment import ONE_TO_ONE, assigned_accuracy
 from attnmeta.metrics import accuracy, per_task_metric, summarize
 from attnmeta.learners import MetaLearner
 from attnmeta.runs.build import make_episodes
@@ -28,10 +28,7 @@ from attnmeta.tasks import LabelledSplit, check_episode_shape, collate_episodes
 
 __all__ = ["takes_n_way", "check_test_shape", "episode_accuracies", "requested_shape",
            "result_name", "in_training_evaluation", "accuracy_result", "FinetuneOptions",
-           "EvalRequest", "evaluate", "load_classes_run", "evaluate_checkpoint", "ONE_TO_ONE"]
-
-# how a result decided by attnmeta.assignment names its transductive rule
-ONE_TO_ONE = "one-to-one assignment of each episode's queries"
+           "EvalRequest", "evaluate", "load_classes_run", "evaluate_checkpoint"]
 
 
 @dataclass(frozen=True)
