@@ -101,6 +101,10 @@ def test_cli_trains_and_evaluates_an_rl_config(tmp_path):
     written = json.loads((out / "eval_rl.json").read_text())
     assert written["tasks"] == 10 and written["step"] == 2
     assert written["command"].startswith("attnmeta ")   # the command line (here pytest's argv)
+    # options of episodes of classes are refused in one line, the transductive rule included
+    for option in ("--one-to-one", "--within-alphabet"):
+        one_line_error(["eval", out, option, "--no-progress"],
+                       f"{option}: a meta-RL run (kind: rl) has no episodes of classes")
 
 
 @pytest.mark.parametrize("override, message", [
