@@ -31,6 +31,29 @@ def test_conv4_tokens_are_the_last_map_before_its_pool():
     assert Conv4(1, 0, 8, 84).token_grid(84) == (10, 10)
 
 
+def test_conv4_token_block_hands_over_an_earlier_map_before_its_pool():
+    torch.manual_seed(0)
+    model = Conv4(1, 0, hidden=8, image_size=28, norm="running", token_block=3).eval()
+    last = Conv4(1, 0, hidden=8, image_size=28, norm="running").eval()
+    last.load_state_dict(model.state_dict())  # same weights: the block is not a weight
+    x = images(2, 1, 28)
+    tokens = model.token_map(x)
+    assert model.token_grid(28) == (7, 7) and tokens.shape == (2, 49, 8)
+    # naive: blocks 1 and 2 whole, then block 3's conv, norm and ReLU, no pool
+    conv, norm, _pool, _relu = model.features[2]
+    expected = torch.relu(norm(conv(model.features[1](model.features[0](x)))))
+    torch.testing.assert_close(tokens, expected.flatten(2).transpose(1, 2))
+    # block 4 of that map is the default tokens; the pooled features do not change
+    conv4, norm4, _, _ = model.features[3]
+    pooled = model.features[2][2](expected)
+    torch.testing.assert_close(last.token_map(x),
+                               torch.relu(norm4(conv4(pooled))).flatten(2).transpose(1, 2))
+    torch.testing.assert_close(model(x), last(x))
+    assert repr(model) != repr(last)  # what the feature cache keys on besides the weights
+    with pytest.raises(ValueError, match=r"^token_block=5: expected 1\.\.4"):
+        Conv4(1, 0, 8, 28, token_block=5)
+
+
 def test_resnet12_tokens_average_to_its_features():
     torch.manual_seed(0)
     model = ResNet12(3, 0, hidden=2, norm="running").eval()

@@ -72,6 +72,23 @@ def test_the_feature_cache_is_keyed_by_encoder_weights_and_data(tmp_path, data_r
     assert torch.equal(again.items, changed.items)
 
 
+def test_the_feature_cache_tells_token_maps_of_the_same_weights_apart(tmp_path, data_root):
+    from attnmeta.models.spatial import SpatialTokens
+
+    torch.manual_seed(0)
+    split = load_image_folder(data_root, "train", 16)
+    last = Conv4(1, 0, 8, 16, "running").eval()
+    earlier = Conv4(1, 0, 8, 16, "running", token_block=3).eval()
+    earlier.load_state_dict(last.state_dict())
+    tokens = [SpatialTokens(backbone, 16).eval() for backbone in (last, earlier)]
+    assert encoder_sha256(tokens[0]) == encoder_sha256(tokens[1])  # the same weights
+    cached = [cached_features(encoder, split, tmp_path) for encoder in tokens]
+    # at 16 px block 4's 2x2 map against block 3's 4x4: computed again, not read back
+    assert [c.items.shape[1] for c in cached] == [4 * 8, 16 * 8]
+    with torch.no_grad():
+        assert torch.equal(cached[1].items, tokens[1](split.items).flatten(1))
+
+
 def test_features_another_run_cached_are_read_by_their_full_keys_and_copied(
         tmp_path, data_root, monkeypatch):
     import attnmeta.runs.features as features_module

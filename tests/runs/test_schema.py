@@ -25,6 +25,12 @@ from attnmeta.runs.schema import (PLAIN_NAME, DataConfig, TrainConfig, has_alpha
      "config key 'model.pretrained_path' is 'w.pth': expected null with model.init"),
     ({"data": {"background": "small1"}},
      "config key 'data.background' is 'small1': expected 'full' unless data.protocol='lake'"),
+    ({"model": {"token_block": 5}},
+     "config key 'model.token_block' is 5: expected 0 (its last map) or 1..4 for "
+     "model.backbone='conv4'"),
+    ({"model": {"backbone": "resnet12", "token_block": 2}},
+     "config key 'model.token_block' is 2: expected 0 for model.backbone='resnet12' (it hands "
+     "over its last map only; a block is chosen with model.backbone='conv4')"),
 ])
 def test_a_broken_rule_between_keys_names_the_key_and_what_it_expects(values, message):
     with pytest.raises(ConfigError) as error:

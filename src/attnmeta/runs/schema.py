@@ -115,6 +115,9 @@ class ModelConfig:
     freeze: bool = False                          # with init: train the head on cached features
     # efficientnet_lite0: its last blocks trained with the run (0: the ImageNet encoder frozen)
     train_blocks: int = setting(0, at_least=0, at_most=16)
+    # spatial tokens (relational learners): the map of this block before its pool, finer
+    # the earlier (conv4 at 28 px: block 3 gives 7x7, block 4 3x3); 0: the backbone's last
+    token_block: int = setting(0, at_least=0, at_most=16)
 
 
 # The learner section: `learner.name` picks the dataclass of its keys, the options its
@@ -224,6 +227,11 @@ class ExperimentConfig:
              "model.freeze", model.freeze, "false without model.init (the pretrain run whose "
              "encoder to freeze) unless model.backbone is pretrained ("
              + ", ".join(_backbones(lambda e: e.pretrained)) + ")"),
+            (model.token_block <= backbone.token_blocks, "model.token_block",
+             model.token_block, f"0 (its last map) or 1..{backbone.token_blocks} for "
+             f"model.backbone={model.backbone!r}" if backbone.token_blocks else
+             f"0 for model.backbone={model.backbone!r} (it hands over its last map only; "
+             f"a block is chosen with {_backbone_is(lambda e: e.token_blocks > 0)})"),
             (model.train_blocks == 0 or (backbone.trains_blocks and not model.freeze),
              "model.train_blocks", model.train_blocks,
              f"0 unless {_backbone_is(lambda e: e.trains_blocks)} with model.freeze: false "
