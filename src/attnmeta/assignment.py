@@ -38,7 +38,8 @@ def balanced_assignment(logits: Tensor, per_class: int) -> Tensor:
                          f"{classes} x {per_class} = {classes * per_class} (each class takes "
                          f"per_class={per_class} queries)")
     log_probs = torch.log_softmax(logits.detach().double(), dim=-1).cpu().numpy()
-    cost = -np.repeat(log_probs, per_class, axis=1)  # [Q, N·per_class], slot j is class j // per_class
+    # [Q, N·per_class]: slot j is class j // per_class
+    cost = -np.repeat(log_probs, per_class, axis=1)
     rows, slots = linear_sum_assignment(cost)
     assigned = np.empty(queries, dtype=np.int64)
     assigned[rows] = slots // per_class

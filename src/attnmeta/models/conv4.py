@@ -73,8 +73,8 @@ class Conv4(nn.Module):
         return self.head(self.features(x).flatten(1))
 
     def token_map(self, x: Tensor) -> Tensor:
-        """``x [N, C, S, S]`` -> ``[N, h·h, hidden]``: the last block's map before its pool
-        (row-major locations; see :meth:`token_grid`). The norm precedes the pool, so it
+        """``x [N, C, S, S]`` -> ``[N, h·h, hidden]``: block ``token_block``'s map before its
+        pool (row-major locations; see :meth:`token_grid`). The norm precedes the pool, so it
         sees what it sees in :meth:`forward`."""
         conv, norm, _pool, relu = self.features[self.token_block - 1]
         before = self.features[:self.token_block - 1]

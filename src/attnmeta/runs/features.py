@@ -8,9 +8,10 @@ refused. With ``model.freeze: true`` each split is embedded once by the frozen e
 CAML recipe (Fifty et al., ICLR 2024). The features are cached in ``<run>/features/``,
 keyed by the sha256 of the encoder's weights and of its structure (its modules' repr, where
 a backbone names e.g. the block whose map it hands over as tokens) and a fingerprint of the
-split's data, so a change of any computes them again; a run beside it (same parent folder) that cached the
-same encoder's features of the same data lends them (read, then copied into this run's
-own folder): Omniglot's 88k training images take about 2 minutes to embed on one thread.
+split's data, so a change of any computes them again; a run beside it (same parent folder)
+that cached the same encoder's features of the same data lends them (read, then copied
+into this run's own folder): Omniglot's 88k training images take about 2 minutes to embed
+on one thread.
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ def evaluate_request(request: EvalRequest) -> RLResult:
     """``attnmeta eval`` of a meta-RL run: ``request.episodes`` held-out tasks of
     ``request.seed``; the options of episodes of classes are refused."""
     request.refuse(("split", "n_way", "k_shot", "data_root", "oos", "within_alphabet",
-                    "one_to_one", "finetune_steps"), "a meta-RL run (kind: rl) has no episodes of classes; "
+                    "one_to_one", "finetune_steps"),
+                   "a meta-RL run (kind: rl) has no episodes of classes; "
                    "expected only --episodes and --seed")
     return evaluate_rl_run(request.checkpoint, request.episodes, request.seed,
                            request.command, request.progress, request.save)
